@@ -1,0 +1,1 @@
+//! stilts-gateway: the tokio + axum + reqwest driver of stilts-core; the OpenAI-compatible HTTP gateway.

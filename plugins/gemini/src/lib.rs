@@ -1,0 +1,1 @@
+//! The gemini provider plugin for stilts.
