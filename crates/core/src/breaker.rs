@@ -1,0 +1,393 @@
+//! A per-provider circuit breaker that runs on the caller's clock.
+//!
+//! States: **closed** (traffic flows; outcomes are counted), **open** (no traffic until a deadline),
+//! **half-open** (a bounded number of probe calls; that many successes close it, any failure opens
+//! it again). It trips when either rule fires:
+//! - `consecutive_failures` outage failures in a row (fast reaction to a hard outage), or
+//! - over a sliding time window with at least `minimum_calls` calls, the failure rate or the
+//!   slow-call rate reaches its threshold (catches partial outages and brownouts).
+//!
+//! Open time grows on repeated trips (`open_base × multiplier^(trips-1)`, capped at `open_max`, then
+//! shortened by up to `open_jitter` so probes from many gateways spread out). The trip count decays:
+//! a provider that stayed closed for a whole `open_max` starts again from `open_base`, so a recovered
+//! provider gets traffic back within one cap. Transitions are lazy: open becomes half-open when a
+//! call passes a `now` past the deadline; no timer exists. An open deadline never moves earlier.
+//!
+//! Only outage classes (server errors and timeouts) count as failures. Rate limits, client errors
+//! and cancellations are neutral: they release a probe slot and nothing else.
+
+use crate::config::BreakerSettings;
+use crate::rng::RouterRng;
+use crate::time::Instant;
+use crate::window::SlidingWindow;
+use std::time::Duration;
+
+const CALLS: usize = 0;
+const FAILURES: usize = 1;
+const SLOW: usize = 2;
+
+/// The externally visible state of a breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Traffic flows.
+    Closed,
+    /// No traffic until `until`.
+    Open {
+        /// When the breaker becomes half-open.
+        until: Instant,
+    },
+    /// Probing: `in_flight` probes out, `successes` of the needed ones seen.
+    HalfOpen {
+        /// Probes in flight.
+        in_flight: u32,
+        /// Successful probes so far.
+        successes: u32,
+    },
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen { .. } => "half_open",
+        }
+    }
+}
+
+/// One provider's breaker.
+#[derive(Clone, Debug)]
+pub(crate) struct Breaker {
+    state: BreakerState,
+    consecutive_failures: u32,
+    window: SlidingWindow<3>,
+    trips: u32,
+    total_trips: u64,
+    closed_at: Instant,
+}
+
+impl Breaker {
+    pub(crate) fn new(settings: &BreakerSettings) -> Self {
+        Breaker {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            window: SlidingWindow::new(
+                u64::try_from(settings.window.as_nanos()).unwrap_or(u64::MAX),
+                settings.window_buckets,
+            ),
+            trips: 0,
+            total_trips: 0,
+            closed_at: Instant::ZERO,
+        }
+    }
+
+    /// The state at `now`, applying a due open → half-open transition.
+    pub(crate) fn state(&mut self, now: Instant) -> BreakerState {
+        if let BreakerState::Open { until } = self.state {
+            if now >= until {
+                self.state = BreakerState::HalfOpen {
+                    in_flight: 0,
+                    successes: 0,
+                };
+            }
+        }
+        self.state
+    }
+
+    /// How many times this breaker has opened since it was created.
+    pub(crate) fn total_trips(&self) -> u64 {
+        self.total_trips
+    }
+
+    /// Whether a call may be sent at `now`; if so, whether it is a half-open probe.
+    pub(crate) fn admits(&mut self, now: Instant, settings: &BreakerSettings) -> Option<bool> {
+        match self.state(now) {
+            BreakerState::Closed => Some(false),
+            BreakerState::Open { .. } => None,
+            BreakerState::HalfOpen { in_flight, .. } => {
+                (in_flight < settings.half_open_probes).then_some(true)
+            }
+        }
+    }
+
+    /// A call was sent; `probe` is what [`Breaker::admits`] said.
+    pub(crate) fn on_send(&mut self, probe: bool) {
+        if probe {
+            if let BreakerState::HalfOpen { in_flight, .. } = &mut self.state {
+                *in_flight += 1;
+            }
+        }
+    }
+
+    /// Releases a probe slot, if the call held one and the breaker is still half-open.
+    fn release_probe(&mut self, probe: bool) -> bool {
+        if probe {
+            if let BreakerState::HalfOpen { in_flight, .. } = &mut self.state {
+                *in_flight = in_flight.saturating_sub(1);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A call ended in a way that says nothing about the provider's health.
+    pub(crate) fn on_neutral(&mut self, probe: bool) {
+        self.release_probe(probe);
+    }
+
+    /// A call succeeded after `latency`.
+    pub(crate) fn on_success(
+        &mut self,
+        now: Instant,
+        latency: Duration,
+        probe: bool,
+        settings: &BreakerSettings,
+        rng: &mut RouterRng,
+    ) {
+        if self.release_probe(probe) {
+            if let BreakerState::HalfOpen { successes, .. } = &mut self.state {
+                *successes += 1;
+                if *successes >= settings.half_open_probes {
+                    self.close(now);
+                }
+            }
+            return;
+        }
+        if self.state == BreakerState::Closed {
+            self.consecutive_failures = 0;
+            let slow = u64::from(latency >= settings.slow_call);
+            self.window.add(now, [1, 0, slow]);
+            self.check_rates(now, settings, rng);
+        }
+    }
+
+    /// A call failed with an outage class after `latency`.
+    pub(crate) fn on_failure(
+        &mut self,
+        now: Instant,
+        latency: Duration,
+        probe: bool,
+        settings: &BreakerSettings,
+        rng: &mut RouterRng,
+    ) {
+        if self.release_probe(probe) {
+            self.trip(now, settings, rng);
+            return;
+        }
+        // Failures of calls sent before the breaker opened say nothing new.
+        if self.state != BreakerState::Closed {
+            return;
+        }
+        self.consecutive_failures += 1;
+        let slow = u64::from(latency >= settings.slow_call);
+        self.window.add(now, [1, 1, slow]);
+        if settings.consecutive_failures > 0
+            && self.consecutive_failures >= settings.consecutive_failures
+        {
+            self.trip(now, settings, rng);
+        } else {
+            self.check_rates(now, settings, rng);
+        }
+    }
+
+    fn check_rates(&mut self, now: Instant, settings: &BreakerSettings, rng: &mut RouterRng) {
+        let totals = self.window.totals(now);
+        let calls = totals[CALLS];
+        if calls < u64::from(settings.minimum_calls) {
+            return;
+        }
+        let calls = calls as f64;
+        if totals[FAILURES] as f64 / calls >= settings.failure_rate
+            || totals[SLOW] as f64 / calls >= settings.slow_call_rate
+        {
+            self.trip(now, settings, rng);
+        }
+    }
+
+    fn trip(&mut self, now: Instant, settings: &BreakerSettings, rng: &mut RouterRng) {
+        if self.state == BreakerState::Closed
+            && now.saturating_since(self.closed_at) >= settings.open_max
+        {
+            // Stayed healthy for a whole cap: forget earlier trips.
+            self.trips = 0;
+        }
+        self.trips = self.trips.saturating_add(1);
+        self.total_trips += 1;
+        let exponent = i32::try_from(self.trips - 1).unwrap_or(i32::MAX);
+        let base = settings.open_base.as_secs_f64();
+        let open = (base * settings.open_multiplier.powi(exponent))
+            .min(settings.open_max.as_secs_f64())
+            * (1.0 - settings.open_jitter * rng.unit());
+        let until = now + Duration::from_secs_f64(open.max(0.0));
+        let until = match self.state {
+            BreakerState::Open { until: current } => until.max(current),
+            _ => until,
+        };
+        self.state = BreakerState::Open { until };
+        self.consecutive_failures = 0;
+        self.window.clear();
+    }
+
+    fn close(&mut self, now: Instant) {
+        self.state = BreakerState::Closed;
+        self.consecutive_failures = 0;
+        self.window.clear();
+        self.closed_at = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderConfig, RouterConfig};
+
+    fn settings(edit: impl FnOnce(&mut RouterConfig)) -> BreakerSettings {
+        let mut c = RouterConfig {
+            providers: vec![ProviderConfig::named("a")],
+            ..RouterConfig::default()
+        };
+        c.breaker.open_jitter = Some(0.0);
+        edit(&mut c);
+        c.validate().unwrap().breaker
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    const FAST: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn trips_on_consecutive_failures_and_half_opens_lazily() {
+        let s = settings(|_| {});
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        for i in 0..4 {
+            b.on_failure(at(i), FAST, false, &s, &mut rng);
+            assert_eq!(b.state(at(i)), BreakerState::Closed);
+        }
+        b.on_failure(at(4), FAST, false, &s, &mut rng);
+        assert_eq!(b.state(at(4)), BreakerState::Open { until: at(5_004) });
+        assert_eq!(b.admits(at(5_003), &s), None);
+        assert_eq!(b.admits(at(5_004), &s), Some(true));
+    }
+
+    #[test]
+    fn a_success_resets_the_consecutive_count() {
+        let s = settings(|_| {});
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        for i in 0..20 {
+            if i % 4 == 3 {
+                b.on_success(at(i), FAST, false, &s, &mut rng);
+            } else {
+                b.on_failure(at(i), FAST, false, &s, &mut rng);
+            }
+        }
+        // 15 of 20 failed: the rate rule (50%, 20 calls) fires on the 20th call, not the consecutive one.
+        assert!(matches!(b.state(at(19)), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn failure_rate_needs_the_minimum_calls() {
+        let s = settings(|c| c.breaker.consecutive_failures = Some(0));
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        for i in 0..19 {
+            b.on_failure(at(i), FAST, false, &s, &mut rng);
+        }
+        assert_eq!(b.state(at(19)), BreakerState::Closed);
+        b.on_failure(at(19), FAST, false, &s, &mut rng);
+        assert!(matches!(b.state(at(19)), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn slow_calls_trip_the_breaker() {
+        let s = settings(|c| {
+            c.breaker.slow_call_ms = Some(1_000);
+            c.breaker.slow_call_rate = Some(0.5);
+            c.breaker.minimum_calls = Some(4);
+        });
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        for i in 0..4 {
+            b.on_success(at(i), Duration::from_secs(2), false, &s, &mut rng);
+        }
+        assert!(matches!(b.state(at(4)), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn probes_close_or_reopen_with_a_longer_open_time() {
+        let s = settings(|c| c.breaker.consecutive_failures = Some(1));
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        b.on_failure(at(0), FAST, false, &s, &mut rng);
+        assert_eq!(b.state(at(0)), BreakerState::Open { until: at(5_000) });
+        // Half-open: two probes admitted, a third is not.
+        assert_eq!(b.admits(at(5_000), &s), Some(true));
+        b.on_send(true);
+        assert_eq!(b.admits(at(5_000), &s), Some(true));
+        b.on_send(true);
+        assert_eq!(b.admits(at(5_000), &s), None);
+        // One probe fails: open again for twice as long.
+        b.on_failure(at(5_100), FAST, true, &s, &mut rng);
+        assert_eq!(b.state(at(5_100)), BreakerState::Open { until: at(15_100) });
+        // The other probe's success arrives late: the breaker stays open.
+        b.on_success(at(5_200), FAST, true, &s, &mut rng);
+        assert_eq!(b.state(at(5_200)), BreakerState::Open { until: at(15_100) });
+        // Two good probes close it.
+        for t in [15_100, 15_200] {
+            assert_eq!(b.admits(at(t), &s), Some(true));
+            b.on_send(true);
+        }
+        b.on_success(at(15_300), FAST, true, &s, &mut rng);
+        b.on_success(at(15_400), FAST, true, &s, &mut rng);
+        assert_eq!(b.state(at(15_400)), BreakerState::Closed);
+        // Re-tripping soon after keeps growing; open time is capped at 30 s.
+        b.on_failure(at(16_000), FAST, false, &s, &mut rng);
+        assert_eq!(
+            b.state(at(16_000)),
+            BreakerState::Open { until: at(36_000) }
+        );
+    }
+
+    #[test]
+    fn trip_count_decays_after_a_healthy_cap() {
+        let s = settings(|c| {
+            c.breaker.consecutive_failures = Some(1);
+            c.breaker.half_open_probes = Some(1);
+        });
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        b.on_failure(at(0), FAST, false, &s, &mut rng);
+        let probe = b.admits(at(5_000), &s).unwrap();
+        b.on_send(probe);
+        b.on_failure(at(5_000), FAST, true, &s, &mut rng); // open 10 s
+        let probe = b.admits(at(15_000), &s).unwrap();
+        b.on_send(probe);
+        b.on_success(at(15_000), FAST, true, &s, &mut rng);
+        assert_eq!(b.state(at(15_000)), BreakerState::Closed);
+        // Healthy for 30 s (the cap): the next trip starts again at the base.
+        b.on_failure(at(45_000), FAST, false, &s, &mut rng);
+        assert_eq!(
+            b.state(at(45_000)),
+            BreakerState::Open { until: at(50_000) }
+        );
+    }
+
+    #[test]
+    fn neutral_outcomes_only_release_probes() {
+        let s = settings(|c| c.breaker.consecutive_failures = Some(1));
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        b.on_failure(at(0), FAST, false, &s, &mut rng);
+        for _ in 0..2 {
+            let probe = b.admits(at(5_000), &s).unwrap();
+            b.on_send(probe);
+        }
+        assert_eq!(b.admits(at(5_000), &s), None);
+        b.on_neutral(true);
+        assert_eq!(b.admits(at(5_000), &s), Some(true));
+    }
+}

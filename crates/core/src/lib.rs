@@ -1,0 +1,53 @@
+//! stilts-core: the sans-IO routing engine of stilts.
+//!
+//! It decides which LLM provider gets each attempt of a request, when to retry, fail over, hedge,
+//! wait or give up, and keeps each provider's health (circuit breaker, cool-downs, latency, local
+//! rate limits) and cost. It does no I/O, reads no clock and owns no thread: time comes in as an
+//! [`Instant`] argument, randomness from a seeded [`RouterRng`], and decisions and outcomes go in
+//! and out as values. The gateway drives it with real time and HTTP; the simulator drives the
+//! same code in virtual time. Start at [`Router`].
+//!
+//! ```
+//! use stilts_core::{Decision, Instant, Outcome, ProviderConfig, RequestMeta, Router, RouterConfig, Usage};
+//! use std::time::Duration;
+//!
+//! let config = RouterConfig {
+//!     providers: vec![ProviderConfig::named("primary"), ProviderConfig::named("backup")],
+//!     ..RouterConfig::default()
+//! };
+//! let mut router = Router::new(config.validate()?, 42);
+//! let now = Instant::ZERO;
+//! let mut call = router.begin(RequestMeta::default(), now);
+//! let Decision::Send(attempt) = router.next_attempt(&mut call, now) else { unreachable!() };
+//! let outcome = Outcome::Success { latency: Duration::from_millis(300), first_token: None, usage: Usage::default() };
+//! router.record(&mut call, attempt, outcome, now + Duration::from_millis(300));
+//! assert!(matches!(router.next_attempt(&mut call, now), Decision::Done { .. }));
+//! # Ok::<(), stilts_core::ConfigError>(())
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod breaker;
+mod budget;
+mod class;
+pub mod config;
+mod ewma;
+pub mod policy;
+mod provider;
+mod rng;
+mod router;
+mod time;
+mod window;
+
+pub use breaker::BreakerState;
+pub use class::ErrorClass;
+pub use config::{ConfigError, PolicyKind, ProviderConfig, RouterConfig, Timeouts, ValidConfig};
+pub use ewma::PeakEwma;
+pub use provider::{ProviderId, ProviderSet};
+pub use rng::RouterRng;
+pub use router::{
+    Attempt, Call, Cooldown, Decision, GiveUp, GiveUpReason, Outcome, ProviderStats,
+    ProviderStatus, RequestMeta, Router, Usage,
+};
+pub use time::Instant;

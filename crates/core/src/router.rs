@@ -1,0 +1,1029 @@
+//! The router: one route's providers, their health, and the decisions for each request.
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::budget::RetryBudget;
+use crate::class::ErrorClass;
+use crate::config::{PolicyKind, ProviderSettings, Timeouts, ValidConfig};
+use crate::ewma::PeakEwma;
+use crate::policy::{self, Policy, PolicyView, ProviderLoad};
+use crate::provider::{ProviderId, ProviderSet};
+use crate::rng::RouterRng;
+use crate::time::Instant;
+use crate::window::SlidingWindow;
+use std::fmt;
+use std::time::Duration;
+
+/// What the caller knows about a request before sending it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// Estimated input (prompt) tokens.
+    pub input_tokens: u32,
+    /// Expected output tokens (the request's `max_tokens`, or an estimate); used for context fit,
+    /// cost estimates and token rate limits.
+    pub output_tokens: u32,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The client's own deadline, if shorter than the router's default.
+    pub deadline: Option<Duration>,
+}
+
+/// Tokens an attempt consumed, as reported by the provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens billed.
+    pub input_tokens: u64,
+    /// Output tokens billed.
+    pub output_tokens: u64,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// The provider answered.
+    Success {
+        /// Time from send to the last byte.
+        latency: Duration,
+        /// Time from send to the first token, for streams.
+        first_token: Option<Duration>,
+        /// Tokens billed.
+        usage: Usage,
+    },
+    /// The attempt failed.
+    Failure {
+        /// What kind of failure.
+        class: ErrorClass,
+        /// Time from send to the failure.
+        latency: Duration,
+        /// The provider's Retry-After, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The caller abandoned the attempt (another one won, or the client left). Neutral for health.
+    Cancelled,
+}
+
+/// One attempt the router asked for. Pass it back to [`Router::record`] exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "every attempt must be performed and recorded"]
+pub struct Attempt {
+    /// Where to send it.
+    pub provider: ProviderId,
+    /// 1 for the first attempt of the call, then 2, 3, ...
+    pub number: u32,
+    /// Whether this is a hedge sent while an earlier attempt is still in flight.
+    pub is_hedge: bool,
+    /// When the attempt must be abandoned (recorded as a timeout): the attempt timeout, clipped to
+    /// the call's deadline.
+    pub deadline: Instant,
+    /// The provider's timeouts for each stage.
+    pub timeouts: Timeouts,
+    provider_uid: u64,
+    probe: bool,
+}
+
+/// Why the router stopped trying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUpReason {
+    /// The call's deadline passed.
+    Deadline,
+    /// The last failure must not be retried (bad request, content filter, context length).
+    NotRetryable(ErrorClass),
+    /// `max_attempts` attempts were made.
+    AttemptsExhausted,
+    /// The retry budget is spent: the route is failing for many requests at once.
+    BudgetExhausted,
+    /// Every usable provider is rate limited (by itself or by the local limits).
+    AllRateLimited,
+    /// Every provider is unhealthy, cooling down or already failed for this call.
+    NoHealthyProvider,
+    /// The request does not fit the context window of any provider.
+    ContextTooLong,
+    /// The spend limit is reached and no free provider is usable.
+    SpendLimit,
+}
+
+impl GiveUpReason {
+    /// A short snake_case name for metrics and reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GiveUpReason::Deadline => "deadline",
+            GiveUpReason::NotRetryable(_) => "not_retryable",
+            GiveUpReason::AttemptsExhausted => "attempts_exhausted",
+            GiveUpReason::BudgetExhausted => "budget_exhausted",
+            GiveUpReason::AllRateLimited => "all_rate_limited",
+            GiveUpReason::NoHealthyProvider => "no_healthy_provider",
+            GiveUpReason::ContextTooLong => "context_too_long",
+            GiveUpReason::SpendLimit => "spend_limit",
+        }
+    }
+}
+
+/// The end of a call that did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GiveUp {
+    /// Why.
+    pub reason: GiveUpReason,
+    /// The class of the last failed attempt, if any.
+    pub last_error: Option<ErrorClass>,
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            GiveUpReason::NotRetryable(class) => {
+                write!(f, "the provider answered {class}, which is not retried")?
+            }
+            reason => f.write_str(reason.as_str())?,
+        }
+        if let Some(class) = self.last_error {
+            write!(f, " (last error: {class})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the caller should do next for a call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[must_use = "a decision is the only way the router asks for work"]
+pub enum Decision {
+    /// Send this attempt now.
+    Send(Attempt),
+    /// Nothing to send before `until` (backoff, or waiting out a short Retry-After); call
+    /// [`Router::next_attempt`] again then.
+    Wait {
+        /// When to ask again.
+        until: Instant,
+    },
+    /// An attempt is in flight; if no outcome arrives by `at`, call [`Router::next_attempt`] again
+    /// and it will return a hedged [`Decision::Send`] to another provider.
+    Hedge {
+        /// When to ask again.
+        at: Instant,
+    },
+    /// Attempts are in flight and nothing else is planned: wait for their outcomes.
+    Pending,
+    /// A provider answered; the call is over. Cancel (and record) any attempt still in flight.
+    Done {
+        /// The provider whose answer won.
+        provider: ProviderId,
+    },
+    /// The call failed. Cancel (and record) any attempt still in flight.
+    GiveUp(GiveUp),
+}
+
+/// One request's routing state: what was tried, what failed, what is in flight.
+///
+/// Made by [`Router::begin`]; owned by the caller; small and free of heap data.
+#[derive(Clone, Debug)]
+pub struct Call {
+    deadline: Instant,
+    input_tokens: u32,
+    output_tokens: u32,
+    stream: bool,
+    tried: ProviderSet,
+    silent: ProviderSet,
+    rate_limited: ProviderSet,
+    excluded: ProviderSet,
+    min_context: u32,
+    attempts: u32,
+    in_flight: u32,
+    last_send: Instant,
+    hedged: bool,
+    same_provider_retries: u32,
+    wait_until: Instant,
+    backoff_served: bool,
+    needs_continuation: bool,
+    last_error: Option<ErrorClass>,
+    end: Option<Result<ProviderId, GiveUp>>,
+}
+
+impl Call {
+    /// Attempts started so far (hedges included).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Attempts started and not yet recorded.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// The call's deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Providers tried so far.
+    pub fn tried(&self) -> ProviderSet {
+        self.tried
+    }
+
+    /// The class of the last failure, if any.
+    pub fn last_error(&self) -> Option<ErrorClass> {
+        self.last_error
+    }
+
+    /// From now on, only providers that can continue a partial answer exactly are eligible
+    /// (`prefill_continuation`). The driver sets this after stream bytes reached the client.
+    pub fn require_continuation(&mut self) {
+        self.needs_continuation = true;
+    }
+}
+
+/// Why a provider is cooling down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cooldown {
+    /// It answered 429 (Retry-After or the default cool-down).
+    RateLimited,
+    /// It rejected the credentials.
+    Auth,
+    /// Its quota is spent.
+    Quota,
+}
+
+/// Counters of one provider since the router was created (kept across reloads).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProviderStats {
+    /// Attempts sent.
+    pub attempts: u64,
+    /// Hedged attempts sent.
+    pub hedges: u64,
+    /// Successful attempts.
+    pub successes: u64,
+    /// Failed attempts by class, indexed by [`ErrorClass::index`].
+    pub failures: [u64; 8],
+    /// Cancelled attempts.
+    pub cancelled: u64,
+    /// Input tokens billed.
+    pub input_tokens: u64,
+    /// Output tokens billed.
+    pub output_tokens: u64,
+    /// Cost in USD at the configured prices.
+    pub cost_usd: f64,
+}
+
+/// A provider's health and load, for status pages and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderStatus {
+    /// Position in the config.
+    pub id: ProviderId,
+    /// Configured name.
+    pub name: String,
+    /// Breaker state now.
+    pub breaker: BreakerState,
+    /// Times the breaker opened.
+    pub breaker_trips: u64,
+    /// Active cool-down and its end.
+    pub cooldown: Option<(Cooldown, Instant)>,
+    /// Attempts in flight.
+    pub in_flight: u32,
+    /// Peak-EWMA latency estimate.
+    pub latency: Duration,
+    /// Counters.
+    pub stats: ProviderStats,
+}
+
+#[derive(Clone, Debug)]
+struct Health {
+    breaker: Breaker,
+    cooldown: Option<(Cooldown, Instant)>,
+    /// Requests and tokens over the last minute, when local limits are set.
+    minute: Option<SlidingWindow<2>>,
+}
+
+#[derive(Default)]
+struct Blocked {
+    context: bool,
+    spend: bool,
+    rate_limited: bool,
+    unhealthy: bool,
+    /// The earliest end of a rate-limit cool-down among blocked providers.
+    soonest_rate_limit_end: Option<Instant>,
+}
+
+const MINUTE_NANOS: u64 = 60_000_000_000;
+
+/// The routing engine of one route: sans-IO, deterministic, driven entirely by its caller.
+///
+/// # Contract
+///
+/// The router never reads a clock, sleeps, spawns or does I/O. Every method that depends on time
+/// takes `now`, and successive `now`s must never decrease. Randomness comes from the seeded
+/// [`RouterRng`] given at construction, so the same config, seed and inputs give the same
+/// decisions.
+///
+/// - **Inputs:** [`begin`](Router::begin) a call for each request; [`record`](Router::record) the
+///   outcome of every attempt the router asked for, exactly once (with [`Outcome::Cancelled`] for
+///   attempts the caller abandons).
+/// - **Output:** [`next_attempt`](Router::next_attempt) returns the next [`Decision`] for a call.
+///
+/// One request's life:
+///
+/// ```text
+/// let mut call = router.begin(meta, now);
+/// loop {
+///     match router.next_attempt(&mut call, now) {
+///         Send(attempt)    => perform it (respecting attempt.deadline), then
+///                             router.record(&mut call, attempt, outcome, now)
+///         Wait { until }   => sleep until `until`
+///         Hedge { at }     => wait for the in-flight outcome, or until `at`
+///         Pending          => wait for an in-flight outcome
+///         Done { .. }      => answer the client (cancel + record other in-flight attempts)
+///         GiveUp(why)      => return an error (cancel + record other in-flight attempts)
+///     }
+/// }
+/// ```
+///
+/// Every call ends in `Done` or `GiveUp` within `max_attempts` attempts and before its deadline;
+/// per-provider state has a fixed size, whatever the number of requests.
+pub struct Router {
+    config: ValidConfig,
+    policy: Box<dyn Policy>,
+    rng: RouterRng,
+    uids: Vec<u64>,
+    next_uid: u64,
+    health: Vec<Health>,
+    loads: Vec<ProviderLoad>,
+    stats: Vec<ProviderStats>,
+    budget: RetryBudget,
+    spend_period: u64,
+    spent_usd: f64,
+    all: ProviderSet,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("policy", &self.config.policy)
+            .field("providers", &self.config.providers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Router {
+    /// A router for `config`, with randomness seeded from `seed`.
+    pub fn new(config: ValidConfig, seed: u64) -> Self {
+        Self::with_rng(config, RouterRng::seed_from_u64(seed))
+    }
+
+    /// A router with a caller-made random stream.
+    pub fn with_rng(config: ValidConfig, rng: RouterRng) -> Self {
+        let n = config.providers.len();
+        let mut router = Router {
+            policy: policy::builtin(config.policy, n),
+            rng,
+            uids: (0..n as u64).collect(),
+            next_uid: n as u64,
+            health: Vec::with_capacity(n),
+            loads: Vec::with_capacity(n),
+            stats: vec![ProviderStats::default(); n],
+            budget: RetryBudget::new(&config.budget),
+            spend_period: 0,
+            spent_usd: 0.0,
+            all: ProviderSet::first_n(n),
+            config,
+        };
+        for p in 0..n {
+            router.health.push(router.fresh_health(p));
+            router.loads.push(router.fresh_load());
+        }
+        router
+    }
+
+    fn fresh_health(&self, index: usize) -> Health {
+        let p = &self.config.providers[index];
+        Health {
+            breaker: Breaker::new(&self.config.breaker),
+            cooldown: None,
+            minute: (p.requests_per_minute.is_some() || p.tokens_per_minute.is_some())
+                .then(|| SlidingWindow::new(MINUTE_NANOS, 12)),
+        }
+    }
+
+    fn fresh_load(&self) -> ProviderLoad {
+        ProviderLoad {
+            in_flight: 0,
+            latency: PeakEwma::new(self.config.latency_default, self.config.latency_decay),
+        }
+    }
+
+    /// Replaces the policy with a custom one.
+    pub fn set_policy(&mut self, policy: Box<dyn Policy>) {
+        self.policy = policy;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ValidConfig {
+        &self.config
+    }
+
+    /// The settings of provider `id`.
+    pub fn provider(&self, id: ProviderId) -> &ProviderSettings {
+        &self.config.providers[id.index()]
+    }
+
+    /// The provider named `name`, if any.
+    pub fn provider_id(&self, name: &str) -> Option<ProviderId> {
+        self.config
+            .providers
+            .iter()
+            .position(|p| p.name == name)
+            .and_then(ProviderId::from_index)
+    }
+
+    /// Applies a new configuration. Providers that keep their name keep their breaker, latency,
+    /// cool-down and counters; attempts in flight on them are still recorded correctly. Attempts in
+    /// flight on removed providers are recorded for the call only.
+    pub fn reconfigure(&mut self, config: ValidConfig) {
+        let n = config.providers.len();
+        let breaker_same = config.breaker == self.config.breaker;
+        let mut uids = Vec::with_capacity(n);
+        let mut health = Vec::with_capacity(n);
+        let mut loads = Vec::with_capacity(n);
+        let mut stats = Vec::with_capacity(n);
+        let old = std::mem::replace(&mut self.config, config);
+        for (i, p) in self.config.providers.iter().enumerate() {
+            match old.providers.iter().position(|o| o.name == p.name) {
+                Some(j) => {
+                    uids.push(self.uids[j]);
+                    let mut h = self.health[j].clone();
+                    if !breaker_same {
+                        h.breaker = Breaker::new(&self.config.breaker);
+                    }
+                    let limited = p.requests_per_minute.is_some() || p.tokens_per_minute.is_some();
+                    if limited != h.minute.is_some() {
+                        h.minute = limited.then(|| SlidingWindow::new(MINUTE_NANOS, 12));
+                    }
+                    health.push(h);
+                    let mut load = self.loads[j];
+                    load.latency =
+                        PeakEwma::new(self.config.latency_default, self.config.latency_decay);
+                    if old.latency_decay == self.config.latency_decay {
+                        load.latency = self.loads[j].latency;
+                    }
+                    loads.push(load);
+                    stats.push(self.stats[j]);
+                }
+                None => {
+                    uids.push(self.next_uid);
+                    self.next_uid += 1;
+                    health.push(Health {
+                        breaker: Breaker::new(&self.config.breaker),
+                        cooldown: None,
+                        minute: None,
+                    });
+                    loads.push(ProviderLoad {
+                        in_flight: 0,
+                        latency: PeakEwma::new(
+                            self.config.latency_default,
+                            self.config.latency_decay,
+                        ),
+                    });
+                    stats.push(ProviderStats::default());
+                    let fresh = self.fresh_health(i);
+                    if let Some(h) = health.last_mut() {
+                        *h = fresh;
+                    }
+                }
+            }
+        }
+        self.uids = uids;
+        self.health = health;
+        self.loads = loads;
+        self.stats = stats;
+        self.all = ProviderSet::first_n(n);
+        self.policy = policy::builtin(self.config.policy, n);
+        if self.config.budget != old.budget {
+            self.budget = RetryBudget::new(&self.config.budget);
+        }
+    }
+
+    /// Starts routing a request.
+    pub fn begin(&mut self, meta: RequestMeta, now: Instant) -> Call {
+        self.budget.deposit(now);
+        let deadline = match meta.deadline {
+            Some(d) if d < self.config.deadline => d,
+            _ => self.config.deadline,
+        };
+        Call {
+            deadline: now + deadline,
+            input_tokens: meta.input_tokens,
+            output_tokens: meta.output_tokens,
+            stream: meta.stream,
+            tried: ProviderSet::EMPTY,
+            silent: ProviderSet::EMPTY,
+            rate_limited: ProviderSet::EMPTY,
+            excluded: ProviderSet::EMPTY,
+            min_context: 0,
+            attempts: 0,
+            in_flight: 0,
+            last_send: now,
+            hedged: false,
+            same_provider_retries: 0,
+            wait_until: Instant::ZERO,
+            backoff_served: false,
+            needs_continuation: false,
+            last_error: None,
+            end: None,
+        }
+    }
+
+    fn give_up(call: &mut Call, reason: GiveUpReason) -> Decision {
+        let give_up = GiveUp {
+            reason,
+            last_error: call.last_error,
+        };
+        call.end = Some(Err(give_up));
+        Decision::GiveUp(give_up)
+    }
+
+    /// The next thing to do for `call` at `now`.
+    pub fn next_attempt(&mut self, call: &mut Call, now: Instant) -> Decision {
+        match call.end {
+            Some(Ok(provider)) => return Decision::Done { provider },
+            Some(Err(give_up)) => return Decision::GiveUp(give_up),
+            None => {}
+        }
+        if now >= call.deadline {
+            return Self::give_up(call, GiveUpReason::Deadline);
+        }
+        if call.in_flight > 0 {
+            return self.plan_hedge(call, now);
+        }
+        if now < call.wait_until {
+            return Decision::Wait {
+                until: call.wait_until,
+            };
+        }
+        if call.attempts >= self.config.max_attempts {
+            return Self::give_up(call, GiveUpReason::AttemptsExhausted);
+        }
+        let (available, blocked) = self.available(call, now);
+
+        // A preferred provider that answered 429 with a short Retry-After may be worth waiting for
+        // rather than falling to a lower tier.
+        let untried = available.minus(call.tried);
+        let best_untried = self.best_preference(untried);
+        if let Some((until, p)) =
+            self.rate_limited_worth_waiting(call, available, best_untried, now)
+        {
+            if until > now {
+                call.wait_until = until;
+                return Decision::Wait { until };
+            }
+            call.rate_limited.remove(p);
+            return self.send(call, p, false, now);
+        }
+
+        let provider = if !untried.is_empty() {
+            self.choose(untried, call, now)
+        } else {
+            let tried = available.and(call.tried);
+            let loud = tried.minus(call.silent);
+            let candidates = if loud.is_empty() { tried } else { loud };
+            if candidates.is_empty() {
+                return self.nothing_available(call, &blocked, now);
+            }
+            if !call.backoff_served {
+                call.backoff_served = true;
+                let delay = self.backoff(call.same_provider_retries);
+                call.same_provider_retries += 1;
+                let until = now + delay;
+                if delay > Duration::ZERO && until < call.deadline {
+                    call.wait_until = until;
+                    return Decision::Wait { until };
+                }
+            }
+            self.choose(candidates, call, now)
+        };
+        match provider {
+            Some(p) => self.send(call, p, false, now),
+            None => self.nothing_available(call, &blocked, now),
+        }
+    }
+
+    fn plan_hedge(&mut self, call: &mut Call, now: Instant) -> Decision {
+        let Some(delay) = self.config.hedge_delay else {
+            return Decision::Pending;
+        };
+        if call.hedged || call.attempts >= self.config.max_attempts {
+            return Decision::Pending;
+        }
+        let at = call.last_send + delay;
+        if at >= call.deadline {
+            return Decision::Pending;
+        }
+        if now < at {
+            return Decision::Hedge { at };
+        }
+        call.hedged = true;
+        let (available, _) = self.available(call, now);
+        let untried = available.minus(call.tried);
+        match self.choose(untried, call, now) {
+            Some(p) => self.send(call, p, true, now),
+            None => Decision::Pending,
+        }
+    }
+
+    /// Picks from `candidates` within the best preference tier.
+    fn choose(&mut self, candidates: ProviderSet, call: &Call, now: Instant) -> Option<ProviderId> {
+        let best = self.best_preference(candidates)?;
+        let tier: ProviderSet = candidates
+            .iter()
+            .filter(|p| self.preference(*p) == best)
+            .collect();
+        let view = PolicyView {
+            now,
+            providers: &self.config.providers,
+            loads: &self.loads,
+            input_tokens: u64::from(call.input_tokens),
+            output_tokens: u64::from(call.output_tokens),
+        };
+        self.policy.pick(tier, &view, &mut self.rng)
+    }
+
+    /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
+    fn preference(&self, p: ProviderId) -> u64 {
+        let tier = u64::from(self.config.providers[p.index()].priority) << 8;
+        if self.config.policy == PolicyKind::Priority {
+            tier | p.index() as u64
+        } else {
+            tier
+        }
+    }
+
+    fn best_preference(&self, set: ProviderSet) -> Option<u64> {
+        set.iter().map(|p| self.preference(p)).min()
+    }
+
+    fn rate_limited_worth_waiting(
+        &mut self,
+        call: &Call,
+        available: ProviderSet,
+        best_untried: Option<u64>,
+        now: Instant,
+    ) -> Option<(Instant, ProviderId)> {
+        let wait_max = self.config.retry.rate_limit_wait_max;
+        let mut best: Option<(u64, Instant, ProviderId)> = None;
+        for p in call.rate_limited.minus(call.excluded).iter() {
+            if p.index() >= self.health.len() {
+                continue;
+            }
+            let until = if available.contains(p) {
+                now
+            } else {
+                match self.health[p.index()].cooldown {
+                    Some((Cooldown::RateLimited, until))
+                        if until <= now + wait_max && until < call.deadline =>
+                    {
+                        until
+                    }
+                    _ => continue,
+                }
+            };
+            let pref = self.preference(p);
+            if best_untried.is_some_and(|b| pref >= b) {
+                continue;
+            }
+            if best.is_none_or(|(bp, bu, _)| (pref, until) < (bp, bu)) {
+                best = Some((pref, until, p));
+            }
+        }
+        best.map(|(_, until, p)| (until, p))
+    }
+
+    fn nothing_available(&mut self, call: &mut Call, blocked: &Blocked, now: Instant) -> Decision {
+        if blocked.rate_limited {
+            if let Some(until) = blocked.soonest_rate_limit_end {
+                if until <= now + self.config.retry.rate_limit_wait_max && until < call.deadline {
+                    call.wait_until = until;
+                    return Decision::Wait { until };
+                }
+            }
+        }
+        let reason = match call.last_error {
+            Some(class @ (ErrorClass::ContextLength | ErrorClass::ContentFilter)) => {
+                GiveUpReason::NotRetryable(class)
+            }
+            _ if blocked.context && !blocked.unhealthy && !blocked.rate_limited => {
+                GiveUpReason::ContextTooLong
+            }
+            _ if blocked.rate_limited && !blocked.unhealthy => GiveUpReason::AllRateLimited,
+            _ if blocked.spend && !blocked.unhealthy => GiveUpReason::SpendLimit,
+            _ => GiveUpReason::NoHealthyProvider,
+        };
+        Self::give_up(call, reason)
+    }
+
+    fn backoff(&mut self, retries: u32) -> Duration {
+        let retry = &self.config.retry;
+        let ceiling = retry
+            .backoff_base
+            .saturating_mul(1u32 << retries.min(20))
+            .min(retry.backoff_max);
+        Duration::from_nanos((nanos(ceiling) as f64 * self.rng.unit()) as u64)
+    }
+
+    fn spend_reached(&mut self, now: Instant) -> bool {
+        let Some((limit, period)) = self.config.spend else {
+            return false;
+        };
+        let index = now.as_nanos() / nanos(period).max(1);
+        if index != self.spend_period {
+            self.spend_period = index;
+            self.spent_usd = 0.0;
+        }
+        self.spent_usd >= limit
+    }
+
+    /// The providers usable for `call` at `now`, and why the others are not.
+    fn available(&mut self, call: &Call, now: Instant) -> (ProviderSet, Blocked) {
+        let mut blocked = Blocked::default();
+        let spend_reached = self.spend_reached(now);
+        let needed_context = call
+            .input_tokens
+            .saturating_add(call.output_tokens)
+            .max(call.min_context);
+        let mut set = ProviderSet::EMPTY;
+        for p in self.all.minus(call.excluded).iter() {
+            let i = p.index();
+            let settings = &self.config.providers[i];
+            if call.needs_continuation && !settings.prefill_continuation {
+                continue;
+            }
+            if settings.context_window.is_some_and(|w| w < needed_context) {
+                blocked.context = true;
+                continue;
+            }
+            if spend_reached && !settings.is_free() {
+                blocked.spend = true;
+                continue;
+            }
+            let health = &mut self.health[i];
+            if let Some((kind, until)) = health.cooldown {
+                if now < until {
+                    if kind == Cooldown::RateLimited {
+                        blocked.rate_limited = true;
+                        blocked.soonest_rate_limit_end = Some(
+                            blocked
+                                .soonest_rate_limit_end
+                                .map_or(until, |s| s.min(until)),
+                        );
+                    } else {
+                        blocked.unhealthy = true;
+                    }
+                    continue;
+                }
+                health.cooldown = None;
+            }
+            if let Some(minute) = &mut health.minute {
+                let [requests, tokens] = minute.totals(now);
+                let tokens_needed = u64::from(call.input_tokens) + u64::from(call.output_tokens);
+                if settings
+                    .requests_per_minute
+                    .is_some_and(|rpm| requests >= u64::from(rpm))
+                    || settings
+                        .tokens_per_minute
+                        .is_some_and(|tpm| tokens + tokens_needed > tpm)
+                {
+                    blocked.rate_limited = true;
+                    continue;
+                }
+            }
+            if health.breaker.admits(now, &self.config.breaker).is_none() {
+                blocked.unhealthy = true;
+                continue;
+            }
+            set.insert(p);
+        }
+        (set, blocked)
+    }
+
+    fn send(&mut self, call: &mut Call, p: ProviderId, is_hedge: bool, now: Instant) -> Decision {
+        if call.attempts > 0 && !self.budget.try_withdraw(now) {
+            if is_hedge {
+                return Decision::Pending;
+            }
+            return Self::give_up(call, GiveUpReason::BudgetExhausted);
+        }
+        let i = p.index();
+        let settings = &self.config.providers[i];
+        let health = &mut self.health[i];
+        let probe = health
+            .breaker
+            .admits(now, &self.config.breaker)
+            .unwrap_or(false);
+        health.breaker.on_send(probe);
+        if let Some(minute) = &mut health.minute {
+            minute.add(
+                now,
+                [
+                    1,
+                    u64::from(call.input_tokens) + u64::from(call.output_tokens),
+                ],
+            );
+        }
+        self.loads[i].in_flight += 1;
+        let stats = &mut self.stats[i];
+        stats.attempts += 1;
+        stats.hedges += u64::from(is_hedge);
+        call.tried.insert(p);
+        call.attempts += 1;
+        call.in_flight += 1;
+        call.last_send = now;
+        call.backoff_served = false;
+        Decision::Send(Attempt {
+            provider: p,
+            number: call.attempts,
+            is_hedge,
+            deadline: (now + settings.timeouts.attempt).min(call.deadline),
+            timeouts: settings.timeouts,
+            provider_uid: self.uids[i],
+            probe,
+        })
+    }
+
+    /// The index of the provider `attempt` went to, if it still exists after reloads.
+    fn resolve(&self, attempt: &Attempt) -> Option<usize> {
+        let i = attempt.provider.index();
+        if self.uids.get(i) == Some(&attempt.provider_uid) {
+            Some(i)
+        } else {
+            self.uids.iter().position(|u| *u == attempt.provider_uid)
+        }
+    }
+
+    /// Records how `attempt` of `call` ended.
+    pub fn record(&mut self, call: &mut Call, attempt: Attempt, outcome: Outcome, now: Instant) {
+        call.in_flight = call.in_flight.saturating_sub(1);
+        let index = self.resolve(&attempt);
+        if let Some(i) = index {
+            self.loads[i].in_flight = self.loads[i].in_flight.saturating_sub(1);
+        }
+        let p = attempt.provider;
+        match outcome {
+            Outcome::Success {
+                latency,
+                first_token,
+                usage,
+            } => {
+                if let Some(i) = index {
+                    let felt = first_token.unwrap_or(latency);
+                    self.health[i].breaker.on_success(
+                        now,
+                        felt,
+                        attempt.probe,
+                        &self.config.breaker,
+                        &mut self.rng,
+                    );
+                    self.loads[i].latency.observe(now, felt);
+                    let cost =
+                        self.config.providers[i].cost_usd(usage.input_tokens, usage.output_tokens);
+                    let stats = &mut self.stats[i];
+                    stats.successes += 1;
+                    stats.input_tokens += usage.input_tokens;
+                    stats.output_tokens += usage.output_tokens;
+                    stats.cost_usd += cost;
+                    if self.config.spend.is_some() {
+                        let _ = self.spend_reached(now);
+                        self.spent_usd += cost;
+                    }
+                }
+                if call.end.is_none() {
+                    call.end = Some(Ok(p));
+                }
+            }
+            Outcome::Failure {
+                class,
+                latency,
+                retry_after,
+            } => {
+                call.last_error = Some(class);
+                if let Some(i) = index {
+                    self.stats[i].failures[class.index()] += 1;
+                    self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
+                }
+                match class {
+                    ErrorClass::RateLimited => call.rate_limited.insert(p),
+                    ErrorClass::Timeout => call.silent.insert(p),
+                    ErrorClass::ContextLength => {
+                        match index.and_then(|i| self.config.providers[i].context_window) {
+                            Some(window) => {
+                                call.min_context = call.min_context.max(window.saturating_add(1))
+                            }
+                            None => call.excluded.insert(p),
+                        }
+                    }
+                    ErrorClass::ContentFilter if self.config.retry.content_filter_failover => {
+                        call.excluded.insert(p)
+                    }
+                    ErrorClass::ContentFilter | ErrorClass::BadRequest => {
+                        if call.end.is_none() {
+                            let _ = Self::give_up(call, GiveUpReason::NotRetryable(class));
+                        }
+                    }
+                    ErrorClass::Server | ErrorClass::Auth | ErrorClass::Quota => {}
+                }
+            }
+            Outcome::Cancelled => {
+                if let Some(i) = index {
+                    self.stats[i].cancelled += 1;
+                    self.health[i].breaker.on_neutral(attempt.probe);
+                }
+            }
+        }
+    }
+
+    fn apply_failure(
+        &mut self,
+        i: usize,
+        class: ErrorClass,
+        latency: Duration,
+        retry_after: Option<Duration>,
+        probe: bool,
+        now: Instant,
+    ) {
+        let retry = &self.config.retry;
+        let health = &mut self.health[i];
+        let cooldown = match class {
+            ErrorClass::RateLimited => Some((
+                Cooldown::RateLimited,
+                retry_after.unwrap_or(retry.rate_limit_cooldown),
+            )),
+            ErrorClass::Auth => Some((Cooldown::Auth, retry.auth_cooldown)),
+            ErrorClass::Quota => Some((
+                Cooldown::Quota,
+                retry.quota_cooldown.max(retry_after.unwrap_or_default()),
+            )),
+            _ => None,
+        };
+        if class.is_outage() {
+            health
+                .breaker
+                .on_failure(now, latency, probe, &self.config.breaker, &mut self.rng);
+            if class == ErrorClass::Timeout {
+                self.loads[i].latency.observe(now, latency);
+            }
+        } else {
+            health.breaker.on_neutral(probe);
+        }
+        if let Some((kind, duration)) = cooldown {
+            let until = now + duration;
+            // A cool-down never gets shorter, and a rate limit never hides a longer auth/quota one.
+            health.cooldown = match health.cooldown {
+                Some((old_kind, old_until)) if old_until > now && old_until >= until => {
+                    Some((old_kind, old_until))
+                }
+                _ => Some((kind, until)),
+            };
+        }
+    }
+
+    /// Retries the budget would allow now.
+    pub fn retry_budget_available(&mut self, now: Instant) -> f64 {
+        self.budget.available(now)
+    }
+
+    /// Spend in the current period, in USD (0 when no spend limit is set).
+    pub fn spent_usd(&self) -> f64 {
+        self.spent_usd
+    }
+
+    /// Counters of provider `id`.
+    pub fn stats(&self, id: ProviderId) -> &ProviderStats {
+        &self.stats[id.index()]
+    }
+
+    /// The breaker state of provider `id` at `now`.
+    pub fn breaker_state(&mut self, id: ProviderId, now: Instant) -> BreakerState {
+        self.health[id.index()].breaker.state(now)
+    }
+
+    /// Health and load of every provider at `now`.
+    pub fn status(&mut self, now: Instant) -> Vec<ProviderStatus> {
+        (0..self.config.providers.len())
+            .filter_map(|i| {
+                let id = ProviderId::from_index(i)?;
+                let health = &mut self.health[i];
+                Some(ProviderStatus {
+                    id,
+                    name: self.config.providers[i].name.clone(),
+                    breaker: health.breaker.state(now),
+                    breaker_trips: health.breaker.total_trips(),
+                    cooldown: health.cooldown.filter(|(_, until)| *until > now),
+                    in_flight: self.loads[i].in_flight,
+                    latency: self.loads[i].latency.estimate(now),
+                    stats: self.stats[i],
+                })
+            })
+            .collect()
+    }
+}
