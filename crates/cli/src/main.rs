@@ -1,5 +1,74 @@
 //! The `stilts` command line: one binary for the gateway, the simulator and the checks.
+//!
+//! Each subcommand lives in its own module and returns an exit code; this file only parses the
+//! command line and maps errors to a message on stderr and exit code 2.
 
-fn main() {
-    println!("stilts {}", env!("CARGO_PKG_VERSION"));
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod plugin_cmd;
+mod serve_cmd;
+mod sim_cmd;
+
+/// stilts keeps an application's AI features alive when an LLM provider fails.
+#[derive(Parser)]
+#[command(name = "stilts", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the OpenAI-compatible gateway (with no --config: an embedded demo on loopback).
+    Serve(serve_cmd::ServeArgs),
+    /// Replay outage scenarios against the router in virtual time and report.
+    Sim(sim_cmd::SimArgs),
+    /// Run a fault-injecting fake OpenAI-dialect upstream (for tests, benches and demos).
+    MockUpstream(serve_cmd::MockUpstreamArgs),
+    /// Provider plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin, print what it declares and run a round-trip self-test.
+    Check {
+        /// Path to the plugin's shared library (.so, .dylib or .dll).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a gateway config file without serving.
+    Check {
+        /// Path to the TOML config.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Sim(args) => sim_cmd::run(args),
+        Command::MockUpstream(args) => serve_cmd::mock_upstream(args),
+        Command::Plugin(PluginCommand::Check { file }) => {
+            plugin_cmd::run(&file).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => serve_cmd::config_check(&file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }
