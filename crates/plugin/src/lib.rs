@@ -1,1 +1,29 @@
-//! stilts-plugin: the versioned C ABI between the stilts host and provider plugins, and the SDK for plugin authors.
+//! stilts-plugin: the versioned C ABI between the stilts host and provider plugins, both sides of it.
+//!
+//! A provider plugin is a translator, not a client: it turns a canonical request (OpenAI Chat Completions
+//! JSON) into the vendor's HTTP request, turns the vendor's response and stream events back into canonical
+//! JSON, and classifies errors. The host owns sockets, TLS, pools, timeouts, cancellation and SSE framing.
+//!
+//! * [`abi`]: the `#[repr(C)]` table, status codes and byte buffers that cross the `dlopen` boundary, and
+//!   the rules for changing them (magic, ABI major/minor, append-only fields).
+//! * [`canonical`]: serde types for the canonical format, shared by every plugin.
+//! * [`types`]: deployment config, upstream HTTP request, error classes, plugin description, stream steps.
+//! * [`sdk`]: for plugin authors: the [`sdk::Translator`] trait and the [`export_plugin!`] macro.
+//! * [`host`]: for the host: [`host::Plugin::load`] and the safe call wrappers.
+//! * [`sse`]: an SSE framer the host can use to split a stream into events.
+//!
+//! `docs/plugins.md` in the repository walks a plugin author from `cargo new` to a loaded plugin.
+#![deny(missing_docs)]
+
+pub mod abi;
+pub mod canonical;
+pub mod host;
+pub mod sdk;
+pub mod sse;
+pub mod types;
+
+pub use sdk::{PluginError, Translator};
+pub use types::{
+    ApiKey, Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginInfo,
+    StreamEnd, StreamStep,
+};

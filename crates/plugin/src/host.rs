@@ -1,0 +1,647 @@
+//! The host's side: load a plugin file once, check it, and call it through safe methods.
+//!
+//! [`Plugin::load`] opens the shared library (`RTLD_NOW | RTLD_LOCAL` on Unix), resolves the one
+//! versioned entry symbol, checks the table header (magic, ABI major, size) before reading anything else,
+//! then calls `describe` and validates the answer. Every refusal is a [`LoadError`] that names the file
+//! and says how to fix it. A loaded library is never unloaded: plugins contain Rust std and its
+//! thread-local destructors, so `dlclose` is unsound in practice; the library stays mapped for the life of
+//! the process, and so does any file that was opened and refused.
+//!
+//! Calls: [`Plugin::build_request`], [`Plugin::parse_response`], [`Plugin::classify_error`], and the
+//! stream trio [`Plugin::stream_open`], [`Plugin::stream_event`], [`Plugin::stream_close`]. Each returns a
+//! [`CallError`] instead of crashing when the plugin fails or panics. A [`Plugin`] is cheap to clone and
+//! may be used from many threads; a [`StreamState`] is used by one task at a time.
+//!
+//! Keys are secrets: [`DeploymentConfig`] and [`HttpRequest`] redact them in `Debug`, and no error here
+//! contains the config.
+#![allow(unsafe_code)] // reason: this module calls into the loaded library; each unsafe block has a SAFETY comment.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::abi::{self, ByteSlice, EntryFn, OwnedBytes, PluginTableV1, Status, frames};
+use crate::canonical::FinishReason;
+use crate::types::{
+    ApiKey, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginInfo, RequestMeta,
+    ResponseMeta, StepMeta, StreamEnd, StreamStep,
+};
+
+/// Why a plugin file was refused. Every message names the file and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The path does not exist.
+    #[error("plugin file {path} does not exist: check the plugin path in the configuration")]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The dynamic loader refused the file.
+    #[error(
+        "{path} is not a loadable shared library ({reason}): a plugin is the .so/.dylib/.dll that cargo builds \
+         from a crate with crate-type = [\"cdylib\"], for this platform"
+    )]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
+    /// A shared library without the entry symbol.
+    #[error(
+        "{path} is a shared library but not a stilts plugin for ABI major {}: it has no `{}` symbol{hint} \
+         (export one with stilts_plugin::export_plugin!)", abi::ABI_MAJOR, abi::ENTRY_SYMBOL_NAME
+    )]
+    MissingEntrySymbol {
+        /// The file.
+        path: PathBuf,
+        /// Extra detail, e.g. the ABI major the file was built for.
+        hint: String,
+    },
+    /// The entry function returned null or a misaligned pointer.
+    #[error("{path}: the plugin's entry function returned no usable table; the plugin is broken, rebuild it")]
+    NoTable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The table does not start with the magic value.
+    #[error("{path}: the plugin table has the wrong magic {found:#018x} (expected {expected:#018x}); it was not built with stilts-plugin")]
+    WrongMagic {
+        /// The file.
+        path: PathBuf,
+        /// What the file has.
+        found: u64,
+        /// What the host expects.
+        expected: u64,
+    },
+    /// Built for another incompatible ABI version.
+    #[error("{path}: the plugin was built for ABI major {found}, this host speaks ABI major {expected}; rebuild the plugin against a stilts-plugin release with ABI major {expected}")]
+    WrongAbiMajor {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's ABI major.
+        found: u16,
+        /// The host's ABI major.
+        expected: u16,
+    },
+    /// The table is smaller than the fields this host needs.
+    #[error("{path}: the plugin table is {size} bytes, smaller than the {needed} bytes of ABI {}.{}; the plugin is corrupt or built against a broken stilts-plugin, rebuild it", abi::ABI_MAJOR, abi::ABI_MINOR)]
+    TableTooSmall {
+        /// The file.
+        path: PathBuf,
+        /// The table's declared size.
+        size: u32,
+        /// The size this host needs.
+        needed: usize,
+    },
+    /// `describe` failed or panicked.
+    #[error("{path}: the plugin's describe call failed ({reason}); fix the plugin")]
+    DescribeFailed {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        reason: String,
+    },
+    /// `describe` answered something unusable.
+    #[error("{path}: the plugin's description is invalid ({reason}); fix the plugin")]
+    InvalidDescription {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Built with `panic = "abort"`, so a plugin panic would kill the host.
+    #[error("{path}: the plugin was built with panic = \"abort\", so any panic in it would kill the host; build it with the default panic = \"unwind\"")]
+    PanicAbort {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Why a call into a loaded plugin produced no result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The plugin could not use the input (the message is the plugin's).
+    #[error("the plugin refused the input: {0}")]
+    BadInput(String),
+    /// The upstream body was an error in disguise (e.g. HTTP 200 with an error object).
+    #[error("upstream error ({}): {}", .0.class, .0.message)]
+    Upstream(ErrorInfo),
+    /// The plugin panicked; the panic was caught inside the plugin.
+    #[error("the plugin panicked: {0}")]
+    Panicked(String),
+    /// The plugin broke the contract (unknown status, malformed output).
+    #[error("the plugin broke the ABI contract: {0}")]
+    Contract(String),
+}
+
+/// The function pointers of a checked table, copied out once.
+struct Vtable {
+    free_bytes: unsafe extern "C" fn(OwnedBytes),
+    build_request: unsafe extern "C" fn(ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
+    parse_response: unsafe extern "C" fn(u16, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
+    classify_error: unsafe extern "C" fn(u16, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
+    stream_open: unsafe extern "C" fn(*mut *mut c_void, *mut OwnedBytes) -> Status,
+    stream_event: unsafe extern "C" fn(*mut c_void, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
+    stream_close: unsafe extern "C" fn(*mut c_void, *mut OwnedBytes) -> Status,
+    stream_free: unsafe extern "C" fn(*mut c_void),
+}
+
+struct Inner {
+    path: PathBuf,
+    vt: Vtable,
+    info: PluginInfo,
+    abi_minor: u16,
+    panics: AtomicU64,
+}
+
+/// A loaded, checked plugin. Cheap to clone; `Send + Sync`; the library stays loaded for the process
+/// lifetime.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.inner.path)
+            .field("name", &self.inner.info.name)
+            .field("version", &self.inner.info.version)
+            .finish()
+    }
+}
+
+/// A plugin output buffer, returned to the plugin's allocator on drop.
+struct OutBuf {
+    buf: OwnedBytes,
+    free: unsafe extern "C" fn(OwnedBytes),
+}
+
+impl OutBuf {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the plugin wrote ptr/len of a live allocation it owns until we call free (ABI contract).
+        unsafe { ByteSlice { ptr: self.buf.ptr, len: self.buf.len }.as_slice() }
+    }
+}
+
+impl Drop for OutBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::replace(&mut self.buf, OwnedBytes::EMPTY);
+        if !buf.ptr.is_null() {
+            // SAFETY: the buffer came from this plugin and goes back to its free_bytes exactly once.
+            unsafe { (self.free)(buf) }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn open_library(path: &Path) -> Result<libloading::Library, libloading::Error> {
+    use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    // SAFETY: loading runs the library's initialisers. Plugins are trusted code (same as the host binary),
+    // loaded once at startup; a refused file is never called into beyond its entry symbol.
+    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map(libloading::Library::from)
+}
+
+#[cfg(not(unix))]
+fn open_library(path: &Path) -> Result<libloading::Library, libloading::Error> {
+    // SAFETY: as on Unix: plugins are trusted code loaded once at startup.
+    unsafe { libloading::Library::new(path) }
+}
+
+impl Plugin {
+    /// Loads and checks the plugin at `path`. The library stays loaded for the process lifetime.
+    ///
+    /// Load plugins from one thread at startup (`dlerror` is not thread-safe on every platform).
+    pub fn load(path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(LoadError::NotFound { path });
+        }
+        let lib = match open_library(&path) {
+            Ok(lib) => lib,
+            Err(e) => return Err(LoadError::NotALibrary { path, reason: e.to_string() }),
+        };
+        // Never dlclose: see the module docs. Forget first, so every early return below leaks it too.
+        let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+
+        // SAFETY: ENTRY_SYMBOL's type is EntryFn by the ABI contract; the fn pointer is copied out and the
+        // library is never unloaded, so it stays valid.
+        let entry: Option<EntryFn> = unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) }.ok().map(|s| *s);
+        let Some(entry) = entry else {
+            let hint = other_major_hint(lib);
+            return Err(LoadError::MissingEntrySymbol { path, hint });
+        };
+        // SAFETY: calling the plugin's entry function, which by contract takes no arguments and returns a
+        // pointer to a 'static table (or null). It cannot unwind (extern "C").
+        let table = unsafe { entry() };
+        if table.is_null() || !table.cast::<u64>().is_aligned() {
+            return Err(LoadError::NoTable { path });
+        }
+        // SAFETY: every table version starts with this 16-byte header (magic u64, major u16, minor u16,
+        // size u32); the pointer is non-null, aligned, and points into the library's static data.
+        let (magic, major, minor, size) = unsafe {
+            let t = table.cast::<u8>();
+            (
+                t.cast::<u64>().read(),
+                t.add(8).cast::<u16>().read(),
+                t.add(10).cast::<u16>().read(),
+                t.add(12).cast::<u32>().read(),
+            )
+        };
+        if magic != abi::MAGIC {
+            return Err(LoadError::WrongMagic { path, found: magic, expected: abi::MAGIC });
+        }
+        if major != abi::ABI_MAJOR {
+            return Err(LoadError::WrongAbiMajor { path, found: major, expected: abi::ABI_MAJOR });
+        }
+        let needed = std::mem::size_of::<PluginTableV1>();
+        if (size as usize) < needed {
+            return Err(LoadError::TableTooSmall { path, size, needed });
+        }
+        // SAFETY: the header says the table is ABI 1 and at least as large as PluginTableV1, so every field
+        // we read exists; fields appended by later minors are not read.
+        let t: &'static PluginTableV1 = unsafe { &*table };
+        let vt = Vtable {
+            free_bytes: t.free_bytes,
+            build_request: t.build_request,
+            parse_response: t.parse_response,
+            classify_error: t.classify_error,
+            stream_open: t.stream_open,
+            stream_event: t.stream_event,
+            stream_close: t.stream_close,
+            stream_free: t.stream_free,
+        };
+        let describe = t.describe;
+
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: `describe` takes a writable out-pointer, valid for the call.
+        let status = unsafe { describe(&mut out) };
+        let out = OutBuf { buf: out, free: vt.free_bytes };
+        if status != Status::OK {
+            let reason = format!("{}: {}", status_name(status), String::from_utf8_lossy(out.bytes()));
+            return Err(LoadError::DescribeFailed { path, reason });
+        }
+        let info: PluginInfo = match serde_json::from_slice(out.bytes()) {
+            Ok(i) => i,
+            Err(e) => return Err(LoadError::InvalidDescription { path, reason: e.to_string() }),
+        };
+        drop(out);
+        if let Err(reason) = validate_info(&info, major) {
+            return Err(LoadError::InvalidDescription { path, reason });
+        }
+        if !info.panic_unwind {
+            return Err(LoadError::PanicAbort { path });
+        }
+        Ok(Plugin { inner: Arc::new(Inner { path, vt, info, abi_minor: minor, panics: AtomicU64::new(0) }) })
+    }
+
+    /// The file this plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Name, version, ABI version and capabilities, as checked at load.
+    pub fn describe(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// The ABI minor version of the plugin's table (from the header).
+    pub fn abi_minor(&self) -> u16 {
+        self.inner.abi_minor
+    }
+
+    /// How many calls into this plugin panicked so far (caught). A non-zero count means a broken plugin.
+    pub fn panic_count(&self) -> u64 {
+        self.inner.panics.load(Ordering::Relaxed)
+    }
+
+    fn finish(&self, status: Status, out: OwnedBytes) -> Result<OutBuf, CallError> {
+        let out = OutBuf { buf: out, free: self.inner.vt.free_bytes };
+        let text = || String::from_utf8_lossy(out.bytes()).into_owned();
+        match status {
+            Status::OK => Ok(out),
+            Status::BAD_INPUT => Err(CallError::BadInput(text())),
+            Status::UPSTREAM_ERROR => match serde_json::from_slice::<ErrorInfo>(out.bytes()) {
+                Ok(info) => Err(CallError::Upstream(info)),
+                Err(e) => Err(CallError::Contract(format!("invalid upstream error info: {e}"))),
+            },
+            Status::PANICKED => {
+                self.inner.panics.fetch_add(1, Ordering::Relaxed);
+                Err(CallError::Panicked(text()))
+            }
+            Status::INTERNAL => Err(CallError::Contract(format!("internal error: {}", text()))),
+            Status(other) => Err(CallError::Contract(format!("unknown status {other}: {}", text()))),
+        }
+    }
+
+    /// Translates a canonical request (OpenAI Chat Completions JSON bytes) for deployment `cfg`.
+    pub fn build_request(&self, canonical_request: &[u8], cfg: &DeploymentConfig) -> Result<HttpRequest, CallError> {
+        let cfg = serde_json::to_vec(cfg).map_err(|e| CallError::BadInput(format!("cannot encode config: {e}")))?;
+        self.build_request_with_config_json(canonical_request, &cfg)
+    }
+
+    /// [`Plugin::build_request`] from a JSON value.
+    pub fn build_request_value(
+        &self,
+        canonical_request: &serde_json::Value,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, CallError> {
+        let req = serde_json::to_vec(canonical_request).map_err(|e| CallError::BadInput(e.to_string()))?;
+        self.build_request(&req, cfg)
+    }
+
+    /// [`Plugin::build_request`] with the config already encoded as JSON (encode it once per deployment with
+    /// [`encode_config`] to save a few hundred nanoseconds per call).
+    pub fn build_request_with_config_json(
+        &self,
+        canonical_request: &[u8],
+        cfg_json: &[u8],
+    ) -> Result<HttpRequest, CallError> {
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: both slices outlive the call; `out` is writable; the fn pointer is from a checked table of a
+        // library that is never unloaded.
+        let status =
+            unsafe { (self.inner.vt.build_request)(ByteSlice::new(canonical_request), ByteSlice::new(cfg_json), &mut out) };
+        let out = self.finish(status, out)?;
+        let parts = frames::split(out.bytes()).filter(|p| p.len() == 2);
+        let Some(parts) = parts else {
+            return Err(CallError::Contract("build_request must return 2 frames".to_owned()));
+        };
+        let meta: RequestMeta = serde_json::from_slice(parts[0])
+            .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
+        Ok(HttpRequest { method: meta.method, url: meta.url, headers: meta.headers, body: parts[1].to_vec() })
+    }
+
+    /// Parses a whole successful response into canonical `chat.completion` JSON plus its usage.
+    pub fn parse_response(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ParsedResponse, CallError> {
+        let headers = encode_headers(headers)?;
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: as in build_request_with_config_json.
+        let st = unsafe {
+            (self.inner.vt.parse_response)(status, ByteSlice::new(&headers), ByteSlice::new(body), &mut out)
+        };
+        let out = self.finish(st, out)?;
+        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
+            return Err(CallError::Contract("parse_response must return 2 frames".to_owned()));
+        };
+        let meta: ResponseMeta = serde_json::from_slice(parts[0])
+            .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
+        Ok(ParsedResponse {
+            body: parts[1].to_vec(),
+            usage: meta.usage,
+            model: meta.model,
+            finish_reason: meta.finish_reason,
+        })
+    }
+
+    /// Classifies an error response (any status and body).
+    pub fn classify_error(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ErrorInfo, CallError> {
+        let headers = encode_headers(headers)?;
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: as in build_request_with_config_json.
+        let st = unsafe {
+            (self.inner.vt.classify_error)(status, ByteSlice::new(&headers), ByteSlice::new(body), &mut out)
+        };
+        let out = self.finish(st, out)?;
+        serde_json::from_slice(out.bytes()).map_err(|e| CallError::Contract(format!("invalid error info: {e}")))
+    }
+
+    /// Starts parsing a stream.
+    pub fn stream_open(&self) -> Result<StreamState, CallError> {
+        let mut state: *mut c_void = std::ptr::null_mut();
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: both out-pointers are writable for the call.
+        let st = unsafe { (self.inner.vt.stream_open)(&mut state, &mut out) };
+        self.finish(st, out)?;
+        if state.is_null() {
+            return Err(CallError::Contract("stream_open returned no state".to_owned()));
+        }
+        Ok(StreamState { ptr: state, owner: Arc::clone(&self.inner) })
+    }
+
+    fn check_owner(&self, state: &StreamState) -> Result<(), CallError> {
+        if Arc::ptr_eq(&self.inner, &state.owner) {
+            Ok(())
+        } else {
+            Err(CallError::Contract("stream state belongs to another plugin".to_owned()))
+        }
+    }
+
+    /// Feeds one SSE event (`event`: its `event:` name if any; `data`: its data lines joined with `\n`).
+    pub fn stream_event(
+        &self,
+        state: &mut StreamState,
+        event: Option<&str>,
+        data: &[u8],
+    ) -> Result<StreamStep, CallError> {
+        self.check_owner(state)?;
+        let mut out = OwnedBytes::EMPTY;
+        let event = event.unwrap_or("").as_bytes();
+        // SAFETY: the state is live and owned by this plugin (checked above), used by one thread at a time
+        // (`&mut`); the slices outlive the call.
+        let st = unsafe {
+            (self.inner.vt.stream_event)(state.ptr, ByteSlice::new(event), ByteSlice::new(data), &mut out)
+        };
+        let out = self.finish(st, out)?;
+        let Some(parts) = frames::split(out.bytes()).filter(|p| !p.is_empty()) else {
+            return Err(CallError::Contract("stream_event must return at least 1 frame".to_owned()));
+        };
+        let meta: StepMeta =
+            serde_json::from_slice(parts[0]).map_err(|e| CallError::Contract(format!("invalid step meta: {e}")))?;
+        Ok(StreamStep { chunks: parts[1..].iter().map(|c| c.to_vec()).collect(), usage: meta.usage, done: meta.done })
+    }
+
+    /// The connection closed: reports whether the stream had ended cleanly, and frees the state.
+    pub fn stream_close(&self, state: StreamState) -> Result<StreamEnd, CallError> {
+        self.check_owner(&state)?;
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: as in stream_event; `state` is consumed, and freed by its Drop after this call.
+        let st = unsafe { (self.inner.vt.stream_close)(state.ptr, &mut out) };
+        let out = self.finish(st, out)?;
+        serde_json::from_slice(out.bytes()).map_err(|e| CallError::Contract(format!("invalid stream end: {e}")))
+    }
+
+    /// Exercises every entry point on canned input and checks the answers are well formed: a request is
+    /// built (valid JSON body, the test key placed somewhere), 429 and 500 classify as rate_limited and
+    /// server, garbage is refused without a crash, and a stream closed before any event is cut.
+    pub fn self_test(&self) -> Result<SelfTestReport, SelfTestError> {
+        let fail = |check: &'static str, detail: String| SelfTestError { path: self.inner.path.clone(), check, detail };
+        let mut checks = Vec::new();
+
+        let cfg = DeploymentConfig {
+            base_url: String::new(),
+            model: "stilts-self-test-model".to_owned(),
+            api_key: Some(ApiKey::new(SELF_TEST_KEY)),
+            extra_headers: vec![("x-stilts-self-test".to_owned(), "1".to_owned())],
+            options: Default::default(),
+        };
+        for (label, req) in [("build_request", SELF_TEST_REQUEST), ("build_request (stream)", SELF_TEST_STREAM_REQUEST)] {
+            let http = self.build_request(req.as_bytes(), &cfg).map_err(|e| fail("build_request", e.to_string()))?;
+            if http.method.is_empty() || http.url.is_empty() {
+                return Err(fail("build_request", "empty method or url".to_owned()));
+            }
+            if serde_json::from_slice::<serde_json::Value>(&http.body).is_err() {
+                return Err(fail("build_request", "the body is not JSON".to_owned()));
+            }
+            let key_placed = http.headers.iter().any(|(_, v)| v.contains(SELF_TEST_KEY)) || http.url.contains(SELF_TEST_KEY);
+            if !key_placed {
+                return Err(fail("build_request", "the API key was not placed in a header".to_owned()));
+            }
+            if !http.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("x-stilts-self-test") && v == "1") {
+                return Err(fail("build_request", "extra_headers were not added".to_owned()));
+            }
+            checks.push(format!("{label}: {} {}", http.method, http.url));
+        }
+
+        let limited = self
+            .classify_error(429, &[("retry-after".to_owned(), "2".to_owned())], b"{}")
+            .map_err(|e| fail("classify_error", e.to_string()))?;
+        if limited.class != ErrorClass::RateLimited {
+            return Err(fail("classify_error", format!("429 classified as {}", limited.class)));
+        }
+        let server = self.classify_error(500, &[], b"<html>oops</html>").map_err(|e| fail("classify_error", e.to_string()))?;
+        if server.class != ErrorClass::Server {
+            return Err(fail("classify_error", format!("500 classified as {}", server.class)));
+        }
+        checks.push(format!("classify_error: 429 -> {}, 500 -> {}", limited.class, server.class));
+
+        match self.parse_response(200, &[], b"\xff not json") {
+            Err(CallError::BadInput(_) | CallError::Upstream(_)) => checks.push("parse_response: garbage refused".to_owned()),
+            other => return Err(fail("parse_response", format!("garbage body gave {other:?}"))),
+        }
+
+        if self.inner.info.capabilities.streaming {
+            let st = self.stream_open().map_err(|e| fail("stream_open", e.to_string()))?;
+            match self.stream_close(st) {
+                Ok(StreamEnd::Cut { .. }) => {}
+                other => return Err(fail("stream_close", format!("an empty stream must be cut, got {other:?}"))),
+            }
+            let mut st = self.stream_open().map_err(|e| fail("stream_open", e.to_string()))?;
+            match self.stream_event(&mut st, None, b"\xff{not json") {
+                Ok(StreamStep { done: Some(StreamEnd::Cut { .. } | StreamEnd::Error { .. }), .. }) => {}
+                other => return Err(fail("stream_event", format!("invalid data must cut the stream, got {other:?}"))),
+            }
+            checks.push("stream: empty stream is cut, invalid data cuts".to_owned());
+        }
+        Ok(SelfTestReport { checks })
+    }
+}
+
+/// The key used by [`Plugin::self_test`] (not a real credential).
+pub const SELF_TEST_KEY: &str = "stilts-self-test-key";
+const SELF_TEST_REQUEST: &str = r#"{"model":"route","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hi."}],"max_tokens":16,"temperature":0}"#;
+const SELF_TEST_STREAM_REQUEST: &str = r#"{"model":"route","messages":[{"role":"user","content":"Say hi."}],"max_tokens":16,"stream":true}"#;
+
+/// What [`Plugin::self_test`] checked.
+#[derive(Debug, Clone)]
+pub struct SelfTestReport {
+    /// One line per check passed.
+    pub checks: Vec<String>,
+}
+
+/// A failed self-test check.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: self-test `{check}` failed: {detail}")]
+pub struct SelfTestError {
+    /// The plugin file.
+    pub path: PathBuf,
+    /// Which check.
+    pub check: &'static str,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// Encodes a deployment config once, for [`Plugin::build_request_with_config_json`]. The bytes contain the
+/// API key: keep them out of logs.
+pub fn encode_config(cfg: &DeploymentConfig) -> Result<Vec<u8>, CallError> {
+    serde_json::to_vec(cfg).map_err(|e| CallError::BadInput(format!("cannot encode config: {e}")))
+}
+
+fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, CallError> {
+    frames::encode_headers(headers).ok_or_else(|| CallError::BadInput("a header is larger than 4 GiB".to_owned()))
+}
+
+fn status_name(s: Status) -> String {
+    match s {
+        Status::OK => "ok".to_owned(),
+        Status::BAD_INPUT => "bad input".to_owned(),
+        Status::UPSTREAM_ERROR => "upstream error".to_owned(),
+        Status::PANICKED => "panicked".to_owned(),
+        Status::INTERNAL => "internal error".to_owned(),
+        Status(n) => format!("unknown status {n}"),
+    }
+}
+
+fn validate_info(info: &PluginInfo, header_major: u16) -> Result<(), String> {
+    if info.name.is_empty() || info.name.len() > 64 || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!("name {:?} must be 1-64 characters of [A-Za-z0-9._-]", info.name));
+    }
+    if info.version.is_empty() {
+        return Err("empty version".to_owned());
+    }
+    if info.abi_major != header_major {
+        return Err(format!("describe says ABI major {} but the table header says {header_major}", info.abi_major));
+    }
+    Ok(())
+}
+
+/// When the v1 symbol is missing, look for other majors to say what the file was built for.
+fn other_major_hint(lib: &libloading::Library) -> String {
+    for major in (2..=9u16).chain(std::iter::once(0)) {
+        let name = format!("stilts_plugin_entry_v{major}\0");
+        // SAFETY: only checks that the symbol exists; it is never called and its type is irrelevant.
+        if unsafe { lib.get::<*const c_void>(name.as_bytes()) }.is_ok() {
+            return format!(" (it exports `stilts_plugin_entry_v{major}`: built for ABI major {major})");
+        }
+    }
+    String::new()
+}
+
+/// Per-stream parser state inside a plugin. Free it by [`Plugin::stream_close`], or just drop it.
+/// `Send`, not `Sync`: one stream, one task at a time.
+pub struct StreamState {
+    ptr: *mut c_void,
+    owner: Arc<Inner>,
+}
+
+// SAFETY: the ABI contract makes stream handles usable from any thread, one thread at a time; `&mut`
+// access in every call enforces the "one at a time" part. The type stays !Sync (raw pointer).
+unsafe impl Send for StreamState {}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from this plugin's stream_open and is freed exactly once, here.
+        unsafe { (self.owner.vt.stream_free)(self.ptr) }
+    }
+}
+
+impl std::fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamState").field("plugin", &self.owner.info.name).finish()
+    }
+}
+
+impl StreamStep {
+    /// The finish reason in this step's chunks, if any (a convenience for the host).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.chunks.iter().find_map(|c| {
+            let v: serde_json::Value = serde_json::from_slice(c).ok()?;
+            let r = v.get("choices")?.get(0)?.get("finish_reason")?.as_str()?;
+            FinishReason::from_name(r)
+        })
+    }
+}
