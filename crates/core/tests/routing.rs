@@ -1,0 +1,477 @@
+//! Behaviour of the router over whole calls: failover order, error classes, cool-downs, budgets,
+//! hedging and reloads, each driven step by step in virtual time.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use stilts_core::{
+    BreakerState, Decision, ErrorClass, GiveUpReason, Instant, Outcome, PolicyKind, RequestMeta,
+    RouterConfig,
+};
+
+fn priority(c: &mut RouterConfig) {
+    c.policy = PolicyKind::Priority;
+}
+
+#[test]
+fn fails_over_to_an_untried_provider_before_retrying() {
+    let mut r = router(&["a", "b", "c"], priority);
+    let t = run_call(&mut r, Instant::ZERO, |name, _| match name {
+        "c" => ok(100),
+        _ => fail(ErrorClass::Server),
+    });
+    assert_eq!(t.sent, ["a", "b", "c"]);
+    assert!(
+        t.waited.is_empty(),
+        "failover must not sleep: {:?}",
+        t.waited
+    );
+    assert_eq!(t.end, Ok("c".to_string()));
+}
+
+#[test]
+fn retries_the_same_provider_only_after_a_jittered_backoff() {
+    let mut r = router(&["a"], |_| {});
+    let t = run_call(&mut r, Instant::ZERO, |_, n| {
+        if n < 3 {
+            fail(ErrorClass::Server)
+        } else {
+            ok(100)
+        }
+    });
+    assert_eq!(t.sent, ["a", "a", "a"]);
+    assert_eq!(t.waited.len(), 2);
+    // Full jitter: U(0, 100 ms), then U(0, 200 ms).
+    assert!(t.waited[0] <= Duration::from_millis(100), "{:?}", t.waited);
+    assert!(t.waited[1] <= Duration::from_millis(200), "{:?}", t.waited);
+    assert_eq!(t.end, Ok("a".to_string()));
+}
+
+#[test]
+fn a_bad_request_is_returned_never_retried() {
+    let mut r = router(&["a", "b"], priority);
+    let t = run_call(&mut r, Instant::ZERO, |_, _| fail(ErrorClass::BadRequest));
+    assert_eq!(t.sent, ["a"]);
+    let why = t.end.unwrap_err();
+    assert_eq!(
+        why.reason,
+        GiveUpReason::NotRetryable(ErrorClass::BadRequest)
+    );
+    // The client's mistake says nothing about the provider.
+    assert_eq!(r.breaker_state(id(&r, "a"), t.end_at), BreakerState::Closed);
+}
+
+#[test]
+fn content_filter_is_returned_unless_failover_is_configured() {
+    let mut r = router(&["a", "b"], priority);
+    let t = run_call(&mut r, Instant::ZERO, |_, _| {
+        fail(ErrorClass::ContentFilter)
+    });
+    assert_eq!(t.sent, ["a"]);
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.retry.content_filter_failover = Some(true);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |name, _| match name {
+        "a" => fail(ErrorClass::ContentFilter),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["a", "b"]);
+}
+
+#[test]
+fn context_length_goes_to_a_larger_window_or_is_returned() {
+    let mut r = router(&["small", "also-small", "large"], |c| {
+        priority(c);
+        c.providers[0].context_window = Some(8_000);
+        c.providers[1].context_window = Some(8_000);
+        c.providers[2].context_window = Some(128_000);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |name, _| match name {
+        "large" => ok(10),
+        _ => fail(ErrorClass::ContextLength),
+    });
+    // Not resent unchanged to another 8k model.
+    assert_eq!(t.sent, ["small", "large"]);
+
+    let mut r = router(&["small", "also-small"], |c| {
+        priority(c);
+        c.providers[0].context_window = Some(8_000);
+        c.providers[1].context_window = Some(8_000);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |_, _| {
+        fail(ErrorClass::ContextLength)
+    });
+    assert_eq!(t.sent, ["small"]);
+    assert_eq!(
+        t.end.unwrap_err().reason,
+        GiveUpReason::NotRetryable(ErrorClass::ContextLength)
+    );
+}
+
+#[test]
+fn requests_that_fit_no_window_are_refused_up_front() {
+    let mut r = router(&["a"], |c| c.providers[0].context_window = Some(1_000));
+    let mut call = r.begin(
+        RequestMeta {
+            input_tokens: 5_000,
+            ..RequestMeta::default()
+        },
+        Instant::ZERO,
+    );
+    match r.next_attempt(&mut call, Instant::ZERO) {
+        Decision::GiveUp(why) => assert_eq!(why.reason, GiveUpReason::ContextTooLong),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_429_cools_the_provider_down_without_tripping_its_breaker() {
+    let mut r = router(&["a", "b"], |c| c.breaker.consecutive_failures = Some(1));
+    let a = id(&r, "a");
+    // Force the first attempt to a, then 429 it.
+    let mut now = Instant::ZERO;
+    for _ in 0..20 {
+        let t = run_call(&mut r, now, |name, _| match name {
+            "a" => rate_limited(30_000),
+            _ => ok(10),
+        });
+        now = t.end_at + Duration::from_millis(1);
+        assert_eq!(t.end, Ok("b".to_string()));
+    }
+    assert_eq!(r.breaker_state(a, now), BreakerState::Closed);
+    // While a cools down, every request goes straight to b.
+    assert_eq!(r.stats(a).failures[ErrorClass::RateLimited.index()], 1);
+}
+
+#[test]
+fn waits_out_a_short_retry_after_when_only_a_worse_tier_remains() {
+    let mut r = router(&["primary", "local"], |c| {
+        priority(c);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |name, n| match (name, n) {
+        ("primary", 1) => rate_limited(1_500),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "primary"]);
+    assert_eq!(t.waited, [Duration::from_millis(1_500)]);
+
+    // A Retry-After beyond the 3 s default: fall to the fallback at once.
+    let mut r = router(&["primary", "local"], priority);
+    let t = run_call(&mut r, Instant::ZERO, |name, _| match name {
+        "primary" => rate_limited(10_000),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "local"]);
+    assert!(t.waited.is_empty());
+}
+
+#[test]
+fn fails_over_at_once_to_an_equal_peer_after_a_429() {
+    // Weighted: both providers are in tier 0, so they are equal peers.
+    let mut r = router(&["a", "b"], |_| {});
+    for i in 0..10 {
+        let t = run_call(&mut r, Instant::from_secs(i * 100), |name, _| match name {
+            "a" => rate_limited(1_000),
+            _ => ok(10),
+        });
+        assert!(t.waited.is_empty(), "{t:?}");
+        assert_eq!(t.end, Ok("b".to_string()));
+    }
+}
+
+#[test]
+fn every_provider_rate_limited_gives_429_after_a_short_wait_at_most() {
+    let mut r = router(&["a", "b"], |_| {});
+    let t = run_call(&mut r, Instant::ZERO, |_, _| rate_limited(60_000));
+    assert_eq!(t.sent.len(), 2);
+    assert_eq!(t.end.unwrap_err().reason, GiveUpReason::AllRateLimited);
+}
+
+#[test]
+fn a_silent_provider_is_retried_last() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.max_attempts = Some(4);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |name, n| match (name, n) {
+        ("a", _) => fail(ErrorClass::Timeout),
+        ("b", 2) => fail(ErrorClass::Server),
+        _ => ok(10),
+    });
+    // a timed out, b failed loudly: b is retried before a.
+    assert_eq!(t.sent, ["a", "b", "b"]);
+}
+
+#[test]
+fn auth_failures_cool_the_provider_down_for_long() {
+    let mut r = router(&["a", "b"], priority);
+    let t = run_call(&mut r, Instant::ZERO, |name, _| match name {
+        "a" => fail(ErrorClass::Auth),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["a", "b"]);
+    // Four minutes later a is still skipped; after the 5 minute cool-down it is used again.
+    let t = run_call(&mut r, Instant::from_secs(240), |_, _| ok(10));
+    assert_eq!(t.sent, ["b"]);
+    let t = run_call(&mut r, Instant::from_secs(301), |_, _| ok(10));
+    assert_eq!(t.sent, ["a"]);
+}
+
+#[test]
+fn an_open_breaker_sends_traffic_elsewhere_and_probes_after_the_open_time() {
+    let mut r = router(&["a", "b"], priority);
+    let a = id(&r, "a");
+    let mut now = Instant::ZERO;
+    for _ in 0..5 {
+        let t = run_call(&mut r, now, |name, _| match name {
+            "a" => fail(ErrorClass::Server),
+            _ => ok(10),
+        });
+        now = t.end_at;
+    }
+    assert!(matches!(r.breaker_state(a, now), BreakerState::Open { .. }));
+    let t = run_call(&mut r, now, |_, _| ok(10));
+    assert_eq!(t.sent, ["b"]);
+    // 5 s later a is half-open and gets a probe.
+    let t = run_call(&mut r, now + Duration::from_secs(5), |_, _| ok(10));
+    assert_eq!(t.sent, ["a"]);
+}
+
+#[test]
+fn the_deadline_bounds_every_retry() {
+    let mut r = router(&["a"], |c| {
+        c.deadline_ms = Some(1_000);
+        c.max_attempts = Some(100);
+        c.budget.min_per_second = Some(1_000.0);
+        c.breaker.consecutive_failures = Some(0);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |_, _| fail(ErrorClass::Server));
+    assert_eq!(t.end.unwrap_err().reason, GiveUpReason::Deadline);
+    assert!(t.end_at <= Instant::from_millis(1_000));
+}
+
+#[test]
+fn attempts_are_capped_by_max_attempts() {
+    let mut r = router(&["a", "b"], |c| {
+        c.max_attempts = Some(3);
+        c.breaker.consecutive_failures = Some(0);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |_, _| fail(ErrorClass::Server));
+    assert_eq!(t.sent.len(), 3);
+    assert_eq!(t.end.unwrap_err().reason, GiveUpReason::AttemptsExhausted);
+}
+
+#[test]
+fn the_retry_budget_stops_a_retry_storm() {
+    let mut r = router(&["a", "b"], |c| {
+        c.budget.ratio = Some(0.1);
+        c.budget.min_per_second = Some(0.0);
+        c.breaker.consecutive_failures = Some(0);
+        c.breaker.minimum_calls = Some(1_000_000);
+    });
+    let mut now = Instant::ZERO;
+    let mut attempts = 0;
+    for _ in 0..1_000 {
+        let t = run_call(&mut r, now, |_, _| fail(ErrorClass::Server));
+        attempts += t.sent.len();
+        now = now + Duration::from_millis(5);
+    }
+    // 1 000 requests in 5 s, window 10 s: at most 100 retries.
+    assert!(attempts <= 1_100, "{attempts} attempts");
+    assert!(attempts >= 1_090, "the budget should be used: {attempts}");
+}
+
+#[test]
+fn local_rate_limits_shift_traffic_before_the_provider_says_429() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.providers[0].requests_per_minute = Some(10);
+    });
+    let mut sent = Vec::new();
+    for i in 0..15 {
+        let t = run_call(&mut r, Instant::from_millis(i * 100), |_, _| ok(10));
+        sent.extend(t.sent);
+    }
+    assert_eq!(sent.iter().filter(|s| *s == "a").count(), 10);
+    assert_eq!(sent.iter().filter(|s| *s == "b").count(), 5);
+}
+
+#[test]
+fn the_spend_limit_leaves_only_free_providers() {
+    let mut r = router(&["paid", "local"], |c| {
+        priority(c);
+        c.providers[0].input_usd_per_mtok = Some(1_000.0);
+        c.spend.limit_usd = Some(0.25);
+    });
+    // Each success costs 100 input tokens × $1000/M = $0.10.
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let t = run_call(&mut r, Instant::from_secs(i), |_, _| ok(10));
+        sent.extend(t.sent);
+    }
+    assert_eq!(sent, ["paid", "paid", "paid", "local", "local"]);
+    // A new period (a day) resets the spend.
+    let t = run_call(&mut r, Instant::from_secs(86_400), |_, _| ok(10));
+    assert_eq!(t.sent, ["paid"]);
+}
+
+#[test]
+fn cost_policy_picks_the_cheapest_that_fits() {
+    let mut r = router(&["pricey", "cheap-small", "cheap"], |c| {
+        c.policy = PolicyKind::Cost;
+        c.providers[0].input_usd_per_mtok = Some(5.0);
+        c.providers[1].input_usd_per_mtok = Some(0.1);
+        c.providers[1].context_window = Some(1_000);
+        c.providers[2].input_usd_per_mtok = Some(0.2);
+    });
+    let mut call = r.begin(
+        RequestMeta {
+            input_tokens: 2_000,
+            ..RequestMeta::default()
+        },
+        Instant::ZERO,
+    );
+    let Decision::Send(attempt) = r.next_attempt(&mut call, Instant::ZERO) else {
+        panic!("expected a send")
+    };
+    assert_eq!(r.provider(attempt.provider).name, "cheap");
+    r.record(&mut call, attempt, Outcome::Cancelled, Instant::ZERO);
+}
+
+#[test]
+fn round_robin_interleaves_by_weight() {
+    let mut r = router(&["a", "b", "c"], |c| {
+        c.policy = PolicyKind::RoundRobin;
+        c.providers[0].weight = Some(5);
+    });
+    let mut sent = String::new();
+    for i in 0..7 {
+        sent += &run_call(&mut r, Instant::from_millis(i), |_, _| ok(1)).sent[0];
+    }
+    assert_eq!(sent, "aabacaa");
+}
+
+#[test]
+fn least_latency_prefers_the_faster_provider() {
+    let mut r = router(&["slow", "fast"], |c| c.policy = PolicyKind::LeastLatency);
+    let mut now = Instant::ZERO;
+    let mut fast = 0;
+    for _ in 0..200 {
+        let t = run_call(&mut r, now, |name, _| match name {
+            "slow" => ok(2_000),
+            _ => ok(100),
+        });
+        fast += usize::from(t.sent[0] == "fast");
+        now = now + Duration::from_millis(50);
+    }
+    assert!(fast > 190, "fast got {fast} of 200");
+}
+
+#[test]
+fn hedges_after_the_delay_to_another_provider() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.hedge.delay_ms = Some(500);
+    });
+    let now = Instant::ZERO;
+    let mut call = r.begin(RequestMeta::default(), now);
+    let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    assert_eq!(
+        r.next_attempt(&mut call, now),
+        Decision::Hedge {
+            at: Instant::from_millis(500)
+        }
+    );
+    let Decision::Send(hedge) = r.next_attempt(&mut call, Instant::from_millis(500)) else {
+        panic!()
+    };
+    assert!(hedge.is_hedge);
+    assert_ne!(hedge.provider, first.provider);
+    assert_eq!(
+        r.next_attempt(&mut call, Instant::from_millis(501)),
+        Decision::Pending
+    );
+    r.record(&mut call, hedge, ok(100), Instant::from_millis(600));
+    assert!(matches!(
+        r.next_attempt(&mut call, Instant::from_millis(600)),
+        Decision::Done { .. }
+    ));
+    r.record(
+        &mut call,
+        first,
+        Outcome::Cancelled,
+        Instant::from_millis(600),
+    );
+    assert_eq!(r.stats(first.provider).cancelled, 1);
+    assert!(
+        r.status(Instant::from_millis(600))
+            .iter()
+            .all(|s| s.in_flight == 0)
+    );
+}
+
+#[test]
+fn reload_keeps_state_of_providers_that_stay() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.breaker.consecutive_failures = Some(1);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |name, _| match name {
+        "a" => fail(ErrorClass::Server),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["a", "b"]);
+    let mut config = RouterConfig {
+        policy: PolicyKind::Priority,
+        providers: vec![
+            stilts_core::ProviderConfig::named("new"),
+            stilts_core::ProviderConfig::named("a"),
+        ],
+        ..RouterConfig::default()
+    };
+    config.breaker.consecutive_failures = Some(1);
+    config.breaker.open_jitter = Some(0.0);
+    // An attempt in flight across the reload is still recorded against the right provider.
+    let mut call = r.begin(RequestMeta::default(), Instant::from_secs(1));
+    let Decision::Send(in_flight) = r.next_attempt(&mut call, Instant::from_secs(1)) else {
+        panic!()
+    };
+    assert_eq!(r.provider(in_flight.provider).name, "b");
+    r.reconfigure(config.validate().unwrap());
+    let a = id(&r, "a");
+    assert!(matches!(
+        r.breaker_state(a, Instant::from_secs(1)),
+        BreakerState::Open { .. }
+    ));
+    assert_eq!(r.stats(a).failures[ErrorClass::Server.index()], 1);
+    r.record(&mut call, in_flight, ok(10), Instant::from_secs(2));
+    assert!(
+        r.status(Instant::from_secs(2))
+            .iter()
+            .all(|s| s.in_flight == 0)
+    );
+}
+
+#[test]
+fn every_provider_down_gives_up_without_hammering() {
+    let mut r = router(&["a", "b"], |_| {});
+    let mut now = Instant::ZERO;
+    let mut attempts = 0;
+    let mut last = None;
+    for _ in 0..100 {
+        let t = run_call(&mut r, now, |_, _| fail(ErrorClass::Server));
+        attempts += t.sent.len();
+        last = Some(t.end);
+        now = now + Duration::from_millis(20);
+    }
+    // Both breakers open after a handful of failures; later requests fail fast with no attempt.
+    assert!(attempts < 30, "{attempts}");
+    assert_eq!(
+        last.unwrap().unwrap_err().reason,
+        GiveUpReason::NoHealthyProvider
+    );
+}
