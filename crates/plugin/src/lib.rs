@@ -11,6 +11,7 @@
 //! * [`sdk`]: for plugin authors: the [`sdk::Translator`] trait and the [`export_plugin!`] macro.
 //! * [`host`]: for the host: [`host::Plugin::load`] and the safe call wrappers.
 //! * [`sse`]: an SSE framer the host can use to split a stream into events.
+//! * [`testing`]: helpers to test a plugin through its rlib on recorded SSE transcripts.
 //!
 //! `docs/plugins.md` in the repository walks a plugin author from `cargo new` to a loaded plugin.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod canonical;
 pub mod host;
 pub mod sdk;
 pub mod sse;
+pub mod testing;
 pub mod types;
 
 pub use sdk::{PluginError, Translator};

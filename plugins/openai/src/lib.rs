@@ -1,1 +1,264 @@
-//! The openai provider plugin for stilts.
+//! The OpenAI plugin for stilts: OpenAI Chat Completions and every OpenAI-compatible server (Ollama's
+//! `/v1`, vLLM, llama.cpp `llama-server`, Groq, Together…).
+//!
+//! The canonical format *is* this dialect, so the plugin is close to a pass-through: it swaps in the
+//! deployment's model, asks streams for a final usage chunk, places the key as a Bearer token, and passes
+//! response bodies and stream chunks through byte for byte (extensions such as Ollama's `reasoning` or
+//! llama.cpp's `timings` survive). Its real work is classification: the two meanings of 429
+//! (`rate_limit_exceeded` versus `insufficient_quota`), context-length errors in each server's wording,
+//! the flat and nested vLLM error bodies, and mid-stream `{"error":…}` payloads.
+//!
+//! Deployment options (`DeploymentConfig::options`):
+//! * `include_usage` (bool, default true): add `stream_options.include_usage` to streaming requests. Set
+//!   false for a server that rejects `stream_options`.
+//! * `organization`, `project` (strings): sent as `OpenAI-Organization` / `OpenAI-Project`.
+
+use serde_json::{Map, Value};
+use stilts_plugin::canonical::{ChatRequest, FinishReason, StreamOptions, Usage};
+use stilts_plugin::types::http;
+use stilts_plugin::{
+    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginError, StreamEnd,
+    StreamStep, Translator,
+};
+
+/// The default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The OpenAI dialect translator.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenAi;
+
+/// Per-stream state.
+#[derive(Debug, Default)]
+pub struct OpenAiStream {
+    finish_seen: bool,
+}
+
+stilts_plugin::export_plugin!(OpenAi);
+
+impl Translator for OpenAi {
+    type Stream = OpenAiStream;
+
+    fn name(&self) -> &str {
+        "openai"
+    }
+
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let context_windows = [
+            ("gpt-4o", 128_000),
+            ("gpt-4o-mini", 128_000),
+            ("gpt-4.1", 1_047_576),
+            ("gpt-4.1-mini", 1_047_576),
+            ("gpt-4.1-nano", 1_047_576),
+            ("o3", 200_000),
+            ("o4-mini", 200_000),
+        ]
+        .into_iter()
+        .map(|(m, n)| (m.to_owned(), n))
+        .collect();
+        Capabilities { streaming: true, prefill_continuation: false, context_windows }
+    }
+
+    fn build_request(&self, req: &ChatRequest, cfg: &DeploymentConfig) -> Result<HttpRequest, PluginError> {
+        let mut req = req.clone();
+        if !cfg.model.is_empty() {
+            req.model.clone_from(&cfg.model);
+        }
+        if req.model.is_empty() {
+            return Err(PluginError::BadInput("no model: set the deployment's model".to_owned()));
+        }
+        let include_usage = cfg.options.get("include_usage").and_then(Value::as_bool).unwrap_or(true);
+        if req.is_stream() && include_usage {
+            let opts = req.stream_options.get_or_insert_with(StreamOptions::default);
+            opts.include_usage = Some(true);
+        }
+        let body = serde_json::to_vec(&req).map_err(|e| PluginError::BadInput(e.to_string()))?;
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        if req.is_stream() {
+            headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
+        }
+        if let Some(key) = &cfg.api_key {
+            headers.push(("authorization".to_owned(), format!("Bearer {}", key.expose())));
+        }
+        for (opt, header) in [("organization", "openai-organization"), ("project", "openai-project")] {
+            if let Some(v) = cfg.options.get(opt).and_then(Value::as_str) {
+                headers.push((header.to_owned(), v.to_owned()));
+            }
+        }
+        headers.extend(cfg.extra_headers.iter().cloned());
+        Ok(HttpRequest {
+            method: "POST".to_owned(),
+            url: format!("{}/chat/completions", cfg.base_url_or(DEFAULT_BASE_URL)),
+            headers,
+            body,
+        })
+    }
+
+    fn parse_response(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ParsedResponse, PluginError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| PluginError::BadInput(format!("response is not JSON: {e}")))?;
+        let Some(obj) = v.as_object() else {
+            return Err(PluginError::BadInput("response is not a JSON object".to_owned()));
+        };
+        if is_error_body(obj) {
+            return Err(PluginError::Upstream(self.classify_error(status, headers, body)));
+        }
+        let Some(choices) = obj.get("choices").and_then(Value::as_array) else {
+            return Err(PluginError::BadInput("response has no `choices` array".to_owned()));
+        };
+        let finish_reason = choices
+            .first()
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .and_then(FinishReason::from_name);
+        Ok(ParsedResponse {
+            body: body.to_vec(),
+            usage: usage_of(obj),
+            model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
+            finish_reason,
+        })
+    }
+
+    fn classify_error(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> ErrorInfo {
+        classify(status, headers, body)
+    }
+
+    fn stream_open(&self) -> OpenAiStream {
+        OpenAiStream::default()
+    }
+
+    fn stream_event(&self, state: &mut OpenAiStream, event: Option<&str>, data: &[u8]) -> StreamStep {
+        match event {
+            None | Some("message") | Some("error") => {}
+            // Not an event this dialect defines: ignored, as the SSE contract says.
+            Some(_) => return StreamStep::default(),
+        }
+        if data.trim_ascii() == b"[DONE]" {
+            return StreamStep::end(if state.finish_seen {
+                StreamEnd::Clean
+            } else {
+                StreamEnd::Cut { reason: "[DONE] arrived before any finish_reason".to_owned() }
+            });
+        }
+        let v: Value = match serde_json::from_slice(data) {
+            Ok(v) => v,
+            Err(e) => return StreamStep::cut(format!("stream event is not valid JSON: {e}")),
+        };
+        let Some(obj) = v.as_object() else {
+            return StreamStep::cut("stream event is not a JSON object");
+        };
+        if is_error_body(obj) || event == Some("error") {
+            return StreamStep::end(StreamEnd::Error { error: classify_value(0, &[], &v) });
+        }
+        if !obj.contains_key("choices") {
+            return StreamStep::cut("stream event has no `choices`");
+        }
+        let finished = obj
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null())));
+        state.finish_seen |= finished;
+        StreamStep { chunks: vec![data.to_vec()], usage: usage_of(obj), done: None }
+    }
+
+    fn stream_close(&self, state: &mut OpenAiStream) -> StreamEnd {
+        if state.finish_seen {
+            StreamEnd::Clean
+        } else {
+            StreamEnd::Cut { reason: "the stream closed before a finish_reason".to_owned() }
+        }
+    }
+}
+
+fn is_error_body(obj: &Map<String, Value>) -> bool {
+    obj.get("error").is_some_and(|e| !e.is_null()) || obj.get("object").and_then(Value::as_str) == Some("error")
+}
+
+fn usage_of(obj: &Map<String, Value>) -> Option<Usage> {
+    obj.get("usage").filter(|u| !u.is_null()).and_then(|u| serde_json::from_value(u.clone()).ok())
+}
+
+/// Classifies an OpenAI-style error answer. Public for the other plugins' tests and for reuse.
+pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ErrorInfo {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => classify_value(status, headers, &v),
+        Err(_) => {
+            let mut info = ErrorInfo::new(ErrorClass::from_status(status), text_message(status, body));
+            info.retry_after_ms = http::retry_after_ms(headers);
+            info
+        }
+    }
+}
+
+fn text_message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        text.chars().take(300).collect()
+    }
+}
+
+fn classify_value(status: u16, headers: &[(String, String)], v: &Value) -> ErrorInfo {
+    // Shapes: {"error":{message,type,param,code}} (OpenAI, Ollama, new vLLM, llama.cpp with int code),
+    // {"error":"text"} (Ollama native), {"object":"error",message,type,code:int} (old vLLM).
+    let err = match v.get("error") {
+        Some(e @ Value::Object(_)) => e,
+        _ => v,
+    };
+    let field = |k: &str| match err.get(k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let message = match v.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        _ => field("message").unwrap_or_else(|| format!("HTTP {status}")),
+    };
+    let code = field("code").filter(|c| c.parse::<u16>().is_err());
+    let kind = field("type");
+    let has = |s: &str| code.as_deref() == Some(s) || kind.as_deref() == Some(s);
+    let lower = message.to_ascii_lowercase();
+    let class = if has("context_length_exceeded")
+        || has("exceed_context_size_error")
+        || lower.contains("maximum context length")
+        || lower.contains("context length")
+        || lower.contains("context window")
+        || lower.contains("exceeds the available context size")
+    {
+        ErrorClass::ContextLength
+    } else if has("content_policy_violation") || has("content_filter") {
+        ErrorClass::ContentFilter
+    } else if has("insufficient_quota") || has("billing_hard_limit_reached") {
+        ErrorClass::Quota
+    } else if status == 0 || (200..300).contains(&status) {
+        // A mid-stream error payload (or an error inside a 200) has no status of its own.
+        if has("rate_limit_exceeded") || has("rate_limit_error") {
+            ErrorClass::RateLimited
+        } else if has("invalid_request_error") {
+            ErrorClass::BadRequest
+        } else {
+            ErrorClass::Server
+        }
+    } else {
+        let by_status = ErrorClass::from_status(status);
+        let should_retry = http::header(headers, "x-should-retry") == Some("true");
+        if by_status == ErrorClass::BadRequest && should_retry { ErrorClass::Server } else { by_status }
+    };
+    ErrorInfo {
+        class,
+        retry_after_ms: http::retry_after_ms(headers),
+        provider_code: code.or(kind),
+        message,
+    }
+}
