@@ -157,8 +157,8 @@ impl Breaker {
         if self.state == BreakerState::Closed {
             self.consecutive_failures = 0;
             let slow = u64::from(latency >= settings.slow_call);
-            self.window.add(now, [1, 0, slow]);
-            self.check_rates(now, settings, rng);
+            let totals = self.window.add(now, [1, 0, slow]);
+            self.check_rates(totals, now, settings, rng);
         }
     }
 
@@ -181,18 +181,23 @@ impl Breaker {
         }
         self.consecutive_failures += 1;
         let slow = u64::from(latency >= settings.slow_call);
-        self.window.add(now, [1, 1, slow]);
+        let totals = self.window.add(now, [1, 1, slow]);
         if settings.consecutive_failures > 0
             && self.consecutive_failures >= settings.consecutive_failures
         {
             self.trip(now, settings, rng);
         } else {
-            self.check_rates(now, settings, rng);
+            self.check_rates(totals, now, settings, rng);
         }
     }
 
-    fn check_rates(&mut self, now: Instant, settings: &BreakerSettings, rng: &mut RouterRng) {
-        let totals = self.window.totals(now);
+    fn check_rates(
+        &mut self,
+        totals: [u64; 3],
+        now: Instant,
+        settings: &BreakerSettings,
+        rng: &mut RouterRng,
+    ) {
         let calls = totals[CALLS];
         if calls < u64::from(settings.minimum_calls) {
             return;

@@ -51,8 +51,8 @@ impl<const K: usize> SlidingWindow<K> {
         self.head_epoch = epoch;
     }
 
-    /// Adds `amounts` to the counters at `now`.
-    pub(crate) fn add(&mut self, now: Instant, amounts: [u64; K]) {
+    /// Adds `amounts` to the counters at `now` and returns the new totals.
+    pub(crate) fn add(&mut self, now: Instant, amounts: [u64; K]) -> [u64; K] {
         self.advance(now);
         let len = self.buckets.len() as u64;
         let bucket = &mut self.buckets[(self.head_epoch % len) as usize];
@@ -60,6 +60,7 @@ impl<const K: usize> SlidingWindow<K> {
             bucket[i] = bucket[i].saturating_add(amounts[i]);
             self.total[i] = self.total[i].saturating_add(amounts[i]);
         }
+        self.total
     }
 
     /// The counters summed over the window ending at `now`.

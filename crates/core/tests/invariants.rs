@@ -1,6 +1,8 @@
 //! Property tests of the router's invariants over arbitrary sequences of requests, outcomes and
 //! time steps, with several calls in flight at once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
+
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Behaviour of the router over whole calls: failover order, error classes, cool-downs, budgets,
 //! hedging and reloads, each driven step by step in virtual time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
+
 mod common;
 
 use common::*;

@@ -1,5 +1,6 @@
 //! A small harness that drives the router with a virtual clock and scripted provider answers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 use std::time::Duration;
