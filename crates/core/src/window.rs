@@ -15,6 +15,10 @@ pub(crate) struct SlidingWindow<const K: usize> {
     bucket_nanos: u64,
     /// The epoch (`now / bucket_nanos`) of the newest bucket.
     head_epoch: u64,
+    /// Where the newest bucket ends, so that most calls skip the division.
+    head_end_nanos: u64,
+    /// `head_epoch % buckets.len()`.
+    head_index: usize,
 }
 
 impl<const K: usize> SlidingWindow<K> {
@@ -27,14 +31,17 @@ impl<const K: usize> SlidingWindow<K> {
             total: [0; K],
             bucket_nanos,
             head_epoch: 0,
+            head_end_nanos: bucket_nanos,
+            head_index: 0,
         }
     }
 
     fn advance(&mut self, now: Instant) {
-        let epoch = now.as_nanos() / self.bucket_nanos;
-        if epoch <= self.head_epoch {
+        if now.as_nanos() < self.head_end_nanos {
             return;
         }
+        let epoch = now.as_nanos() / self.bucket_nanos;
+        self.head_end_nanos = epoch.saturating_add(1).saturating_mul(self.bucket_nanos);
         let len = self.buckets.len() as u64;
         if epoch - self.head_epoch >= len {
             self.buckets.iter_mut().for_each(|b| *b = [0; K]);
@@ -49,13 +56,13 @@ impl<const K: usize> SlidingWindow<K> {
             }
         }
         self.head_epoch = epoch;
+        self.head_index = (epoch % len) as usize;
     }
 
     /// Adds `amounts` to the counters at `now` and returns the new totals.
     pub(crate) fn add(&mut self, now: Instant, amounts: [u64; K]) -> [u64; K] {
         self.advance(now);
-        let len = self.buckets.len() as u64;
-        let bucket = &mut self.buckets[(self.head_epoch % len) as usize];
+        let bucket = &mut self.buckets[self.head_index];
         for i in 0..K {
             bucket[i] = bucket[i].saturating_add(amounts[i]);
             self.total[i] = self.total[i].saturating_add(amounts[i]);
