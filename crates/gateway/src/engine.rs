@@ -1,0 +1,922 @@
+//! The driver: turns the router's decisions into timed HTTP attempts, and holds the live routes.
+//!
+//! [`Gateway`] is the library API: build it from a validated config, then call
+//! [`Gateway::chat`] with a canonical request body; it answers with a whole completion or a live
+//! stream, and never needs HTTP on the client side. The axum server in [`crate::server`] is a thin
+//! layer over it.
+//!
+//! One route holds one [`Router`] behind a `std::sync::Mutex`, together with the deployments the
+//! router's provider indexes refer to; both are swapped together on reload, so a provider id is
+//! always resolved against the config that produced it. The lock is held only around a decision or
+//! a record (about 100 ns), never across an await. Each request's [`CallGuard`] records every
+//! attempt exactly once: when its outcome is known, or as cancelled when the request is dropped
+//! (client gone, another attempt won).
+//!
+//! Time: the core's [`CoreInstant`] is nanoseconds since the gateway's [`Clock`] origin, a
+//! process-start `std::time::Instant`; the same origin converts the router's deadlines back into
+//! tokio timers.
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use stilts_core::{
+    Attempt, Call, Decision, GiveUp, GiveUpReason, Instant as CoreInstant, Outcome, RequestMeta,
+    Router,
+};
+use stilts_plugin::host::Plugin;
+use tokio::time::Instant as TokioInstant;
+
+use crate::config::{ServerSettings, ValidGateway, ValidRoute};
+use crate::error::{ApiError, TriedAttempt};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::plugins::{self, PluginCache};
+use crate::stream::{self, ChunkStream};
+use crate::upstream::{Answer, Deployment, Failure};
+
+/// Nanosecond time for the core, from one process-wide origin.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            origin: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock {
+    /// Now, for the core.
+    pub fn now(&self) -> CoreInstant {
+        CoreInstant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// A core instant as a tokio timer deadline.
+    pub fn tokio(&self, at: CoreInstant) -> TokioInstant {
+        let at = Duration::from_nanos(at.as_nanos()).min(Duration::from_secs(86_400 * 365));
+        TokioInstant::from_std(self.origin) + at
+    }
+}
+
+/// Why a config could not be applied (beyond validation): a plugin, a key, a client.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct BuildError {
+    /// Dotted path of the deployment.
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+pub(crate) struct RouteState {
+    pub router: Router,
+    pub deployments: Vec<Arc<Deployment>>,
+    /// Some deployment may continue a cut stream exactly.
+    pub continuation: bool,
+}
+
+/// One route: its router and deployments, kept across reloads by name.
+pub(crate) struct Route {
+    pub name: String,
+    pub state: Mutex<RouteState>,
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
+        // A panic while holding the lock cannot leave the router half-updated in a way that
+        // matters more than refusing all traffic would, so keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One applied config.
+pub(crate) struct Generation {
+    pub routes: HashMap<String, Arc<Route>>,
+    pub route_names: Vec<String>,
+    pub server: ServerSettings,
+    pub client_keys: Vec<String>,
+}
+
+struct Shared {
+    current: RwLock<Arc<Generation>>,
+    plugins: PluginCache,
+    clock: Clock,
+    metrics: Metrics,
+    /// Serialises reloads.
+    reload: Mutex<()>,
+}
+
+/// The gateway: live routes, plugins, metrics and the request driver. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routes", &self.generation().route_names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a chat call produced.
+pub enum ChatReply {
+    /// A whole `chat.completion` body.
+    Complete {
+        /// The deployment that served.
+        provider: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Canonical JSON.
+        body: Bytes,
+    },
+    /// A live stream of SSE bytes (`data: {chunk}\n\n` … `data: [DONE]\n\n`), already past its
+    /// first token.
+    Stream {
+        /// The deployment that produced the first token.
+        provider: String,
+        /// Attempts made before the first token.
+        attempts: u32,
+        /// The SSE bytes.
+        stream: ChunkStream,
+    },
+}
+
+impl std::fmt::Debug for ChatReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatReply::Complete {
+                provider, attempts, ..
+            } => write!(f, "Complete({provider}, {attempts} attempts)"),
+            ChatReply::Stream {
+                provider, attempts, ..
+            } => write!(f, "Stream({provider}, {attempts} attempts)"),
+        }
+    }
+}
+
+/// The few request fields the gateway reads; the rest goes to the plugin untouched.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[allow(dead_code)] // reason: only its presence is checked
+    messages: Vec<serde::de::IgnoredAny>,
+}
+
+/// Output tokens assumed when the request sets no limit.
+const DEFAULT_OUTPUT_TOKENS: u32 = 512;
+
+impl Gateway {
+    /// Builds a gateway from a validated config: loads plugins, reads keys, makes clients.
+    pub fn new(config: &ValidGateway) -> Result<Self, BuildError> {
+        let shared = Arc::new(Shared {
+            current: RwLock::new(Arc::new(Generation {
+                routes: HashMap::new(),
+                route_names: Vec::new(),
+                server: config.server.clone(),
+                client_keys: Vec::new(),
+            })),
+            plugins: PluginCache::default(),
+            clock: Clock::default(),
+            metrics: Metrics::new(),
+            reload: Mutex::new(()),
+        });
+        let gateway = Gateway { shared };
+        gateway.apply(config)?;
+        Ok(gateway)
+    }
+
+    pub(crate) fn generation(&self) -> Arc<Generation> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The clock the router runs on.
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    /// Server settings in force.
+    pub fn server_settings(&self) -> ServerSettings {
+        self.generation().server.clone()
+    }
+
+    /// Route names, sorted.
+    pub fn route_names(&self) -> Vec<String> {
+        self.generation().route_names.clone()
+    }
+
+    /// Whether `presented` (a bearer token) is allowed; `true` when no client keys are set.
+    pub fn client_allowed(&self, presented: Option<&str>) -> bool {
+        let generation = self.generation();
+        if generation.client_keys.is_empty() {
+            return true;
+        }
+        let Some(presented) = presented else {
+            return false;
+        };
+        generation.client_keys.iter().fold(false, |ok, key| {
+            ok | constant_time_eq(key.as_bytes(), presented.as_bytes())
+        })
+    }
+
+    /// Applies a new config, all or nothing. Routes and deployments that keep their names keep
+    /// their breaker, latency, cool-down and counters. On error nothing changes.
+    pub fn reload(&self, config: &ValidGateway) -> Result<(), BuildError> {
+        let result = self.apply(config);
+        self.shared.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!(routes = config.routes.len(), "config applied"),
+            Err(e) => {
+                tracing::error!(error = %e, "config refused; the previous config keeps serving")
+            }
+        }
+        result
+    }
+
+    fn apply(&self, config: &ValidGateway) -> Result<(), BuildError> {
+        let _serial = self
+            .shared
+            .reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Build everything first; only then touch live state.
+        let mut built = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            built.push((route, self.build_deployments(config, route)?));
+        }
+        let mut client_keys = Vec::new();
+        for var in &config.server.client_keys_env {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => client_keys.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned),
+                ),
+                _ => {
+                    return Err(BuildError {
+                        path: "server.client_keys_env".to_owned(),
+                        problem: format!(
+                            "environment variable {var} is not set; set it or remove it from the list"
+                        ),
+                    });
+                }
+            }
+        }
+        let old = self.generation();
+        let mut routes = HashMap::with_capacity(built.len());
+        let mut route_names = Vec::with_capacity(built.len());
+        for (route, deployments) in built {
+            let continuation = route.deployments.iter().any(|d| d.prefill_continuation);
+            let live = match old.routes.get(&route.name) {
+                Some(existing) => {
+                    let mut state = existing.lock();
+                    state.router.reconfigure(route.router.clone());
+                    state.deployments = deployments;
+                    state.continuation = continuation;
+                    drop(state);
+                    Arc::clone(existing)
+                }
+                None => Arc::new(Route {
+                    name: route.name.clone(),
+                    state: Mutex::new(RouteState {
+                        router: Router::new(route.router.clone(), seed_for(&route.name)),
+                        deployments,
+                        continuation,
+                    }),
+                    metrics: self.shared.metrics.route(&route.name),
+                }),
+            };
+            route_names.push(route.name.clone());
+            routes.insert(route.name.clone(), live);
+        }
+        route_names.sort();
+        let generation = Arc::new(Generation {
+            routes,
+            route_names,
+            server: config.server.clone(),
+            client_keys,
+        });
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = generation;
+        Ok(())
+    }
+
+    fn build_deployments(
+        &self,
+        config: &ValidGateway,
+        route: &ValidRoute,
+    ) -> Result<Vec<Arc<Deployment>>, BuildError> {
+        let mut out = Vec::with_capacity(route.deployments.len());
+        for (i, d) in route.deployments.iter().enumerate() {
+            let at = |field: &str| format!("routes.{}.deployments[{i}].{field}", route.name);
+            let plugin = self
+                .load_plugin(config, &d.plugin)
+                .map_err(|e| BuildError {
+                    path: at("plugin"),
+                    problem: e.to_string(),
+                })?;
+            let info = plugin.describe();
+            if d.prefill_continuation && !info.capabilities.prefill_continuation {
+                return Err(BuildError {
+                    path: at("prefill_continuation"),
+                    problem: format!(
+                        "the {} plugin does not declare prefill continuation, so a cut stream cannot be continued exactly here; remove the setting",
+                        info.name
+                    ),
+                });
+            }
+            let api_key = match &d.api_key_env {
+                None => None,
+                Some(var) => match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(stilts_plugin::ApiKey::new(v)),
+                    _ => {
+                        return Err(BuildError {
+                            path: at("api_key_env"),
+                            problem: format!(
+                                "environment variable {var} is not set; export it (the key itself never goes in the file)"
+                            ),
+                        });
+                    }
+                },
+            };
+            let cfg = stilts_plugin::DeploymentConfig {
+                base_url: d.base_url.clone(),
+                model: d.model.clone(),
+                api_key,
+                extra_headers: d.extra_headers.clone(),
+                options: d.options.clone(),
+            };
+            let connect = route.router.providers[i].timeouts.connect;
+            let metrics = self.shared.metrics.deployment(&route.name, &d.name);
+            let dep = Deployment::new(d.name.clone(), plugin, &cfg, connect, metrics).map_err(
+                |problem| BuildError {
+                    path: at("name"),
+                    problem,
+                },
+            )?;
+            out.push(Arc::new(dep));
+        }
+        Ok(out)
+    }
+
+    fn load_plugin(
+        &self,
+        config: &ValidGateway,
+        plugin: &crate::config::PluginRef,
+    ) -> Result<Plugin, plugins::PluginError> {
+        let path = plugins::resolve(
+            plugin,
+            config.server.plugin_dir.as_deref(),
+            &config.base_dir,
+        )?;
+        self.shared.plugins.load(&path)
+    }
+
+    /// Routes a chat completion request (canonical JSON bytes).
+    ///
+    /// `deadline` shortens the route's deadline for this request.
+    pub async fn chat(
+        &self,
+        body: Bytes,
+        deadline: Option<Duration>,
+    ) -> Result<ChatReply, ApiError> {
+        let started = std::time::Instant::now();
+        let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid_request(format!("the body is not a chat completion request: {e}"))
+        })?;
+        let generation = self.generation();
+        let Some(route) = generation.routes.get(peek.model.as_ref()).cloned() else {
+            self.shared
+                .metrics
+                .request_failed("unknown", "unknown_route");
+            let mut e = ApiError::plain(
+                axum::http::StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "no route named \"{}\"; routes: {}",
+                    peek.model,
+                    generation.route_names.join(", ")
+                ),
+            );
+            e.route = Some(peek.model.into_owned());
+            return Err(e);
+        };
+        drop(generation);
+        let meta = RequestMeta {
+            input_tokens: u32::try_from(body.len() / 4).unwrap_or(u32::MAX),
+            output_tokens: peek
+                .max_completion_tokens
+                .or(peek.max_tokens)
+                .unwrap_or(DEFAULT_OUTPUT_TOKENS),
+            stream: peek.stream == Some(true),
+            deadline,
+        };
+        let guard = CallGuard::begin(route, self.shared.clock, meta);
+        let driver = Driver {
+            gateway: self.clone(),
+            guard,
+            started,
+            waited: Duration::ZERO,
+            tried: Vec::new(),
+        };
+        if meta.stream {
+            driver.stream(body).await
+        } else {
+            driver.complete(body).await
+        }
+    }
+
+    /// A JSON view of every route and provider: breaker, cool-down, latency, in-flight, counters.
+    pub fn status_json(&self) -> serde_json::Value {
+        let generation = self.generation();
+        let now = self.shared.clock.now();
+        let mut routes = serde_json::Map::new();
+        for name in &generation.route_names {
+            let Some(route) = generation.routes.get(name) else {
+                continue;
+            };
+            let mut state = route.lock();
+            let budget = state.router.retry_budget_available(now);
+            let policy = state.router.config().policy.as_str();
+            let spent = state.router.spent_usd();
+            let providers: Vec<serde_json::Value> = state
+                .router
+                .status(now)
+                .into_iter()
+                .map(|p| {
+                    let breaker = match p.breaker {
+                        stilts_core::BreakerState::Open { until } => serde_json::json!({
+                            "state": "open",
+                            "reopens_in_ms": until.saturating_since(now).as_millis() as u64,
+                        }),
+                        other => serde_json::json!({ "state": other.as_str() }),
+                    };
+                    serde_json::json!({
+                        "name": p.name,
+                        "breaker": breaker,
+                        "breaker_trips": p.breaker_trips,
+                        "cooldown": p.cooldown.map(|(kind, until)| serde_json::json!({
+                            "kind": format!("{kind:?}").to_lowercase(),
+                            "remaining_ms": until.saturating_since(now).as_millis() as u64,
+                        })),
+                        "in_flight": p.in_flight,
+                        "latency_ms": p.latency.as_secs_f64() * 1e3,
+                        "attempts": p.stats.attempts,
+                        "successes": p.stats.successes,
+                        "failures": stilts_core::ErrorClass::ALL.iter()
+                            .map(|c| (c.as_str().to_owned(), serde_json::json!(p.stats.failures[c.index()])))
+                            .collect::<serde_json::Map<_, _>>(),
+                        "input_tokens": p.stats.input_tokens,
+                        "output_tokens": p.stats.output_tokens,
+                        "cost_usd": p.stats.cost_usd,
+                    })
+                })
+                .collect();
+            drop(state);
+            routes.insert(
+                name.clone(),
+                serde_json::json!({
+                    "policy": policy,
+                    "retry_budget_available": budget,
+                    "spent_usd": spent,
+                    "providers": providers,
+                }),
+            );
+        }
+        serde_json::json!({ "routes": routes })
+    }
+
+    /// Refreshes the gauges that mirror router state, then encodes every metric.
+    pub fn metrics_text(&self) -> String {
+        let m = &self.shared.metrics;
+        m.breaker.clear();
+        m.breaker_trips.clear();
+        m.in_flight.clear();
+        m.latency.clear();
+        m.retry_budget.clear();
+        let generation = self.generation();
+        let now = self.shared.clock.now();
+        for name in &generation.route_names {
+            let Some(route) = generation.routes.get(name) else {
+                continue;
+            };
+            let mut state = route.lock();
+            m.retry_budget
+                .get_or_create(&crate::metrics::RouteLabels {
+                    route: name.clone(),
+                })
+                .set(state.router.retry_budget_available(now));
+            for p in state.router.status(now) {
+                let labels = crate::metrics::ProviderLabels {
+                    route: name.clone(),
+                    provider: p.name.clone(),
+                };
+                let code = match p.breaker {
+                    stilts_core::BreakerState::Closed => 0,
+                    stilts_core::BreakerState::HalfOpen { .. } => 1,
+                    stilts_core::BreakerState::Open { .. } => 2,
+                };
+                m.breaker.get_or_create(&labels).set(code);
+                m.breaker_trips
+                    .get_or_create(&labels)
+                    .set(i64::try_from(p.breaker_trips).unwrap_or(i64::MAX));
+                m.in_flight
+                    .get_or_create(&labels)
+                    .set(i64::from(p.in_flight));
+                m.latency
+                    .get_or_create(&labels)
+                    .set(p.latency.as_secs_f64());
+            }
+        }
+        m.encode()
+    }
+}
+
+fn seed_for(route: &str) -> u64 {
+    // FNV-1a of the name mixed with the process start: reproducible per route name within a
+    // run, different across gateways so their random choices do not march in step.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in route.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    h ^ t
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One request's routing state, with every attempt it started until recorded.
+///
+/// Dropping it records the attempts still pending as cancelled, so a request abandoned at any
+/// await (client gone, shutdown) leaves the router's in-flight counts and probes right.
+pub(crate) struct CallGuard {
+    pub route: Arc<Route>,
+    pub call: Call,
+    pending: Vec<Attempt>,
+    clock: Clock,
+}
+
+impl CallGuard {
+    fn begin(route: Arc<Route>, clock: Clock, meta: RequestMeta) -> Self {
+        let call = route.lock().router.begin(meta, clock.now());
+        CallGuard {
+            route,
+            call,
+            pending: Vec::new(),
+            clock,
+        }
+    }
+
+    /// The router's next decision, with the deployment of a `Send`.
+    pub fn decide(&mut self) -> (Decision, Option<Arc<Deployment>>, bool) {
+        let now = self.clock.now();
+        let mut state = self.route.lock();
+        let decision = state.router.next_attempt(&mut self.call, now);
+        let mut deployment = None;
+        if let Decision::Send(attempt) = decision {
+            deployment = state.deployments.get(attempt.provider.index()).cloned();
+            match &deployment {
+                Some(d) => {
+                    d.metrics.attempts.inc();
+                    self.pending.push(attempt);
+                }
+                None => {
+                    // Cannot happen: deployments and router are swapped together.
+                    state
+                        .router
+                        .record(&mut self.call, attempt, Outcome::Cancelled, now);
+                }
+            }
+        }
+        (decision, deployment, state.continuation)
+    }
+
+    /// Records the outcome of `attempt`.
+    pub fn record(&mut self, attempt: Attempt, outcome: Outcome, deployment: &Deployment) {
+        let Some(at) = self.pending.iter().position(|a| *a == attempt) else {
+            return;
+        };
+        let _recorded_below = self.pending.swap_remove(at);
+        let now = self.clock.now();
+        let mut state = self.route.lock();
+        state.router.record(&mut self.call, attempt, outcome, now);
+        match outcome {
+            Outcome::Success { usage, .. } => {
+                let cost = if state
+                    .deployments
+                    .get(attempt.provider.index())
+                    .is_some_and(|d| d.name == deployment.name)
+                {
+                    state
+                        .router
+                        .provider(attempt.provider)
+                        .cost_usd(usage.input_tokens, usage.output_tokens)
+                } else {
+                    0.0
+                };
+                drop(state);
+                deployment.metrics.input_tokens.inc_by(usage.input_tokens);
+                deployment.metrics.output_tokens.inc_by(usage.output_tokens);
+                deployment.metrics.cost_usd.inc_by(cost);
+            }
+            Outcome::Failure { class, .. } => {
+                drop(state);
+                deployment.metrics.failures[class.index()].inc();
+            }
+            Outcome::Cancelled => {}
+        }
+    }
+
+    /// Records every pending attempt as cancelled.
+    pub fn cancel_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut state = self.route.lock();
+        for attempt in self.pending.drain(..) {
+            state
+                .router
+                .record(&mut self.call, attempt, Outcome::Cancelled, now);
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.cancel_pending();
+    }
+}
+
+type AttemptFuture<T> =
+    Pin<Box<dyn Future<Output = (Attempt, Arc<Deployment>, Result<T, Failure>, Duration)> + Send>>;
+
+/// The request loop shared by plain and stream calls.
+pub(crate) struct Driver {
+    pub gateway: Gateway,
+    pub guard: CallGuard,
+    pub started: std::time::Instant,
+    /// Time spent waiting on upstreams and backoff (excluded from the overhead metric).
+    pub waited: Duration,
+    pub tried: Vec<TriedAttempt>,
+}
+
+/// Where the loop ended.
+pub(crate) enum LoopEnd<T> {
+    Won(Attempt, Arc<Deployment>, T, Duration),
+    Failed(GiveUp),
+}
+
+/// A limit on loop turns, far above what `max_attempts` allows: a broken invariant ends the
+/// request instead of spinning.
+const MAX_TURNS: u32 = 1_000;
+
+impl Driver {
+    /// Runs decisions until one attempt produces a `T` (an answer, or a stream past its first
+    /// token) or the router gives up. Attempts still running are cancelled and recorded.
+    pub async fn run<T, F>(&mut self, mut start: F) -> LoopEnd<T>
+    where
+        T: Send + 'static,
+        F: FnMut(Attempt, Arc<Deployment>, Clock) -> AttemptFuture<T>,
+    {
+        let mut in_flight: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
+        let clock = self.guard.clock();
+        for _ in 0..MAX_TURNS {
+            let (decision, deployment, _) = self.guard.decide();
+            let wake = match decision {
+                Decision::Send(attempt) => {
+                    if let Some(d) = deployment {
+                        in_flight.push(start(attempt, d, clock));
+                    }
+                    continue;
+                }
+                Decision::Wait { until } => Some(until),
+                Decision::Hedge { at } => Some(at),
+                Decision::Pending => None,
+                Decision::Done { .. } => {
+                    // Success is handled when the outcome arrives; Done without a kept answer
+                    // means a raced success was already taken: cannot happen with one winner.
+                    break;
+                }
+                Decision::GiveUp(g) => {
+                    self.guard.cancel_pending();
+                    return LoopEnd::Failed(g);
+                }
+            };
+            let t0 = std::time::Instant::now();
+            let next = match wake {
+                Some(at) => {
+                    tokio::select! {
+                        biased;
+                        r = in_flight.next(), if !in_flight.is_empty() => r,
+                        () = tokio::time::sleep_until(clock.tokio(at)) => None,
+                    }
+                }
+                None if in_flight.is_empty() => {
+                    // Pending with nothing in flight: cannot happen; give up cleanly.
+                    break;
+                }
+                None => in_flight.next().await,
+            };
+            self.waited += t0.elapsed();
+            let Some((attempt, deployment, result, latency)) = next else {
+                continue;
+            };
+            match result {
+                Ok(value) => {
+                    // Keep the winner; cancel the rest.
+                    drop(in_flight);
+                    return LoopEnd::Won(attempt, deployment, value, latency);
+                }
+                Err(failure) => {
+                    tracing::warn!(
+                        route = %self.guard.route.name,
+                        provider = %deployment.name,
+                        class = %failure.class,
+                        status = failure.status,
+                        message = %failure.message,
+                        "attempt failed"
+                    );
+                    self.tried.push(TriedAttempt {
+                        provider: deployment.name.clone(),
+                        class: failure.class.as_str(),
+                        status: failure.status,
+                        message: failure.message.clone(),
+                    });
+                    self.guard.record(
+                        attempt,
+                        Outcome::Failure {
+                            class: failure.class,
+                            latency,
+                            retry_after: failure.retry_after,
+                        },
+                        &deployment,
+                    );
+                }
+            }
+        }
+        self.guard.cancel_pending();
+        LoopEnd::Failed(GiveUp {
+            reason: GiveUpReason::NoHealthyProvider,
+            last_error: self.guard.call.last_error(),
+        })
+    }
+
+    /// The error answer for a give-up, counted.
+    pub fn give_up(&mut self, g: GiveUp) -> ApiError {
+        let route = &self.guard.route;
+        let mut error = ApiError::from_give_up(&route.name, g, std::mem::take(&mut self.tried));
+        if g.reason == GiveUpReason::AllRateLimited {
+            error.retry_after = Some(Duration::from_secs(1));
+        }
+        self.gateway
+            .metrics()
+            .request_failed(&route.name, g.reason.as_str());
+        self.observe_end();
+        tracing::warn!(route = %route.name, reason = %g, status = error.status.as_u16(), "request failed");
+        error
+    }
+
+    /// Records duration and overhead of a finished request.
+    pub fn observe_end(&self) {
+        let total = self.started.elapsed();
+        let m = &self.guard.route.metrics;
+        m.duration.observe(total.as_secs_f64());
+        m.overhead
+            .observe(total.saturating_sub(self.waited).as_secs_f64());
+    }
+
+    async fn complete(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
+        let shared_body = body.clone();
+        let end = self
+            .run(move |attempt, deployment, clock| {
+                let body = shared_body.clone();
+                Box::pin(async move {
+                    let sent = std::time::Instant::now();
+                    let result = deployment
+                        .complete(&body, &attempt.timeouts, clock.tokio(attempt.deadline))
+                        .await;
+                    (attempt, deployment, result, sent.elapsed())
+                })
+            })
+            .await;
+        match end {
+            LoopEnd::Won(attempt, deployment, Answer { body, usage }, latency) => {
+                self.guard.record(
+                    attempt,
+                    Outcome::Success {
+                        latency,
+                        first_token: None,
+                        usage,
+                    },
+                    &deployment,
+                );
+                self.guard.cancel_pending();
+                deployment.metrics.served.inc();
+                self.observe_end();
+                Ok(ChatReply::Complete {
+                    provider: deployment.name.clone(),
+                    attempts: self.guard.call.attempts(),
+                    body,
+                })
+            }
+            LoopEnd::Failed(g) => Err(self.give_up(g)),
+        }
+    }
+
+    async fn stream(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
+        let shared_body = body.clone();
+        let track_text = self.guard.route.lock().continuation;
+        let end = self
+            .run(move |attempt, deployment, clock| {
+                let body = shared_body.clone();
+                Box::pin(async move {
+                    let sent = std::time::Instant::now();
+                    let result =
+                        stream::open(&deployment, &body, &attempt, clock, track_text, false).await;
+                    (attempt, deployment, result, sent.elapsed())
+                })
+            })
+            .await;
+        match end {
+            LoopEnd::Won(attempt, deployment, reader, first_token) => {
+                // Other attempts (hedges) lose: the stream's provider is chosen.
+                let keep: Vec<Attempt> = vec![attempt];
+                self.guard.cancel_pending_except(&keep);
+                let provider = deployment.name.clone();
+                let attempts = self.guard.call.attempts();
+                let live = stream::Live::new(self, body, attempt, deployment, reader, first_token);
+                Ok(ChatReply::Stream {
+                    provider,
+                    attempts,
+                    stream: live.into_stream(),
+                })
+            }
+            LoopEnd::Failed(g) => Err(self.give_up(g)),
+        }
+    }
+}
+
+impl CallGuard {
+    /// Records every pending attempt except `keep` as cancelled.
+    pub fn cancel_pending_except(&mut self, keep: &[Attempt]) {
+        let now = self.clock.now();
+        let mut state = self.route.lock();
+        let mut kept = Vec::new();
+        for attempt in self.pending.drain(..) {
+            if keep.contains(&attempt) {
+                kept.push(attempt);
+            } else {
+                state
+                    .router
+                    .record(&mut self.call, attempt, Outcome::Cancelled, now);
+            }
+        }
+        drop(state);
+        self.pending = kept;
+    }
+}

@@ -1,0 +1,224 @@
+//! Errors as clients see them: OpenAI-shaped JSON bodies with a fitting HTTP status.
+//!
+//! The body is `{"error":{"message","type","param","code","stilts":{…}}}`: the official SDKs read
+//! `error.message` and `error.code`; the `stilts` object names the route and every attempt made
+//! (provider, class, upstream status, message), so a failure says what was tried. Upstream
+//! messages are redacted of the deployment's key before they get here.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::time::Duration;
+use stilts_core::{ErrorClass, GiveUp, GiveUpReason};
+
+/// One failed attempt, for the error body and the log.
+#[derive(Clone, Debug, Serialize)]
+pub struct TriedAttempt {
+    /// Deployment name.
+    pub provider: String,
+    /// Error class.
+    pub class: &'static str,
+    /// Upstream HTTP status, if one arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What happened (redacted).
+    pub message: String,
+}
+
+/// An error answer.
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OpenAI error `type`.
+    pub kind: &'static str,
+    /// OpenAI error `code`.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+    /// Route, if known.
+    pub route: Option<String>,
+    /// Attempts made.
+    pub tried: Vec<TriedAttempt>,
+    /// `Retry-After` to send, for 429/503.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// A client error (400).
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
+    }
+
+    /// An error without attempts.
+    pub fn plain(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            route: None,
+            tried: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// The answer for a call the router gave up on.
+    pub fn from_give_up(route: &str, give_up: GiveUp, tried: Vec<TriedAttempt>) -> Self {
+        use GiveUpReason as R;
+        let last = tried.last().map(|t| t.message.clone());
+        let summary = if tried.is_empty() {
+            "no attempt was made".to_owned()
+        } else {
+            tried
+                .iter()
+                .map(|t| match t.status {
+                    Some(s) => format!("{}: {} (HTTP {s}: {})", t.provider, t.class, t.message),
+                    None => format!("{}: {} ({})", t.provider, t.class, t.message),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let (status, kind, code, lead) = match give_up.reason {
+            R::Deadline => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "deadline_exceeded",
+                "the request's deadline passed".to_owned(),
+            ),
+            R::NotRetryable(ErrorClass::ContextLength) | R::ContextTooLong => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "the request does not fit the context window of any provider".to_owned(),
+            ),
+            R::NotRetryable(ErrorClass::ContentFilter) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "content_filter",
+                format!(
+                    "the provider refused the content: {}",
+                    last.unwrap_or_default()
+                ),
+            ),
+            R::NotRetryable(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                format!(
+                    "the provider rejected the request: {}",
+                    last.unwrap_or_default()
+                ),
+            ),
+            R::AllRateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                "every provider of the route is rate limited".to_owned(),
+            ),
+            R::BudgetExhausted => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "retry_budget_exhausted",
+                "the route's retry budget is spent (many requests are failing)".to_owned(),
+            ),
+            R::SpendLimit => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "spend_limit",
+                "the route's spend limit is reached and no free provider is usable".to_owned(),
+            ),
+            R::NoHealthyProvider if tried.is_empty() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "no_healthy_provider",
+                "no provider of the route is available (breakers open or cooling down)".to_owned(),
+            ),
+            R::NoHealthyProvider | R::AttemptsExhausted => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "upstream_failed",
+                "every attempt failed".to_owned(),
+            ),
+        };
+        ApiError {
+            status,
+            kind,
+            code,
+            message: format!("{lead}; tried: {summary}"),
+            route: Some(route.to_owned()),
+            tried,
+            retry_after: None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Stilts<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            route: Option<&'a str>,
+            attempts: &'a [TriedAttempt],
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            param: Option<()>,
+            code: &'a str,
+            stilts: Stilts<'a>,
+        }
+        #[derive(Serialize)]
+        struct Outer<'a> {
+            error: Inner<'a>,
+        }
+        serde_json::to_vec(&Outer {
+            error: Inner {
+                message: &self.message,
+                kind: self.kind,
+                param: None,
+                code: self.code,
+                stilts: Stilts {
+                    route: self.route.as_deref(),
+                    attempts: &self.tried,
+                },
+            },
+        })
+        .unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","type":"server_error"}}"#.to_vec()
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        headers.insert(
+            "x-stilts-attempts",
+            HeaderValue::from(self.tried.len() as u64),
+        );
+        response
+    }
+}

@@ -1,0 +1,352 @@
+//! Prometheus metrics (prometheus-client, text exposition at `GET /metrics`).
+//!
+//! Counters that every request touches are created once per route and deployment when a config
+//! is applied ([`RouteMetrics`], [`DeploymentMetrics`]), so the request path only bumps atomics;
+//! label strings are never built per request on the success path. Gauges that mirror router state
+//! (breaker state, in-flight attempts, EWMA latency, retry budget) are refreshed at scrape time
+//! from `Router::status`, so they cost nothing between scrapes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use stilts_core::ErrorClass;
+
+/// Labels of route-level series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route name.
+    pub route: String,
+}
+
+/// Labels of deployment-level series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Route name.
+    pub route: String,
+    /// Deployment name.
+    pub provider: String,
+}
+
+/// Labels of per-class failure series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// Route name.
+    pub route: String,
+    /// Deployment name.
+    pub provider: String,
+    /// Error class (`rate_limited`, `server`, `timeout`, …).
+    pub class: String,
+}
+
+/// Labels of request series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route name (`unknown` for requests naming no route).
+    pub route: String,
+    /// The deployment that served, or `none`.
+    pub provider: String,
+    /// `ok`, or the reason the call failed (`deadline`, `all_rate_limited`, …, `client_error`).
+    pub outcome: String,
+}
+
+/// Labels of token series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Route name.
+    pub route: String,
+    /// Deployment name.
+    pub provider: String,
+    /// `input` or `output`.
+    pub kind: String,
+}
+
+/// Labels of stream interruption series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterruptLabels {
+    /// Route name.
+    pub route: String,
+    /// Deployment whose stream broke.
+    pub provider: String,
+    /// `continued` (exact continuation elsewhere), `error_event` (ended with an error event) or
+    /// `client_gone`.
+    pub action: String,
+}
+
+/// Labels of config reload series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric family of the gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    attempts: Family<ProviderLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ProviderLabels, FloatCounter>,
+    interruptions: Family<InterruptLabels, Counter>,
+    /// Breaker state per deployment: 0 closed, 1 half-open, 2 open.
+    pub(crate) breaker: Family<ProviderLabels, Gauge>,
+    /// Breaker trips since start.
+    pub(crate) breaker_trips: Family<ProviderLabels, Gauge>,
+    /// Attempts in flight.
+    pub(crate) in_flight: Family<ProviderLabels, Gauge>,
+    /// Peak-EWMA latency estimate.
+    pub(crate) latency: Family<ProviderLabels, FloatGauge>,
+    /// Retries the budget allows now.
+    pub(crate) retry_budget: Family<RouteLabels, FloatGauge>,
+    reloads: Family<ReloadLabels, Counter>,
+    /// 1 when the last reload attempt was applied, 0 when it was refused.
+    pub(crate) config_ok: Gauge,
+}
+
+/// Pre-made counters of one deployment.
+#[derive(Clone, Debug)]
+pub struct DeploymentMetrics {
+    pub(crate) attempts: Counter,
+    pub(crate) failures: [Counter; 8],
+    pub(crate) input_tokens: Counter,
+    pub(crate) output_tokens: Counter,
+    pub(crate) cost_usd: FloatCounter,
+    pub(crate) served: Counter,
+}
+
+/// Pre-made histograms of one route.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    pub(crate) duration: Histogram,
+    pub(crate) overhead: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stilts");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Chat completion requests by route, serving provider and outcome",
+            requests.clone(),
+        );
+        let attempts = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "attempts",
+            "Upstream attempts by route and provider",
+            attempts.clone(),
+        );
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "attempt_failures",
+            "Failed upstream attempts by route, provider and error class",
+            failures.clone(),
+        );
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
+        );
+        let duration = unify(duration);
+        registry.register(
+            "request_duration_seconds",
+            "Whole request duration (for streams: until the last byte)",
+            duration.clone(),
+        );
+        let overhead = unify(Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_005, 2.0, 16))) as fn() -> Histogram,
+        ));
+        registry.register(
+            "gateway_overhead_seconds",
+            "Time spent in stilts itself per request, excluding upstream waits and backoff",
+            overhead.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens billed by route, provider and kind",
+            tokens.clone(),
+        );
+        let cost = Family::<ProviderLabels, FloatCounter>::default();
+        registry.register(
+            "cost_usd",
+            "Spend in USD at the configured prices",
+            cost.clone(),
+        );
+        let interruptions = Family::<InterruptLabels, Counter>::default();
+        registry.register(
+            "stream_interruptions",
+            "Streams that broke after bytes reached the client, by what was done",
+            interruptions.clone(),
+        );
+        let breaker = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            breaker.clone(),
+        );
+        let breaker_trips = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "breaker_trips",
+            "Times the breaker opened",
+            breaker_trips.clone(),
+        );
+        let in_flight = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "in_flight_attempts",
+            "Upstream attempts in flight",
+            in_flight.clone(),
+        );
+        let latency = Family::<ProviderLabels, FloatGauge>::default();
+        registry.register(
+            "provider_latency_seconds",
+            "Peak-EWMA latency estimate (time to first token for streams)",
+            latency.clone(),
+        );
+        let retry_budget = Family::<RouteLabels, FloatGauge>::default();
+        registry.register(
+            "retry_budget_available",
+            "Retries the route's retry budget allows now",
+            retry_budget.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reload attempts by result (ok or error)",
+            reloads.clone(),
+        );
+        let config_ok = Gauge::default();
+        registry.register(
+            "config_last_reload_ok",
+            "1 when the last reload was applied, 0 when it was refused",
+            config_ok.clone(),
+        );
+        config_ok.set(1);
+        Metrics {
+            registry,
+            requests,
+            attempts,
+            failures,
+            duration,
+            overhead,
+            tokens,
+            cost,
+            interruptions,
+            breaker,
+            breaker_trips,
+            in_flight,
+            latency,
+            retry_budget,
+            reloads,
+            config_ok,
+        }
+    }
+
+    /// The counters of deployment `provider` of `route`.
+    pub fn deployment(&self, route: &str, provider: &str) -> DeploymentMetrics {
+        let labels = ProviderLabels {
+            route: route.to_owned(),
+            provider: provider.to_owned(),
+        };
+        let failures = ErrorClass::ALL.map(|class| {
+            self.failures.get_or_create_owned(&FailureLabels {
+                route: route.to_owned(),
+                provider: provider.to_owned(),
+                class: class.as_str().to_owned(),
+            })
+        });
+        let token = |kind: &str| {
+            self.tokens.get_or_create_owned(&TokenLabels {
+                route: route.to_owned(),
+                provider: provider.to_owned(),
+                kind: kind.to_owned(),
+            })
+        };
+        DeploymentMetrics {
+            attempts: self.attempts.get_or_create_owned(&labels),
+            failures,
+            input_tokens: token("input"),
+            output_tokens: token("output"),
+            cost_usd: self.cost.get_or_create_owned(&labels),
+            served: self.requests.get_or_create_owned(&RequestLabels {
+                route: route.to_owned(),
+                provider: provider.to_owned(),
+                outcome: "ok".to_owned(),
+            }),
+        }
+    }
+
+    /// The histograms of `route`.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        RouteMetrics {
+            duration: self.duration.get_or_create_owned(&labels),
+            overhead: self.overhead.get_or_create_owned(&labels),
+        }
+    }
+
+    /// Counts a request that did not succeed.
+    pub fn request_failed(&self, route: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                provider: "none".to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a stream broken after bytes were sent.
+    pub fn stream_interrupted(&self, route: &str, provider: &str, action: &str) {
+        self.interruptions
+            .get_or_create(&InterruptLabels {
+                route: route.to_owned(),
+                provider: provider.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+        self.config_ok.set(i64::from(ok));
+    }
+
+    /// Text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Erases the constructor closure type so the family can be stored in a struct field.
+fn unify(
+    f: Family<RouteLabels, Histogram, fn() -> Histogram>,
+) -> Family<RouteLabels, Histogram, fn() -> Histogram> {
+    f
+}

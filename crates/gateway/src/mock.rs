@@ -1,0 +1,496 @@
+//! A fault-injecting fake upstream that speaks the OpenAI Chat Completions dialect.
+//!
+//! Used by the embedded demo, the integration tests, the bench and `stilts mock-upstream`. It
+//! answers `POST /v1/chat/completions` (plain and `stream: true`) with a short canned answer and
+//! injects the faults an LLM provider shows in practice, each a knob of [`Faults`]: an error
+//! status (with an OpenAI error `code` and `Retry-After`), latency before the headers, a hang, a
+//! slow first token, a cut connection, a stall, a malformed chunk and a missing `[DONE]`. A
+//! [`Schedule`] adds periodic outages and 429s (the demo's "primary").
+//!
+//! Faults can be changed while it runs: through the [`MockUpstream`] handle in tests, or over
+//! HTTP with `POST /_mock/faults` (JSON [`Faults`]), `POST /_mock/script` (a JSON list of
+//! [`Faults`], one per coming request, before the standing faults apply again) and read with
+//! `GET /_mock/stats`. It counts requests and requests the client abandoned before the answer was
+//! complete, so tests can see cancellation reach the upstream.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The faults applied to a request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Answer with this HTTP error status.
+    pub status: Option<u16>,
+    /// `error.code` of the error body (`rate_limit_exceeded`, `insufficient_quota`,
+    /// `context_length_exceeded`, …).
+    pub error_code: Option<String>,
+    /// `Retry-After` header, in seconds.
+    pub retry_after_s: Option<f64>,
+    /// Delay before the response headers.
+    pub latency_ms: u64,
+    /// Never answer (the connection stays open).
+    pub hang: bool,
+    /// Streams: delay between the headers and the first content chunk.
+    pub first_token_ms: u64,
+    /// Streams: delay between content chunks.
+    pub chunk_interval_ms: u64,
+    /// Streams: abort the connection after this many content chunks (no finish reason).
+    pub cut_after: Option<u32>,
+    /// Streams: stop sending after this many content chunks and keep the connection open.
+    pub stall_after: Option<u32>,
+    /// Streams: send an event that is not JSON after this many content chunks.
+    pub malformed_after: Option<u32>,
+    /// Streams: send the finish reason and close without `data: [DONE]`.
+    pub no_done: bool,
+    /// A 401 message repeats the presented key (to test that stilts scrubs it).
+    pub echo_key: bool,
+}
+
+/// Periodic trouble, for the demo.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// Cycle length; 0 disables outages.
+    pub period_ms: u64,
+    /// The last `outage_ms` of each cycle answer 503.
+    pub outage_ms: u64,
+    /// Every Nth request answers 429 with `Retry-After: 1`; 0 disables.
+    pub rate_limit_every: u64,
+}
+
+/// How to run a fake upstream.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Name, used in the answer text and logs.
+    pub name: String,
+    /// The answer's text.
+    pub reply: String,
+    /// Standing faults.
+    pub faults: Faults,
+    /// Periodic outages and rate limits.
+    pub schedule: Schedule,
+    /// Require `Authorization: Bearer <key>`.
+    pub require_key: Option<String>,
+}
+
+impl MockConfig {
+    /// A healthy upstream named `name`.
+    pub fn named(name: &str) -> Self {
+        MockConfig {
+            name: name.to_owned(),
+            reply: format!("Hello from {name}! This answer came from a stilts mock upstream."),
+            faults: Faults::default(),
+            schedule: Schedule::default(),
+            require_key: None,
+        }
+    }
+}
+
+/// Counters of a fake upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MockStats {
+    /// Chat requests received.
+    pub requests: u64,
+    /// Requests whose client went away before the answer was complete.
+    pub abandoned: u64,
+}
+
+struct MockState {
+    config: MockConfig,
+    faults: Mutex<Faults>,
+    script: Mutex<VecDeque<Faults>>,
+    started: std::time::Instant,
+    requests: AtomicU64,
+    abandoned: AtomicU64,
+    last_request: Mutex<Option<serde_json::Value>>,
+    last_auth: Mutex<Option<String>>,
+}
+
+/// A running fake upstream.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: Arc<MockState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("name", &self.state.config.name)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    /// Starts on `addr` (use port 0 for any free port).
+    pub async fn start(config: MockConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(MockState {
+            faults: Mutex::new(config.faults.clone()),
+            config,
+            script: Mutex::new(VecDeque::new()),
+            started: std::time::Instant::now(),
+            requests: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            last_request: Mutex::new(None),
+            last_auth: Mutex::new(None),
+        });
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/_mock/faults", post(set_faults))
+            .route("/_mock/script", post(set_script))
+            .route("/_mock/stats", get(stats))
+            .with_state(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "mock upstream stopped");
+            }
+        });
+        Ok(MockUpstream { addr, state, task })
+    }
+
+    /// Starts on a free loopback port.
+    pub async fn start_local(config: MockConfig) -> std::io::Result<Self> {
+        Self::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure (`http://ADDR/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Replaces the standing faults.
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.state.faults) = faults;
+    }
+
+    /// Queues faults for the next requests, one each.
+    pub fn script(&self, faults: impl IntoIterator<Item = Faults>) {
+        lock(&self.state.script).extend(faults);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MockStats {
+        self.state.stats()
+    }
+
+    /// The last request body received.
+    pub fn last_request(&self) -> Option<serde_json::Value> {
+        lock(&self.state.last_request).clone()
+    }
+
+    /// The last `Authorization` header received.
+    pub fn last_auth(&self) -> Option<String> {
+        lock(&self.state.last_auth).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MockState {
+    fn stats(&self) -> MockStats {
+        MockStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The faults for request number `n` (1-based).
+    fn faults_for(&self, n: u64) -> Faults {
+        let mut f = lock(&self.script)
+            .pop_front()
+            .unwrap_or_else(|| lock(&self.faults).clone());
+        let s = self.config.schedule;
+        if s.period_ms > 0 && f.status.is_none() {
+            let t = self.started.elapsed().as_millis() as u64 % s.period_ms;
+            if t >= s.period_ms.saturating_sub(s.outage_ms) {
+                f.status = Some(503);
+            }
+        }
+        if s.rate_limit_every > 0 && f.status.is_none() && n % s.rate_limit_every == 0 {
+            f.status = Some(429);
+            f.error_code = Some("rate_limit_exceeded".to_owned());
+            f.retry_after_s = Some(1.0);
+        }
+        f
+    }
+}
+
+/// Counts the request as abandoned if dropped before `done()`.
+struct Abandon {
+    state: Arc<MockState>,
+    done: AtomicBool,
+}
+
+impl Abandon {
+    fn done(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.done.load(Ordering::Relaxed) {
+            self.state.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn set_faults(State(state): State<Arc<MockState>>, body: axum::Json<Faults>) -> StatusCode {
+    *lock(&state.faults) = body.0;
+    StatusCode::NO_CONTENT
+}
+
+async fn set_script(
+    State(state): State<Arc<MockState>>,
+    body: axum::Json<Vec<Faults>>,
+) -> StatusCode {
+    lock(&state.script).extend(body.0);
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(state): State<Arc<MockState>>) -> axum::Json<MockStats> {
+    axum::Json(state.stats())
+}
+
+fn error_response(status: u16, faults: &Faults, message: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status.as_u16() {
+        429 => "rate_limit_error",
+        401 | 403 => "invalid_request_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    let body = serde_json::json!({"error": {
+        "message": message,
+        "type": kind,
+        "param": null,
+        "code": faults.error_code,
+    }});
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(after) = faults.retry_after_s {
+        if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}
+
+async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let guard = Abandon {
+        state: Arc::clone(&state),
+        done: AtomicBool::new(false),
+    };
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            guard.done();
+            return error_response(400, &Faults::default(), format!("invalid JSON: {e}"));
+        }
+    };
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let faults = state.faults_for(n);
+    if let Some(key) = &state.config.require_key {
+        if auth.as_deref() != Some(&format!("Bearer {key}")) {
+            guard.done();
+            let shown = if faults.echo_key {
+                auth.clone().unwrap_or_default()
+            } else {
+                "***".to_owned()
+            };
+            *lock(&state.last_auth) = auth;
+            return error_response(
+                401,
+                &Faults {
+                    error_code: Some("invalid_api_key".to_owned()),
+                    ..Faults::default()
+                },
+                format!("Incorrect API key provided: {shown}"),
+            );
+        }
+    }
+    *lock(&state.last_auth) = auth;
+    let model = request
+        .get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or("mock")
+        .to_owned();
+    let stream = request.get("stream").and_then(|s| s.as_bool()) == Some(true);
+    let include_usage = request
+        .pointer("/stream_options/include_usage")
+        .and_then(|v| v.as_bool())
+        == Some(true);
+    *lock(&state.last_request) = Some(request);
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.hang {
+        std::future::pending::<()>().await;
+    }
+    if let Some(status) = faults.status {
+        guard.done();
+        let message = match faults.error_code.as_deref() {
+            Some("insufficient_quota") => {
+                "You exceeded your current quota, please check your plan and billing details."
+                    .to_owned()
+            }
+            Some("context_length_exceeded") => {
+                "This model's maximum context length is 4096 tokens.".to_owned()
+            }
+            Some("rate_limit_exceeded") => "Rate limit reached for requests".to_owned(),
+            _ => format!("{} injected fault: HTTP {status}", state.config.name),
+        };
+        return error_response(status, &faults, message);
+    }
+    let created = 1_700_000_000u64;
+    let id = format!("chatcmpl-{}-{n}", state.config.name);
+    let reply = state.config.reply.clone();
+    let prompt_tokens = (body.len() / 4) as u64;
+    let completion_tokens = reply.split_whitespace().count() as u64;
+    let usage = serde_json::json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+    if !stream {
+        guard.done();
+        let body = serde_json::json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return axum::Json(body).into_response();
+    }
+    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
+    let plan = StreamPlan {
+        guard,
+        faults,
+        id,
+        model,
+        created,
+        words,
+        usage: include_usage.then_some(usage),
+        step: 0,
+    };
+    let body = futures_util::stream::unfold(plan, |mut plan| async move {
+        plan.next().await.map(|item| (item, plan))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+struct StreamPlan {
+    guard: Abandon,
+    faults: Faults,
+    id: String,
+    model: String,
+    created: u64,
+    words: Vec<String>,
+    usage: Option<serde_json::Value>,
+    /// 0: role chunk; 1..=words: content; then finish, usage, done, end.
+    step: usize,
+}
+
+impl StreamPlan {
+    fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> Bytes {
+        let v = serde_json::json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        let step = self.step;
+        self.step += 1;
+        let n_words = self.words.len();
+        if step == 0 {
+            return Some(Ok(self.chunk(
+                serde_json::json!({"role": "assistant", "content": ""}),
+                None,
+            )));
+        }
+        if (1..=n_words).contains(&step) {
+            let sent = (step - 1) as u32;
+            if self.faults.cut_after == Some(sent) {
+                self.guard.done();
+                return Some(Err(std::io::Error::other("injected stream cut")));
+            }
+            if self.faults.stall_after == Some(sent) {
+                std::future::pending::<()>().await;
+            }
+            let delay = if step == 1 {
+                self.faults.first_token_ms
+            } else {
+                self.faults.chunk_interval_ms
+            };
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let mut out = Vec::new();
+            if self.faults.malformed_after == Some(sent) {
+                out.extend_from_slice(b"data: {\"choices\": [{\"delta\": {\"content\": \"brok\n\n");
+            }
+            out.extend_from_slice(
+                &self.chunk(serde_json::json!({"content": self.words[step - 1]}), None),
+            );
+            return Some(Ok(Bytes::from(out)));
+        }
+        let after = step - n_words - 1;
+        match after {
+            0 => Some(Ok(self.chunk(serde_json::json!({}), Some("stop")))),
+            1 => match self.usage.take() {
+                Some(usage) => {
+                    let v = serde_json::json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage,
+                    });
+                    Some(Ok(Bytes::from(format!("data: {v}\n\n"))))
+                }
+                None => Some(Ok(Bytes::new())),
+            },
+            2 if !self.faults.no_done => Some(Ok(Bytes::from_static(b"data: [DONE]\n\n"))),
+            _ => {
+                self.guard.done();
+                None
+            }
+        }
+    }
+}

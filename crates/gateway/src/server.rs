@@ -1,0 +1,275 @@
+//! The HTTP face of the gateway (axum), its lifecycle, and config reloads.
+//!
+//! Endpoints: `POST /v1/chat/completions` (plain and `stream: true`), `GET /v1/models` (the
+//! routes), `GET /status` (JSON health of every provider), `GET /metrics` (OpenMetrics text) and
+//! `GET /healthz`. When client keys are configured, `/v1/*` and `/status` need
+//! `Authorization: Bearer <key>`; `/metrics` and `/healthz` stay open for probes and scrapers.
+//!
+//! Lifecycle: [`serve`] runs until its shutdown future resolves, then stops accepting, lets
+//! in-flight requests (streams included) finish for up to `shutdown_grace_ms`, and returns.
+//! Reloads: [`watch_config`] polls the file's content and [`reload_on_sighup`] listens for SIGHUP;
+//! both call [`reload_from_file`], which applies a good config and refuses a bad one with a logged
+//! reason and the `stilts_config_reloads_total{result="error"}` metric, the old one serving on.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::GatewayConfig;
+use crate::engine::{ChatReply, Gateway};
+use crate::error::ApiError;
+
+/// The axum app over `gateway`.
+pub fn app(gateway: Gateway) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(not_found)
+        .with_state(gateway)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn check_client(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
+    if gateway.client_allowed(bearer(headers)) {
+        Ok(())
+    } else {
+        Err(ApiError::plain(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing or unknown client key: send Authorization: Bearer <key>",
+        ))
+    }
+}
+
+async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = check_client(&gateway, &headers) {
+        return e.into_response();
+    }
+    let limit = gateway.server_settings().body_limit_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                format!("the request body is larger than {limit} bytes (server.body_limit_bytes)"),
+            )
+            .into_response();
+        }
+    };
+    let deadline = headers
+        .get("x-stilts-deadline-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    match gateway.chat(bytes, deadline).await {
+        Err(e) => e.into_response(),
+        Ok(ChatReply::Complete {
+            provider,
+            attempts,
+            body,
+        }) => {
+            let mut response = Response::new(Body::from(body));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            tag(h, &provider, attempts);
+            response
+        }
+        Ok(ChatReply::Stream {
+            provider,
+            attempts,
+            stream,
+        }) => {
+            let mut response = Response::new(Body::from_stream(stream.map(Ok::<_, Infallible>)));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            tag(h, &provider, attempts);
+            response
+        }
+    }
+}
+
+fn tag(headers: &mut HeaderMap, provider: &str, attempts: u32) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        headers.insert("x-provider", v);
+    }
+    headers.insert("x-stilts-attempts", HeaderValue::from(attempts));
+}
+
+async fn models(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_client(&gateway, &headers) {
+        return e.into_response();
+    }
+    let data: Vec<serde_json::Value> = gateway
+        .route_names()
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "stilts"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn status(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_client(&gateway, &headers) {
+        return e.into_response();
+    }
+    axum::Json(gateway.status_json()).into_response()
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let mut response = Response::new(Body::from(gateway.metrics_text()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn not_found() -> Response {
+    ApiError::plain(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        "no such endpoint: stilts serves POST /v1/chat/completions, GET /v1/models, /status, /metrics and /healthz",
+    )
+    .into_response()
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests for
+/// up to the configured grace time.
+pub async fn serve(
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = gateway.server_settings().shutdown_grace;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(gateway)).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        () = shutdown => {}
+    }
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!(
+                "shutdown grace time passed with requests still in flight; closing them"
+            );
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Loads `path` and applies it; a bad file is refused (logged, counted) and the old config stays.
+pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
+    match GatewayConfig::load(path) {
+        Err(e) => {
+            gateway.metrics().reload(false);
+            tracing::error!(error = %e, "config refused; the previous config keeps serving");
+            false
+        }
+        Ok(valid) => {
+            if valid.server.listen != gateway.server_settings().listen {
+                tracing::warn!(
+                    listen = %valid.server.listen,
+                    "server.listen changed: it applies at the next restart"
+                );
+            }
+            gateway.reload(&valid).is_ok()
+        }
+    }
+}
+
+/// Polls `path` every `every` and reloads when its content changes. Runs until dropped.
+pub async fn watch_config(gateway: Gateway, path: PathBuf, every: Duration) {
+    let mut last = tokio::fs::read(&path).await.ok();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let now = tokio::fs::read(&path).await.ok();
+        if now.is_some() && now != last {
+            tracing::info!(path = %path.display(), "config file changed; reloading");
+            reload_from_file(&gateway, &path);
+            last = now;
+        }
+    }
+}
+
+/// Reloads `path` on every SIGHUP. Runs until dropped.
+pub async fn reload_on_sighup(gateway: Gateway, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload by editing the file");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(path = %path.display(), "SIGHUP: reloading config");
+            reload_from_file(&gateway, &path);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (gateway, path);
+        std::future::pending::<()>().await;
+    }
+}

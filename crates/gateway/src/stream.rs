@@ -1,0 +1,310 @@
+//! Streams: free failover until the first token, then exact continuation or an honest error.
+//!
+//! Before the first informative chunk (text, a tool call or a finish reason) reaches the client,
+//! a stream attempt is like any other: a time-to-first-token limit, a stall limit and every
+//! failure lead to the next attempt, and nothing was sent. [`open`] performs that phase.
+//!
+//! After that, [`Live`] forwards chunks as they arrive, under the stall limit and the attempt
+//! deadline. If the stream then breaks (cut connection, stall, an upstream error event, an event
+//! that is not valid data), the router is told the attempt failed and that only providers able to
+//! continue exactly may be used (`require_continuation`); if one is available (a deployment opted
+//! in and its plugin declares prefill continuation), the request is sent again with the text so
+//! far as a final assistant message and the new chunks continue the same answer. Otherwise the
+//! stream ends with an OpenAI-style error event (`data: {"error":…}`) and no `[DONE]`, so no
+//! client mistakes a truncated answer for a complete one.
+//!
+//! A client that goes away drops the stream; dropping [`Live`] drops the upstream response (the
+//! connection closes) and the call guard records the attempt as cancelled.
+
+use bytes::Bytes;
+use futures_util::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use stilts_core::{Attempt, ErrorClass, Outcome};
+use stilts_plugin::types::StreamEnd;
+use tokio::time::Instant as TokioInstant;
+
+use crate::engine::{Clock, Driver, LoopEnd};
+use crate::error::TriedAttempt;
+use crate::upstream::{Deployment, Failure, StreamReader, usage_of};
+
+/// The SSE bytes of a live stream.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// Sends a stream attempt and reads it until its first informative chunk (kept in the reader's
+/// queue) or its end.
+pub(crate) async fn open(
+    deployment: &Deployment,
+    body: &[u8],
+    attempt: &Attempt,
+    clock: Clock,
+    track_text: bool,
+    continuation: bool,
+) -> Result<StreamReader, Failure> {
+    let deadline = clock.tokio(attempt.deadline);
+    let sent = TokioInstant::now();
+    let response = deployment.send(body, &attempt.timeouts, deadline).await?;
+    let mut reader = StreamReader::new(response, deployment.plugin.clone(), track_text)?;
+    reader.skip_role_chunk = continuation;
+    let first_deadline = (sent + attempt.timeouts.first_token).min(deadline);
+    while !reader.informative && reader.end.is_none() {
+        let stall_deadline = (TokioInstant::now() + attempt.timeouts.stall).min(first_deadline);
+        if reader.pump(stall_deadline).await.is_err() {
+            let message = if TokioInstant::now() >= first_deadline {
+                format!(
+                    "no first token within {} ms",
+                    attempt.timeouts.first_token.as_millis()
+                )
+            } else {
+                format!(
+                    "the stream stalled: no data for {} ms before the first token",
+                    attempt.timeouts.stall.as_millis()
+                )
+            };
+            return Err(Failure::new(ErrorClass::Timeout, message));
+        }
+    }
+    match &reader.end {
+        None | Some(StreamEnd::Clean) => Ok(reader),
+        Some(StreamEnd::Cut { reason }) => Err(deployment.failure(Failure::new(
+            ErrorClass::Server,
+            format!("the stream broke before the first token: {reason}"),
+        ))),
+        Some(StreamEnd::Error { error }) => {
+            Err(deployment.failure(Failure::from_info(error.clone(), None)))
+        }
+    }
+}
+
+/// A stream past its first token.
+pub(crate) struct Live {
+    driver: Driver,
+    body: Bytes,
+    attempt: Attempt,
+    deployment: Arc<Deployment>,
+    reader: StreamReader,
+    sent: std::time::Instant,
+    first_token: Duration,
+    /// Text sent to the client by earlier attempts of a continued stream.
+    text: String,
+    finished: bool,
+}
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+impl Live {
+    pub fn new(
+        driver: Driver,
+        body: Bytes,
+        attempt: Attempt,
+        deployment: Arc<Deployment>,
+        reader: StreamReader,
+        first_token: Duration,
+    ) -> Self {
+        Live {
+            driver,
+            body,
+            attempt,
+            deployment,
+            reader,
+            sent: std::time::Instant::now() - first_token,
+            first_token,
+            text: String::new(),
+            finished: false,
+        }
+    }
+
+    pub fn into_stream(self) -> ChunkStream {
+        Box::pin(futures_util::stream::unfold(self, |mut live| async move {
+            live.next().await.map(|b| (b, live))
+        }))
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(bytes) = self.reader.out.pop_front() {
+                return Some(bytes);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.reader.end.take() {
+                Some(StreamEnd::Clean) => {
+                    self.succeed();
+                    return Some(Bytes::from_static(DONE));
+                }
+                Some(StreamEnd::Cut { reason }) => {
+                    let f = Failure::new(ErrorClass::Server, format!("the stream broke: {reason}"));
+                    if let Some(bytes) = self.fail(f).await {
+                        return Some(bytes);
+                    }
+                    continue;
+                }
+                Some(StreamEnd::Error { error }) => {
+                    let f = self.deployment.failure(Failure::from_info(error, None));
+                    if let Some(bytes) = self.fail(f).await {
+                        return Some(bytes);
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            let clock = self.driver.guard.clock();
+            let attempt_deadline = clock.tokio(self.attempt.deadline);
+            let deadline =
+                (TokioInstant::now() + self.attempt.timeouts.stall).min(attempt_deadline);
+            let t0 = std::time::Instant::now();
+            let read = self.reader.pump(deadline).await;
+            self.driver.waited += t0.elapsed();
+            if read.is_err() {
+                let message = if TokioInstant::now() >= attempt_deadline {
+                    "the attempt deadline passed mid-stream".to_owned()
+                } else {
+                    format!(
+                        "the stream stalled: no data for {} ms",
+                        self.attempt.timeouts.stall.as_millis()
+                    )
+                };
+                if let Some(bytes) = self.fail(Failure::new(ErrorClass::Timeout, message)).await {
+                    return Some(bytes);
+                }
+            }
+        }
+    }
+
+    fn succeed(&mut self) {
+        let usage = usage_of(self.reader.usage.as_ref());
+        self.driver.guard.record(
+            self.attempt,
+            Outcome::Success {
+                latency: self.sent.elapsed(),
+                first_token: Some(self.first_token),
+                usage,
+            },
+            &self.deployment,
+        );
+        self.deployment.metrics.served.inc();
+        self.driver.observe_end();
+        self.finished = true;
+    }
+
+    /// Handles a failure after bytes were sent: continue exactly elsewhere (returns `None`, the
+    /// new reader is in place) or end with an error event (returned).
+    async fn fail(&mut self, failure: Failure) -> Option<Bytes> {
+        let route = self.driver.guard.route.name.clone();
+        tracing::warn!(
+            route = %route,
+            provider = %self.deployment.name,
+            class = %failure.class,
+            message = %failure.message,
+            "stream broke after bytes reached the client"
+        );
+        self.driver.tried.push(TriedAttempt {
+            provider: self.deployment.name.clone(),
+            class: failure.class.as_str(),
+            status: failure.status,
+            message: failure.message.clone(),
+        });
+        self.driver.guard.record(
+            self.attempt,
+            Outcome::Failure {
+                class: failure.class,
+                latency: self.sent.elapsed(),
+                retry_after: failure.retry_after,
+            },
+            &self.deployment,
+        );
+        if let Some(text) = self.reader.text.take() {
+            self.text.push_str(&text);
+            if let Some(bytes) = self.continue_elsewhere().await {
+                return bytes;
+            }
+        }
+        self.finished = true;
+        self.driver.gateway.metrics().stream_interrupted(
+            &route,
+            &self.deployment.name,
+            "error_event",
+        );
+        self.driver
+            .gateway
+            .metrics()
+            .request_failed(&route, "stream_interrupted");
+        self.driver.observe_end();
+        let event = serde_json::json!({
+            "error": {
+                "message": format!(
+                    "the answer was cut after it started and could not be continued exactly; it is incomplete. {}: {}",
+                    self.deployment.name, failure.message
+                ),
+                "type": "stream_interrupted",
+                "param": null,
+                "code": "stream_interrupted",
+                "stilts": { "route": route, "attempts": self.driver.tried },
+            }
+        });
+        let mut bytes = b"data: ".to_vec();
+        bytes.extend_from_slice(event.to_string().as_bytes());
+        bytes.extend_from_slice(b"\n\n");
+        Some(Bytes::from(bytes))
+    }
+
+    /// Tries an exact continuation. `Some(None)`: continued; `None`: not possible.
+    async fn continue_elsewhere(&mut self) -> Option<Option<Bytes>> {
+        self.driver.guard.call.require_continuation();
+        let mut request: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let messages = request.get_mut("messages")?.as_array_mut()?;
+        messages.push(serde_json::json!({ "role": "assistant", "content": self.text }));
+        let body = Bytes::from(serde_json::to_vec(&request).ok()?);
+        let shared = body.clone();
+        let end = self
+            .driver
+            .run(move |attempt, deployment, clock| {
+                let body = shared.clone();
+                Box::pin(async move {
+                    let sent = std::time::Instant::now();
+                    let result = open(&deployment, &body, &attempt, clock, true, true).await;
+                    (attempt, deployment, result, sent.elapsed())
+                })
+            })
+            .await;
+        match end {
+            LoopEnd::Won(attempt, deployment, reader, first_token) => {
+                self.driver.guard.cancel_pending_except(&[attempt]);
+                self.driver.gateway.metrics().stream_interrupted(
+                    &self.driver.guard.route.name,
+                    &self.deployment.name,
+                    "continued",
+                );
+                tracing::info!(
+                    route = %self.driver.guard.route.name,
+                    from = %self.deployment.name,
+                    to = %deployment.name,
+                    "stream continued exactly on another provider"
+                );
+                self.attempt = attempt;
+                self.deployment = deployment;
+                self.reader = reader;
+                self.first_token = first_token;
+                self.sent = std::time::Instant::now() - first_token;
+                Some(None)
+            }
+            LoopEnd::Failed(_) => None,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if !self.finished {
+            let route = &self.driver.guard.route.name;
+            tracing::info!(route = %route, provider = %self.deployment.name, "client left mid-stream; upstream attempt cancelled");
+            self.driver.gateway.metrics().stream_interrupted(
+                route,
+                &self.deployment.name,
+                "client_gone",
+            );
+        }
+    }
+}

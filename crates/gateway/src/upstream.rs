@@ -1,0 +1,504 @@
+//! One upstream attempt: build the request with the plugin, send it with reqwest under the
+//! per-stage timeouts, and turn what came back into a canonical answer or a classified failure.
+//!
+//! Stages and their limits: connect (the deployment's client `connect_timeout`), response headers
+//! (`headers_ms`), the whole body of a plain answer (the attempt deadline), the first token of a
+//! stream (`first_token_ms`) and the gap between stream reads (`stall_ms`). Transport failures are
+//! classified here (refused/reset: `server`; a stage limit: `timeout`); HTTP errors are classified
+//! by the plugin. Every message that leaves this module is scrubbed of the deployment's key.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+use stilts_core::{ErrorClass, Timeouts, Usage};
+use stilts_plugin::host::{CallError, Plugin, StreamState};
+use stilts_plugin::sse::SseFramer;
+use stilts_plugin::types::{ErrorInfo, StreamEnd};
+use tokio::time::{Instant as TokioInstant, timeout_at};
+
+use crate::metrics::DeploymentMetrics;
+
+/// Largest upstream body read for a plain answer or an error.
+const MAX_UPSTREAM_BODY: usize = 64 << 20;
+
+/// A deployment ready to call: its plugin, encoded config (with the key) and HTTP client.
+pub(crate) struct Deployment {
+    pub name: String,
+    pub plugin: Plugin,
+    /// The plugin's `DeploymentConfig` as JSON. Contains the key: never log it.
+    cfg_json: Vec<u8>,
+    /// The key, kept only to scrub it from upstream messages.
+    key: Option<String>,
+    base_url: String,
+    pub model: String,
+    pub client: reqwest::Client,
+    pub metrics: DeploymentMetrics,
+}
+
+impl fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deployment")
+            .field("name", &self.name)
+            .field("model", &self.model)
+            .field("base_url", &self.base_url)
+            .field("plugin", &self.plugin.path())
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A failed attempt.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    pub class: ErrorClass,
+    pub retry_after: Option<Duration>,
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            retry_after: None,
+            status: None,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_info(info: ErrorInfo, status: Option<u16>) -> Self {
+        Failure {
+            class: core_class(info.class),
+            retry_after: info.retry_after_ms.map(Duration::from_millis),
+            status,
+            message: info.message,
+        }
+    }
+}
+
+/// The plugin's class as the core's.
+pub(crate) fn core_class(class: stilts_plugin::ErrorClass) -> ErrorClass {
+    use stilts_plugin::ErrorClass as P;
+    match class {
+        P::RateLimited => ErrorClass::RateLimited,
+        P::Server => ErrorClass::Server,
+        P::Timeout => ErrorClass::Timeout,
+        P::ContextLength => ErrorClass::ContextLength,
+        P::ContentFilter => ErrorClass::ContentFilter,
+        P::Auth => ErrorClass::Auth,
+        P::Quota => ErrorClass::Quota,
+        P::BadRequest => ErrorClass::BadRequest,
+    }
+}
+
+/// A successful plain answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub body: Bytes,
+    pub usage: Usage,
+}
+
+pub(crate) fn usage_of(u: Option<&stilts_plugin::canonical::Usage>) -> Usage {
+    u.map(|u| Usage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+    })
+    .unwrap_or_default()
+}
+
+impl Deployment {
+    pub fn new(
+        name: String,
+        plugin: Plugin,
+        cfg: &stilts_plugin::DeploymentConfig,
+        connect_timeout: Duration,
+        metrics: DeploymentMetrics,
+    ) -> Result<Self, String> {
+        let cfg_json = stilts_plugin::host::encode_config(cfg).map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Deployment {
+            name,
+            plugin,
+            cfg_json,
+            key: cfg
+                .api_key
+                .as_ref()
+                .map(|k| k.expose().to_owned())
+                .filter(|k| !k.is_empty()),
+            base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+            model: cfg.model.clone(),
+            client,
+            metrics,
+        })
+    }
+
+    /// Removes the key from a message that may echo it.
+    pub fn scrub(&self, message: String) -> String {
+        match &self.key {
+            Some(key) if message.contains(key.as_str()) => message.replace(key.as_str(), "***"),
+            _ => message,
+        }
+    }
+
+    pub(crate) fn failure(&self, mut f: Failure) -> Failure {
+        f.message = self.scrub(f.message);
+        if f.message.len() > 512 {
+            let mut cut = 512;
+            while !f.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            f.message.truncate(cut);
+            f.message.push('…');
+        }
+        f
+    }
+
+    /// Sends the request for `body` and waits for the response headers. Error statuses are read
+    /// and classified here.
+    pub async fn send(
+        &self,
+        body: &[u8],
+        timeouts: &Timeouts,
+        deadline: TokioInstant,
+    ) -> Result<reqwest::Response, Failure> {
+        let http = self
+            .plugin
+            .build_request_with_config_json(body, &self.cfg_json)
+            .map_err(|e| match e {
+                CallError::BadInput(m) => Failure::new(
+                    ErrorClass::BadRequest,
+                    format!("the request is not valid for this provider: {m}"),
+                ),
+                other => Failure::new(ErrorClass::Server, format!("plugin failure: {other}")),
+            })
+            .map_err(|f| self.failure(f))?;
+        let url = if http.url.starts_with('/') {
+            format!("{}{}", self.base_url, http.url)
+        } else {
+            http.url
+        };
+        let method = reqwest::Method::from_bytes(http.method.as_bytes())
+            .map_err(|_| Failure::new(ErrorClass::Server, "plugin built an invalid method"))?;
+        let mut request = self.client.request(method, url);
+        for (name, value) in &http.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request.body(http.body);
+        let headers_deadline = (TokioInstant::now() + timeouts.headers).min(deadline);
+        let response = match timeout_at(headers_deadline, request.send()).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "no response headers within {} ms",
+                        timeouts.headers.as_millis()
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(self.failure(transport_failure(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = header_pairs(&response);
+        let body = read_body(response, deadline).await?;
+        let info = self
+            .plugin
+            .classify_error(status.as_u16(), &headers, &body)
+            .unwrap_or_else(|e| {
+                ErrorInfo::new(
+                    stilts_plugin::ErrorClass::from_status(status.as_u16()),
+                    format!("HTTP {status} (plugin could not classify it: {e})"),
+                )
+            });
+        Err(self.failure(Failure::from_info(info, Some(status.as_u16()))))
+    }
+
+    /// A plain (non-stream) attempt.
+    pub async fn complete(
+        &self,
+        body: &[u8],
+        timeouts: &Timeouts,
+        deadline: TokioInstant,
+    ) -> Result<Answer, Failure> {
+        let response = self.send(body, timeouts, deadline).await?;
+        let status = response.status().as_u16();
+        let headers = header_pairs(&response);
+        let bytes = read_body(response, deadline).await?;
+        match self.plugin.parse_response(status, &headers, &bytes) {
+            Ok(parsed) => Ok(Answer {
+                usage: usage_of(parsed.usage.as_ref()),
+                body: Bytes::from(parsed.body),
+            }),
+            Err(CallError::Upstream(info)) => Err(self.failure(Failure::from_info(info, None))),
+            Err(e) => Err(self.failure(Failure::new(
+                ErrorClass::Server,
+                format!("unreadable answer: {e}"),
+            ))),
+        }
+    }
+}
+
+fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+async fn read_body(response: reqwest::Response, deadline: TokioInstant) -> Result<Bytes, Failure> {
+    let mut stream = response.bytes_stream();
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    loop {
+        match timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    ErrorClass::Timeout,
+                    "the response body did not complete before the attempt deadline",
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(transport_failure(&e)),
+            Ok(Some(Ok(chunk))) => {
+                if first.is_none() && buf.is_empty() {
+                    first = Some(chunk);
+                    continue;
+                }
+                if let Some(f) = first.take() {
+                    buf.extend_from_slice(&f);
+                }
+                if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                    return Err(Failure::new(
+                        ErrorClass::Server,
+                        format!("the upstream body is larger than {MAX_UPSTREAM_BODY} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    let class = if e.is_timeout() {
+        ErrorClass::Timeout
+    } else {
+        ErrorClass::Server
+    };
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "connection failed"
+    };
+    // The source chain names the cause (refused, reset) without the URL's query.
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    Failure::new(class, format!("{what}: {cause}"))
+}
+
+/// Why a stream read produced nothing.
+#[derive(Debug)]
+pub(crate) struct Stalled;
+
+/// Reads a stream: frames SSE, runs each event through the plugin, and queues the canonical
+/// chunks as SSE bytes for the client.
+pub(crate) struct StreamReader {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    framer: SseFramer,
+    state: Option<StreamState>,
+    plugin: Plugin,
+    /// SSE-encoded chunks ready for the client.
+    pub out: VecDeque<Bytes>,
+    /// Usage as reported so far.
+    pub usage: Option<stilts_plugin::canonical::Usage>,
+    /// Set once the stream ended (cleanly or not).
+    pub end: Option<StreamEnd>,
+    /// Whether a chunk carrying content, a tool call or a finish reason was seen.
+    pub informative: bool,
+    /// The assistant text so far, when continuation may be needed.
+    pub text: Option<String>,
+    /// Drop a leading role-only chunk (used when continuing another provider's answer).
+    pub skip_role_chunk: bool,
+}
+
+impl StreamReader {
+    pub fn new(
+        response: reqwest::Response,
+        plugin: Plugin,
+        track_text: bool,
+    ) -> Result<Self, Failure> {
+        let state = plugin
+            .stream_open()
+            .map_err(|e| Failure::new(ErrorClass::Server, format!("plugin failure: {e}")))?;
+        Ok(StreamReader {
+            body: response.bytes_stream().boxed(),
+            framer: SseFramer::default(),
+            state: Some(state),
+            plugin,
+            out: VecDeque::new(),
+            usage: None,
+            end: None,
+            informative: false,
+            text: track_text.then(String::new),
+            skip_role_chunk: false,
+        })
+    }
+
+    /// Reads once from the network (waiting until `deadline` at most) and processes what came.
+    pub async fn pump(&mut self, deadline: TokioInstant) -> Result<(), Stalled> {
+        if self.end.is_some() {
+            return Ok(());
+        }
+        let read = match timeout_at(deadline, self.body.next()).await {
+            Err(_) => return Err(Stalled),
+            Ok(read) => read,
+        };
+        match read {
+            None => {
+                self.framer.finish();
+                self.close();
+            }
+            Some(Err(e)) => {
+                let f = transport_failure(&e);
+                self.end = Some(StreamEnd::Cut { reason: f.message });
+                self.state = None;
+            }
+            Some(Ok(bytes)) => match self.framer.push(&bytes) {
+                Err(e) => {
+                    self.end = Some(StreamEnd::Cut {
+                        reason: e.to_string(),
+                    });
+                    self.state = None;
+                }
+                Ok(events) => {
+                    for ev in events {
+                        self.event(ev.event.as_deref(), &ev.data);
+                        if self.end.is_some() {
+                            break;
+                        }
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        let end = match self.state.take() {
+            Some(state) => self
+                .plugin
+                .stream_close(state)
+                .unwrap_or_else(|e| StreamEnd::Cut {
+                    reason: format!("plugin failure at close: {e}"),
+                }),
+            None => StreamEnd::Cut {
+                reason: "stream state lost".to_owned(),
+            },
+        };
+        self.end = Some(end);
+    }
+
+    fn event(&mut self, name: Option<&str>, data: &[u8]) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        let step = match self.plugin.stream_event(state, name, data) {
+            Ok(step) => step,
+            Err(e) => {
+                self.end = Some(StreamEnd::Cut {
+                    reason: format!("plugin failure: {e}"),
+                });
+                self.state = None;
+                return;
+            }
+        };
+        for chunk in step.chunks {
+            let need_look = !self.informative || self.text.is_some() || self.skip_role_chunk;
+            if need_look {
+                let look = Look::of(&chunk);
+                if self.skip_role_chunk && !look.informative {
+                    continue;
+                }
+                self.skip_role_chunk = false;
+                self.informative |= look.informative;
+                if let (Some(text), Some(delta)) = (self.text.as_mut(), look.text) {
+                    text.push_str(&delta);
+                }
+            }
+            let mut sse = BytesMut::with_capacity(chunk.len() + 8);
+            sse.extend_from_slice(b"data: ");
+            sse.extend_from_slice(&chunk);
+            sse.extend_from_slice(b"\n\n");
+            self.out.push_back(sse.freeze());
+        }
+        if step.usage.is_some() {
+            self.usage = step.usage;
+        }
+        if let Some(end) = step.done {
+            self.end = Some(end);
+            self.state = None;
+        }
+    }
+}
+
+/// What the gateway needs to know about a canonical chunk.
+struct Look {
+    informative: bool,
+    text: Option<String>,
+}
+
+impl Look {
+    fn of(chunk: &[u8]) -> Look {
+        let v: serde_json::Value = match serde_json::from_slice(chunk) {
+            Ok(v) => v,
+            Err(_) => {
+                return Look {
+                    informative: true,
+                    text: None,
+                };
+            }
+        };
+        let mut informative = false;
+        let mut text = None;
+        if let Some(choices) = v.get("choices").and_then(|c| c.as_array()) {
+            for c in choices {
+                if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                    informative = true;
+                }
+                if let Some(delta) = c.get("delta") {
+                    if let Some(t) = delta.get("content").and_then(|t| t.as_str()) {
+                        if !t.is_empty() {
+                            informative = true;
+                            text.get_or_insert_with(String::new).push_str(t);
+                        }
+                    }
+                    for key in ["tool_calls", "function_call", "refusal"] {
+                        if delta.get(key).is_some_and(|x| !x.is_null()) {
+                            informative = true;
+                        }
+                    }
+                }
+            }
+        }
+        Look { informative, text }
+    }
+}
