@@ -223,7 +223,7 @@ impl Plugin {
         }
         let lib = match open_library(&path) {
             Ok(lib) => lib,
-            Err(e) => return Err(LoadError::NotALibrary { path, reason: e.to_string() }),
+            Err(e) => return Err(LoadError::NotALibrary { path, reason: error_chain(&e) }),
         };
         // Never dlclose: see the module docs. Forget first, so every early return below leaks it too.
         let lib: &'static libloading::Library = Box::leak(Box::new(lib));
@@ -573,6 +573,18 @@ pub fn encode_config(cfg: &DeploymentConfig) -> Result<Vec<u8>, CallError> {
 
 fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, CallError> {
     frames::encode_headers(headers).ok_or_else(|| CallError::BadInput("a header is larger than 4 GiB".to_owned()))
+}
+
+/// An error and its sources on one line (libloading puts the loader's own message in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 fn status_name(s: Status) -> String {
