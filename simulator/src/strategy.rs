@@ -1,0 +1,461 @@
+//! Who decides the attempts: the real stilts-core router, or one of the simulator-side baselines.
+//!
+//! The engine drives every run through the same [`Strategy`] interface, shaped like the core's own
+//! (`begin`, `next`, `record`), so the stilts configs and the baselines meet the same world through
+//! the same event loop. The baselines are what apps do without stilts:
+//!
+//! - [`Single`]: the primary provider, one try.
+//! - [`Naive`]: the try/except chain: the primary, then on any error the next provider in file
+//!   order, each step optionally with an SDK's own retries (`baselines.sdk_retries`).
+//! - [`SeedRouter`]: the hand-written weighted router stilts replaces: weighted random among
+//!   providers whose home-made breaker is closed; any exception counts; 3 consecutive failures open a
+//!   provider for 60 s; up to 3 attempts, sleeping 2^attempt + U(0, 1) s between them.
+//!
+//! The oracle is not a strategy: it reads the world directly (see `Scenario::oracle`).
+
+use crate::draw::{Key, Purpose};
+use crate::scenario::{Baselines, ConfigUnderTest, ProviderModel};
+use crate::world::Request;
+use stilts_core::{
+    Attempt, Call, Decision, ErrorClass, Instant, Outcome, RequestMeta, Router, Timeouts,
+};
+
+/// Per-attempt client-side limits, ns from the send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub headers: u64,
+    pub first_token: u64,
+    pub stall: u64,
+}
+
+impl Limits {
+    fn from_timeouts(t: &Timeouts) -> Self {
+        Limits {
+            headers: nanos(t.headers),
+            first_token: nanos(t.first_token),
+            stall: nanos(t.stall),
+        }
+    }
+
+    fn single(timeout: u64) -> Self {
+        Limits {
+            headers: timeout,
+            first_token: timeout,
+            stall: timeout,
+        }
+    }
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// An attempt a strategy asks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendAttempt<A> {
+    pub attempt: A,
+    /// World provider index.
+    pub provider: usize,
+    /// Absolute time at which the attempt is abandoned as a timeout.
+    pub deadline: u64,
+    pub limits: Limits,
+}
+
+/// What to do next for a request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step<A> {
+    Send(SendAttempt<A>),
+    /// Call `next` again at this time, unless an attempt ends first.
+    WakeAt(u64),
+    /// Wait for an attempt in flight.
+    Pending,
+    /// Answered.
+    Done,
+    /// Failed, with a reason for the report.
+    GiveUp(&'static str),
+}
+
+/// The decision-maker of one run.
+pub(crate) trait Strategy {
+    type Call;
+    type Attempt: Copy;
+    fn begin(&mut self, req: &Request, now: u64) -> Self::Call;
+    fn next(&mut self, call: &mut Self::Call, now: u64) -> Step<Self::Attempt>;
+    fn record(&mut self, call: &mut Self::Call, attempt: Self::Attempt, outcome: Outcome, now: u64);
+    /// Stream bytes reached the client: only exact continuation may follow.
+    fn commit_stream(&mut self, call: &mut Self::Call);
+    /// Breaker trips and hedges per world provider at the end of the run.
+    fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64);
+}
+
+/// The real router.
+pub(crate) struct Stilts<'a> {
+    router: Router,
+    config: &'a ConfigUnderTest,
+}
+
+impl<'a> Stilts<'a> {
+    pub(crate) fn new(config: &'a ConfigUnderTest, seed: u64) -> Self {
+        Stilts {
+            router: Router::new(config.config.clone(), seed),
+            config,
+        }
+    }
+}
+
+impl Strategy for Stilts<'_> {
+    type Call = Call;
+    type Attempt = Attempt;
+
+    fn begin(&mut self, req: &Request, now: u64) -> Call {
+        self.router.begin(
+            RequestMeta {
+                input_tokens: req.input_tokens,
+                output_tokens: req.output_tokens,
+                stream: req.stream,
+                deadline: Some(std::time::Duration::from_nanos(req.deadline - req.arrival)),
+            },
+            Instant::from_nanos(now),
+        )
+    }
+
+    #[inline]
+    fn next(&mut self, call: &mut Call, now: u64) -> Step<Attempt> {
+        match self.router.next_attempt(call, Instant::from_nanos(now)) {
+            Decision::Send(attempt) => Step::Send(SendAttempt {
+                provider: self.config.world_index[attempt.provider.index()],
+                deadline: attempt.deadline.as_nanos(),
+                limits: Limits::from_timeouts(&attempt.timeouts),
+                attempt,
+            }),
+            Decision::Wait { until } => Step::WakeAt(until.as_nanos()),
+            Decision::Hedge { at } => Step::WakeAt(at.as_nanos()),
+            Decision::Pending => Step::Pending,
+            Decision::Done { .. } => Step::Done,
+            Decision::GiveUp(g) => Step::GiveUp(g.reason.as_str()),
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, call: &mut Call, attempt: Attempt, outcome: Outcome, now: u64) {
+        self.router
+            .record(call, attempt, outcome, Instant::from_nanos(now));
+    }
+
+    fn commit_stream(&mut self, call: &mut Call) {
+        call.require_continuation();
+    }
+
+    fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64) {
+        let mut trips = vec![0; providers];
+        let mut hedges = 0;
+        for status in self.router.status(Instant::from_nanos(now)) {
+            trips[self.config.world_index[status.id.index()]] += status.breaker_trips;
+            hedges += status.stats.hedges;
+        }
+        (trips, hedges)
+    }
+}
+
+/// How a baseline call ends.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Answered,
+    Failed(&'static str),
+}
+
+/// `single`: the primary, one try.
+pub(crate) struct Single {
+    primary: usize,
+    timeout: u64,
+}
+
+impl Single {
+    pub(crate) fn new(b: &Baselines) -> Self {
+        Single {
+            primary: b.primary,
+            timeout: b.timeout_ns,
+        }
+    }
+}
+
+/// A baseline's per-request state.
+pub(crate) struct BaselineCall {
+    deadline: u64,
+    key: Key,
+    attempts: u32,
+    step: usize,
+    tries_here: u32,
+    in_flight: bool,
+    wait_until: u64,
+    end: Option<End>,
+}
+
+impl BaselineCall {
+    fn new(req: &Request) -> Self {
+        BaselineCall {
+            deadline: req.deadline,
+            key: req.key,
+            attempts: 0,
+            step: 0,
+            tries_here: 0,
+            in_flight: false,
+            wait_until: 0,
+            end: None,
+        }
+    }
+
+    /// The common prologue: ended, in flight, waiting or past the deadline.
+    fn settled(&mut self, now: u64) -> Option<Step<()>> {
+        match self.end {
+            Some(End::Answered) => return Some(Step::Done),
+            Some(End::Failed(why)) => return Some(Step::GiveUp(why)),
+            None => {}
+        }
+        if self.in_flight {
+            return Some(Step::Pending);
+        }
+        if now >= self.deadline {
+            self.end = Some(End::Failed("deadline"));
+            return Some(Step::GiveUp("deadline"));
+        }
+        if now < self.wait_until {
+            return Some(Step::WakeAt(self.wait_until.min(self.deadline)));
+        }
+        None
+    }
+
+    fn send(&mut self, provider: usize, timeout: u64, now: u64) -> Step<()> {
+        self.in_flight = true;
+        self.attempts += 1;
+        Step::Send(SendAttempt {
+            attempt: (),
+            provider,
+            deadline: (now + timeout).min(self.deadline),
+            limits: Limits::single(timeout),
+        })
+    }
+
+    fn give_up(&mut self, why: &'static str) -> Step<()> {
+        self.end = Some(End::Failed(why));
+        Step::GiveUp(why)
+    }
+}
+
+impl Strategy for Single {
+    type Call = BaselineCall;
+    type Attempt = ();
+
+    fn begin(&mut self, req: &Request, _: u64) -> BaselineCall {
+        BaselineCall::new(req)
+    }
+
+    fn next(&mut self, call: &mut BaselineCall, now: u64) -> Step<()> {
+        if let Some(step) = call.settled(now) {
+            return step;
+        }
+        if call.attempts >= 1 {
+            return call.give_up("attempts_exhausted");
+        }
+        call.send(self.primary, self.timeout, now)
+    }
+
+    fn record(&mut self, call: &mut BaselineCall, _: (), outcome: Outcome, _: u64) {
+        call.in_flight = false;
+        if matches!(outcome, Outcome::Success { .. }) {
+            call.end = Some(End::Answered);
+        }
+    }
+
+    fn commit_stream(&mut self, _: &mut BaselineCall) {}
+
+    fn finish(&mut self, _: u64, providers: usize) -> (Vec<u64>, u64) {
+        (vec![0; providers], 0)
+    }
+}
+
+/// `naive`: the try/except chain over every provider, primary first.
+pub(crate) struct Naive {
+    chain: Vec<usize>,
+    timeout: u64,
+    sdk_retries: u32,
+    sdk_backoff: u64,
+}
+
+/// The OpenAI and Anthropic SDKs cap their retry sleep at 8 s.
+const SDK_BACKOFF_MAX_NS: u64 = 8_000_000_000;
+
+impl Naive {
+    pub(crate) fn new(b: &Baselines, providers: usize) -> Self {
+        let mut chain = vec![b.primary];
+        chain.extend((0..providers).filter(|p| *p != b.primary));
+        Naive {
+            chain,
+            timeout: b.timeout_ns,
+            sdk_retries: b.sdk_retries,
+            sdk_backoff: b.sdk_backoff_ns,
+        }
+    }
+}
+
+impl Strategy for Naive {
+    type Call = BaselineCall;
+    type Attempt = ();
+
+    fn begin(&mut self, req: &Request, _: u64) -> BaselineCall {
+        BaselineCall::new(req)
+    }
+
+    fn next(&mut self, call: &mut BaselineCall, now: u64) -> Step<()> {
+        if let Some(step) = call.settled(now) {
+            return step;
+        }
+        match self.chain.get(call.step) {
+            Some(&p) => call.send(p, self.timeout, now),
+            None => call.give_up("attempts_exhausted"),
+        }
+    }
+
+    fn record(&mut self, call: &mut BaselineCall, _: (), outcome: Outcome, now: u64) {
+        call.in_flight = false;
+        match outcome {
+            Outcome::Success { .. } => call.end = Some(End::Answered),
+            Outcome::Failure { class, .. } => {
+                // SDKs retry 429, 5xx, timeouts and connection errors; not other 4xx.
+                let sdk_retries = matches!(
+                    class,
+                    ErrorClass::RateLimited | ErrorClass::Server | ErrorClass::Timeout
+                );
+                if sdk_retries && call.tries_here < self.sdk_retries {
+                    call.tries_here += 1;
+                    let ceiling = (self.sdk_backoff << (call.tries_here - 1).min(20))
+                        .min(SDK_BACKOFF_MAX_NS);
+                    let jitter = 1.0
+                        - 0.25
+                            * call.key.unit_n(
+                                Purpose::BaselineSleep as u64 + u64::from(call.attempts),
+                            );
+                    call.wait_until = now + (ceiling as f64 * jitter) as u64;
+                } else {
+                    call.step += 1;
+                    call.tries_here = 0;
+                }
+            }
+            Outcome::Cancelled => {}
+        }
+    }
+
+    fn commit_stream(&mut self, _: &mut BaselineCall) {}
+
+    fn finish(&mut self, _: u64, providers: usize) -> (Vec<u64>, u64) {
+        (vec![0; providers], 0)
+    }
+}
+
+/// `seed_router`: the hand-written weighted router with a home-made breaker.
+pub(crate) struct SeedRouter {
+    weights: Vec<u64>,
+    timeout: u64,
+    consecutive: Vec<u32>,
+    open_until: Vec<u64>,
+    trips: Vec<u64>,
+}
+
+const SEED_FAILURES_TO_OPEN: u32 = 3;
+const SEED_OPEN_NS: u64 = 60_000_000_000;
+const SEED_ATTEMPTS: u32 = 3;
+
+impl SeedRouter {
+    pub(crate) fn new(b: &Baselines, providers: &[ProviderModel]) -> Self {
+        SeedRouter {
+            weights: providers.iter().map(|p| u64::from(p.weight)).collect(),
+            timeout: b.timeout_ns,
+            consecutive: vec![0; providers.len()],
+            open_until: vec![0; providers.len()],
+            trips: vec![0; providers.len()],
+        }
+    }
+}
+
+/// Per-request state of `seed_router`: the baseline call plus the provider in flight.
+pub(crate) struct SeedCall {
+    base: BaselineCall,
+    provider: usize,
+}
+
+impl Strategy for SeedRouter {
+    type Call = SeedCall;
+    type Attempt = ();
+
+    fn begin(&mut self, req: &Request, _: u64) -> SeedCall {
+        SeedCall {
+            base: BaselineCall::new(req),
+            provider: 0,
+        }
+    }
+
+    fn next(&mut self, call: &mut SeedCall, now: u64) -> Step<()> {
+        if let Some(step) = call.base.settled(now) {
+            return step;
+        }
+        if call.base.attempts >= SEED_ATTEMPTS {
+            return call.base.give_up("attempts_exhausted");
+        }
+        let total: u64 = (0..self.weights.len())
+            .filter(|&p| self.open_until[p] <= now)
+            .map(|p| self.weights[p])
+            .sum();
+        if total == 0 {
+            return call.base.give_up("no_healthy_provider");
+        }
+        let draw = call
+            .base
+            .key
+            .bits(Purpose::BaselinePick as u64 + u64::from(call.base.attempts));
+        let mut ticket = ((u128::from(draw) * u128::from(total)) >> 64) as u64;
+        let mut chosen = 0;
+        for p in (0..self.weights.len()).filter(|&p| self.open_until[p] <= now) {
+            if ticket < self.weights[p] {
+                chosen = p;
+                break;
+            }
+            ticket -= self.weights[p];
+        }
+        call.provider = chosen;
+        call.base.send(chosen, self.timeout, now)
+    }
+
+    fn record(&mut self, call: &mut SeedCall, _: (), outcome: Outcome, now: u64) {
+        call.base.in_flight = false;
+        let p = call.provider;
+        match outcome {
+            Outcome::Success { .. } => {
+                self.consecutive[p] = 0;
+                call.base.end = Some(End::Answered);
+            }
+            Outcome::Failure { .. } => {
+                // Any exception counts, 429s and 400s included.
+                self.consecutive[p] += 1;
+                if self.consecutive[p] >= SEED_FAILURES_TO_OPEN {
+                    self.consecutive[p] = 0;
+                    self.open_until[p] = now + SEED_OPEN_NS;
+                    self.trips[p] += 1;
+                }
+                let attempt = call.base.attempts;
+                let jitter = call
+                    .base
+                    .key
+                    .unit_n(Purpose::BaselineSleep as u64 + u64::from(attempt));
+                let sleep = ((1u64 << attempt.min(20)) as f64 + jitter) * 1e9;
+                call.base.wait_until = now + sleep as u64;
+            }
+            Outcome::Cancelled => {}
+        }
+    }
+
+    fn commit_stream(&mut self, _: &mut SeedCall) {}
+
+    fn finish(&mut self, _: u64, _: usize) -> (Vec<u64>, u64) {
+        (self.trips.clone(), 0)
+    }
+}
