@@ -1,0 +1,247 @@
+//! Test harness: builds the real openai plugin with cargo, starts gateways on loopback over a
+//! config file, captures every log line, and offers small HTTP helpers.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // reason: test harness
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use stilts_gateway::{Gateway, GatewayConfig, server};
+
+/// Builds `stilts-plugin-openai` as a cdylib with cargo (once per test binary) and returns the
+/// library's path, read from cargo's JSON artifact messages. Never linked statically.
+pub fn openai_plugin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir")
+            .to_path_buf();
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "stilts-plugin-openai",
+                "--lib",
+                "--message-format=json-render-diagnostics",
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build for the openai plugin");
+        assert!(
+            out.status.success(),
+            "building the openai plugin failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if msg["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let kinds = msg["target"]["kind"].as_array().cloned().unwrap_or_default();
+            if !kinds.iter().any(|k| k == "cdylib") {
+                continue;
+            }
+            for f in msg["filenames"].as_array().cloned().unwrap_or_default() {
+                let f = f.as_str().unwrap_or_default();
+                if f.ends_with(std::env::consts::DLL_SUFFIX) {
+                    return PathBuf::from(f);
+                }
+            }
+        }
+        panic!("cargo built no cdylib for stilts-plugin-openai");
+    })
+    .clone()
+}
+
+/// Every log line of this test binary.
+pub static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber (debug level for stilts).
+pub fn capture_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("stilts_gateway=debug,info"))
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// The captured log text so far.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+/// A gateway served on loopback from a config file in a temp dir.
+pub struct Harness {
+    pub addr: SocketAddr,
+    pub gateway: Gateway,
+    pub http: reqwest::Client,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// `[server]` preamble for test configs.
+pub const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nreload_poll_ms = 0\n";
+
+/// Replaces `PLUGIN` with the built plugin's path.
+pub fn with_plugin(toml: &str) -> String {
+    toml.replace("PLUGIN", &openai_plugin().display().to_string())
+}
+
+impl Harness {
+    /// Writes `toml` (with `PLUGIN` replaced), loads it and serves it.
+    pub async fn start(toml: &str) -> Harness {
+        capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("stilts.toml");
+        std::fs::write(&config_path, with_plugin(toml)).unwrap();
+        let valid = GatewayConfig::load(&config_path).expect("valid config");
+        let gateway = Gateway::new(&valid).expect("gateway builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(server::serve(gateway.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Harness {
+            addr,
+            gateway,
+            http: reqwest::Client::new(),
+            config_path,
+            _dir: dir,
+            stop: Some(tx),
+            served,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// POSTs a plain chat request.
+    pub async fn chat(&self, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, json)
+    }
+
+    /// POSTs a stream request and reads the whole body.
+    pub async fn stream(&self, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A chat request for `route`.
+pub fn request(route: &str) -> Value {
+    serde_json::json!({"model": route, "messages": [{"role": "user", "content": "Say hi."}]})
+}
+
+/// A stream request for `route`.
+pub fn stream_request(route: &str) -> Value {
+    serde_json::json!({"model": route, "stream": true, "messages": [{"role": "user", "content": "Say hi."}]})
+}
+
+/// The text of an SSE body, the number of `[DONE]` markers, and the error event if any.
+pub fn sse_text(body: &str) -> (String, usize, Option<Value>) {
+    let mut text = String::new();
+    let mut done = 0;
+    let mut error = None;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done += 1;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).expect("every forwarded event is JSON");
+        if v.get("error").is_some() {
+            error = Some(v);
+            continue;
+        }
+        if let Some(t) = v.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+    }
+    (text, done, error)
+}
+
+/// Polls `check` every 20 ms for up to `limit`; returns whether it became true.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}

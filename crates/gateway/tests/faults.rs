@@ -1,0 +1,331 @@
+//! The design's error table, end to end: fake upstreams (and wiremock) behind real gateways that
+//! route through the openai plugin loaded from its cargo-built shared library.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use stilts_gateway::mock::{Faults, MockConfig, MockUpstream};
+
+async fn mock(name: &str) -> MockUpstream {
+    MockUpstream::start_local(MockConfig::named(name)).await.unwrap()
+}
+
+fn fault(status: u16) -> Faults {
+    Faults {
+        status: Some(status),
+        ..Faults::default()
+    }
+}
+
+/// A `priority` route over the given upstreams, in order.
+fn priority_route(route: &str, ups: &[(&str, &MockUpstream)], extra: &str) -> String {
+    let mut s = format!("[routes.{route}.router]\npolicy = \"priority\"\n{extra}\n");
+    for (i, (name, up)) in ups.iter().enumerate() {
+        s.push_str(&format!(
+            "[[routes.{route}.deployments]]\nname = \"{name}\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"{name}-model\"\npriority = {i}\n",
+            up.base_url()
+        ));
+    }
+    s
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[tokio::test]
+async fn plain_answer_names_the_provider_and_the_upstream_model() {
+    let a = mock("a").await;
+    let h = Harness::start(&format!("{SERVER}{}", priority_route("chat", &[("a", &a)], ""))).await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "a");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "1");
+    assert_eq!(body["model"], "a-model", "the model that served, not the route");
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("Hello from a"));
+    assert_eq!(a.last_request().unwrap()["model"], "a-model");
+}
+
+#[tokio::test]
+async fn server_errors_fail_over_in_priority_order() {
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    a.set_faults(fault(503));
+    b.set_faults(fault(500));
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b), ("c", &c)], "")
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "c");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "3");
+    assert_eq!((a.stats().requests, b.stats().requests, c.stats().requests), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn a_lone_provider_is_retried_after_a_server_error() {
+    let a = mock("a").await;
+    a.script([fault(502)]);
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a)], "[routes.chat.router.retry]\nbackoff_base_ms = 10\nbackoff_max_ms = 20\n")
+    ))
+    .await;
+    let (status, headers, _) = h.chat(request("chat")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-stilts-attempts"), "2");
+    assert_eq!(a.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_before_retrying_the_preferred_provider() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.script([Faults {
+        status: Some(429),
+        error_code: Some("rate_limit_exceeded".into()),
+        retry_after_s: Some(0.4),
+        ..Faults::default()
+    }]);
+    // b is a lower tier: with a short Retry-After the router waits for a instead of falling to b.
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b)], "")
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let (status, headers, _) = h.chat(request("chat")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-provider"), "a");
+    assert_eq!(b.stats().requests, 0);
+    // A lower bound the gateway enforces, not a performance assertion.
+    assert!(started.elapsed() >= Duration::from_millis(400), "retried before Retry-After");
+}
+
+#[tokio::test]
+async fn every_provider_rate_limited_answers_429() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    for m in [&a, &b] {
+        m.set_faults(Faults {
+            status: Some(429),
+            error_code: Some("rate_limit_exceeded".into()),
+            retry_after_s: Some(60.0),
+            ..Faults::default()
+        });
+    }
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b)], "")
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(headers.get("retry-after").is_some());
+    let tried: Vec<&str> = body["error"]["stilts"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(tried, ["a", "b"]);
+    // Cooling down: the next request is refused without calling either upstream.
+    let (status, _, _) = h.chat(request("chat")).await;
+    assert_eq!(status, 429);
+    assert_eq!((a.stats().requests, b.stats().requests), (1, 1));
+}
+
+#[tokio::test]
+async fn auth_and_quota_failures_fail_over_and_are_counted() {
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    a.set_faults(fault(401));
+    b.set_faults(Faults {
+        status: Some(429),
+        error_code: Some("insufficient_quota".into()),
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b), ("c", &c)], "")
+    ))
+    .await;
+    let (status, headers, _) = h.chat(request("chat")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-provider"), "c");
+    // Long cool-downs: the next request goes straight to c.
+    let (_, headers, _) = h.chat(request("chat")).await;
+    assert_eq!(header(&headers, "x-provider"), "c");
+    assert_eq!((a.stats().requests, b.stats().requests), (1, 1));
+    let metrics = h.get("/metrics").await;
+    assert!(metrics.contains(r#"stilts_attempt_failures_total{route="chat",provider="a",class="auth"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"stilts_attempt_failures_total{route="chat",provider="b",class="quota"} 1"#));
+}
+
+#[tokio::test]
+async fn client_errors_are_returned_without_retry() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(Faults {
+        status: Some(400),
+        error_code: Some("invalid_value".into()),
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b)], "")
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "1");
+    assert_eq!(b.stats().requests, 0, "a bad request is never sent elsewhere");
+    assert_eq!(body["error"]["stilts"]["attempts"][0]["status"], 400);
+}
+
+#[tokio::test]
+async fn context_length_is_returned_when_no_larger_window_exists() {
+    let a = mock("a").await;
+    a.set_faults(Faults {
+        status: Some(400),
+        error_code: Some("context_length_exceeded".into()),
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!("{SERVER}{}", priority_route("chat", &[("a", &a)], ""))).await;
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "context_length_exceeded");
+    assert_eq!(a.stats().requests, 1, "not resent unchanged");
+}
+
+#[tokio::test]
+async fn a_silent_provider_times_out_and_is_not_retried_first() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(Faults {
+        latency_ms: 5_000,
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b)], "[routes.chat.router.timeouts]\nheaders_ms = 200\n")
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "b");
+    let metrics = h.get("/metrics").await;
+    assert!(metrics.contains(r#"stilts_attempt_failures_total{route="chat",provider="a",class="timeout"} 1"#));
+}
+
+#[tokio::test]
+async fn a_hung_upstream_ends_at_the_deadline_with_504_and_is_cancelled() {
+    let a = mock("a").await;
+    a.set_faults(Faults {
+        hang: true,
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a)], "deadline_ms = 400\n")
+    ))
+    .await;
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "deadline_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("a: timeout"));
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().abandoned >= 1).await,
+        "the upstream connection was not closed"
+    );
+}
+
+#[tokio::test]
+async fn all_failed_is_502_naming_every_attempt() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(fault(503));
+    b.set_faults(fault(500));
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b)], "max_attempts = 2\n")
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "2");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("a: server (HTTP 503") && msg.contains("b: server (HTTP 500"), "{msg}");
+}
+
+#[tokio::test]
+async fn open_breakers_answer_503_without_calling_upstream() {
+    let a = mock("a").await;
+    a.set_faults(fault(503));
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route(
+            "chat",
+            &[("a", &a)],
+            "max_attempts = 1\n[routes.chat.router.breaker]\nconsecutive_failures = 1\nopen_base_ms = 60000\nopen_max_ms = 60000\n"
+        )
+    ))
+    .await;
+    assert_eq!(h.chat(request("chat")).await.0, 502);
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "no_healthy_provider");
+    assert_eq!(a.stats().requests, 1);
+    let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
+    assert_eq!(status["routes"]["chat"]["providers"][0]["breaker"]["state"], "open");
+    assert!(h.get("/metrics").await.contains(r#"stilts_breaker_state{route="chat",provider="a"} 2"#));
+}
+
+#[tokio::test]
+async fn wiremock_upstream_gets_the_translated_request_and_a_503_fails_over() {
+    use wiremock::matchers::{body_partial_json, header as has_header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let down = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error": {"message": "engine overloaded", "type": "server_error", "code": null}})))
+        .expect(1)
+        .mount(&down)
+        .await;
+    let up = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(has_header("authorization", "Bearer sk-test-secret-wiremock"))
+        .and(body_partial_json(json!({"model": "gpt-up", "messages": [{"role": "user", "content": "Say hi."}]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "x", "object": "chat.completion", "created": 1, "model": "gpt-up",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+        })))
+        .expect(1)
+        .mount(&up)
+        .await;
+    unsafe_env("STILTS_TEST_KEY_WIREMOCK", "sk-test-secret-wiremock");
+    let h = Harness::start(&format!(
+        "{SERVER}[routes.w.router]\npolicy = \"priority\"\n\
+         [[routes.w.deployments]]\nname = \"down\"\nplugin = \"PLUGIN\"\nbase_url = \"{}/v1\"\nmodel = \"gpt-down\"\n\
+         [[routes.w.deployments]]\nname = \"up\"\nplugin = \"PLUGIN\"\nbase_url = \"{}/v1\"\nmodel = \"gpt-up\"\napi_key_env = \"STILTS_TEST_KEY_WIREMOCK\"\n\
+         input_usd_per_mtok = 1000000.0\npriority = 1\n",
+        down.uri(),
+        up.uri()
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("w")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "up");
+    let metrics = h.get("/metrics").await;
+    assert!(metrics.contains(r#"stilts_tokens_total{route="w",provider="up",kind="input"} 5"#), "{metrics}");
+    assert!(metrics.contains(r#"stilts_cost_usd_total{route="w",provider="up"} 5.0"#), "{metrics}");
+}
+
+/// Sets a process env var. Each name is used by one test only.
+fn unsafe_env(name: &str, value: &str) {
+    #[allow(unsafe_code)] // reason: edition 2024 marks set_var unsafe; the name is unique to one test
+    // SAFETY: no other thread reads or writes this variable while it is set.
+    unsafe {
+        std::env::set_var(name, value)
+    }
+}
