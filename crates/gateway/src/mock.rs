@@ -450,6 +450,9 @@ impl StreamPlan {
         if (1..=n_words).contains(&step) {
             let sent = (step - 1) as u32;
             if self.faults.cut_after == Some(sent) {
+                // Let the server flush what was sent (it flushes while the body is pending), so
+                // the client sees the chunks and then the abort, as on a real cut.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 self.guard.done();
                 return Some(Err(std::io::Error::other("injected stream cut")));
             }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use stilts_gateway::mock::{Faults, MockConfig, MockUpstream};
 
 async fn mock(name: &str) -> MockUpstream {
-    MockUpstream::start_local(MockConfig::named(name)).await.unwrap()
+    MockUpstream::start_local(MockConfig::named(name))
+        .await
+        .unwrap()
 }
 
 fn fault(status: u16) -> Faults {
@@ -39,13 +41,25 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
 #[tokio::test]
 async fn plain_answer_names_the_provider_and_the_upstream_model() {
     let a = mock("a").await;
-    let h = Harness::start(&format!("{SERVER}{}", priority_route("chat", &[("a", &a)], ""))).await;
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a)], "")
+    ))
+    .await;
     let (status, headers, body) = h.chat(request("chat")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "a");
     assert_eq!(header(&headers, "x-stilts-attempts"), "1");
-    assert_eq!(body["model"], "a-model", "the model that served, not the route");
-    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("Hello from a"));
+    assert_eq!(
+        body["model"], "a-model",
+        "the model that served, not the route"
+    );
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Hello from a")
+    );
     assert_eq!(a.last_request().unwrap()["model"], "a-model");
 }
 
@@ -63,7 +77,10 @@ async fn server_errors_fail_over_in_priority_order() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "c");
     assert_eq!(header(&headers, "x-stilts-attempts"), "3");
-    assert_eq!((a.stats().requests, b.stats().requests, c.stats().requests), (1, 1, 1));
+    assert_eq!(
+        (a.stats().requests, b.stats().requests, c.stats().requests),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -72,7 +89,11 @@ async fn a_lone_provider_is_retried_after_a_server_error() {
     a.script([fault(502)]);
     let h = Harness::start(&format!(
         "{SERVER}{}",
-        priority_route("chat", &[("a", &a)], "[routes.chat.router.retry]\nbackoff_base_ms = 10\nbackoff_max_ms = 20\n")
+        priority_route(
+            "chat",
+            &[("a", &a)],
+            "[routes.chat.router.retry]\nbackoff_base_ms = 10\nbackoff_max_ms = 20\n"
+        )
     ))
     .await;
     let (status, headers, _) = h.chat(request("chat")).await;
@@ -102,7 +123,10 @@ async fn retry_after_is_honoured_before_retrying_the_preferred_provider() {
     assert_eq!(header(&headers, "x-provider"), "a");
     assert_eq!(b.stats().requests, 0);
     // A lower bound the gateway enforces, not a performance assertion.
-    assert!(started.elapsed() >= Duration::from_millis(400), "retried before Retry-After");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "retried before Retry-After"
+    );
 }
 
 #[tokio::test]
@@ -160,8 +184,16 @@ async fn auth_and_quota_failures_fail_over_and_are_counted() {
     assert_eq!(header(&headers, "x-provider"), "c");
     assert_eq!((a.stats().requests, b.stats().requests), (1, 1));
     let metrics = h.get("/metrics").await;
-    assert!(metrics.contains(r#"stilts_attempt_failures_total{route="chat",provider="a",class="auth"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"stilts_attempt_failures_total{route="chat",provider="b",class="quota"} 1"#));
+    assert!(
+        metrics
+            .contains(r#"stilts_attempt_failures_total{route="chat",provider="a",class="auth"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"stilts_attempt_failures_total{route="chat",provider="b",class="quota"} 1"#
+        )
+    );
 }
 
 #[tokio::test]
@@ -180,7 +212,11 @@ async fn client_errors_are_returned_without_retry() {
     let (status, headers, body) = h.chat(request("chat")).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(header(&headers, "x-stilts-attempts"), "1");
-    assert_eq!(b.stats().requests, 0, "a bad request is never sent elsewhere");
+    assert_eq!(
+        b.stats().requests,
+        0,
+        "a bad request is never sent elsewhere"
+    );
     assert_eq!(body["error"]["stilts"]["attempts"][0]["status"], 400);
 }
 
@@ -192,7 +228,11 @@ async fn context_length_is_returned_when_no_larger_window_exists() {
         error_code: Some("context_length_exceeded".into()),
         ..Faults::default()
     });
-    let h = Harness::start(&format!("{SERVER}{}", priority_route("chat", &[("a", &a)], ""))).await;
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a)], "")
+    ))
+    .await;
     let (status, _, body) = h.chat(request("chat")).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "context_length_exceeded");
@@ -208,14 +248,22 @@ async fn a_silent_provider_times_out_and_is_not_retried_first() {
     });
     let h = Harness::start(&format!(
         "{SERVER}{}",
-        priority_route("chat", &[("a", &a), ("b", &b)], "[routes.chat.router.timeouts]\nheaders_ms = 200\n")
+        priority_route(
+            "chat",
+            &[("a", &a), ("b", &b)],
+            "[routes.chat.router.timeouts]\nheaders_ms = 200\n"
+        )
     ))
     .await;
     let (status, headers, body) = h.chat(request("chat")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "b");
     let metrics = h.get("/metrics").await;
-    assert!(metrics.contains(r#"stilts_attempt_failures_total{route="chat",provider="a",class="timeout"} 1"#));
+    assert!(
+        metrics.contains(
+            r#"stilts_attempt_failures_total{route="chat",provider="a",class="timeout"} 1"#
+        )
+    );
 }
 
 #[tokio::test]
@@ -233,7 +281,12 @@ async fn a_hung_upstream_ends_at_the_deadline_with_504_and_is_cancelled() {
     let (status, _, body) = h.chat(request("chat")).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "deadline_exceeded");
-    assert!(body["error"]["message"].as_str().unwrap().contains("a: timeout"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a: timeout")
+    );
     assert!(
         eventually(Duration::from_secs(5), || a.stats().abandoned >= 1).await,
         "the upstream connection was not closed"
@@ -254,7 +307,10 @@ async fn all_failed_is_502_naming_every_attempt() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(header(&headers, "x-stilts-attempts"), "2");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("a: server (HTTP 503") && msg.contains("b: server (HTTP 500"), "{msg}");
+    assert!(
+        msg.contains("a: server (HTTP 503") && msg.contains("b: server (HTTP 500"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -276,8 +332,15 @@ async fn open_breakers_answer_503_without_calling_upstream() {
     assert_eq!(body["error"]["code"], "no_healthy_provider");
     assert_eq!(a.stats().requests, 1);
     let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
-    assert_eq!(status["routes"]["chat"]["providers"][0]["breaker"]["state"], "open");
-    assert!(h.get("/metrics").await.contains(r#"stilts_breaker_state{route="chat",provider="a"} 2"#));
+    assert_eq!(
+        status["routes"]["chat"]["providers"][0]["breaker"]["state"],
+        "open"
+    );
+    assert!(
+        h.get("/metrics")
+            .await
+            .contains(r#"stilts_breaker_state{route="chat",provider="a"} 2"#)
+    );
 }
 
 #[tokio::test]
@@ -317,13 +380,20 @@ async fn wiremock_upstream_gets_the_translated_request_and_a_503_fails_over() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "up");
     let metrics = h.get("/metrics").await;
-    assert!(metrics.contains(r#"stilts_tokens_total{route="w",provider="up",kind="input"} 5"#), "{metrics}");
-    assert!(metrics.contains(r#"stilts_cost_usd_total{route="w",provider="up"} 5.0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"stilts_tokens_total{route="w",provider="up",kind="input"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stilts_cost_usd_total{route="w",provider="up"} 5.0"#),
+        "{metrics}"
+    );
 }
 
 /// Sets a process env var. Each name is used by one test only.
 fn unsafe_env(name: &str, value: &str) {
-    #[allow(unsafe_code)] // reason: edition 2024 marks set_var unsafe; the name is unique to one test
+    #[allow(unsafe_code)]
+    // reason: edition 2024 marks set_var unsafe; the name is unique to one test
     // SAFETY: no other thread reads or writes this variable while it is set.
     unsafe {
         std::env::set_var(name, value)

@@ -47,7 +47,10 @@ pub fn openai_plugin() -> PathBuf {
             if msg["reason"] != "compiler-artifact" {
                 continue;
             }
-            let kinds = msg["target"]["kind"].as_array().cloned().unwrap_or_default();
+            let kinds = msg["target"]["kind"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if !kinds.iter().any(|k| k == "cdylib") {
                 continue;
             }
@@ -83,7 +86,9 @@ pub fn capture_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("stilts_gateway=debug,info"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "stilts_gateway=debug,info",
+            ))
             .with_ansi(false)
             .with_writer(|| Capture)
             .try_init();
@@ -227,7 +232,10 @@ pub fn sse_text(body: &str) -> (String, usize, Option<Value>) {
             error = Some(v);
             continue;
         }
-        if let Some(t) = v.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+        if let Some(t) = v
+            .pointer("/choices/0/delta/content")
+            .and_then(Value::as_str)
+        {
             text.push_str(t);
         }
     }
