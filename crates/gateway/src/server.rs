@@ -237,18 +237,26 @@ pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
     }
 }
 
-/// Polls `path` every `every` and reloads when its content changes. Runs until dropped.
-pub async fn watch_config(gateway: Gateway, path: PathBuf, every: Duration) {
-    let mut last = tokio::fs::read(&path).await.ok();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        let now = tokio::fs::read(&path).await.ok();
-        if now.is_some() && now != last {
-            tracing::info!(path = %path.display(), "config file changed; reloading");
-            reload_from_file(&gateway, &path);
-            last = now;
+/// Polls `path` every `every` and reloads when its content differs from what it was when this
+/// function was called (read here, before the returned future first runs, so a change made right
+/// after is never missed). Runs until dropped.
+pub fn watch_config(
+    gateway: Gateway,
+    path: PathBuf,
+    every: Duration,
+) -> impl Future<Output = ()> + Send + 'static {
+    let mut last = std::fs::read(&path).ok();
+    async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let now = tokio::fs::read(&path).await.ok();
+            if now.is_some() && now != last {
+                tracing::info!(path = %path.display(), "config file changed; reloading");
+                reload_from_file(&gateway, &path);
+                last = now;
+            }
         }
     }
 }

@@ -399,3 +399,23 @@ fn unsafe_env(name: &str, value: &str) {
         std::env::set_var(name, value)
     }
 }
+
+#[tokio::test]
+async fn the_shipped_example_config_is_valid_and_builds() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/stilts.toml");
+    let valid = stilts_gateway::GatewayConfig::load(&example).expect("examples/stilts.toml is valid");
+    assert_eq!(valid.routes.len(), 2);
+    assert!(valid.server.listen.ip().is_loopback());
+    for (var, value) in [
+        ("STILTS_CLIENT_KEYS", "k1,k2"),
+        ("OPENAI_API_KEY", "sk-test-secret-example-a"),
+        ("OPENAI_API_KEY_B", "sk-test-secret-example-b"),
+        ("GROQ_API_KEY", "sk-test-secret-example-g"),
+    ] {
+        unsafe_env(var, value);
+    }
+    let mut valid = valid;
+    valid.server.plugin_dir = openai_plugin().parent().map(std::path::Path::to_path_buf);
+    let gateway = stilts_gateway::Gateway::new(&valid).expect("the example builds with the real plugin");
+    assert_eq!(gateway.route_names(), ["chat", "fast"]);
+}

@@ -216,7 +216,7 @@ async fn reload_applies_good_configs_keeps_breakers_and_refuses_bad_ones() {
     );
     std::fs::write(&h.config_path, with_plugin(&good)).unwrap();
     let mut seen = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if h.get("/v1/models").await.contains("\"extra\"") {
             seen = true;
             break;
@@ -235,7 +235,7 @@ async fn reload_applies_good_configs_keeps_breakers_and_refuses_bad_ones() {
     // A bad change: refused, counted, and the old config keeps serving.
     std::fs::write(&h.config_path, "[routes.s]\nnot_a_field = 1\n").unwrap();
     let mut refused = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if h.get("/metrics")
             .await
             .contains(r#"stilts_config_reloads_total{result="error"} 1"#)
@@ -264,7 +264,7 @@ async fn reload_applies_good_configs_keeps_breakers_and_refuses_bad_ones() {
     );
     std::fs::write(&h.config_path, with_plugin(&missing_key)).unwrap();
     let mut refused_again = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if h.get("/metrics")
             .await
             .contains(r#"stilts_config_reloads_total{result="error"} 2"#)
