@@ -73,7 +73,10 @@ pub struct ByteSlice {
 impl ByteSlice {
     /// Borrows `bytes` for one call.
     pub fn new(bytes: &[u8]) -> Self {
-        ByteSlice { ptr: bytes.as_ptr(), len: bytes.len() }
+        ByteSlice {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
     }
 
     /// Views the bytes again on the receiving side.
@@ -105,13 +108,21 @@ pub struct OwnedBytes {
 
 impl OwnedBytes {
     /// The empty value, written by the host into an out-pointer before a call.
-    pub const EMPTY: OwnedBytes = OwnedBytes { ptr: std::ptr::null_mut(), len: 0, cap: 0 };
+    pub const EMPTY: OwnedBytes = OwnedBytes {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    };
 
     /// Gives away a `Vec`'s allocation. Only the plugin side calls this; the buffer must come back to
     /// [`OwnedBytes::free`] in the same shared library.
     pub fn from_vec(v: Vec<u8>) -> Self {
         let mut v = std::mem::ManuallyDrop::new(v);
-        OwnedBytes { ptr: v.as_mut_ptr(), len: v.len(), cap: v.capacity() }
+        OwnedBytes {
+            ptr: v.as_mut_ptr(),
+            len: v.len(),
+            cap: v.capacity(),
+        }
     }
 
     /// Takes the allocation back and drops it.
@@ -147,20 +158,33 @@ pub struct PluginTableV1 {
     pub describe: unsafe extern "C" fn(out: *mut OwnedBytes) -> Status,
     /// `req`: canonical request JSON; `cfg`: [`crate::types::DeploymentConfig`] JSON. On OK `out` holds
     /// frames `[request meta JSON, body]`.
-    pub build_request: unsafe extern "C" fn(req: ByteSlice, cfg: ByteSlice, out: *mut OwnedBytes) -> Status,
+    pub build_request:
+        unsafe extern "C" fn(req: ByteSlice, cfg: ByteSlice, out: *mut OwnedBytes) -> Status,
     /// `headers`: frames `[name, value, name, value…]`. On OK `out` holds frames
     /// `[response meta JSON, canonical chat.completion JSON]`; on UPSTREAM_ERROR an ErrorInfo JSON.
-    pub parse_response:
-        unsafe extern "C" fn(status: u16, headers: ByteSlice, body: ByteSlice, out: *mut OwnedBytes) -> Status,
+    pub parse_response: unsafe extern "C" fn(
+        status: u16,
+        headers: ByteSlice,
+        body: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status,
     /// On OK `out` holds an [`crate::types::ErrorInfo`] JSON.
-    pub classify_error:
-        unsafe extern "C" fn(status: u16, headers: ByteSlice, body: ByteSlice, out: *mut OwnedBytes) -> Status,
+    pub classify_error: unsafe extern "C" fn(
+        status: u16,
+        headers: ByteSlice,
+        body: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status,
     /// Creates per-stream state; on OK writes a non-null handle to `state`.
     pub stream_open: unsafe extern "C" fn(state: *mut *mut c_void, out: *mut OwnedBytes) -> Status,
     /// Feeds one SSE event. `event` is the SSE event name (empty when absent), `data` its joined data.
     /// On OK `out` holds frames `[step meta JSON, chunk JSON…]`.
-    pub stream_event:
-        unsafe extern "C" fn(state: *mut c_void, event: ByteSlice, data: ByteSlice, out: *mut OwnedBytes) -> Status,
+    pub stream_event: unsafe extern "C" fn(
+        state: *mut c_void,
+        event: ByteSlice,
+        data: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status,
     /// Reports how the stream ended when the connection closed. On OK `out` holds a StreamEnd JSON.
     /// Does not free the state.
     pub stream_close: unsafe extern "C" fn(state: *mut c_void, out: *mut OwnedBytes) -> Status,
@@ -243,10 +267,16 @@ mod tests {
         frames::push(&mut buf, b"meta").unwrap();
         frames::push(&mut buf, b"").unwrap();
         frames::push(&mut buf, b"body").unwrap();
-        assert_eq!(frames::split(&buf).unwrap(), vec![&b"meta"[..], b"", b"body"]);
+        assert_eq!(
+            frames::split(&buf).unwrap(),
+            vec![&b"meta"[..], b"", b"body"]
+        );
         assert!(frames::split(&buf[..buf.len() - 1]).is_none());
         assert!(frames::split(&[1, 0]).is_none());
-        let headers = vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "".to_owned())];
+        let headers = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "".to_owned()),
+        ];
         let enc = frames::encode_headers(&headers).unwrap();
         assert_eq!(frames::decode_headers(&enc).unwrap(), headers);
         let mut odd = Vec::new();

@@ -226,14 +226,16 @@ impl<'de> Deserialize<'de> for ContentPart {
         match kind {
             Some("text") => match v.get("text").and_then(Value::as_str) {
                 Some(t) => Ok(ContentPart::Text { text: t.to_owned() }),
-                None => Err(serde::de::Error::custom("text part without a string `text`")),
+                None => Err(serde::de::Error::custom(
+                    "text part without a string `text`",
+                )),
             },
             Some("image_url") => {
-                let image_url = v
-                    .get("image_url")
-                    .cloned()
-                    .ok_or_else(|| serde::de::Error::custom("image_url part without `image_url`"))?;
-                let image_url = ImageUrl::deserialize(image_url).map_err(serde::de::Error::custom)?;
+                let image_url = v.get("image_url").cloned().ok_or_else(|| {
+                    serde::de::Error::custom("image_url part without `image_url`")
+                })?;
+                let image_url =
+                    ImageUrl::deserialize(image_url).map_err(serde::de::Error::custom)?;
                 Ok(ContentPart::ImageUrl { image_url })
             }
             _ => Ok(ContentPart::Other(v)),
@@ -470,13 +472,23 @@ pub struct FunctionCallDelta {
 
 impl ChatChunk {
     /// A chunk with one choice (index 0).
-    pub fn delta(id: &str, model: &str, created: u64, delta: Delta, finish_reason: Option<FinishReason>) -> Self {
+    pub fn delta(
+        id: &str,
+        model: &str,
+        created: u64,
+        delta: Delta,
+        finish_reason: Option<FinishReason>,
+    ) -> Self {
         ChatChunk {
             id: id.to_owned(),
             object: chunk_object(),
             created,
             model: model.to_owned(),
-            choices: vec![ChunkChoice { index: 0, delta, finish_reason }],
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+            }],
             usage: None,
         }
     }
@@ -507,9 +519,13 @@ mod tests {
             "seed":7,"logit_bias":{"1":2}}"#;
         let req: ChatRequest = serde_json::from_str(raw).unwrap();
         assert_eq!(req.extra["seed"], 7);
-        let Some(Content::Parts(parts)) = &req.messages[0].content else { panic!() };
+        let Some(Content::Parts(parts)) = &req.messages[0].content else {
+            panic!()
+        };
         assert!(matches!(parts[1], ContentPart::Other(_)));
-        let ContentPart::ImageUrl { image_url } = &parts[2] else { panic!() };
+        let ContentPart::ImageUrl { image_url } = &parts[2] else {
+            panic!()
+        };
         assert_eq!(image_url.as_base64_data(), Some(("image/png", "iVBO")));
         let back: Value = serde_json::to_value(&req).unwrap();
         let orig: Value = serde_json::from_str(raw).unwrap();

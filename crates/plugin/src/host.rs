@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::abi::{self, ByteSlice, EntryFn, OwnedBytes, PluginTableV1, Status, frames};
 use crate::canonical::FinishReason;
 use crate::types::{
-    ApiKey, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginInfo, RequestMeta,
-    ResponseMeta, StepMeta, StreamEnd, StreamStep,
+    ApiKey, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginInfo,
+    RequestMeta, ResponseMeta, StepMeta, StreamEnd, StreamStep,
 };
 
 /// Why a plugin file was refused. Every message names the file and the fix.
@@ -52,7 +52,9 @@ pub enum LoadError {
     /// A shared library without the entry symbol.
     #[error(
         "{path} is a shared library but not a stilts plugin for ABI major {}: it has no `{}` symbol{hint} \
-         (export one with stilts_plugin::export_plugin!)", abi::ABI_MAJOR, abi::ENTRY_SYMBOL_NAME
+         (export one with stilts_plugin::export_plugin!)",
+        abi::ABI_MAJOR,
+        abi::ENTRY_SYMBOL_NAME
     )]
     MissingEntrySymbol {
         /// The file.
@@ -61,13 +63,17 @@ pub enum LoadError {
         hint: String,
     },
     /// The entry function returned null or a misaligned pointer.
-    #[error("{path}: the plugin's entry function returned no usable table; the plugin is broken, rebuild it")]
+    #[error(
+        "{path}: the plugin's entry function returned no usable table; the plugin is broken, rebuild it"
+    )]
     NoTable {
         /// The file.
         path: PathBuf,
     },
     /// The table does not start with the magic value.
-    #[error("{path}: the plugin table has the wrong magic {found:#018x} (expected {expected:#018x}); it was not built with stilts-plugin")]
+    #[error(
+        "{path}: the plugin table has the wrong magic {found:#018x} (expected {expected:#018x}); it was not built with stilts-plugin"
+    )]
     WrongMagic {
         /// The file.
         path: PathBuf,
@@ -77,7 +83,9 @@ pub enum LoadError {
         expected: u64,
     },
     /// Built for another incompatible ABI version.
-    #[error("{path}: the plugin was built for ABI major {found}, this host speaks ABI major {expected}; rebuild the plugin against a stilts-plugin release with ABI major {expected}")]
+    #[error(
+        "{path}: the plugin was built for ABI major {found}, this host speaks ABI major {expected}; rebuild the plugin against a stilts-plugin release with ABI major {expected}"
+    )]
     WrongAbiMajor {
         /// The file.
         path: PathBuf,
@@ -87,7 +95,11 @@ pub enum LoadError {
         expected: u16,
     },
     /// The table is smaller than the fields this host needs.
-    #[error("{path}: the plugin table is {size} bytes, smaller than the {needed} bytes of ABI {}.{}; the plugin is corrupt or built against a broken stilts-plugin, rebuild it", abi::ABI_MAJOR, abi::ABI_MINOR)]
+    #[error(
+        "{path}: the plugin table is {size} bytes, smaller than the {needed} bytes of ABI {}.{}; the plugin is corrupt or built against a broken stilts-plugin, rebuild it",
+        abi::ABI_MAJOR,
+        abi::ABI_MINOR
+    )]
     TableTooSmall {
         /// The file.
         path: PathBuf,
@@ -113,7 +125,9 @@ pub enum LoadError {
         reason: String,
     },
     /// Built with `panic = "abort"`, so a plugin panic would kill the host.
-    #[error("{path}: the plugin was built with panic = \"abort\", so any panic in it would kill the host; build it with the default panic = \"unwind\"")]
+    #[error(
+        "{path}: the plugin was built with panic = \"abort\", so any panic in it would kill the host; build it with the default panic = \"unwind\""
+    )]
     PanicAbort {
         /// The file.
         path: PathBuf,
@@ -145,7 +159,8 @@ struct Vtable {
     parse_response: unsafe extern "C" fn(u16, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
     classify_error: unsafe extern "C" fn(u16, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
     stream_open: unsafe extern "C" fn(*mut *mut c_void, *mut OwnedBytes) -> Status,
-    stream_event: unsafe extern "C" fn(*mut c_void, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
+    stream_event:
+        unsafe extern "C" fn(*mut c_void, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
     stream_close: unsafe extern "C" fn(*mut c_void, *mut OwnedBytes) -> Status,
     stream_free: unsafe extern "C" fn(*mut c_void),
 }
@@ -184,7 +199,13 @@ struct OutBuf {
 impl OutBuf {
     fn bytes(&self) -> &[u8] {
         // SAFETY: the plugin wrote ptr/len of a live allocation it owns until we call free (ABI contract).
-        unsafe { ByteSlice { ptr: self.buf.ptr, len: self.buf.len }.as_slice() }
+        unsafe {
+            ByteSlice {
+                ptr: self.buf.ptr,
+                len: self.buf.len,
+            }
+            .as_slice()
+        }
     }
 }
 
@@ -223,14 +244,21 @@ impl Plugin {
         }
         let lib = match open_library(&path) {
             Ok(lib) => lib,
-            Err(e) => return Err(LoadError::NotALibrary { path, reason: error_chain(&e) }),
+            Err(e) => {
+                return Err(LoadError::NotALibrary {
+                    path,
+                    reason: error_chain(&e),
+                });
+            }
         };
         // Never dlclose: see the module docs. Forget first, so every early return below leaks it too.
         let lib: &'static libloading::Library = Box::leak(Box::new(lib));
 
         // SAFETY: ENTRY_SYMBOL's type is EntryFn by the ABI contract; the fn pointer is copied out and the
         // library is never unloaded, so it stays valid.
-        let entry: Option<EntryFn> = unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) }.ok().map(|s| *s);
+        let entry: Option<EntryFn> = unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) }
+            .ok()
+            .map(|s| *s);
         let Some(entry) = entry else {
             let hint = other_major_hint(lib);
             return Err(LoadError::MissingEntrySymbol { path, hint });
@@ -253,10 +281,18 @@ impl Plugin {
             )
         };
         if magic != abi::MAGIC {
-            return Err(LoadError::WrongMagic { path, found: magic, expected: abi::MAGIC });
+            return Err(LoadError::WrongMagic {
+                path,
+                found: magic,
+                expected: abi::MAGIC,
+            });
         }
         if major != abi::ABI_MAJOR {
-            return Err(LoadError::WrongAbiMajor { path, found: major, expected: abi::ABI_MAJOR });
+            return Err(LoadError::WrongAbiMajor {
+                path,
+                found: major,
+                expected: abi::ABI_MAJOR,
+            });
         }
         let needed = std::mem::size_of::<PluginTableV1>();
         if (size as usize) < needed {
@@ -280,14 +316,26 @@ impl Plugin {
         let mut out = OwnedBytes::EMPTY;
         // SAFETY: `describe` takes a writable out-pointer, valid for the call.
         let status = unsafe { describe(&mut out) };
-        let out = OutBuf { buf: out, free: vt.free_bytes };
+        let out = OutBuf {
+            buf: out,
+            free: vt.free_bytes,
+        };
         if status != Status::OK {
-            let reason = format!("{}: {}", status_name(status), String::from_utf8_lossy(out.bytes()));
+            let reason = format!(
+                "{}: {}",
+                status_name(status),
+                String::from_utf8_lossy(out.bytes())
+            );
             return Err(LoadError::DescribeFailed { path, reason });
         }
         let info: PluginInfo = match serde_json::from_slice(out.bytes()) {
             Ok(i) => i,
-            Err(e) => return Err(LoadError::InvalidDescription { path, reason: e.to_string() }),
+            Err(e) => {
+                return Err(LoadError::InvalidDescription {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
         };
         drop(out);
         if let Err(reason) = validate_info(&info, major) {
@@ -296,7 +344,15 @@ impl Plugin {
         if !info.panic_unwind {
             return Err(LoadError::PanicAbort { path });
         }
-        Ok(Plugin { inner: Arc::new(Inner { path, vt, info, abi_minor: minor, panics: AtomicU64::new(0) }) })
+        Ok(Plugin {
+            inner: Arc::new(Inner {
+                path,
+                vt,
+                info,
+                abi_minor: minor,
+                panics: AtomicU64::new(0),
+            }),
+        })
     }
 
     /// The file this plugin was loaded from.
@@ -320,27 +376,40 @@ impl Plugin {
     }
 
     fn finish(&self, status: Status, out: OwnedBytes) -> Result<OutBuf, CallError> {
-        let out = OutBuf { buf: out, free: self.inner.vt.free_bytes };
+        let out = OutBuf {
+            buf: out,
+            free: self.inner.vt.free_bytes,
+        };
         let text = || String::from_utf8_lossy(out.bytes()).into_owned();
         match status {
             Status::OK => Ok(out),
             Status::BAD_INPUT => Err(CallError::BadInput(text())),
             Status::UPSTREAM_ERROR => match serde_json::from_slice::<ErrorInfo>(out.bytes()) {
                 Ok(info) => Err(CallError::Upstream(info)),
-                Err(e) => Err(CallError::Contract(format!("invalid upstream error info: {e}"))),
+                Err(e) => Err(CallError::Contract(format!(
+                    "invalid upstream error info: {e}"
+                ))),
             },
             Status::PANICKED => {
                 self.inner.panics.fetch_add(1, Ordering::Relaxed);
                 Err(CallError::Panicked(text()))
             }
             Status::INTERNAL => Err(CallError::Contract(format!("internal error: {}", text()))),
-            Status(other) => Err(CallError::Contract(format!("unknown status {other}: {}", text()))),
+            Status(other) => Err(CallError::Contract(format!(
+                "unknown status {other}: {}",
+                text()
+            ))),
         }
     }
 
     /// Translates a canonical request (OpenAI Chat Completions JSON bytes) for deployment `cfg`.
-    pub fn build_request(&self, canonical_request: &[u8], cfg: &DeploymentConfig) -> Result<HttpRequest, CallError> {
-        let cfg = serde_json::to_vec(cfg).map_err(|e| CallError::BadInput(format!("cannot encode config: {e}")))?;
+    pub fn build_request(
+        &self,
+        canonical_request: &[u8],
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, CallError> {
+        let cfg = serde_json::to_vec(cfg)
+            .map_err(|e| CallError::BadInput(format!("cannot encode config: {e}")))?;
         self.build_request_with_config_json(canonical_request, &cfg)
     }
 
@@ -350,7 +419,8 @@ impl Plugin {
         canonical_request: &serde_json::Value,
         cfg: &DeploymentConfig,
     ) -> Result<HttpRequest, CallError> {
-        let req = serde_json::to_vec(canonical_request).map_err(|e| CallError::BadInput(e.to_string()))?;
+        let req = serde_json::to_vec(canonical_request)
+            .map_err(|e| CallError::BadInput(e.to_string()))?;
         self.build_request(&req, cfg)
     }
 
@@ -364,16 +434,28 @@ impl Plugin {
         let mut out = OwnedBytes::EMPTY;
         // SAFETY: both slices outlive the call; `out` is writable; the fn pointer is from a checked table of a
         // library that is never unloaded.
-        let status =
-            unsafe { (self.inner.vt.build_request)(ByteSlice::new(canonical_request), ByteSlice::new(cfg_json), &mut out) };
+        let status = unsafe {
+            (self.inner.vt.build_request)(
+                ByteSlice::new(canonical_request),
+                ByteSlice::new(cfg_json),
+                &mut out,
+            )
+        };
         let out = self.finish(status, out)?;
         let parts = frames::split(out.bytes()).filter(|p| p.len() == 2);
         let Some(parts) = parts else {
-            return Err(CallError::Contract("build_request must return 2 frames".to_owned()));
+            return Err(CallError::Contract(
+                "build_request must return 2 frames".to_owned(),
+            ));
         };
         let meta: RequestMeta = serde_json::from_slice(parts[0])
             .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
-        Ok(HttpRequest { method: meta.method, url: meta.url, headers: meta.headers, body: parts[1].to_vec() })
+        Ok(HttpRequest {
+            method: meta.method,
+            url: meta.url,
+            headers: meta.headers,
+            body: parts[1].to_vec(),
+        })
     }
 
     /// Parses a whole successful response into canonical `chat.completion` JSON plus its usage.
@@ -387,11 +469,18 @@ impl Plugin {
         let mut out = OwnedBytes::EMPTY;
         // SAFETY: as in build_request_with_config_json.
         let st = unsafe {
-            (self.inner.vt.parse_response)(status, ByteSlice::new(&headers), ByteSlice::new(body), &mut out)
+            (self.inner.vt.parse_response)(
+                status,
+                ByteSlice::new(&headers),
+                ByteSlice::new(body),
+                &mut out,
+            )
         };
         let out = self.finish(st, out)?;
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
-            return Err(CallError::Contract("parse_response must return 2 frames".to_owned()));
+            return Err(CallError::Contract(
+                "parse_response must return 2 frames".to_owned(),
+            ));
         };
         let meta: ResponseMeta = serde_json::from_slice(parts[0])
             .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
@@ -414,10 +503,16 @@ impl Plugin {
         let mut out = OwnedBytes::EMPTY;
         // SAFETY: as in build_request_with_config_json.
         let st = unsafe {
-            (self.inner.vt.classify_error)(status, ByteSlice::new(&headers), ByteSlice::new(body), &mut out)
+            (self.inner.vt.classify_error)(
+                status,
+                ByteSlice::new(&headers),
+                ByteSlice::new(body),
+                &mut out,
+            )
         };
         let out = self.finish(st, out)?;
-        serde_json::from_slice(out.bytes()).map_err(|e| CallError::Contract(format!("invalid error info: {e}")))
+        serde_json::from_slice(out.bytes())
+            .map_err(|e| CallError::Contract(format!("invalid error info: {e}")))
     }
 
     /// Starts parsing a stream.
@@ -428,16 +523,23 @@ impl Plugin {
         let st = unsafe { (self.inner.vt.stream_open)(&mut state, &mut out) };
         self.finish(st, out)?;
         if state.is_null() {
-            return Err(CallError::Contract("stream_open returned no state".to_owned()));
+            return Err(CallError::Contract(
+                "stream_open returned no state".to_owned(),
+            ));
         }
-        Ok(StreamState { ptr: state, owner: Arc::clone(&self.inner) })
+        Ok(StreamState {
+            ptr: state,
+            owner: Arc::clone(&self.inner),
+        })
     }
 
     fn check_owner(&self, state: &StreamState) -> Result<(), CallError> {
         if Arc::ptr_eq(&self.inner, &state.owner) {
             Ok(())
         } else {
-            Err(CallError::Contract("stream state belongs to another plugin".to_owned()))
+            Err(CallError::Contract(
+                "stream state belongs to another plugin".to_owned(),
+            ))
         }
     }
 
@@ -454,15 +556,26 @@ impl Plugin {
         // SAFETY: the state is live and owned by this plugin (checked above), used by one thread at a time
         // (`&mut`); the slices outlive the call.
         let st = unsafe {
-            (self.inner.vt.stream_event)(state.ptr, ByteSlice::new(event), ByteSlice::new(data), &mut out)
+            (self.inner.vt.stream_event)(
+                state.ptr,
+                ByteSlice::new(event),
+                ByteSlice::new(data),
+                &mut out,
+            )
         };
         let out = self.finish(st, out)?;
         let Some(parts) = frames::split(out.bytes()).filter(|p| !p.is_empty()) else {
-            return Err(CallError::Contract("stream_event must return at least 1 frame".to_owned()));
+            return Err(CallError::Contract(
+                "stream_event must return at least 1 frame".to_owned(),
+            ));
         };
-        let meta: StepMeta =
-            serde_json::from_slice(parts[0]).map_err(|e| CallError::Contract(format!("invalid step meta: {e}")))?;
-        Ok(StreamStep { chunks: parts[1..].iter().map(|c| c.to_vec()).collect(), usage: meta.usage, done: meta.done })
+        let meta: StepMeta = serde_json::from_slice(parts[0])
+            .map_err(|e| CallError::Contract(format!("invalid step meta: {e}")))?;
+        Ok(StreamStep {
+            chunks: parts[1..].iter().map(|c| c.to_vec()).collect(),
+            usage: meta.usage,
+            done: meta.done,
+        })
     }
 
     /// The connection closed: reports whether the stream had ended cleanly, and frees the state.
@@ -472,14 +585,19 @@ impl Plugin {
         // SAFETY: as in stream_event; `state` is consumed, and freed by its Drop after this call.
         let st = unsafe { (self.inner.vt.stream_close)(state.ptr, &mut out) };
         let out = self.finish(st, out)?;
-        serde_json::from_slice(out.bytes()).map_err(|e| CallError::Contract(format!("invalid stream end: {e}")))
+        serde_json::from_slice(out.bytes())
+            .map_err(|e| CallError::Contract(format!("invalid stream end: {e}")))
     }
 
     /// Exercises every entry point on canned input and checks the answers are well formed: a request is
     /// built (valid JSON body, the test key placed somewhere), 429 and 500 classify as rate_limited and
     /// server, garbage is refused without a crash, and a stream closed before any event is cut.
     pub fn self_test(&self) -> Result<SelfTestReport, SelfTestError> {
-        let fail = |check: &'static str, detail: String| SelfTestError { path: self.inner.path.clone(), check, detail };
+        let fail = |check: &'static str, detail: String| SelfTestError {
+            path: self.inner.path.clone(),
+            check,
+            detail,
+        };
         let mut checks = Vec::new();
 
         let cfg = DeploymentConfig {
@@ -489,20 +607,36 @@ impl Plugin {
             extra_headers: vec![("x-stilts-self-test".to_owned(), "1".to_owned())],
             options: Default::default(),
         };
-        for (label, req) in [("build_request", SELF_TEST_REQUEST), ("build_request (stream)", SELF_TEST_STREAM_REQUEST)] {
-            let http = self.build_request(req.as_bytes(), &cfg).map_err(|e| fail("build_request", e.to_string()))?;
+        for (label, req) in [
+            ("build_request", SELF_TEST_REQUEST),
+            ("build_request (stream)", SELF_TEST_STREAM_REQUEST),
+        ] {
+            let http = self
+                .build_request(req.as_bytes(), &cfg)
+                .map_err(|e| fail("build_request", e.to_string()))?;
             if http.method.is_empty() || http.url.is_empty() {
                 return Err(fail("build_request", "empty method or url".to_owned()));
             }
             if serde_json::from_slice::<serde_json::Value>(&http.body).is_err() {
                 return Err(fail("build_request", "the body is not JSON".to_owned()));
             }
-            let key_placed = http.headers.iter().any(|(_, v)| v.contains(SELF_TEST_KEY)) || http.url.contains(SELF_TEST_KEY);
+            let key_placed = http.headers.iter().any(|(_, v)| v.contains(SELF_TEST_KEY))
+                || http.url.contains(SELF_TEST_KEY);
             if !key_placed {
-                return Err(fail("build_request", "the API key was not placed in a header".to_owned()));
+                return Err(fail(
+                    "build_request",
+                    "the API key was not placed in a header".to_owned(),
+                ));
             }
-            if !http.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("x-stilts-self-test") && v == "1") {
-                return Err(fail("build_request", "extra_headers were not added".to_owned()));
+            if !http
+                .headers
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case("x-stilts-self-test") && v == "1")
+            {
+                return Err(fail(
+                    "build_request",
+                    "extra_headers were not added".to_owned(),
+                ));
             }
             checks.push(format!("{label}: {} {}", http.method, http.url));
         }
@@ -511,29 +645,64 @@ impl Plugin {
             .classify_error(429, &[("retry-after".to_owned(), "2".to_owned())], b"{}")
             .map_err(|e| fail("classify_error", e.to_string()))?;
         if limited.class != ErrorClass::RateLimited {
-            return Err(fail("classify_error", format!("429 classified as {}", limited.class)));
+            return Err(fail(
+                "classify_error",
+                format!("429 classified as {}", limited.class),
+            ));
         }
-        let server = self.classify_error(500, &[], b"<html>oops</html>").map_err(|e| fail("classify_error", e.to_string()))?;
+        let server = self
+            .classify_error(500, &[], b"<html>oops</html>")
+            .map_err(|e| fail("classify_error", e.to_string()))?;
         if server.class != ErrorClass::Server {
-            return Err(fail("classify_error", format!("500 classified as {}", server.class)));
+            return Err(fail(
+                "classify_error",
+                format!("500 classified as {}", server.class),
+            ));
         }
-        checks.push(format!("classify_error: 429 -> {}, 500 -> {}", limited.class, server.class));
+        checks.push(format!(
+            "classify_error: 429 -> {}, 500 -> {}",
+            limited.class, server.class
+        ));
 
         match self.parse_response(200, &[], b"\xff not json") {
-            Err(CallError::BadInput(_) | CallError::Upstream(_)) => checks.push("parse_response: garbage refused".to_owned()),
-            other => return Err(fail("parse_response", format!("garbage body gave {other:?}"))),
+            Err(CallError::BadInput(_) | CallError::Upstream(_)) => {
+                checks.push("parse_response: garbage refused".to_owned())
+            }
+            other => {
+                return Err(fail(
+                    "parse_response",
+                    format!("garbage body gave {other:?}"),
+                ));
+            }
         }
 
         if self.inner.info.capabilities.streaming {
-            let st = self.stream_open().map_err(|e| fail("stream_open", e.to_string()))?;
+            let st = self
+                .stream_open()
+                .map_err(|e| fail("stream_open", e.to_string()))?;
             match self.stream_close(st) {
                 Ok(StreamEnd::Cut { .. }) => {}
-                other => return Err(fail("stream_close", format!("an empty stream must be cut, got {other:?}"))),
+                other => {
+                    return Err(fail(
+                        "stream_close",
+                        format!("an empty stream must be cut, got {other:?}"),
+                    ));
+                }
             }
-            let mut st = self.stream_open().map_err(|e| fail("stream_open", e.to_string()))?;
+            let mut st = self
+                .stream_open()
+                .map_err(|e| fail("stream_open", e.to_string()))?;
             match self.stream_event(&mut st, None, b"\xff{not json") {
-                Ok(StreamStep { done: Some(StreamEnd::Cut { .. } | StreamEnd::Error { .. }), .. }) => {}
-                other => return Err(fail("stream_event", format!("invalid data must cut the stream, got {other:?}"))),
+                Ok(StreamStep {
+                    done: Some(StreamEnd::Cut { .. } | StreamEnd::Error { .. }),
+                    ..
+                }) => {}
+                other => {
+                    return Err(fail(
+                        "stream_event",
+                        format!("invalid data must cut the stream, got {other:?}"),
+                    ));
+                }
             }
             checks.push("stream: empty stream is cut, invalid data cuts".to_owned());
         }
@@ -572,7 +741,8 @@ pub fn encode_config(cfg: &DeploymentConfig) -> Result<Vec<u8>, CallError> {
 }
 
 fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, CallError> {
-    frames::encode_headers(headers).ok_or_else(|| CallError::BadInput("a header is larger than 4 GiB".to_owned()))
+    frames::encode_headers(headers)
+        .ok_or_else(|| CallError::BadInput("a header is larger than 4 GiB".to_owned()))
 }
 
 /// An error and its sources on one line (libloading puts the loader's own message in the source).
@@ -599,14 +769,26 @@ fn status_name(s: Status) -> String {
 }
 
 fn validate_info(info: &PluginInfo, header_major: u16) -> Result<(), String> {
-    if info.name.is_empty() || info.name.len() > 64 || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(format!("name {:?} must be 1-64 characters of [A-Za-z0-9._-]", info.name));
+    if info.name.is_empty()
+        || info.name.len() > 64
+        || !info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "name {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+            info.name
+        ));
     }
     if info.version.is_empty() {
         return Err("empty version".to_owned());
     }
     if info.abi_major != header_major {
-        return Err(format!("describe says ABI major {} but the table header says {header_major}", info.abi_major));
+        return Err(format!(
+            "describe says ABI major {} but the table header says {header_major}",
+            info.abi_major
+        ));
     }
     Ok(())
 }
@@ -617,7 +799,9 @@ fn other_major_hint(lib: &libloading::Library) -> String {
         let name = format!("stilts_plugin_entry_v{major}\0");
         // SAFETY: only checks that the symbol exists; it is never called and its type is irrelevant.
         if unsafe { lib.get::<*const c_void>(name.as_bytes()) }.is_ok() {
-            return format!(" (it exports `stilts_plugin_entry_v{major}`: built for ABI major {major})");
+            return format!(
+                " (it exports `stilts_plugin_entry_v{major}`: built for ABI major {major})"
+            );
         }
     }
     String::new()
@@ -643,7 +827,9 @@ impl Drop for StreamState {
 
 impl std::fmt::Debug for StreamState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamState").field("plugin", &self.owner.info.name).finish()
+        f.debug_struct("StreamState")
+            .field("plugin", &self.owner.info.name)
+            .finish()
     }
 }
 

@@ -26,6 +26,6 @@ pub mod types;
 
 pub use sdk::{PluginError, Translator};
 pub use types::{
-    ApiKey, Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginInfo,
-    StreamEnd, StreamStep,
+    ApiKey, Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse,
+    PluginInfo, StreamEnd, StreamStep,
 };

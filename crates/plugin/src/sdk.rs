@@ -11,7 +11,9 @@
 //! ignored, a closed stream reports how it ended).
 
 use crate::canonical::{ChatChunk, ChatRequest, ChatResponse};
-use crate::types::{Capabilities, DeploymentConfig, ErrorInfo, HttpRequest, ParsedResponse, StreamEnd, StreamStep};
+use crate::types::{
+    Capabilities, DeploymentConfig, ErrorInfo, HttpRequest, ParsedResponse, StreamEnd, StreamStep,
+};
 
 /// Why a plugin call produced no result.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +53,11 @@ pub trait Translator: Send + Sync + 'static {
 
     /// Builds the upstream request for `req` (canonical) on deployment `cfg`. Puts the API key where the
     /// vendor expects it and appends `cfg.extra_headers`.
-    fn build_request(&self, req: &ChatRequest, cfg: &DeploymentConfig) -> Result<HttpRequest, PluginError>;
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, PluginError>;
 
     /// Parses a whole successful (2xx) response body into a canonical `chat.completion`.
     fn parse_response(
@@ -70,7 +76,12 @@ pub trait Translator: Send + Sync + 'static {
     /// Parses one SSE event (`event` is its `event:` name, if any; `data` its joined `data:` lines).
     /// Ignore unknown event types; report data that cannot be parsed as `done: Some(StreamEnd::Cut{..})`,
     /// never drop it silently.
-    fn stream_event(&self, state: &mut Self::Stream, event: Option<&str>, data: &[u8]) -> StreamStep;
+    fn stream_event(
+        &self,
+        state: &mut Self::Stream,
+        event: Option<&str>,
+        data: &[u8],
+    ) -> StreamStep;
 
     /// The connection closed (no more events): say whether the stream had ended cleanly.
     fn stream_close(&self, state: &mut Self::Stream) -> StreamEnd;
@@ -92,12 +103,18 @@ impl ParsedResponse {
 impl StreamStep {
     /// A step that only ends the stream.
     pub fn end(end: StreamEnd) -> Self {
-        StreamStep { chunks: Vec::new(), usage: None, done: Some(end) }
+        StreamStep {
+            chunks: Vec::new(),
+            usage: None,
+            done: Some(end),
+        }
     }
 
     /// A step that ends the stream as cut, with a reason for the log.
     pub fn cut(reason: impl Into<String>) -> Self {
-        Self::end(StreamEnd::Cut { reason: reason.into() })
+        Self::end(StreamEnd::Cut {
+            reason: reason.into(),
+        })
     }
 
     /// Appends a canonical chunk.
@@ -105,7 +122,11 @@ impl StreamStep {
         match serde_json::to_vec(chunk) {
             Ok(bytes) => self.chunks.push(bytes),
             // Serialising these plain types cannot fail; if it ever did, the text must not vanish silently.
-            Err(e) => self.done = Some(StreamEnd::Cut { reason: format!("cannot encode chunk: {e}") }),
+            Err(e) => {
+                self.done = Some(StreamEnd::Cut {
+                    reason: format!("cannot encode chunk: {e}"),
+                })
+            }
         }
     }
 }
@@ -121,7 +142,10 @@ pub struct StreamDriver<'t, T: Translator> {
 impl<'t, T: Translator> StreamDriver<'t, T> {
     /// Opens a stream.
     pub fn new(translator: &'t T) -> Self {
-        StreamDriver { translator, state: StreamSlot::new(translator.stream_open()) }
+        StreamDriver {
+            translator,
+            state: StreamSlot::new(translator.stream_open()),
+        }
     }
 
     /// Feeds one event.
@@ -146,7 +170,12 @@ impl<S> StreamSlot<S> {
         StreamSlot { inner, done: None }
     }
 
-    pub(crate) fn event<T: Translator<Stream = S>>(&mut self, t: &T, event: Option<&str>, data: &[u8]) -> StreamStep {
+    pub(crate) fn event<T: Translator<Stream = S>>(
+        &mut self,
+        t: &T,
+        event: Option<&str>,
+        data: &[u8],
+    ) -> StreamStep {
         if let Some(done) = &self.done {
             return StreamStep::end(done.clone());
         }
@@ -212,7 +241,9 @@ pub mod __ffi {
     use super::{PluginError, StreamSlot, Translator};
     use crate::abi::{self, ByteSlice, OwnedBytes, PluginTableV1, Status, frames};
     use crate::canonical::ChatRequest;
-    use crate::types::{DeploymentConfig, PluginInfo, RequestMeta, ResponseMeta, StepMeta, StreamEnd, StreamStep};
+    use crate::types::{
+        DeploymentConfig, PluginInfo, RequestMeta, ResponseMeta, StepMeta, StreamEnd, StreamStep,
+    };
 
     /// Implemented by `export_plugin!` for the exported type.
     pub trait Exported: Translator + Sized {
@@ -276,7 +307,10 @@ pub mod __ffi {
     fn json<T: serde::Serialize>(v: &T) -> Outcome {
         match serde_json::to_vec(v) {
             Ok(b) => (Status::OK, b),
-            Err(e) => (Status::INTERNAL, format!("cannot encode output: {e}").into_bytes()),
+            Err(e) => (
+                Status::INTERNAL,
+                format!("cannot encode output: {e}").into_bytes(),
+            ),
         }
     }
 
@@ -301,7 +335,10 @@ pub mod __ffi {
     }
 
     fn encode_step(step: &StreamStep) -> Outcome {
-        let meta = StepMeta { usage: step.usage.clone(), done: step.done.clone() };
+        let meta = StepMeta {
+            usage: step.usage.clone(),
+            done: step.done.clone(),
+        };
         let meta = match serde_json::to_vec(&meta) {
             Ok(m) => m,
             Err(e) => return (Status::INTERNAL, e.to_string().into_bytes()),
@@ -339,25 +376,42 @@ pub mod __ffi {
     }
 
     /// See [`PluginTableV1::build_request`].
-    pub unsafe extern "C" fn build_request<T: Exported>(req: ByteSlice, cfg: ByteSlice, out: *mut OwnedBytes) -> Status {
+    pub unsafe extern "C" fn build_request<T: Exported>(
+        req: ByteSlice,
+        cfg: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status {
         guard(out, || {
             // SAFETY: the host lends both slices for the duration of this call (ABI contract).
             let (req, cfg) = unsafe { (req.as_slice(), cfg.as_slice()) };
             let req: ChatRequest = match serde_json::from_slice(req) {
                 Ok(r) => r,
-                Err(e) => return (Status::BAD_INPUT, format!("invalid canonical request: {e}").into_bytes()),
+                Err(e) => {
+                    return (
+                        Status::BAD_INPUT,
+                        format!("invalid canonical request: {e}").into_bytes(),
+                    );
+                }
             };
             let cfg: DeploymentConfig = match serde_json::from_slice(cfg) {
                 // The message names the position only: the config holds the API key.
                 Err(e) => {
-                    let msg = format!("invalid deployment config at line {} column {}", e.line(), e.column());
+                    let msg = format!(
+                        "invalid deployment config at line {} column {}",
+                        e.line(),
+                        e.column()
+                    );
                     return (Status::BAD_INPUT, msg.into_bytes());
                 }
                 Ok(c) => c,
             };
             match T::instance().build_request(&req, &cfg) {
                 Ok(http) => {
-                    let meta = RequestMeta { method: http.method, url: http.url, headers: http.headers };
+                    let meta = RequestMeta {
+                        method: http.method,
+                        url: http.url,
+                        headers: http.headers,
+                    };
                     match serde_json::to_vec(&meta) {
                         Ok(m) => frames_of(&[&m, &http.body]),
                         Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
@@ -383,7 +437,11 @@ pub mod __ffi {
             };
             match T::instance().parse_response(status, &headers, body) {
                 Ok(p) => {
-                    let meta = ResponseMeta { usage: p.usage, model: p.model, finish_reason: p.finish_reason };
+                    let meta = ResponseMeta {
+                        usage: p.usage,
+                        model: p.model,
+                        finish_reason: p.finish_reason,
+                    };
                     match serde_json::to_vec(&meta) {
                         Ok(m) => frames_of(&[&m, &p.body]),
                         Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
@@ -412,7 +470,10 @@ pub mod __ffi {
     }
 
     /// See [`PluginTableV1::stream_open`].
-    pub unsafe extern "C" fn stream_open<T: Exported>(state: *mut *mut c_void, out: *mut OwnedBytes) -> Status {
+    pub unsafe extern "C" fn stream_open<T: Exported>(
+        state: *mut *mut c_void,
+        out: *mut OwnedBytes,
+    ) -> Status {
         if state.is_null() {
             return Status::INTERNAL;
         }
@@ -439,20 +500,29 @@ pub mod __ffi {
             // SAFETY: the host lends both slices for this call; `state` came from stream_open::<T> of this
             // library, is not freed yet, and is used by one thread at a time (ABI contract).
             let (event, data, slot) = unsafe { (event.as_slice(), data.as_slice(), &mut *slot) };
-            let name = if event.is_empty() { None } else { Some(String::from_utf8_lossy(event)) };
+            let name = if event.is_empty() {
+                None
+            } else {
+                Some(String::from_utf8_lossy(event))
+            };
             let step = slot.event(T::instance(), name.as_deref(), data);
             encode_step(&step)
         });
         if status == Status::PANICKED {
             // SAFETY: as above; the closure's borrow has ended.
             let slot = unsafe { &mut *slot };
-            slot.mark(StreamEnd::Cut { reason: "the plugin panicked while parsing an event".to_owned() });
+            slot.mark(StreamEnd::Cut {
+                reason: "the plugin panicked while parsing an event".to_owned(),
+            });
         }
         status
     }
 
     /// See [`PluginTableV1::stream_close`].
-    pub unsafe extern "C" fn stream_close<T: Exported>(state: *mut c_void, out: *mut OwnedBytes) -> Status {
+    pub unsafe extern "C" fn stream_close<T: Exported>(
+        state: *mut c_void,
+        out: *mut OwnedBytes,
+    ) -> Status {
         if state.is_null() {
             return Status::INTERNAL;
         }

@@ -46,7 +46,14 @@ impl SseFramer {
 
     /// A framer refusing lines longer than `max_line_bytes`.
     pub fn new(max_line_bytes: usize) -> Self {
-        SseFramer { line: Vec::new(), skip_lf: false, event: None, data: Vec::new(), has_data: false, max_line_bytes }
+        SseFramer {
+            line: Vec::new(),
+            skip_lf: false,
+            event: None,
+            data: Vec::new(),
+            has_data: false,
+            max_line_bytes,
+        }
     }
 
     /// The line limit.
@@ -99,7 +106,9 @@ impl SseFramer {
     fn extend_line(&mut self, part: &[u8]) -> Result<(), LineTooLong> {
         if self.line.len() + part.len() > self.max_line_bytes {
             self.line.clear();
-            return Err(LineTooLong { limit: self.max_line_bytes });
+            return Err(LineTooLong {
+                limit: self.max_line_bytes,
+            });
         }
         self.line.extend_from_slice(part);
         Ok(())
@@ -112,7 +121,10 @@ impl SseFramer {
                 return None;
             }
             self.has_data = false;
-            return Some(SseEvent { event: self.event.take(), data: std::mem::take(&mut self.data) });
+            return Some(SseEvent {
+                event: self.event.take(),
+                data: std::mem::take(&mut self.data),
+            });
         }
         if line[0] == b':' {
             return None;

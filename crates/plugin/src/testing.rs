@@ -43,7 +43,9 @@ pub fn run_transcript<T: Translator>(translator: &T, sse: &[u8]) -> Transcript {
                 tool_calls: Vec::new(),
                 finish_reason: None,
                 usage: None,
-                end: StreamEnd::Cut { reason: e.to_string() },
+                end: StreamEnd::Cut {
+                    reason: e.to_string(),
+                },
                 ended_at_event: None,
                 events: 0,
             };
@@ -56,7 +58,11 @@ pub fn run_transcript<T: Translator>(translator: &T, sse: &[u8]) -> Transcript {
     let mut ended_at_event = None;
     for (i, ev) in events.iter().enumerate() {
         let step = driver.event(ev.event.as_deref(), &ev.data);
-        chunks.extend(step.chunks.iter().map(|c| serde_json::from_slice(c).unwrap_or(Value::Null)));
+        chunks.extend(
+            step.chunks
+                .iter()
+                .map(|c| serde_json::from_slice(c).unwrap_or(Value::Null)),
+        );
         if step.usage.is_some() {
             usage = step.usage;
         }
@@ -71,7 +77,16 @@ pub fn run_transcript<T: Translator>(translator: &T, sse: &[u8]) -> Transcript {
         None => driver.close(),
     };
     let (text, tool_calls, finish_reason) = assemble(&chunks);
-    Transcript { chunks, text, tool_calls, finish_reason, usage, end, ended_at_event, events: events.len() }
+    Transcript {
+        chunks,
+        text,
+        tool_calls,
+        finish_reason,
+        usage,
+        end,
+        ended_at_event,
+        events: events.len(),
+    }
 }
 
 /// Joins canonical chunks into (text, tool calls, last finish reason).
@@ -80,21 +95,33 @@ pub fn assemble(chunks: &[Value]) -> (String, Vec<ToolCall>, Option<String>) {
     let mut calls: Vec<ToolCall> = Vec::new();
     let mut finish = None;
     for c in chunks {
-        let Some(choice) = c.get("choices").and_then(|cs| cs.get(0)) else { continue };
+        let Some(choice) = c.get("choices").and_then(|cs| cs.get(0)) else {
+            continue;
+        };
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
             finish = Some(f.to_owned());
         }
-        let Some(delta) = choice.get("delta") else { continue };
+        let Some(delta) = choice.get("delta") else {
+            continue;
+        };
         if let Some(t) = delta.get("content").and_then(Value::as_str) {
             text.push_str(t);
         }
-        for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        for tc in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
             while calls.len() <= index {
                 calls.push(ToolCall {
                     id: String::new(),
                     kind: "function".to_owned(),
-                    function: FunctionCall { name: String::new(), arguments: String::new() },
+                    function: FunctionCall {
+                        name: String::new(),
+                        arguments: String::new(),
+                    },
                 });
             }
             let call = &mut calls[index];

@@ -59,13 +59,23 @@ pub struct DeploymentConfig {
 impl DeploymentConfig {
     /// The base URL without a trailing slash, or `default` when none is configured.
     pub fn base_url_or<'a>(&'a self, default: &'a str) -> &'a str {
-        let b = if self.base_url.is_empty() { default } else { self.base_url.as_str() };
+        let b = if self.base_url.is_empty() {
+            default
+        } else {
+            self.base_url.as_str()
+        };
         b.trim_end_matches('/')
     }
 }
 
 /// Header names whose values are secrets (compared case-insensitively); redacted in `Debug`.
-pub const SECRET_HEADERS: &[&str] = &["authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization"];
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "proxy-authorization",
+];
 
 /// The upstream HTTP request a plugin built. The host sends it as is.
 #[derive(Clone, PartialEq, Eq)]
@@ -104,7 +114,10 @@ impl fmt::Debug for HttpRequest {
 fn redact_url(url: &str) -> String {
     match url.split_once('?') {
         Some((base, query)) if query.split('&').any(|p| p.starts_with("key=")) => {
-            let q: Vec<&str> = query.split('&').map(|p| if p.starts_with("key=") { "key=***" } else { p }).collect();
+            let q: Vec<&str> = query
+                .split('&')
+                .map(|p| if p.starts_with("key=") { "key=***" } else { p })
+                .collect();
             format!("{base}?{}", q.join("&"))
         }
         _ => url.to_owned(),
@@ -210,7 +223,12 @@ pub struct ErrorInfo {
 impl ErrorInfo {
     /// An error with a class and a message only.
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        ErrorInfo { class, retry_after_ms: None, provider_code: None, message: message.into() }
+        ErrorInfo {
+            class,
+            retry_after_ms: None,
+            provider_code: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -319,7 +337,10 @@ pub struct StepMeta {
 pub mod http {
     /// The first value of header `name` (case-insensitive).
     pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
     }
 
     /// The wait the server asked for: `retry-after-ms` (milliseconds), else `retry-after` in seconds
@@ -338,7 +359,11 @@ pub mod http {
         let v = v.trim();
         let v = v.strip_suffix('s').unwrap_or(v);
         let secs: f64 = v.parse().ok()?;
-        if secs.is_finite() && (0.0..=1.0e9).contains(&secs) { Some((secs * 1000.0).round() as u64) } else { None }
+        if secs.is_finite() && (0.0..=1.0e9).contains(&secs) {
+            Some((secs * 1000.0).round() as u64)
+        } else {
+            None
+        }
     }
 }
 
@@ -358,7 +383,10 @@ mod tests {
         let req = HttpRequest {
             method: "POST".into(),
             url: "https://x/v1?alt=sse&key=SECRET".into(),
-            headers: vec![("Authorization".into(), "Bearer SECRET".into()), ("x-goog-api-key".into(), "SECRET".into())],
+            headers: vec![
+                ("Authorization".into(), "Bearer SECRET".into()),
+                ("x-goog-api-key".into(), "SECRET".into()),
+            ],
             body: b"{}".to_vec(),
         };
         let dbg = format!("{req:?}");
@@ -371,7 +399,16 @@ mod tests {
         let names: Vec<&str> = ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             names,
-            ["rate_limited", "server", "timeout", "context_length", "content_filter", "auth", "quota", "bad_request"]
+            [
+                "rate_limited",
+                "server",
+                "timeout",
+                "context_length",
+                "content_filter",
+                "auth",
+                "quota",
+                "bad_request"
+            ]
         );
         for c in ErrorClass::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
@@ -384,7 +421,10 @@ mod tests {
         let h = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
         assert_eq!(http::retry_after_ms(&h("Retry-After", "2")), Some(2000));
         assert_eq!(http::retry_after_ms(&h("retry-after-ms", "150")), Some(150));
-        assert_eq!(http::retry_after_ms(&h("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            http::retry_after_ms(&h("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
         assert_eq!(http::parse_seconds_ms("3.700s"), Some(3700));
         assert_eq!(http::parse_seconds_ms("-1"), None);
     }

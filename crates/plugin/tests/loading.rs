@@ -14,7 +14,14 @@ use stilts_plugin::sse::SseFramer;
 use stilts_plugin::{ApiKey, DeploymentConfig, ErrorClass, StreamEnd};
 
 fn fixture(plugin: &str, name: &str) -> Vec<u8> {
-    std::fs::read(common::workspace_root().join("plugins").join(plugin).join("tests/fixtures").join(name)).unwrap()
+    std::fs::read(
+        common::workspace_root()
+            .join("plugins")
+            .join(plugin)
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// Copies a library to a fresh file name (dlopen returns an already loaded object for a known name),
@@ -22,7 +29,11 @@ fn fixture(plugin: &str, name: &str) -> Vec<u8> {
 fn load_copy(lib: &Path, label: &str) -> (PathBuf, Result<Plugin, LoadError>) {
     let dir = common::target_dir().join("plugin-fixtures").join("loaded");
     std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join(format!("lib{label}-{}{}", std::process::id(), std::env::consts::DLL_SUFFIX));
+    let copy = dir.join(format!(
+        "lib{label}-{}{}",
+        std::process::id(),
+        std::env::consts::DLL_SUFFIX
+    ));
     std::fs::copy(lib, &copy).unwrap();
     let result = Plugin::load(&copy);
     let _ = std::fs::remove_file(&copy);
@@ -34,12 +45,16 @@ fn bad_plugin(features: &str, extra: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad-plugin");
-    let plugin_path = Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().unwrap();
+    let plugin_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap();
     let manifest = std::fs::read_to_string(src.join("Cargo.toml"))
         .unwrap()
         .replace("STILTS_PLUGIN_PATH", plugin_path.to_str().unwrap());
     let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
-    let dir = common::target_dir().join("plugin-fixtures").join("bad-plugin-src");
+    let dir = common::target_dir()
+        .join("plugin-fixtures")
+        .join("bad-plugin-src");
     let mut args = Vec::new();
     if !features.is_empty() {
         args.extend(["--features", features]);
@@ -54,7 +69,11 @@ fn bad_plugin(features: &str, extra: &[&str]) -> PathBuf {
     // Keep a per-variant copy: the next variant's build overwrites the same output file.
     let keep = common::target_dir().join("plugin-fixtures").join(format!(
         "bad-{}{}",
-        if features.is_empty() { "valid" } else { features },
+        if features.is_empty() {
+            "valid"
+        } else {
+            features
+        },
         if extra.is_empty() { "" } else { "-abort" }
     ));
     std::fs::copy(&built, &keep).unwrap();
@@ -68,7 +87,10 @@ fn refused(features: &str, extra: &[&str]) -> (PathBuf, LoadError) {
         Ok(p) => panic!("{features}: loaded {p:?}"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains(path.to_str().unwrap()), "{features}: the error must name the file: {msg}");
+            assert!(
+                msg.contains(path.to_str().unwrap()),
+                "{features}: the error must name the file: {msg}"
+            );
             (path, e)
         }
     }
@@ -113,34 +135,73 @@ fn calls_cross_the_abi_intact() {
     let req = json!({"model":"r","messages":[{"role":"system","content":"Be brief. ünïcode ✓"},{"role":"user","content":"Hi"}],"max_tokens":5});
     let http = plugin.build_request_value(&req, &cfg()).unwrap();
     assert_eq!(http.url, "https://api.anthropic.com/v1/messages");
-    assert!(http.headers.contains(&("x-api-key".into(), "sk-real-secret".into())));
-    assert!(!format!("{http:?}").contains("sk-real-secret"), "Debug redacts the key");
+    assert!(
+        http.headers
+            .contains(&("x-api-key".into(), "sk-real-secret".into()))
+    );
+    assert!(
+        !format!("{http:?}").contains("sk-real-secret"),
+        "Debug redacts the key"
+    );
     let body: Value = serde_json::from_slice(&http.body).unwrap();
     assert_eq!(body["system"], "Be brief. ünïcode ✓");
     assert_eq!(body["model"], "upstream-model");
 
-    let parsed = plugin.parse_response(200, &[], &fixture("anthropic", "response_basic.json")).unwrap();
+    let parsed = plugin
+        .parse_response(200, &[], &fixture("anthropic", "response_basic.json"))
+        .unwrap();
     assert_eq!(parsed.usage.unwrap().completion_tokens, 503);
     let canonical: Value = serde_json::from_slice(&parsed.body).unwrap();
-    assert_eq!(canonical["choices"][0]["message"]["content"], "Hi! My name is Claude.");
+    assert_eq!(
+        canonical["choices"][0]["message"]["content"],
+        "Hi! My name is Claude."
+    );
 
     let info = plugin
-        .classify_error(429, &[("retry-after".into(), "30".into())], br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#)
+        .classify_error(
+            429,
+            &[("retry-after".into(), "30".into())],
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+        )
         .unwrap();
-    assert_eq!((info.class, info.retry_after_ms), (ErrorClass::RateLimited, Some(30_000)));
+    assert_eq!(
+        (info.class, info.retry_after_ms),
+        (ErrorClass::RateLimited, Some(30_000))
+    );
 
     // An error inside a 200 crosses as CallError::Upstream; garbage as BadInput.
-    let overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-    assert!(matches!(plugin.parse_response(200, &[], overloaded), Err(CallError::Upstream(e)) if e.class == ErrorClass::RateLimited));
-    assert!(matches!(plugin.build_request(b"{not json", &cfg()), Err(CallError::BadInput(_))));
+    let overloaded =
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    assert!(
+        matches!(plugin.parse_response(200, &[], overloaded), Err(CallError::Upstream(e)) if e.class == ErrorClass::RateLimited)
+    );
+    assert!(matches!(
+        plugin.build_request(b"{not json", &cfg()),
+        Err(CallError::BadInput(_))
+    ));
 }
 
 #[test]
 fn streams_cross_the_abi_with_the_host_framing() {
     for (plugin_name, pkg, file, text) in [
-        ("openai", "stilts-plugin-openai", "stream_basic.sse", "Hello! How can I help?"),
-        ("anthropic", "stilts-plugin-anthropic", "stream_tool_use.sse", "Okay, let's check the weather for San Francisco, CA:"),
-        ("gemini", "stilts-plugin-gemini", "stream_basic.sse", "The old lighthouse keeper, Silas, had seen many storms."),
+        (
+            "openai",
+            "stilts-plugin-openai",
+            "stream_basic.sse",
+            "Hello! How can I help?",
+        ),
+        (
+            "anthropic",
+            "stilts-plugin-anthropic",
+            "stream_tool_use.sse",
+            "Okay, let's check the weather for San Francisco, CA:",
+        ),
+        (
+            "gemini",
+            "stilts-plugin-gemini",
+            "stream_basic.sse",
+            "The old lighthouse keeper, Silas, had seen many storms.",
+        ),
     ] {
         let plugin = Plugin::load(common::workspace_plugin(pkg, false)).unwrap();
         let bytes = fixture(plugin_name, file);
@@ -151,7 +212,9 @@ fn streams_cross_the_abi_with_the_host_framing() {
         // Feed in awkward 7-byte reads, as a socket would.
         'outer: for piece in bytes.chunks(7) {
             for ev in framer.push(piece).unwrap() {
-                let step = plugin.stream_event(&mut state, ev.event.as_deref(), &ev.data).unwrap();
+                let step = plugin
+                    .stream_event(&mut state, ev.event.as_deref(), &ev.data)
+                    .unwrap();
                 chunks.extend(step.chunks);
                 if step.done.is_some() {
                     end = step.done;
@@ -164,7 +227,10 @@ fn streams_cross_the_abi_with_the_host_framing() {
             None => plugin.stream_close(state).unwrap(),
         };
         assert_eq!(end, StreamEnd::Clean, "{plugin_name}");
-        let values: Vec<Value> = chunks.iter().map(|c| serde_json::from_slice(c).unwrap()).collect();
+        let values: Vec<Value> = chunks
+            .iter()
+            .map(|c| serde_json::from_slice(c).unwrap())
+            .collect();
         let (got, _, _) = stilts_plugin::testing::assemble(&values);
         assert_eq!(got, text, "{plugin_name}");
     }
@@ -197,7 +263,10 @@ fn a_stream_state_moves_across_threads_and_plugins_are_shared() {
     // A state from another plugin is refused, not misused.
     let other = Plugin::load(common::workspace_plugin("stilts-plugin-gemini", false)).unwrap();
     let mut foreign = other.stream_open().unwrap();
-    assert!(matches!(plugin.stream_event(&mut foreign, None, b"{}"), Err(CallError::Contract(_))));
+    assert!(matches!(
+        plugin.stream_event(&mut foreign, None, b"{}"),
+        Err(CallError::Contract(_))
+    ));
 }
 
 #[test]
@@ -211,7 +280,9 @@ fn a_missing_file_is_refused() {
 #[test]
 fn a_text_file_named_so_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("libfake{}", std::env::consts::DLL_SUFFIX));
+    let path = dir
+        .path()
+        .join(format!("libfake{}", std::env::consts::DLL_SUFFIX));
     std::fs::write(&path, "this is not a shared library\n").unwrap();
     let err = Plugin::load(&path).unwrap_err();
     assert!(matches!(err, LoadError::NotALibrary { .. }), "{err}");
@@ -220,11 +291,19 @@ fn a_text_file_named_so_is_refused() {
 
 fn system_library() -> PathBuf {
     let names = ["libm.so.6", "libc.so.6", "libz.so.1", "libSystem.B.dylib"];
-    let mut dirs: Vec<PathBuf> = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut dirs: Vec<PathBuf> = [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/aarch64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     for base in ["/lib", "/usr/lib"] {
         if let Ok(rd) = std::fs::read_dir(base) {
             dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
@@ -247,7 +326,10 @@ fn a_system_library_that_is_not_a_plugin_is_refused() {
     let err = Plugin::load(&path).unwrap_err();
     assert!(matches!(err, LoadError::MissingEntrySymbol { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(path.to_str().unwrap()) && msg.contains("stilts_plugin_entry_v1"), "{msg}");
+    assert!(
+        msg.contains(path.to_str().unwrap()) && msg.contains("stilts_plugin_entry_v1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -262,7 +344,17 @@ fn the_fixture_plugin_without_faults_loads() {
 #[test]
 fn a_wrong_abi_major_is_refused() {
     let (_, e) = refused("wrong-major", &[]);
-    assert!(matches!(e, LoadError::WrongAbiMajor { found: 2, expected: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            LoadError::WrongAbiMajor {
+                found: 2,
+                expected: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("rebuild"));
 }
 
@@ -282,7 +374,10 @@ fn a_wrong_magic_is_refused() {
 #[test]
 fn a_too_small_table_is_refused() {
     let (_, e) = refused("small-table", &[]);
-    assert!(matches!(e, LoadError::TableTooSmall { size: 24, .. }), "{e}");
+    assert!(
+        matches!(e, LoadError::TableTooSmall { size: 24, .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -301,7 +396,9 @@ fn an_invalid_description_is_refused() {
 fn a_plugin_panicking_in_every_entry_is_refused_and_the_host_lives() {
     let (_, e) = refused("panic-all", &[]);
     match &e {
-        LoadError::DescribeFailed { reason, .. } => assert!(reason.contains("describe panics"), "{reason}"),
+        LoadError::DescribeFailed { reason, .. } => {
+            assert!(reason.contains("describe panics"), "{reason}")
+        }
         other => panic!("{other}"),
     }
 }
@@ -317,11 +414,22 @@ fn panics_in_calls_become_errors_never_crashes() {
     let lib = bad_plugin("panic-calls", &[]);
     let (_, res) = load_copy(&lib, "panic-calls");
     let plugin = res.unwrap();
-    assert!(matches!(plugin.build_request(b"{\"messages\":[]}", &cfg()), Err(CallError::Panicked(m)) if m.contains("build_request panics")));
-    assert!(matches!(plugin.parse_response(200, &[], b"{}"), Err(CallError::Panicked(_))));
-    assert!(matches!(plugin.classify_error(500, &[], b""), Err(CallError::Panicked(_))));
+    assert!(
+        matches!(plugin.build_request(b"{\"messages\":[]}", &cfg()), Err(CallError::Panicked(m)) if m.contains("build_request panics"))
+    );
+    assert!(matches!(
+        plugin.parse_response(200, &[], b"{}"),
+        Err(CallError::Panicked(_))
+    ));
+    assert!(matches!(
+        plugin.classify_error(500, &[], b""),
+        Err(CallError::Panicked(_))
+    ));
     let mut st = plugin.stream_open().unwrap();
-    assert!(matches!(plugin.stream_event(&mut st, None, b"end"), Err(CallError::Panicked(_))));
+    assert!(matches!(
+        plugin.stream_event(&mut st, None, b"end"),
+        Err(CallError::Panicked(_))
+    ));
     // After a panic the stream is cut: later events are not parsed.
     let step = plugin.stream_event(&mut st, None, b"end").unwrap();
     assert!(matches!(step.done, Some(StreamEnd::Cut { .. })));

@@ -22,13 +22,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use stilts_plugin::canonical::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FinishReason, FunctionCall,
-    FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FinishReason,
+    FunctionCall, FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
 };
 use stilts_plugin::types::http;
 use stilts_plugin::{
-    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginError, StreamEnd,
-    StreamStep, Translator,
+    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse,
+    PluginError, StreamEnd, StreamStep, Translator,
 };
 
 /// The default base URL.
@@ -83,7 +83,10 @@ impl UsageParts {
     }
 
     fn canonical(self) -> Usage {
-        let prompt = self.input.saturating_add(self.cache_creation).saturating_add(self.cache_read);
+        let prompt = self
+            .input
+            .saturating_add(self.cache_creation)
+            .saturating_add(self.cache_read);
         let mut u = Usage::new(prompt, self.output);
         if self.cache_read > 0 {
             u.prompt_tokens_details = Some(json!({"cached_tokens": self.cache_read}));
@@ -93,7 +96,10 @@ impl UsageParts {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Maps Anthropic's `stop_reason` to the canonical finish reason.
@@ -114,7 +120,9 @@ fn part_block(part: &ContentPart) -> Result<Value, PluginError> {
     match part {
         ContentPart::Text { text } => Ok(json!({"type": "text", "text": text})),
         ContentPart::ImageUrl { image_url } => Ok(match image_url.as_base64_data() {
-            Some((mime, data)) => json!({"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}),
+            Some((mime, data)) => {
+                json!({"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}})
+            }
             None => json!({"type": "image", "source": {"type": "url", "url": image_url.url}}),
         }),
         ContentPart::Other(v) => Err(bad(format!(
@@ -158,13 +166,17 @@ fn translate_messages(messages: &[Message]) -> Result<(Option<String>, Vec<Value
         match m.role {
             Role::System | Role::Developer => system.push(m.text_content()),
             Role::Tool => {
-                let id = m.tool_call_id.clone().ok_or_else(|| bad("a tool message needs tool_call_id"))?;
+                let id = m
+                    .tool_call_id
+                    .clone()
+                    .ok_or_else(|| bad("a tool message needs tool_call_id"))?;
                 let content = match &m.content {
                     None => Value::String(String::new()),
                     Some(Content::Text(t)) => Value::String(t.clone()),
                     Some(Content::Parts(_)) => Value::Array(content_blocks(&m.content)?),
                 };
-                pending_results.push(json!({"type": "tool_result", "tool_use_id": id, "content": content}));
+                pending_results
+                    .push(json!({"type": "tool_result", "tool_use_id": id, "content": content}));
             }
             Role::User => {
                 flush(&mut out, &mut pending_results);
@@ -177,8 +189,12 @@ fn translate_messages(messages: &[Message]) -> Result<(Option<String>, Vec<Value
                     let input: Value = if call.function.arguments.trim().is_empty() {
                         json!({})
                     } else {
-                        serde_json::from_str(&call.function.arguments)
-                            .map_err(|e| bad(format!("tool call {} has arguments that are not JSON: {e}", call.id)))?
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            bad(format!(
+                                "tool call {} has arguments that are not JSON: {e}",
+                                call.id
+                            ))
+                        })?
                     };
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
                 }
@@ -187,7 +203,11 @@ fn translate_messages(messages: &[Message]) -> Result<(Option<String>, Vec<Value
         }
     }
     flush(&mut out, &mut pending_results);
-    let system = if system.is_empty() { None } else { Some(system.join("\n\n")) };
+    let system = if system.is_empty() {
+        None
+    } else {
+        Some(system.join("\n\n"))
+    };
     Ok((system, out))
 }
 
@@ -200,7 +220,10 @@ fn tool_choice(v: &Value) -> Option<Value> {
             _ => None,
         },
         Value::Object(o) => {
-            let name = o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)?;
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)?;
             Some(json!({"type": "tool", "name": name}))
         }
         _ => None,
@@ -231,17 +254,31 @@ impl Translator for Anthropic {
         .map(|(m, n)| (m.to_owned(), n))
         .collect();
         // A final assistant message is continued exactly (prefill), so a cut stream can be resumed.
-        Capabilities { streaming: true, prefill_continuation: true, context_windows }
+        Capabilities {
+            streaming: true,
+            prefill_continuation: true,
+            context_windows,
+        }
     }
 
-    fn build_request(&self, req: &ChatRequest, cfg: &DeploymentConfig) -> Result<HttpRequest, PluginError> {
-        let model = if cfg.model.is_empty() { req.model.clone() } else { cfg.model.clone() };
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, PluginError> {
+        let model = if cfg.model.is_empty() {
+            req.model.clone()
+        } else {
+            cfg.model.clone()
+        };
         if model.is_empty() {
             return Err(bad("no model: set the deployment's model"));
         }
         let (system, messages) = translate_messages(&req.messages)?;
         if messages.is_empty() {
-            return Err(bad("Anthropic needs at least one user or assistant message"));
+            return Err(bad(
+                "Anthropic needs at least one user or assistant message",
+            ));
         }
         let default_max = cfg
             .options
@@ -251,7 +288,10 @@ impl Translator for Anthropic {
             .unwrap_or(DEFAULT_MAX_TOKENS);
         let mut body = Map::new();
         body.insert("model".into(), json!(model));
-        body.insert("max_tokens".into(), json!(req.max_output_tokens().unwrap_or(default_max)));
+        body.insert(
+            "max_tokens".into(),
+            json!(req.max_output_tokens().unwrap_or(default_max)),
+        );
         if let Some(s) = system {
             body.insert("system".into(), json!(s));
         }
@@ -274,7 +314,11 @@ impl Translator for Anthropic {
                     if let Some(d) = &t.function.description {
                         o.insert("description".into(), json!(d));
                     }
-                    let schema = t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"}));
+                    let schema = t
+                        .function
+                        .parameters
+                        .clone()
+                        .unwrap_or_else(|| json!({"type": "object"}));
                     o.insert("input_schema".into(), schema);
                     Value::Object(o)
                 })
@@ -291,7 +335,11 @@ impl Translator for Anthropic {
             body.insert("stream".into(), json!(true));
         }
         let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| bad(e.to_string()))?;
-        let version = cfg.options.get("anthropic_version").and_then(Value::as_str).unwrap_or(DEFAULT_VERSION);
+        let version = cfg
+            .options
+            .get("anthropic_version")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_VERSION);
         let mut headers = vec![
             ("content-type".to_owned(), "application/json".to_owned()),
             ("anthropic-version".to_owned(), version.to_owned()),
@@ -317,9 +365,12 @@ impl Translator for Anthropic {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<ParsedResponse, PluginError> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("response is not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("response is not JSON: {e}")))?;
         if v.get("type").and_then(Value::as_str) == Some("error") {
-            return Err(PluginError::Upstream(self.classify_error(status, headers, body)));
+            return Err(PluginError::Upstream(
+                self.classify_error(status, headers, body),
+            ));
         }
         let Some(blocks) = v.get("content").and_then(Value::as_array) else {
             return Err(bad("response has no `content` array"));
@@ -333,8 +384,15 @@ impl Translator for Anthropic {
                     id: b.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
                     kind: "function".to_owned(),
                     function: FunctionCall {
-                        name: b.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
-                        arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".to_owned()),
+                        name: b
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        arguments: b
+                            .get("input")
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "{}".to_owned()),
                     },
                 }),
                 _ => {} // thinking, redacted_thinking, server tools: not part of the canonical answer
@@ -344,7 +402,10 @@ impl Translator for Anthropic {
         if let Some(u) = v.get("usage") {
             usage.update(u);
         }
-        let finish = v.get("stop_reason").and_then(Value::as_str).map(finish_reason);
+        let finish = v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(finish_reason);
         let mut message = Message::text(Role::Assistant, text);
         if !calls.is_empty() {
             if message.text_content().is_empty() {
@@ -356,8 +417,16 @@ impl Translator for Anthropic {
             id: v.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
             object: "chat.completion".to_owned(),
             created: now_secs(),
-            model: v.get("model").and_then(Value::as_str).unwrap_or("").to_owned(),
-            choices: vec![Choice { index: 0, message, finish_reason: finish }],
+            model: v
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            choices: vec![Choice {
+                index: 0,
+                message,
+                finish_reason: finish,
+            }],
             usage: v.get("usage").map(|_| usage.canonical()),
             extra: Map::new(),
         };
@@ -367,43 +436,78 @@ impl Translator for Anthropic {
     fn classify_error(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> ErrorInfo {
         let v: Option<Value> = serde_json::from_slice(body).ok();
         let err = v.as_ref().and_then(|v| v.get("error"));
-        let kind = err.and_then(|e| e.get("type")).and_then(Value::as_str).map(str::to_owned);
-        let message = err.and_then(|e| e.get("message")).and_then(Value::as_str).map(str::to_owned);
+        let kind = err
+            .and_then(|e| e.get("type"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let message = err
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let mut info = classify_kind(status, kind.as_deref(), message.as_deref().unwrap_or(""));
         info.message = message.unwrap_or_else(|| {
             // Cloudflare (413) and proxies answer with non-JSON bodies.
             let t = String::from_utf8_lossy(body);
             let t = t.trim();
-            if t.is_empty() { format!("HTTP {status}") } else { t.chars().take(300).collect() }
+            if t.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                t.chars().take(300).collect()
+            }
         });
         info.retry_after_ms = http::retry_after_ms(headers);
         info
     }
 
     fn stream_open(&self) -> AnthropicStream {
-        AnthropicStream { created: now_secs(), ..Default::default() }
+        AnthropicStream {
+            created: now_secs(),
+            ..Default::default()
+        }
     }
 
-    fn stream_event(&self, s: &mut AnthropicStream, event: Option<&str>, data: &[u8]) -> StreamStep {
+    fn stream_event(
+        &self,
+        s: &mut AnthropicStream,
+        event: Option<&str>,
+        data: &[u8],
+    ) -> StreamStep {
         let v: Value = match serde_json::from_slice(data) {
             Ok(v) => v,
             Err(e) => return StreamStep::cut(format!("stream event is not valid JSON: {e}")),
         };
-        let kind = v.get("type").and_then(Value::as_str).or(event).unwrap_or("");
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event)
+            .unwrap_or("");
         let mut step = StreamStep::default();
         match kind {
             "message_start" => {
-                let Some(m) = v.get("message") else { return StreamStep::cut("message_start without message") };
+                let Some(m) = v.get("message") else {
+                    return StreamStep::cut("message_start without message");
+                };
                 s.id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
-                s.model = m.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
+                s.model = m
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 if let Some(u) = m.get("usage") {
                     s.usage.update(u);
                 }
-                let delta = Delta { role: Some(Role::Assistant), content: Some(String::new()), tool_calls: None };
+                let delta = Delta {
+                    role: Some(Role::Assistant),
+                    content: Some(String::new()),
+                    tool_calls: None,
+                };
                 step.push(&ChatChunk::delta(&s.id, &s.model, s.created, delta, None));
             }
             "content_block_start" => {
-                let (Some(index), Some(block)) = (v.get("index").and_then(Value::as_u64), v.get("content_block")) else {
+                let (Some(index), Some(block)) = (
+                    v.get("index").and_then(Value::as_u64),
+                    v.get("content_block"),
+                ) else {
                     return StreamStep::cut("malformed content_block_start");
                 };
                 match block.get("type").and_then(Value::as_str) {
@@ -420,13 +524,19 @@ impl Translator for Anthropic {
                                 arguments: Some(String::new()),
                             }),
                         };
-                        let delta = Delta { tool_calls: Some(vec![call]), ..Default::default() };
+                        let delta = Delta {
+                            tool_calls: Some(vec![call]),
+                            ..Default::default()
+                        };
                         step.push(&ChatChunk::delta(&s.id, &s.model, s.created, delta, None));
                     }
                     Some("text") => {
                         let t = block.get("text").and_then(Value::as_str).unwrap_or("");
                         if !t.is_empty() {
-                            let delta = Delta { content: Some(t.to_owned()), ..Default::default() };
+                            let delta = Delta {
+                                content: Some(t.to_owned()),
+                                ..Default::default()
+                            };
                             step.push(&ChatChunk::delta(&s.id, &s.model, s.created, delta, None));
                         }
                     }
@@ -434,7 +544,9 @@ impl Translator for Anthropic {
                 }
             }
             "content_block_delta" => {
-                let (Some(index), Some(delta)) = (v.get("index").and_then(Value::as_u64), v.get("delta")) else {
+                let (Some(index), Some(delta)) =
+                    (v.get("index").and_then(Value::as_u64), v.get("delta"))
+                else {
                     return StreamStep::cut("malformed content_block_delta");
                 };
                 match delta.get("type").and_then(Value::as_str) {
@@ -442,22 +554,38 @@ impl Translator for Anthropic {
                         let Some(t) = delta.get("text").and_then(Value::as_str) else {
                             return StreamStep::cut("text_delta without text");
                         };
-                        let d = Delta { content: Some(t.to_owned()), ..Default::default() };
+                        let d = Delta {
+                            content: Some(t.to_owned()),
+                            ..Default::default()
+                        };
                         step.push(&ChatChunk::delta(&s.id, &s.model, s.created, d, None));
                     }
                     Some("input_json_delta") => {
-                        let Some(k) = s.tool_blocks.iter().find(|(i, _)| *i == index).map(|(_, k)| *k) else {
-                            return StreamStep::cut("input_json_delta for a block that is not a tool_use");
+                        let Some(k) = s
+                            .tool_blocks
+                            .iter()
+                            .find(|(i, _)| *i == index)
+                            .map(|(_, k)| *k)
+                        else {
+                            return StreamStep::cut(
+                                "input_json_delta for a block that is not a tool_use",
+                            );
                         };
                         let Some(part) = delta.get("partial_json").and_then(Value::as_str) else {
                             return StreamStep::cut("input_json_delta without partial_json");
                         };
                         let call = ToolCallDelta {
                             index: k,
-                            function: Some(FunctionCallDelta { name: None, arguments: Some(part.to_owned()) }),
+                            function: Some(FunctionCallDelta {
+                                name: None,
+                                arguments: Some(part.to_owned()),
+                            }),
                             ..Default::default()
                         };
-                        let d = Delta { tool_calls: Some(vec![call]), ..Default::default() };
+                        let d = Delta {
+                            tool_calls: Some(vec![call]),
+                            ..Default::default()
+                        };
                         step.push(&ChatChunk::delta(&s.id, &s.model, s.created, d, None));
                     }
                     _ => {} // thinking_delta, signature_delta, citations_delta: not canonical output
@@ -468,10 +596,20 @@ impl Translator for Anthropic {
                     s.usage.update(u);
                     step.usage = Some(s.usage.canonical());
                 }
-                if let Some(r) = v.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
+                if let Some(r) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
                     let f = finish_reason(r);
                     s.finish = Some(f);
-                    step.push(&ChatChunk::delta(&s.id, &s.model, s.created, Delta::default(), Some(f)));
+                    step.push(&ChatChunk::delta(
+                        &s.id,
+                        &s.model,
+                        s.created,
+                        Delta::default(),
+                        Some(f),
+                    ));
                 }
             }
             "message_stop" => {
@@ -481,13 +619,18 @@ impl Translator for Anthropic {
                 step.done = Some(if s.finish.is_some() {
                     StreamEnd::Clean
                 } else {
-                    StreamEnd::Cut { reason: "message_stop without a stop_reason".to_owned() }
+                    StreamEnd::Cut {
+                        reason: "message_stop without a stop_reason".to_owned(),
+                    }
                 });
             }
             "error" => {
                 let err = v.get("error");
                 let kind = err.and_then(|e| e.get("type")).and_then(Value::as_str);
-                let msg = err.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("stream error");
+                let msg = err
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("stream error");
                 let mut info = classify_kind(0, kind, msg);
                 info.message = msg.to_owned();
                 step.done = Some(StreamEnd::Error { error: info });
@@ -501,7 +644,9 @@ impl Translator for Anthropic {
         if s.finish.is_some() {
             StreamEnd::Clean
         } else {
-            StreamEnd::Cut { reason: "the stream closed before a stop_reason".to_owned() }
+            StreamEnd::Cut {
+                reason: "the stream closed before a stop_reason".to_owned(),
+            }
         }
     }
 }
@@ -510,16 +655,25 @@ impl Translator for Anthropic {
 fn classify_kind(status: u16, kind: Option<&str>, message: &str) -> ErrorInfo {
     let lower = message.to_ascii_lowercase();
     let class = match kind {
-        _ if lower.contains("prompt is too long") || lower.contains("context window") => ErrorClass::ContextLength,
+        _ if lower.contains("prompt is too long") || lower.contains("context window") => {
+            ErrorClass::ContextLength
+        }
         _ if lower.contains("credit balance") => ErrorClass::Quota,
         Some("rate_limit_error") | Some("overloaded_error") => ErrorClass::RateLimited,
         Some("authentication_error") | Some("permission_error") => ErrorClass::Auth,
         Some("billing_error") => ErrorClass::Quota,
         Some("api_error") => ErrorClass::Server,
         Some("timeout_error") => ErrorClass::Timeout,
-        Some("invalid_request_error") | Some("not_found_error") | Some("request_too_large") => ErrorClass::BadRequest,
+        Some("invalid_request_error") | Some("not_found_error") | Some("request_too_large") => {
+            ErrorClass::BadRequest
+        }
         _ if status == 0 => ErrorClass::Server,
         _ => ErrorClass::from_status(status),
     };
-    ErrorInfo { class, retry_after_ms: None, provider_code: kind.map(str::to_owned), message: String::new() }
+    ErrorInfo {
+        class,
+        retry_after_ms: None,
+        provider_code: kind.map(str::to_owned),
+        message: String::new(),
+    }
 }

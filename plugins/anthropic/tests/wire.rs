@@ -5,13 +5,17 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use stilts_plugin::canonical::{ChatRequest, ChatResponse, FinishReason, FunctionCall, Message, Role, ToolCall};
+use stilts_plugin::canonical::{
+    ChatRequest, ChatResponse, FinishReason, FunctionCall, Message, Role, ToolCall,
+};
 use stilts_plugin::testing::{ErrorCase, run_transcript};
 use stilts_plugin::{ApiKey, DeploymentConfig, ErrorClass, PluginError, StreamEnd, Translator};
 use stilts_plugin_anthropic::Anthropic;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -28,7 +32,9 @@ fn cfg() -> DeploymentConfig {
 }
 
 fn header<'a>(h: &'a [(String, String)], n: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(n))
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -37,7 +43,10 @@ fn request_translation_matches_the_recorded_body() {
     let http = Anthropic.build_request(&req, &cfg()).unwrap();
     assert_eq!(http.url, "https://api.anthropic.com/v1/messages");
     assert_eq!(header(&http.headers, "x-api-key"), Some("sk-ant-test"));
-    assert_eq!(header(&http.headers, "anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        header(&http.headers, "anthropic-version"),
+        Some("2023-06-01")
+    );
     assert!(header(&http.headers, "authorization").is_none());
     let body: Value = serde_json::from_slice(&http.body).unwrap();
     let expected: Value = serde_json::from_slice(&fixture("request_tools.expected.json")).unwrap();
@@ -46,47 +55,77 @@ fn request_translation_matches_the_recorded_body() {
 
 #[test]
 fn max_tokens_is_always_sent() {
-    let req: ChatRequest = serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":"hi"}]})).unwrap();
+    let req: ChatRequest =
+        serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":"hi"}]}))
+            .unwrap();
     let mut c = cfg();
     c.options.clear();
-    let body: Value = serde_json::from_slice(&Anthropic.build_request(&req, &c).unwrap().body).unwrap();
+    let body: Value =
+        serde_json::from_slice(&Anthropic.build_request(&req, &c).unwrap().body).unwrap();
     assert_eq!(body["max_tokens"], 4096);
-    let req: ChatRequest =
-        serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":7})).unwrap();
-    let body: Value = serde_json::from_slice(&Anthropic.build_request(&req, &c).unwrap().body).unwrap();
+    let req: ChatRequest = serde_json::from_value(
+        json!({"model":"x","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":7}),
+    )
+    .unwrap();
+    let body: Value =
+        serde_json::from_slice(&Anthropic.build_request(&req, &c).unwrap().body).unwrap();
     assert_eq!(body["max_tokens"], 7);
     assert!(body.get("system").is_none());
 }
 
 #[test]
 fn unsupported_input_is_refused_not_dropped() {
-    let req: ChatRequest = serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":[
+    let req: ChatRequest =
+        serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":[
         {"type":"input_audio","input_audio":{"data":"AAA","format":"wav"}}]}]}))
+        .unwrap();
+    assert!(matches!(
+        Anthropic.build_request(&req, &cfg()),
+        Err(PluginError::BadInput(_))
+    ));
+    let req: ChatRequest = serde_json::from_value(
+        json!({"model":"x","messages":[{"role":"system","content":"only system"}]}),
+    )
     .unwrap();
-    assert!(matches!(Anthropic.build_request(&req, &cfg()), Err(PluginError::BadInput(_))));
-    let req: ChatRequest = serde_json::from_value(json!({"model":"x","messages":[{"role":"system","content":"only system"}]})).unwrap();
-    assert!(matches!(Anthropic.build_request(&req, &cfg()), Err(PluginError::BadInput(_))));
+    assert!(matches!(
+        Anthropic.build_request(&req, &cfg()),
+        Err(PluginError::BadInput(_))
+    ));
 }
 
 #[test]
 fn responses_become_canonical() {
-    let p = Anthropic.parse_response(200, &[], &fixture("response_basic.json")).unwrap();
+    let p = Anthropic
+        .parse_response(200, &[], &fixture("response_basic.json"))
+        .unwrap();
     let r: ChatResponse = serde_json::from_slice(&p.body).unwrap();
     assert_eq!(r.id, "msg_013Zva2CMHLNnXjNJJKqJ2EF");
     assert_eq!(r.model, "claude-sonnet-4-5-20250929");
-    assert_eq!(r.choices[0].message.text_content(), "Hi! My name is Claude.");
+    assert_eq!(
+        r.choices[0].message.text_content(),
+        "Hi! My name is Claude."
+    );
     assert_eq!(r.choices[0].finish_reason, Some(FinishReason::Stop));
     let u = p.usage.unwrap();
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (2195, 503, 2698), "cache reads count as input");
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (2195, 503, 2698),
+        "cache reads count as input"
+    );
     assert_eq!(u.prompt_tokens_details, Some(json!({"cached_tokens": 100})));
 
-    let p = Anthropic.parse_response(200, &[], &fixture("response_tool_use.json")).unwrap();
+    let p = Anthropic
+        .parse_response(200, &[], &fixture("response_tool_use.json"))
+        .unwrap();
     assert_eq!(p.finish_reason, Some(FinishReason::ToolCalls));
     let r: ChatResponse = serde_json::from_slice(&p.body).unwrap();
     let calls = r.choices[0].message.tool_calls.clone().unwrap();
     assert_eq!(calls[0].id, "toolu_01A09q90qw90lq917835lq9");
     let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
-    assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "celsius"}));
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "celsius"})
+    );
 }
 
 #[test]
@@ -131,18 +170,28 @@ fn basic_stream() {
     assert_eq!((u.prompt_tokens, u.completion_tokens), (25, 15));
     assert_eq!(t.chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(t.chunks[0]["id"], "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY");
-    assert_eq!(t.chunks.last().unwrap()["choices"], json!([]), "final usage chunk like OpenAI's");
+    assert_eq!(
+        t.chunks.last().unwrap()["choices"],
+        json!([]),
+        "final usage chunk like OpenAI's"
+    );
 }
 
 #[test]
 fn tool_use_stream() {
     let t = run_transcript(&Anthropic, &fixture("stream_tool_use.sse"));
-    assert_eq!(t.text, "Okay, let's check the weather for San Francisco, CA:");
+    assert_eq!(
+        t.text,
+        "Okay, let's check the weather for San Francisco, CA:"
+    );
     assert_eq!(t.tool_calls.len(), 1);
     assert_eq!(t.tool_calls[0].id, "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
     assert_eq!(t.tool_calls[0].function.name, "get_weather");
     let args: Value = serde_json::from_str(&t.tool_calls[0].function.arguments).unwrap();
-    assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "fahrenheit"}));
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
     assert_eq!(t.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(t.end, StreamEnd::Clean);
     assert_eq!(t.usage.unwrap().completion_tokens, 89);
@@ -207,17 +256,31 @@ fn decode_request(body: &Value) -> Vec<Message> {
             }
             continue;
         }
-        let text: String = blocks.iter().filter(|b| b["type"] == "text").map(|b| b["text"].as_str().unwrap()).collect();
+        let text: String = blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .map(|b| b["text"].as_str().unwrap())
+            .collect();
         let calls: Vec<ToolCall> = blocks
             .iter()
             .filter(|b| b["type"] == "tool_use")
             .map(|b| ToolCall {
                 id: b["id"].as_str().unwrap().to_owned(),
                 kind: "function".into(),
-                function: FunctionCall { name: b["name"].as_str().unwrap().to_owned(), arguments: b["input"].to_string() },
+                function: FunctionCall {
+                    name: b["name"].as_str().unwrap().to_owned(),
+                    arguments: b["input"].to_string(),
+                },
             })
             .collect();
-        let mut msg = Message::text(if role == "user" { Role::User } else { Role::Assistant }, text);
+        let mut msg = Message::text(
+            if role == "user" {
+                Role::User
+            } else {
+                Role::Assistant
+            },
+            text,
+        );
         if !calls.is_empty() {
             msg.tool_calls = Some(calls);
         }
@@ -231,44 +294,62 @@ fn arb_text() -> impl Strategy<Value = String> {
 }
 
 fn arb_args() -> impl Strategy<Value = String> {
-    prop::collection::btree_map("[a-z]{1,6}", prop_oneof![any::<i32>().prop_map(|i| json!(i)), arb_text().prop_map(|s| json!(s))], 0..4)
-        .prop_map(|m| serde_json::to_string(&m).unwrap())
+    prop::collection::btree_map(
+        "[a-z]{1,6}",
+        prop_oneof![
+            any::<i32>().prop_map(|i| json!(i)),
+            arb_text().prop_map(|s| json!(s))
+        ],
+        0..4,
+    )
+    .prop_map(|m| serde_json::to_string(&m).unwrap())
 }
 
 /// A conversation Anthropic can express: optional system, then user/assistant turns, where an assistant
 /// turn may call tools and is then followed by one tool result per call.
 fn arb_conversation() -> impl Strategy<Value = Vec<Message>> {
-    let turn = (arb_text(), arb_text(), prop::collection::vec(("[a-z_]{1,10}", arb_args(), arb_text()), 0..3));
-    (prop::option::of(arb_text()), prop::collection::vec(turn, 1..4)).prop_map(|(system, turns)| {
-        let mut msgs = Vec::new();
-        if let Some(s) = system {
-            msgs.push(Message::text(Role::System, s));
-        }
-        for (ti, (user, answer, calls)) in turns.into_iter().enumerate() {
-            msgs.push(Message::text(Role::User, user));
-            let mut a = Message::text(Role::Assistant, answer);
-            if !calls.is_empty() {
-                a.tool_calls = Some(
-                    calls
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (name, args, _))| ToolCall {
-                            id: format!("toolu_{ti}_{i}"),
-                            kind: "function".into(),
-                            function: FunctionCall { name: name.clone(), arguments: args.clone() },
-                        })
-                        .collect(),
-                );
+    let turn = (
+        arb_text(),
+        arb_text(),
+        prop::collection::vec(("[a-z_]{1,10}", arb_args(), arb_text()), 0..3),
+    );
+    (
+        prop::option::of(arb_text()),
+        prop::collection::vec(turn, 1..4),
+    )
+        .prop_map(|(system, turns)| {
+            let mut msgs = Vec::new();
+            if let Some(s) = system {
+                msgs.push(Message::text(Role::System, s));
             }
-            msgs.push(a);
-            for (i, (_, _, result)) in calls.iter().enumerate() {
-                let mut r = Message::text(Role::Tool, result.clone());
-                r.tool_call_id = Some(format!("toolu_{ti}_{i}"));
-                msgs.push(r);
+            for (ti, (user, answer, calls)) in turns.into_iter().enumerate() {
+                msgs.push(Message::text(Role::User, user));
+                let mut a = Message::text(Role::Assistant, answer);
+                if !calls.is_empty() {
+                    a.tool_calls = Some(
+                        calls
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (name, args, _))| ToolCall {
+                                id: format!("toolu_{ti}_{i}"),
+                                kind: "function".into(),
+                                function: FunctionCall {
+                                    name: name.clone(),
+                                    arguments: args.clone(),
+                                },
+                            })
+                            .collect(),
+                    );
+                }
+                msgs.push(a);
+                for (i, (_, _, result)) in calls.iter().enumerate() {
+                    let mut r = Message::text(Role::Tool, result.clone());
+                    r.tool_call_id = Some(format!("toolu_{ti}_{i}"));
+                    msgs.push(r);
+                }
             }
-        }
-        msgs
-    })
+            msgs
+        })
 }
 
 fn normalise_args(msgs: &mut [Message]) {
@@ -295,24 +376,60 @@ fn encode_stream(text_parts: &[String], calls: &[ToolCall], stop: &str) -> Vec<u
         out.extend(format!("event: {name}\ndata: {data}\n\n").into_bytes());
     };
     let mut out = Vec::new();
-    ev("message_start", json!({"type":"message_start","message":{"id":"msg_s","type":"message","role":"assistant","content":[],"model":"claude-x","usage":{"input_tokens":3,"output_tokens":1}}}), &mut out);
-    ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}), &mut out);
+    ev(
+        "message_start",
+        json!({"type":"message_start","message":{"id":"msg_s","type":"message","role":"assistant","content":[],"model":"claude-x","usage":{"input_tokens":3,"output_tokens":1}}}),
+        &mut out,
+    );
+    ev(
+        "content_block_start",
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        &mut out,
+    );
     for t in text_parts {
-        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":t}}), &mut out);
+        ev(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":t}}),
+            &mut out,
+        );
         ev("ping", json!({"type":"ping"}), &mut out);
     }
-    ev("content_block_stop", json!({"type":"content_block_stop","index":0}), &mut out);
+    ev(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":0}),
+        &mut out,
+    );
     for (i, c) in calls.iter().enumerate() {
         let idx = i + 1;
-        ev("content_block_start", json!({"type":"content_block_start","index":idx,"content_block":{"type":"tool_use","id":c.id,"name":c.function.name,"input":{}}}), &mut out);
+        ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":idx,"content_block":{"type":"tool_use","id":c.id,"name":c.function.name,"input":{}}}),
+            &mut out,
+        );
         let args = &c.function.arguments;
-        let mid = args.char_indices().nth(args.chars().count() / 2).map(|(i, _)| i).unwrap_or(0);
+        let mid = args
+            .char_indices()
+            .nth(args.chars().count() / 2)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
         for part in [&args[..mid], &args[mid..]] {
-            ev("content_block_delta", json!({"type":"content_block_delta","index":idx,"delta":{"type":"input_json_delta","partial_json":part}}), &mut out);
+            ev(
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":idx,"delta":{"type":"input_json_delta","partial_json":part}}),
+                &mut out,
+            );
         }
-        ev("content_block_stop", json!({"type":"content_block_stop","index":idx}), &mut out);
+        ev(
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":idx}),
+            &mut out,
+        );
     }
-    ev("message_delta", json!({"type":"message_delta","delta":{"stop_reason":stop,"stop_sequence":null},"usage":{"output_tokens":9}}), &mut out);
+    ev(
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":stop,"stop_sequence":null},"usage":{"output_tokens":9}}),
+        &mut out,
+    );
     ev("message_stop", json!({"type":"message_stop"}), &mut out);
     out
 }
@@ -321,7 +438,11 @@ fn arb_calls() -> impl Strategy<Value = Vec<ToolCall>> {
     prop::collection::vec(("[a-z_]{1,10}", arb_args()), 0..3).prop_map(|cs| {
         cs.into_iter()
             .enumerate()
-            .map(|(i, (name, arguments))| ToolCall { id: format!("toolu_{i}"), kind: "function".into(), function: FunctionCall { name, arguments } })
+            .map(|(i, (name, arguments))| ToolCall {
+                id: format!("toolu_{i}"),
+                kind: "function".into(),
+                function: FunctionCall { name, arguments },
+            })
             .collect()
     })
 }

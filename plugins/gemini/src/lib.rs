@@ -22,13 +22,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use stilts_plugin::canonical::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FinishReason, FunctionCall,
-    FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FinishReason,
+    FunctionCall, FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
 };
 use stilts_plugin::types::http;
 use stilts_plugin::{
-    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginError, StreamEnd,
-    StreamStep, Translator,
+    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse,
+    PluginError, StreamEnd, StreamStep, Translator,
 };
 
 /// The default base URL.
@@ -53,7 +53,10 @@ pub struct GeminiStream {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn bad(msg: impl Into<String>) -> PluginError {
@@ -73,7 +76,11 @@ pub fn finish_reason(reason: &str, called_tools: bool) -> FinishReason {
 }
 
 fn guess_mime(url: &str) -> Option<&'static str> {
-    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
     let ext = path.rsplit('.').next()?;
     Some(match ext {
         "png" => "image/png",
@@ -98,7 +105,9 @@ fn parts_of(content: &Option<Content>) -> Result<Vec<Value>, PluginError> {
                 ContentPart::ImageUrl { image_url } => Ok(match image_url.as_base64_data() {
                     Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                     None => match guess_mime(&image_url.url) {
-                        Some(mime) => json!({"fileData": {"mimeType": mime, "fileUri": image_url.url}}),
+                        Some(mime) => {
+                            json!({"fileData": {"mimeType": mime, "fileUri": image_url.url}})
+                        }
                         None => json!({"fileData": {"fileUri": image_url.url}}),
                     },
                 }),
@@ -126,9 +135,14 @@ fn translate_messages(messages: &[Message]) -> Result<(Option<String>, Vec<Value
         match m.role {
             Role::System | Role::Developer => system.push(m.text_content()),
             Role::Tool => {
-                let id = m.tool_call_id.as_deref().ok_or_else(|| bad("a tool message needs tool_call_id"))?;
+                let id = m
+                    .tool_call_id
+                    .as_deref()
+                    .ok_or_else(|| bad("a tool message needs tool_call_id"))?;
                 let Some((_, name)) = names.iter().find(|(i, _)| i == id) else {
-                    return Err(bad(format!("tool result {id} answers no earlier tool call")));
+                    return Err(bad(format!(
+                        "tool result {id} answers no earlier tool call"
+                    )));
                 };
                 pending.push(json!({"functionResponse": {"name": name, "response": {"content": m.text_content()}}}));
             }
@@ -143,8 +157,12 @@ fn translate_messages(messages: &[Message]) -> Result<(Option<String>, Vec<Value
                     let args: Value = if call.function.arguments.trim().is_empty() {
                         json!({})
                     } else {
-                        serde_json::from_str(&call.function.arguments)
-                            .map_err(|e| bad(format!("tool call {} has arguments that are not JSON: {e}", call.id)))?
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            bad(format!(
+                                "tool call {} has arguments that are not JSON: {e}",
+                                call.id
+                            ))
+                        })?
                     };
                     names.push((call.id.clone(), call.function.name.clone()));
                     parts.push(json!({"functionCall": {"name": call.function.name, "args": args}}));
@@ -154,7 +172,11 @@ fn translate_messages(messages: &[Message]) -> Result<(Option<String>, Vec<Value
         }
     }
     flush(&mut contents, &mut pending);
-    let system = if system.is_empty() { None } else { Some(system.join("\n\n")) };
+    let system = if system.is_empty() {
+        None
+    } else {
+        Some(system.join("\n\n"))
+    };
     Ok((system, contents))
 }
 
@@ -168,7 +190,10 @@ fn tool_config(choice: &Value) -> Option<Value> {
             _ => None,
         },
         Value::Object(o) => {
-            let name = o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)?;
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)?;
             Some(json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}))
         }
         _ => None,
@@ -198,7 +223,9 @@ fn usage_of(u: &Value) -> Usage {
 fn candidate_output(v: &Value) -> (String, Vec<(Option<String>, String, String)>) {
     let mut text = String::new();
     let mut calls = Vec::new();
-    let parts = v.pointer("/candidates/0/content/parts").and_then(Value::as_array);
+    let parts = v
+        .pointer("/candidates/0/content/parts")
+        .and_then(Value::as_array);
     for p in parts.into_iter().flatten() {
         if p.get("thought").and_then(Value::as_bool) == Some(true) {
             continue;
@@ -208,8 +235,15 @@ fn candidate_output(v: &Value) -> (String, Vec<(Option<String>, String, String)>
         }
         if let Some(fc) = p.get("functionCall") {
             let id = fc.get("id").and_then(Value::as_str).map(str::to_owned);
-            let name = fc.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
-            let args = fc.get("args").map(Value::to_string).unwrap_or_else(|| "{}".to_owned());
+            let name = fc
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let args = fc
+                .get("args")
+                .map(Value::to_string)
+                .unwrap_or_else(|| "{}".to_owned());
             calls.push((id, name, args));
         }
     }
@@ -217,8 +251,13 @@ fn candidate_output(v: &Value) -> (String, Vec<(Option<String>, String, String)>
 }
 
 fn blocked(v: &Value) -> Option<ErrorInfo> {
-    let has_candidates = v.get("candidates").and_then(Value::as_array).is_some_and(|c| !c.is_empty());
-    let reason = v.pointer("/promptFeedback/blockReason").and_then(Value::as_str)?;
+    let has_candidates = v
+        .get("candidates")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    let reason = v
+        .pointer("/promptFeedback/blockReason")
+        .and_then(Value::as_str)?;
     if has_candidates {
         return None;
     }
@@ -252,11 +291,23 @@ impl Translator for Gemini {
         .into_iter()
         .map(|(m, n)| (m.to_owned(), n))
         .collect();
-        Capabilities { streaming: true, prefill_continuation: false, context_windows }
+        Capabilities {
+            streaming: true,
+            prefill_continuation: false,
+            context_windows,
+        }
     }
 
-    fn build_request(&self, req: &ChatRequest, cfg: &DeploymentConfig) -> Result<HttpRequest, PluginError> {
-        let model = if cfg.model.is_empty() { req.model.as_str() } else { cfg.model.as_str() };
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, PluginError> {
+        let model = if cfg.model.is_empty() {
+            req.model.as_str()
+        } else {
+            cfg.model.as_str()
+        };
         let model = model.strip_prefix("models/").unwrap_or(model);
         if model.is_empty() || model.contains(['/', '?', '#', ':']) {
             return Err(bad(format!("invalid Gemini model name {model:?}")));
@@ -289,7 +340,11 @@ impl Translator for Gemini {
         if let Some(seed) = req.extra.get("seed").and_then(Value::as_i64) {
             generation.insert("seed".into(), json!(seed));
         }
-        let format = req.extra.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
+        let format = req
+            .extra
+            .get("response_format")
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str);
         if matches!(format, Some("json_object") | Some("json_schema")) {
             generation.insert("responseMimeType".into(), json!("application/json"));
         }
@@ -331,7 +386,12 @@ impl Translator for Gemini {
             headers.push(("x-goog-api-key".to_owned(), key.expose().to_owned()));
         }
         headers.extend(cfg.extra_headers.iter().cloned());
-        Ok(HttpRequest { method: "POST".to_owned(), url, headers, body })
+        Ok(HttpRequest {
+            method: "POST".to_owned(),
+            url,
+            headers,
+            body,
+        })
     }
 
     fn parse_response(
@@ -340,9 +400,12 @@ impl Translator for Gemini {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<ParsedResponse, PluginError> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("response is not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("response is not JSON: {e}")))?;
         if v.get("error").is_some() || v.is_array() {
-            return Err(PluginError::Upstream(self.classify_error(status, headers, body)));
+            return Err(PluginError::Upstream(
+                self.classify_error(status, headers, body),
+            ));
         }
         if let Some(info) = blocked(&v) {
             return Err(PluginError::Upstream(info));
@@ -352,7 +415,10 @@ impl Translator for Gemini {
         };
         let (text, calls) = candidate_output(&v);
         let called = !calls.is_empty();
-        let finish = cand.get("finishReason").and_then(Value::as_str).map(|r| finish_reason(r, called));
+        let finish = cand
+            .get("finishReason")
+            .and_then(Value::as_str)
+            .map(|r| finish_reason(r, called));
         let mut message = Message::text(Role::Assistant, text);
         if called {
             if message.text_content().is_empty() {
@@ -371,11 +437,23 @@ impl Translator for Gemini {
             );
         }
         let resp = ChatResponse {
-            id: v.get("responseId").and_then(Value::as_str).unwrap_or("").to_owned(),
+            id: v
+                .get("responseId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
             object: "chat.completion".to_owned(),
             created: now_secs(),
-            model: v.get("modelVersion").and_then(Value::as_str).unwrap_or("").to_owned(),
-            choices: vec![Choice { index: 0, message, finish_reason: finish }],
+            model: v
+                .get("modelVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            choices: vec![Choice {
+                index: 0,
+                message,
+                finish_reason: finish,
+            }],
             usage: v.get("usageMetadata").map(usage_of),
             extra: Map::new(),
         };
@@ -395,7 +473,11 @@ impl Translator for Gemini {
             let text = text.trim();
             let mut info = ErrorInfo::new(
                 ErrorClass::from_status(status),
-                if text.is_empty() { format!("HTTP {status}") } else { text.chars().take(300).collect() },
+                if text.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    text.chars().take(300).collect()
+                },
             );
             info.retry_after_ms = http::retry_after_ms(headers);
             return info;
@@ -408,7 +490,10 @@ impl Translator for Gemini {
     }
 
     fn stream_open(&self) -> GeminiStream {
-        GeminiStream { created: now_secs(), ..Default::default() }
+        GeminiStream {
+            created: now_secs(),
+            ..Default::default()
+        }
     }
 
     fn stream_event(&self, s: &mut GeminiStream, _event: Option<&str>, data: &[u8]) -> StreamStep {
@@ -417,7 +502,9 @@ impl Translator for Gemini {
             Err(e) => return StreamStep::cut(format!("stream event is not valid JSON: {e}")),
         };
         if let Some(err) = v.get("error") {
-            return StreamStep::end(StreamEnd::Error { error: classify_status_value(0, err) });
+            return StreamStep::end(StreamEnd::Error {
+                error: classify_status_value(0, err),
+            });
         }
         if !v.is_object() {
             return StreamStep::cut("stream event is not a JSON object");
@@ -433,7 +520,11 @@ impl Translator for Gemini {
         }
         let mut step = StreamStep::default();
         let (text, calls) = candidate_output(&v);
-        let role = if s.started { None } else { Some(Role::Assistant) };
+        let role = if s.started {
+            None
+        } else {
+            Some(Role::Assistant)
+        };
         s.started = true;
         let mut tool_deltas = Vec::new();
         for (id, name, args) in calls {
@@ -443,14 +534,25 @@ impl Translator for Gemini {
                 index,
                 id: Some(id.unwrap_or_else(|| format!("call_{index}"))),
                 kind: Some("function".to_owned()),
-                function: Some(FunctionCallDelta { name: Some(name), arguments: Some(args) }),
+                function: Some(FunctionCallDelta {
+                    name: Some(name),
+                    arguments: Some(args),
+                }),
             });
         }
         if role.is_some() || !text.is_empty() || !tool_deltas.is_empty() {
             let delta = Delta {
                 role,
-                content: if text.is_empty() && !tool_deltas.is_empty() { None } else { Some(text) },
-                tool_calls: if tool_deltas.is_empty() { None } else { Some(tool_deltas) },
+                content: if text.is_empty() && !tool_deltas.is_empty() {
+                    None
+                } else {
+                    Some(text)
+                },
+                tool_calls: if tool_deltas.is_empty() {
+                    None
+                } else {
+                    Some(tool_deltas)
+                },
             };
             step.push(&ChatChunk::delta(&s.id, &s.model, s.created, delta, None));
         }
@@ -459,11 +561,20 @@ impl Translator for Gemini {
             s.usage = Some(u.clone());
             step.usage = Some(u);
         }
-        if let Some(r) = v.pointer("/candidates/0/finishReason").and_then(Value::as_str) {
+        if let Some(r) = v
+            .pointer("/candidates/0/finishReason")
+            .and_then(Value::as_str)
+        {
             if s.finish.is_none() {
                 let f = finish_reason(r, s.next_tool > 0);
                 s.finish = Some(f);
-                step.push(&ChatChunk::delta(&s.id, &s.model, s.created, Delta::default(), Some(f)));
+                step.push(&ChatChunk::delta(
+                    &s.id,
+                    &s.model,
+                    s.created,
+                    Delta::default(),
+                    Some(f),
+                ));
                 if let Some(u) = &s.usage {
                     step.push(&ChatChunk::usage(&s.id, &s.model, s.created, u.clone()));
                 }
@@ -476,7 +587,9 @@ impl Translator for Gemini {
         if s.finish.is_some() {
             StreamEnd::Clean
         } else {
-            StreamEnd::Cut { reason: "the stream closed before a finishReason".to_owned() }
+            StreamEnd::Cut {
+                reason: "the stream closed before a finishReason".to_owned(),
+            }
         }
     }
 }
@@ -484,10 +597,23 @@ impl Translator for Gemini {
 /// Classifies a `google.rpc.Status` error object (`status` 0 = inside a stream).
 fn classify_status_value(status: u16, err: &Value) -> ErrorInfo {
     let code = err.get("status").and_then(Value::as_str).map(str::to_owned);
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
-    let http_code = err.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let http_code = err
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok());
     let details = err.get("details").and_then(Value::as_array);
-    let detail = |ty: &str| details.into_iter().flatten().find(|d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(ty)));
+    let detail = |ty: &str| {
+        details.into_iter().flatten().find(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with(ty))
+        })
+    };
     let retry_after_ms = detail("google.rpc.RetryInfo")
         .and_then(|d| d.get("retryDelay"))
         .and_then(Value::as_str)
@@ -495,23 +621,38 @@ fn classify_status_value(status: u16, err: &Value) -> ErrorInfo {
     let per_day = detail("google.rpc.QuotaFailure")
         .and_then(|d| d.get("violations"))
         .and_then(Value::as_array)
-        .is_some_and(|vs| vs.iter().any(|v| v.get("quotaId").and_then(Value::as_str).is_some_and(|q| q.contains("PerDay"))));
-    let reason = detail("google.rpc.ErrorInfo").and_then(|d| d.get("reason")).and_then(Value::as_str);
+        .is_some_and(|vs| {
+            vs.iter().any(|v| {
+                v.get("quotaId")
+                    .and_then(Value::as_str)
+                    .is_some_and(|q| q.contains("PerDay"))
+            })
+        });
+    let reason = detail("google.rpc.ErrorInfo")
+        .and_then(|d| d.get("reason"))
+        .and_then(Value::as_str);
     let lower = message.to_ascii_lowercase();
     let class = match code.as_deref() {
         _ if reason == Some("API_KEY_INVALID") => ErrorClass::Auth,
-        Some("INVALID_ARGUMENT") if lower.contains("token count") || lower.contains("maximum number of tokens") => {
+        Some("INVALID_ARGUMENT")
+            if lower.contains("token count") || lower.contains("maximum number of tokens") =>
+        {
             ErrorClass::ContextLength
         }
         Some("RESOURCE_EXHAUSTED") if per_day => ErrorClass::Quota,
         Some("RESOURCE_EXHAUSTED") => ErrorClass::RateLimited,
-        Some("UNAVAILABLE") | Some("INTERNAL") | Some("UNKNOWN") | Some("ABORTED") => ErrorClass::Server,
+        Some("UNAVAILABLE") | Some("INTERNAL") | Some("UNKNOWN") | Some("ABORTED") => {
+            ErrorClass::Server
+        }
         Some("DEADLINE_EXCEEDED") => ErrorClass::Timeout,
         // Billing not enabled, region not supported: the deployment is misconfigured.
-        Some("PERMISSION_DENIED") | Some("UNAUTHENTICATED") | Some("FAILED_PRECONDITION") => ErrorClass::Auth,
-        Some("INVALID_ARGUMENT") | Some("NOT_FOUND") | Some("OUT_OF_RANGE") | Some("ALREADY_EXISTS") => {
-            ErrorClass::BadRequest
+        Some("PERMISSION_DENIED") | Some("UNAUTHENTICATED") | Some("FAILED_PRECONDITION") => {
+            ErrorClass::Auth
         }
+        Some("INVALID_ARGUMENT")
+        | Some("NOT_FOUND")
+        | Some("OUT_OF_RANGE")
+        | Some("ALREADY_EXISTS") => ErrorClass::BadRequest,
         _ => match (status, http_code) {
             (0 | 200..=299, Some(c)) => ErrorClass::from_status(c),
             (0 | 200..=299, None) => ErrorClass::Server,
@@ -522,6 +663,10 @@ fn classify_status_value(status: u16, err: &Value) -> ErrorInfo {
         class,
         retry_after_ms,
         provider_code: code,
-        message: if message.is_empty() { "Gemini error".to_owned() } else { message },
+        message: if message.is_empty() {
+            "Gemini error".to_owned()
+        } else {
+            message
+        },
     }
 }

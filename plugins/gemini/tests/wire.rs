@@ -6,13 +6,17 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use stilts_plugin::canonical::{ChatRequest, ChatResponse, FinishReason, FunctionCall, Message, Role, ToolCall};
+use stilts_plugin::canonical::{
+    ChatRequest, ChatResponse, FinishReason, FunctionCall, Message, Role, ToolCall,
+};
 use stilts_plugin::testing::{ErrorCase, run_transcript};
 use stilts_plugin::{ApiKey, DeploymentConfig, ErrorClass, PluginError, StreamEnd, Translator};
 use stilts_plugin_gemini::Gemini;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -27,7 +31,9 @@ fn cfg() -> DeploymentConfig {
 }
 
 fn header<'a>(h: &'a [(String, String)], n: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(n))
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -47,7 +53,10 @@ fn request_translation_matches_the_recorded_body() {
     let mut req = req;
     req.stream = None;
     let http = Gemini.build_request(&req, &cfg()).unwrap();
-    assert!(http.url.ends_with("/models/gemini-2.0-flash:generateContent"));
+    assert!(
+        http.url
+            .ends_with("/models/gemini-2.0-flash:generateContent")
+    );
 }
 
 #[test]
@@ -55,33 +64,60 @@ fn bad_requests_are_refused() {
     let orphan: ChatRequest = serde_json::from_value(json!({"model":"m","messages":[
         {"role":"user","content":"x"},{"role":"tool","tool_call_id":"nope","content":"r"}]}))
     .unwrap();
-    assert!(matches!(Gemini.build_request(&orphan, &cfg()), Err(PluginError::BadInput(_))));
+    assert!(matches!(
+        Gemini.build_request(&orphan, &cfg()),
+        Err(PluginError::BadInput(_))
+    ));
     let mut c = cfg();
     c.model = "gemini:evil?key=x".into();
-    let ok: ChatRequest = serde_json::from_value(json!({"model":"m","messages":[{"role":"user","content":"x"}]})).unwrap();
-    assert!(matches!(Gemini.build_request(&ok, &c), Err(PluginError::BadInput(_))));
+    let ok: ChatRequest =
+        serde_json::from_value(json!({"model":"m","messages":[{"role":"user","content":"x"}]}))
+            .unwrap();
+    assert!(matches!(
+        Gemini.build_request(&ok, &c),
+        Err(PluginError::BadInput(_))
+    ));
 }
 
 #[test]
 fn responses_become_canonical() {
-    let p = Gemini.parse_response(200, &[], &fixture("response_basic.json")).unwrap();
+    let p = Gemini
+        .parse_response(200, &[], &fixture("response_basic.json"))
+        .unwrap();
     let r: ChatResponse = serde_json::from_slice(&p.body).unwrap();
     assert_eq!(r.id, "IzPraKqpKdHSjMcPt_S46Ac");
     assert_eq!(r.model, "gemini-2.5-flash");
-    assert!(r.choices[0].message.text_content().starts_with("In a quiet corner"));
+    assert!(
+        r.choices[0]
+            .message
+            .text_content()
+            .starts_with("In a quiet corner")
+    );
     assert_eq!(r.choices[0].finish_reason, Some(FinishReason::Stop));
     let u = p.usage.unwrap();
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (8, 54, 62), "thoughts count as completion");
-    assert_eq!(u.completion_tokens_details, Some(json!({"reasoning_tokens": 30})));
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (8, 54, 62),
+        "thoughts count as completion"
+    );
+    assert_eq!(
+        u.completion_tokens_details,
+        Some(json!({"reasoning_tokens": 30}))
+    );
 
-    let p = Gemini.parse_response(200, &[], &fixture("response_function_call.json")).unwrap();
+    let p = Gemini
+        .parse_response(200, &[], &fixture("response_function_call.json"))
+        .unwrap();
     assert_eq!(p.finish_reason, Some(FinishReason::ToolCalls));
     let r: ChatResponse = serde_json::from_slice(&p.body).unwrap();
     let calls = r.choices[0].message.tool_calls.clone().unwrap();
     assert_eq!(calls[0].id, "call_0");
     assert_eq!(calls[0].function.name, "find_theaters");
     let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
-    assert_eq!(args, json!({"location":"Mountain View, CA","movie":"Barbie"}));
+    assert_eq!(
+        args,
+        json!({"location":"Mountain View, CA","movie":"Barbie"})
+    );
     assert!(r.choices[0].message.content.is_none());
 
     match Gemini.parse_response(200, &[], &fixture("response_blocked.json")) {
@@ -99,7 +135,14 @@ fn finish_reasons_map() {
     assert_eq!(f("STOP", false), FinishReason::Stop);
     assert_eq!(f("STOP", true), FinishReason::ToolCalls);
     assert_eq!(f("MAX_TOKENS", false), FinishReason::Length);
-    for r in ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"] {
+    for r in [
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+    ] {
         assert_eq!(f(r, false), FinishReason::ContentFilter, "{r}");
     }
     assert_eq!(f("OTHER", false), FinishReason::Stop);
@@ -122,12 +165,19 @@ fn every_recorded_error_shape_is_classified() {
 fn text_stream_with_crlf_framing_ends_clean_at_close() {
     let t = run_transcript(&Gemini, &fixture("stream_basic.sse"));
     assert_eq!(t.events, 3);
-    assert_eq!(t.text, "The old lighthouse keeper, Silas, had seen many storms.");
+    assert_eq!(
+        t.text,
+        "The old lighthouse keeper, Silas, had seen many storms."
+    );
     assert_eq!(t.finish_reason.as_deref(), Some("stop"));
     assert_eq!(t.end, StreamEnd::Clean);
     assert_eq!(t.ended_at_event, None, "no terminal marker: close decides");
     let u = t.usage.unwrap();
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (5, 11, 16), "the last usage wins");
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (5, 11, 16),
+        "the last usage wins"
+    );
     assert_eq!(t.chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(t.chunks[0]["id"], "Ol2yaN7NGeC3mNAPzIiK2Qw");
     assert_eq!(t.chunks.last().unwrap()["usage"]["total_tokens"], 16);
@@ -171,7 +221,10 @@ fn cut_and_error_streams() {
 /// The inverse translation (Gemini body → canonical messages), written independently for the property.
 fn decode_request(body: &Value) -> Vec<Message> {
     let mut out = Vec::new();
-    if let Some(s) = body.pointer("/systemInstruction/parts/0/text").and_then(Value::as_str) {
+    if let Some(s) = body
+        .pointer("/systemInstruction/parts/0/text")
+        .and_then(Value::as_str)
+    {
         out.push(Message::text(Role::System, s));
     }
     let mut ids: Vec<(String, String)> = Vec::new();
@@ -190,7 +243,10 @@ fn decode_request(body: &Value) -> Vec<Message> {
             }
             continue;
         }
-        let text: String = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+        let text: String = parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect();
         let calls: Vec<ToolCall> = parts
             .iter()
             .filter_map(|p| p.get("functionCall"))
@@ -201,11 +257,18 @@ fn decode_request(body: &Value) -> Vec<Message> {
                 ToolCall {
                     id,
                     kind: "function".into(),
-                    function: FunctionCall { name: fc["name"].as_str().unwrap().to_owned(), arguments: fc["args"].to_string() },
+                    function: FunctionCall {
+                        name: fc["name"].as_str().unwrap().to_owned(),
+                        arguments: fc["args"].to_string(),
+                    },
                 }
             })
             .collect();
-        let role = if c["role"] == "model" { Role::Assistant } else { Role::User };
+        let role = if c["role"] == "model" {
+            Role::Assistant
+        } else {
+            Role::User
+        };
         let mut m = Message::text(role, text);
         if !calls.is_empty() {
             m.tool_calls = Some(calls);
@@ -220,47 +283,71 @@ fn arb_text() -> impl Strategy<Value = String> {
 }
 
 fn arb_args() -> impl Strategy<Value = String> {
-    prop::collection::btree_map("[a-z]{1,6}", prop_oneof![any::<i32>().prop_map(|i| json!(i)), arb_text().prop_map(|s| json!(s))], 0..4)
-        .prop_map(|m| serde_json::to_string(&m).unwrap())
+    prop::collection::btree_map(
+        "[a-z]{1,6}",
+        prop_oneof![
+            any::<i32>().prop_map(|i| json!(i)),
+            arb_text().prop_map(|s| json!(s))
+        ],
+        0..4,
+    )
+    .prop_map(|m| serde_json::to_string(&m).unwrap())
 }
 
 /// Conversations Gemini can express: tool calls named uniquely within a turn (responses are matched by
 /// function name), ids numbered in order.
 fn arb_conversation() -> impl Strategy<Value = Vec<Message>> {
-    let turn = (arb_text(), arb_text(), prop::collection::btree_map("[a-z_]{1,10}", (arb_args(), arb_text()), 0..3));
-    (prop::option::of(arb_text()), prop::collection::vec(turn, 1..4)).prop_map(|(system, turns)| {
-        let mut msgs = Vec::new();
-        let mut n = 0;
-        if let Some(s) = system {
-            msgs.push(Message::text(Role::System, s));
-        }
-        for (user, answer, calls) in turns {
-            msgs.push(Message::text(Role::User, user));
-            let mut a = Message::text(Role::Assistant, answer);
-            let mut results = Vec::new();
-            let mut tcs = Vec::new();
-            for (name, (args, result)) in calls {
-                let id = format!("call_{n}");
-                n += 1;
-                tcs.push(ToolCall { id: id.clone(), kind: "function".into(), function: FunctionCall { name, arguments: args } });
-                let mut r = Message::text(Role::Tool, result);
-                r.tool_call_id = Some(id);
-                results.push(r);
+    let turn = (
+        arb_text(),
+        arb_text(),
+        prop::collection::btree_map("[a-z_]{1,10}", (arb_args(), arb_text()), 0..3),
+    );
+    (
+        prop::option::of(arb_text()),
+        prop::collection::vec(turn, 1..4),
+    )
+        .prop_map(|(system, turns)| {
+            let mut msgs = Vec::new();
+            let mut n = 0;
+            if let Some(s) = system {
+                msgs.push(Message::text(Role::System, s));
             }
-            if !tcs.is_empty() {
-                a.tool_calls = Some(tcs);
+            for (user, answer, calls) in turns {
+                msgs.push(Message::text(Role::User, user));
+                let mut a = Message::text(Role::Assistant, answer);
+                let mut results = Vec::new();
+                let mut tcs = Vec::new();
+                for (name, (args, result)) in calls {
+                    let id = format!("call_{n}");
+                    n += 1;
+                    tcs.push(ToolCall {
+                        id: id.clone(),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name,
+                            arguments: args,
+                        },
+                    });
+                    let mut r = Message::text(Role::Tool, result);
+                    r.tool_call_id = Some(id);
+                    results.push(r);
+                }
+                if !tcs.is_empty() {
+                    a.tool_calls = Some(tcs);
+                }
+                msgs.push(a);
+                msgs.extend(results);
             }
-            msgs.push(a);
-            msgs.extend(results);
-        }
-        msgs
-    })
+            msgs
+        })
 }
 
 fn normalise(msgs: &mut [Message]) {
     for m in msgs {
         for c in m.tool_calls.iter_mut().flatten() {
-            c.function.arguments = serde_json::from_str::<Value>(&c.function.arguments).unwrap().to_string();
+            c.function.arguments = serde_json::from_str::<Value>(&c.function.arguments)
+                .unwrap()
+                .to_string();
         }
     }
 }

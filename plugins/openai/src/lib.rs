@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 use stilts_plugin::canonical::{ChatRequest, FinishReason, StreamOptions, Usage};
 use stilts_plugin::types::http;
 use stilts_plugin::{
-    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginError, StreamEnd,
-    StreamStep, Translator,
+    Capabilities, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse,
+    PluginError, StreamEnd, StreamStep, Translator,
 };
 
 /// The default base URL.
@@ -60,20 +60,36 @@ impl Translator for OpenAi {
         .into_iter()
         .map(|(m, n)| (m.to_owned(), n))
         .collect();
-        Capabilities { streaming: true, prefill_continuation: false, context_windows }
+        Capabilities {
+            streaming: true,
+            prefill_continuation: false,
+            context_windows,
+        }
     }
 
-    fn build_request(&self, req: &ChatRequest, cfg: &DeploymentConfig) -> Result<HttpRequest, PluginError> {
+    fn build_request(
+        &self,
+        req: &ChatRequest,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, PluginError> {
         let mut req = req.clone();
         if !cfg.model.is_empty() {
             req.model.clone_from(&cfg.model);
         }
         if req.model.is_empty() {
-            return Err(PluginError::BadInput("no model: set the deployment's model".to_owned()));
+            return Err(PluginError::BadInput(
+                "no model: set the deployment's model".to_owned(),
+            ));
         }
-        let include_usage = cfg.options.get("include_usage").and_then(Value::as_bool).unwrap_or(true);
+        let include_usage = cfg
+            .options
+            .get("include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         if req.is_stream() && include_usage {
-            let opts = req.stream_options.get_or_insert_with(StreamOptions::default);
+            let opts = req
+                .stream_options
+                .get_or_insert_with(StreamOptions::default);
             opts.include_usage = Some(true);
         }
         let body = serde_json::to_vec(&req).map_err(|e| PluginError::BadInput(e.to_string()))?;
@@ -82,9 +98,15 @@ impl Translator for OpenAi {
             headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
         }
         if let Some(key) = &cfg.api_key {
-            headers.push(("authorization".to_owned(), format!("Bearer {}", key.expose())));
+            headers.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", key.expose()),
+            ));
         }
-        for (opt, header) in [("organization", "openai-organization"), ("project", "openai-project")] {
+        for (opt, header) in [
+            ("organization", "openai-organization"),
+            ("project", "openai-project"),
+        ] {
             if let Some(v) = cfg.options.get(opt).and_then(Value::as_str) {
                 headers.push((header.to_owned(), v.to_owned()));
             }
@@ -107,13 +129,19 @@ impl Translator for OpenAi {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| PluginError::BadInput(format!("response is not JSON: {e}")))?;
         let Some(obj) = v.as_object() else {
-            return Err(PluginError::BadInput("response is not a JSON object".to_owned()));
+            return Err(PluginError::BadInput(
+                "response is not a JSON object".to_owned(),
+            ));
         };
         if is_error_body(obj) {
-            return Err(PluginError::Upstream(self.classify_error(status, headers, body)));
+            return Err(PluginError::Upstream(
+                self.classify_error(status, headers, body),
+            ));
         }
         let Some(choices) = obj.get("choices").and_then(Value::as_array) else {
-            return Err(PluginError::BadInput("response has no `choices` array".to_owned()));
+            return Err(PluginError::BadInput(
+                "response has no `choices` array".to_owned(),
+            ));
         };
         let finish_reason = choices
             .first()
@@ -136,7 +164,12 @@ impl Translator for OpenAi {
         OpenAiStream::default()
     }
 
-    fn stream_event(&self, state: &mut OpenAiStream, event: Option<&str>, data: &[u8]) -> StreamStep {
+    fn stream_event(
+        &self,
+        state: &mut OpenAiStream,
+        event: Option<&str>,
+        data: &[u8],
+    ) -> StreamStep {
         match event {
             None | Some("message") | Some("error") => {}
             // Not an event this dialect defines: ignored, as the SSE contract says.
@@ -146,7 +179,9 @@ impl Translator for OpenAi {
             return StreamStep::end(if state.finish_seen {
                 StreamEnd::Clean
             } else {
-                StreamEnd::Cut { reason: "[DONE] arrived before any finish_reason".to_owned() }
+                StreamEnd::Cut {
+                    reason: "[DONE] arrived before any finish_reason".to_owned(),
+                }
             });
         }
         let v: Value = match serde_json::from_slice(data) {
@@ -157,7 +192,9 @@ impl Translator for OpenAi {
             return StreamStep::cut("stream event is not a JSON object");
         };
         if is_error_body(obj) || event == Some("error") {
-            return StreamStep::end(StreamEnd::Error { error: classify_value(0, &[], &v) });
+            return StreamStep::end(StreamEnd::Error {
+                error: classify_value(0, &[], &v),
+            });
         }
         if !obj.contains_key("choices") {
             return StreamStep::cut("stream event has no `choices`");
@@ -165,26 +202,38 @@ impl Translator for OpenAi {
         let finished = obj
             .get("choices")
             .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null())));
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+            });
         state.finish_seen |= finished;
-        StreamStep { chunks: vec![data.to_vec()], usage: usage_of(obj), done: None }
+        StreamStep {
+            chunks: vec![data.to_vec()],
+            usage: usage_of(obj),
+            done: None,
+        }
     }
 
     fn stream_close(&self, state: &mut OpenAiStream) -> StreamEnd {
         if state.finish_seen {
             StreamEnd::Clean
         } else {
-            StreamEnd::Cut { reason: "the stream closed before a finish_reason".to_owned() }
+            StreamEnd::Cut {
+                reason: "the stream closed before a finish_reason".to_owned(),
+            }
         }
     }
 }
 
 fn is_error_body(obj: &Map<String, Value>) -> bool {
-    obj.get("error").is_some_and(|e| !e.is_null()) || obj.get("object").and_then(Value::as_str) == Some("error")
+    obj.get("error").is_some_and(|e| !e.is_null())
+        || obj.get("object").and_then(Value::as_str) == Some("error")
 }
 
 fn usage_of(obj: &Map<String, Value>) -> Option<Usage> {
-    obj.get("usage").filter(|u| !u.is_null()).and_then(|u| serde_json::from_value(u.clone()).ok())
+    obj.get("usage")
+        .filter(|u| !u.is_null())
+        .and_then(|u| serde_json::from_value(u.clone()).ok())
 }
 
 /// Classifies an OpenAI-style error answer. Public for the other plugins' tests and for reuse.
@@ -192,7 +241,8 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> Error
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => classify_value(status, headers, &v),
         Err(_) => {
-            let mut info = ErrorInfo::new(ErrorClass::from_status(status), text_message(status, body));
+            let mut info =
+                ErrorInfo::new(ErrorClass::from_status(status), text_message(status, body));
             info.retry_after_ms = http::retry_after_ms(headers);
             info
         }
@@ -253,7 +303,11 @@ fn classify_value(status: u16, headers: &[(String, String)], v: &Value) -> Error
     } else {
         let by_status = ErrorClass::from_status(status);
         let should_retry = http::header(headers, "x-should-retry") == Some("true");
-        if by_status == ErrorClass::BadRequest && should_retry { ErrorClass::Server } else { by_status }
+        if by_status == ErrorClass::BadRequest && should_retry {
+            ErrorClass::Server
+        } else {
+            by_status
+        }
     };
     ErrorInfo {
         class,

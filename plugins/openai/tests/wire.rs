@@ -11,7 +11,9 @@ use stilts_plugin::{ApiKey, DeploymentConfig, ErrorClass, PluginError, StreamEnd
 use stilts_plugin_openai::OpenAi;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -26,7 +28,9 @@ fn cfg(base: &str) -> DeploymentConfig {
 }
 
 fn header<'a>(h: &'a [(String, String)], n: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(n))
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -36,7 +40,10 @@ fn request_is_a_pass_through_with_model_key_and_headers() {
     let http = OpenAi.build_request(&req, &cfg("")).unwrap();
     assert_eq!(http.method, "POST");
     assert_eq!(http.url, "https://api.openai.com/v1/chat/completions");
-    assert_eq!(header(&http.headers, "authorization"), Some("Bearer sk-test"));
+    assert_eq!(
+        header(&http.headers, "authorization"),
+        Some("Bearer sk-test")
+    );
     assert_eq!(header(&http.headers, "x-team"), Some("search"));
     let body: Value = serde_json::from_slice(&http.body).unwrap();
     let mut expected: Value = serde_json::from_slice(&raw).unwrap();
@@ -47,12 +54,17 @@ fn request_is_a_pass_through_with_model_key_and_headers() {
 #[test]
 fn streaming_request_asks_for_usage_and_keeps_tools_and_images() {
     let req: ChatRequest = serde_json::from_slice(&fixture("request_tools.json")).unwrap();
-    let http = OpenAi.build_request(&req, &cfg("http://localhost:11434/v1/")).unwrap();
+    let http = OpenAi
+        .build_request(&req, &cfg("http://localhost:11434/v1/"))
+        .unwrap();
     assert_eq!(http.url, "http://localhost:11434/v1/chat/completions");
     let body: Value = serde_json::from_slice(&http.body).unwrap();
     assert_eq!(body["stream_options"]["include_usage"], true);
     assert_eq!(body["tools"][0]["function"]["name"], "get_current_weather");
-    assert_eq!(body["messages"][0]["content"][1]["image_url"]["detail"], "low");
+    assert_eq!(
+        body["messages"][0]["content"][1]["image_url"]["detail"],
+        "low"
+    );
     assert_eq!(body["messages"][2]["tool_call_id"], "call_abc123");
 
     let mut c = cfg("http://vllm:8000/v1");
@@ -67,16 +79,44 @@ fn streaming_request_asks_for_usage_and_keeps_tools_and_images() {
 #[test]
 fn responses_pass_through_with_usage_and_finish_reason() {
     for (file, finish, prompt, completion, model) in [
-        ("response_basic.json", FinishReason::Stop, 19, 10, "gpt-4.1-2025-04-14"),
-        ("response_tool_calls.json", FinishReason::ToolCalls, 82, 17, "gpt-4o-mini"),
-        ("ollama_response.json", FinishReason::Stop, 12, 18, "qwen3:0.6b"),
-        ("llamacpp_response.json", FinishReason::Length, 10, 4, "gpt-3.5-turbo"),
+        (
+            "response_basic.json",
+            FinishReason::Stop,
+            19,
+            10,
+            "gpt-4.1-2025-04-14",
+        ),
+        (
+            "response_tool_calls.json",
+            FinishReason::ToolCalls,
+            82,
+            17,
+            "gpt-4o-mini",
+        ),
+        (
+            "ollama_response.json",
+            FinishReason::Stop,
+            12,
+            18,
+            "qwen3:0.6b",
+        ),
+        (
+            "llamacpp_response.json",
+            FinishReason::Length,
+            10,
+            4,
+            "gpt-3.5-turbo",
+        ),
     ] {
         let body = fixture(file);
         let p = OpenAi.parse_response(200, &[], &body).unwrap();
         assert_eq!(p.finish_reason, Some(finish), "{file}");
         let u = p.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens), (prompt, completion), "{file}");
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens),
+            (prompt, completion),
+            "{file}"
+        );
         assert_eq!(p.model.as_deref(), Some(model));
         assert_eq!(p.body, body, "{file}: byte-for-byte pass-through");
         // And it is valid canonical JSON.
@@ -91,8 +131,14 @@ fn error_in_a_200_body_is_an_upstream_error() {
         Err(PluginError::Upstream(e)) => assert_eq!(e.class, ErrorClass::Server),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(OpenAi.parse_response(200, &[], b"<html>"), Err(PluginError::BadInput(_))));
-    assert!(matches!(OpenAi.parse_response(200, &[], b"{\"id\":1}"), Err(PluginError::BadInput(_))));
+    assert!(matches!(
+        OpenAi.parse_response(200, &[], b"<html>"),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(matches!(
+        OpenAi.parse_response(200, &[], b"{\"id\":1}"),
+        Err(PluginError::BadInput(_))
+    ));
 }
 
 #[test]
@@ -189,11 +235,18 @@ fn compatible_servers_streams() {
     assert_eq!(t.text, "Hi there");
     assert_eq!(t.end, StreamEnd::Clean);
     assert_eq!(t.usage.as_ref().map(|u| u.total_tokens), Some(15));
-    assert_eq!(t.chunks[0]["choices"][0]["delta"]["reasoning"], "Greet", "extensions pass through");
+    assert_eq!(
+        t.chunks[0]["choices"][0]["delta"]["reasoning"], "Greet",
+        "extensions pass through"
+    );
 
     let t = run_transcript(&OpenAi, &fixture("vllm_stream_continuous_usage.sse"));
     assert_eq!(t.text, "Paris.");
-    assert_eq!(t.usage.as_ref().map(|u| u.completion_tokens), Some(2), "continuous usage: last wins");
+    assert_eq!(
+        t.usage.as_ref().map(|u| u.completion_tokens),
+        Some(2),
+        "continuous usage: last wins"
+    );
     assert_eq!(t.end, StreamEnd::Clean);
 }
 
@@ -202,7 +255,15 @@ fn arb_text() -> impl Strategy<Value = String> {
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
-    (prop_oneof![Just(Role::System), Just(Role::User), Just(Role::Assistant), Just(Role::Developer)], arb_text())
+    (
+        prop_oneof![
+            Just(Role::System),
+            Just(Role::User),
+            Just(Role::Assistant),
+            Just(Role::Developer)
+        ],
+        arb_text(),
+    )
         .prop_map(|(r, t)| Message::text(r, t))
 }
 

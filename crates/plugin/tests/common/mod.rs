@@ -10,12 +10,18 @@ use std::sync::{Mutex, OnceLock};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The target directory of the running test (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
 pub fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a cargo build and returns the cdylib it produced.
@@ -29,13 +35,22 @@ pub fn cargo_build_cdylib(args: &[&str], target_dir: &Path) -> PathBuf {
         .output()
         .expect("run cargo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "cargo build {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in stdout.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let kinds = msg["target"]["kind"].as_array().cloned().unwrap_or_default();
+        let kinds = msg["target"]["kind"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if !kinds.iter().any(|k| k == "cdylib") {
             continue;
         }
@@ -52,7 +67,10 @@ pub fn cargo_build_cdylib(args: &[&str], target_dir: &Path) -> PathBuf {
 /// Builds a workspace plugin package (once per test binary and profile) and returns its library.
 pub fn workspace_plugin(package: &str, release: bool) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<(String, bool), PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.get(&(package.to_owned(), release)) {
         return p.clone();
     }
@@ -70,7 +88,12 @@ pub fn workspace_plugin(package: &str, release: bool) -> PathBuf {
 /// Writes an out-of-tree crate into `dir` (files: relative path → contents), with the workspace's
 /// Cargo.lock so it resolves from the local cache, builds it and returns its library. Builds share one
 /// target directory per test binary, so stilts-plugin compiles once.
-pub fn build_out_of_tree(dir: &Path, files: &[(&str, String)], extra_args: &[&str], target_name: &str) -> PathBuf {
+pub fn build_out_of_tree(
+    dir: &Path,
+    files: &[(&str, String)],
+    extra_args: &[&str],
+    target_name: &str,
+) -> PathBuf {
     for (rel, text) in files {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
