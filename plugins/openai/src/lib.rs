@@ -184,32 +184,27 @@ impl Translator for OpenAi {
                 }
             });
         }
-        let v: Value = match serde_json::from_slice(data) {
-            Ok(v) => v,
+        // Peek at the few fields that matter without building a full JSON tree (the chunk itself is
+        // forwarded byte for byte); serde still validates the whole event.
+        let peek: Peek = match serde_json::from_slice(data) {
+            Ok(p) => p,
             Err(e) => return StreamStep::cut(format!("stream event is not valid JSON: {e}")),
         };
-        let Some(obj) = v.as_object() else {
-            return StreamStep::cut("stream event is not a JSON object");
-        };
-        if is_error_body(obj) || event == Some("error") {
+        if peek.error.is_some() || peek.object.as_deref() == Some("error") || event == Some("error")
+        {
+            let v: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
             return StreamStep::end(StreamEnd::Error {
                 error: classify_value(0, &[], &v),
             });
         }
-        if !obj.contains_key("choices") {
+        let Some(choices) = peek.choices else {
             return StreamStep::cut("stream event has no `choices`");
-        }
-        let finished = obj
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-            });
-        state.finish_seen |= finished;
+        };
+        state.finish_seen |= choices.iter().any(|c| c.finish_reason.is_some());
+        let usage = peek.usage.and_then(|u| serde_json::from_value(u).ok());
         StreamStep {
             chunks: vec![data.to_vec()],
-            usage: usage_of(obj),
+            usage,
             done: None,
         }
     }
@@ -223,6 +218,25 @@ impl Translator for OpenAi {
             }
         }
     }
+}
+
+/// The fields of a stream chunk the plugin reads. Unknown fields are skipped (but still validated).
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(default)]
+    choices: Option<Vec<PeekChoice>>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekChoice {
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
 }
 
 fn is_error_body(obj: &Map<String, Value>) -> bool {
