@@ -374,9 +374,10 @@ impl RouteConfig {
                     "set the upstream model name, e.g. \"gpt-4o-mini\"",
                 ));
             }
-            if !d.base_url.is_empty()
-                && !(d.base_url.starts_with("http://") || d.base_url.starts_with("https://"))
-            {
+            let url_ok = d.base_url.is_empty()
+                || d.base_url.starts_with("http://")
+                || d.base_url.starts_with("https://");
+            if !url_ok {
                 return Err(ConfigError::new(
                     path("base_url"),
                     format!("\"{}\" is not an http(s) URL", d.base_url),

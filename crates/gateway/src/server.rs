@@ -47,22 +47,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn check_client(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The 401 answer when the client is not allowed.
+fn check_client(gateway: &Gateway, headers: &HeaderMap) -> Option<Response> {
     if gateway.client_allowed(bearer(headers)) {
-        Ok(())
+        None
     } else {
-        Err(ApiError::plain(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "missing or unknown client key: send Authorization: Bearer <key>",
-        ))
+        Some(
+            ApiError::plain(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "missing or unknown client key: send Authorization: Bearer <key>",
+            )
+            .into_response(),
+        )
     }
 }
 
 async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(e) = check_client(&gateway, &headers) {
-        return e.into_response();
+    if let Some(denied) = check_client(&gateway, &headers) {
+        return denied;
     }
     let limit = gateway.server_settings().body_limit_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -124,8 +128,8 @@ fn tag(headers: &mut HeaderMap, provider: &str, attempts: u32) {
 }
 
 async fn models(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_client(&gateway, &headers) {
-        return e.into_response();
+    if let Some(denied) = check_client(&gateway, &headers) {
+        return denied;
     }
     let data: Vec<serde_json::Value> = gateway
         .route_names()
@@ -136,8 +140,8 @@ async fn models(State(gateway): State<Gateway>, headers: HeaderMap) -> Response 
 }
 
 async fn status(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_client(&gateway, &headers) {
-        return e.into_response();
+    if let Some(denied) = check_client(&gateway, &headers) {
+        return denied;
     }
     axum::Json(gateway.status_json()).into_response()
 }
