@@ -402,8 +402,10 @@ fn unsafe_env(name: &str, value: &str) {
 
 #[tokio::test]
 async fn the_shipped_example_config_is_valid_and_builds() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/stilts.toml");
-    let valid = stilts_gateway::GatewayConfig::load(&example).expect("examples/stilts.toml is valid");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/stilts.toml");
+    let valid =
+        stilts_gateway::GatewayConfig::load(&example).expect("examples/stilts.toml is valid");
     assert_eq!(valid.routes.len(), 2);
     assert!(valid.server.listen.ip().is_loopback());
     for (var, value) in [
@@ -416,6 +418,7 @@ async fn the_shipped_example_config_is_valid_and_builds() {
     }
     let mut valid = valid;
     valid.server.plugin_dir = openai_plugin().parent().map(std::path::Path::to_path_buf);
-    let gateway = stilts_gateway::Gateway::new(&valid).expect("the example builds with the real plugin");
+    let gateway =
+        stilts_gateway::Gateway::new(&valid).expect("the example builds with the real plugin");
     assert_eq!(gateway.route_names(), ["chat", "fast"]);
 }

@@ -410,3 +410,102 @@ fn set_env(name: &str, value: &str) {
         std::env::set_var(name, value)
     }
 }
+
+#[tokio::test]
+async fn a_cut_stream_continues_exactly_on_a_prefill_capable_provider() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let a = mock("a").await;
+    a.set_faults(Faults {
+        cut_after: Some(3),
+        ..Faults::default()
+    });
+    let b = MockServer::start().await;
+    let events = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"This answer "}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"continued on b."}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ];
+    let sse: String = events
+        .iter()
+        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(sse),
+        )
+        .expect(1)
+        .mount(&b)
+        .await;
+    let toml = format!(
+        "{SERVER}[routes.s.router]\npolicy = \"priority\"\n\
+         [[routes.s.deployments]]\nname = \"a\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"a-model\"\n\
+         [[routes.s.deployments]]\nname = \"b\"\nplugin = \"ANTHROPIC\"\nbase_url = \"{}/v1\"\nmodel = \"claude-b\"\npriority = 1\nprefill_continuation = true\n",
+        a.base_url(),
+        b.uri()
+    );
+    let h = Harness::start(&toml).await;
+    let (status, headers, body) = h.stream(stream_request("s")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-provider"), "a");
+    let (text, done, error) = sse_text(&body);
+    assert_eq!(error, None, "{body}");
+    assert_eq!(text, "Hello from a! This answer continued on b.");
+    assert_eq!(done, 1);
+    // b was asked to continue a's partial answer, placed last as the assistant's message.
+    let sent: Value =
+        serde_json::from_slice(&b.received_requests().await.unwrap()[0].body).unwrap();
+    let last = sent["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "assistant", "{sent}");
+    assert!(last.to_string().contains("Hello from a! "), "{sent}");
+    let m = h.get("/metrics").await;
+    assert!(
+        m.contains(
+            r#"stilts_stream_interruptions_total{route="s",provider="a",action="continued"} 1"#
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn continuation_is_refused_for_a_plugin_that_cannot_do_it() {
+    let a = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        with_plugin(&format!(
+            "{SERVER}[[routes.s.deployments]]\nname = \"a\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"m\"\nprefill_continuation = true\n",
+            a.base_url()
+        )),
+    )
+    .unwrap();
+    let valid = stilts_gateway::GatewayConfig::load(&path).unwrap();
+    let e = stilts_gateway::Gateway::new(&valid).unwrap_err();
+    assert_eq!(e.path, "routes.s.deployments[0].prefill_continuation");
+}

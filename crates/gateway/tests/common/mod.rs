@@ -16,7 +16,19 @@ use stilts_gateway::{Gateway, GatewayConfig, server};
 /// library's path, read from cargo's JSON artifact messages. Never linked statically.
 pub fn openai_plugin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
+    PATH.get_or_init(|| build_plugin("stilts-plugin-openai"))
+        .clone()
+}
+
+/// Builds the anthropic plugin (see [`openai_plugin`]).
+pub fn anthropic_plugin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build_plugin("stilts-plugin-anthropic"))
+        .clone()
+}
+
+fn build_plugin(package: &str) -> PathBuf {
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
@@ -26,7 +38,7 @@ pub fn openai_plugin() -> PathBuf {
             .args([
                 "build",
                 "-p",
-                "stilts-plugin-openai",
+                package,
                 "--lib",
                 "--message-format=json-render-diagnostics",
             ])
@@ -34,10 +46,10 @@ pub fn openai_plugin() -> PathBuf {
             .arg(&target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
-            .expect("run cargo build for the openai plugin");
+            .expect("run cargo build for a plugin");
         assert!(
             out.status.success(),
-            "building the openai plugin failed:\n{}",
+            "building {package} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -61,9 +73,8 @@ pub fn openai_plugin() -> PathBuf {
                 }
             }
         }
-        panic!("cargo built no cdylib for stilts-plugin-openai");
-    })
-    .clone()
+        panic!("cargo built no cdylib for {package}");
+    }
 }
 
 /// Every log line of this test binary.
@@ -116,6 +127,11 @@ pub const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nreload_poll_ms = 0
 
 /// Replaces `PLUGIN` with the built plugin's path.
 pub fn with_plugin(toml: &str) -> String {
+    let toml = if toml.contains("ANTHROPIC") {
+        toml.replace("ANTHROPIC", &anthropic_plugin().display().to_string())
+    } else {
+        toml.to_owned()
+    };
     toml.replace("PLUGIN", &openai_plugin().display().to_string())
 }
 
