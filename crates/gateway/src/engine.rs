@@ -811,7 +811,21 @@ impl Driver {
         let route = &self.guard.route;
         let mut error = ApiError::from_give_up(&route.name, g, std::mem::take(&mut self.tried));
         if g.reason == GiveUpReason::AllRateLimited {
-            error.retry_after = Some(Duration::from_secs(1));
+            // Tell the client when the first provider's rate-limit cool-down ends.
+            let now = self.guard.clock().now();
+            let soonest = route
+                .lock()
+                .router
+                .status(now)
+                .iter()
+                .filter_map(|p| match p.cooldown {
+                    Some((stilts_core::Cooldown::RateLimited, until)) => {
+                        Some(until.saturating_since(now))
+                    }
+                    _ => None,
+                })
+                .min();
+            error.retry_after = Some(soonest.unwrap_or(Duration::from_secs(1)));
         }
         self.gateway
             .metrics()

@@ -148,7 +148,11 @@ async fn every_provider_rate_limited_answers_429() {
     let (status, headers, body) = h.chat(request("chat")).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
-    assert!(headers.get("retry-after").is_some());
+    let after: u64 = header(&headers, "retry-after").parse().unwrap();
+    assert!(
+        (50..=60).contains(&after),
+        "Retry-After {after} should be the cool-down left"
+    );
     let tried: Vec<&str> = body["error"]["stilts"]["attempts"]
         .as_array()
         .unwrap()

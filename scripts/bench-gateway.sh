@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Gateway overhead bench: the fake upstream called directly vs through `stilts serve`, on
+# loopback, at a fixed request rate (open loop, oha with latency correction), plain requests.
+# Reports p50/p99 of both, the added latency, the gateway's own overhead histogram mean, and the
+# gateway's peak RSS. Stops everything it started.
+#
+#   scripts/bench-gateway.sh                 # 2000 req/s for 20 s
+#   RATE=2000 DURATION=30s CONNS=64 scripts/bench-gateway.sh
+#   DOC=docs/benchmarks-gateway.md scripts/bench-gateway.sh   # also write the results there
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+RATE="${RATE:-2000}"
+DURATION="${DURATION:-20s}"
+CONNS="${CONNS:-64}"
+MOCK_PORT="${MOCK_PORT:-19101}"
+GW_PORT="${GW_PORT:-19102}"
+DOC="${DOC:-}"
+WORK="$(mktemp -d)"
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v oha >/dev/null; then
+    echo "== installing oha (cargo install --locked oha)"
+    cargo install --locked oha
+fi
+
+echo "== building stilts and the openai plugin (release)"
+(cd "$ROOT" && cargo build --locked --release -q -p stilts-cli -p stilts-plugin-openai)
+BIN="$TARGET/release/stilts"
+
+"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+cat >"$WORK/bench.toml" <<TOML
+[server]
+listen = "127.0.0.1:$GW_PORT"
+
+[[routes.bench.deployments]]
+name = "mock"
+plugin = "openai"
+base_url = "http://127.0.0.1:$MOCK_PORT/v1"
+model = "bench-model"
+TOML
+RUST_LOG=warn "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+
+BODY='{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi in five words."}],"max_tokens":16}'
+for port in "$MOCK_PORT" "$GW_PORT"; do
+    for _ in $(seq 100); do
+        if curl -sf -o /dev/null "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' -d "$BODY"; then
+            break
+        fi
+        sleep 0.1
+    done
+done
+curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/v1/chat/completions" -H 'content-type: application/json' -d "$BODY" \
+    || { echo "gateway not answering"; cat "$WORK/gw.log"; exit 1; }
+
+run() { # name url
+    oha --no-tui --output-format json -z "$DURATION" -q "$RATE" -c "$CONNS" --latency-correction \
+        -m POST -H 'content-type: application/json' -d "$BODY" "$2" >"$WORK/$1.json"
+}
+
+echo "== warm-up (3 s each)"
+DURATION=3s run warm-direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+DURATION=3s run warm-gw "http://127.0.0.1:$GW_PORT/v1/chat/completions"
+echo "== direct: $RATE req/s for $DURATION"
+run direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+echo "== through stilts: $RATE req/s for $DURATION"
+run through "http://127.0.0.1:$GW_PORT/v1/chat/completions"
+
+HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")"
+RSS_KB="$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")"
+curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.txt"
+
+python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" <<'PY'
+import json, sys, re, platform, subprocess, datetime
+work, rate, duration, conns, hwm_kb, rss_kb, doc = sys.argv[1:8]
+def load(name):
+    j = json.load(open(f"{work}/{name}.json"))
+    p = j["latencyPercentiles"]
+    codes = j.get("statusCodeDistribution", {})
+    return {"p50": p["p50"] * 1e6, "p90": p["p90"] * 1e6, "p99": p["p99"] * 1e6,
+            "rps": j["summary"]["requestsPerSec"], "ok": j["summary"]["successRate"], "codes": codes}
+d, t = load("direct"), load("through")
+m = open(f"{work}/metrics.txt").read()
+def metric(name):
+    r = re.search(rf'^{name}{{route="bench"}} ([0-9.e+-]+)$', m, re.M)
+    return float(r.group(1)) if r else float("nan")
+ov_mean_us = metric("stilts_gateway_overhead_seconds_sum") / max(metric("stilts_gateway_overhead_seconds_count"), 1) * 1e6
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+lines = [
+    f"| | p50 | p90 | p99 | achieved req/s | success |",
+    f"|---|---|---|---|---|---|",
+    f"| mock upstream, direct | {d['p50']:.0f} µs | {d['p90']:.0f} µs | {d['p99']:.0f} µs | {d['rps']:.0f} | {d['ok']*100:.2f} % |",
+    f"| through stilts | {t['p50']:.0f} µs | {t['p90']:.0f} µs | {t['p99']:.0f} µs | {t['rps']:.0f} | {t['ok']*100:.2f} % |",
+    f"| **added by stilts** | **{t['p50']-d['p50']:.0f} µs** | {t['p90']-d['p90']:.0f} µs | **{t['p99']-d['p99']:.0f} µs** | | |",
+    "",
+    f"- stilts' own overhead histogram (`stilts_gateway_overhead_seconds`, time in stilts excluding the upstream wait): mean {ov_mean_us:.1f} µs",
+    f"- gateway peak RSS (VmHWM): {int(hwm_kb)/1024:.1f} MiB (RSS at the end: {int(rss_kb)/1024:.1f} MiB)",
+    f"- status codes through stilts: {t['codes']}",
+]
+print("\n".join(lines))
+if doc:
+    text = f"""# Gateway benchmark
+
+Added latency of stilts over a direct call to a local fake upstream, and the gateway's memory.
+Targets (design brief): ≤ 100 µs p50 and ≤ 1 ms p99 added at 2,000 requests/s; RSS ≤ 64 MiB.
+
+Command: `RATE={rate} DURATION={duration} CONNS={conns} scripts/bench-gateway.sh` (release build;
+oha open loop at a fixed rate with latency correction; plain (non-stream) chat requests; the fake
+upstream is `stilts mock-upstream` with no injected latency; the gateway routes through the real
+openai plugin loaded from its shared library, with a config file and its watcher on).
+
+Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores shared by the load generator, the fake upstream and the
+gateway (and, while this ran, other builds on the machine), {datetime.date.today()}.
+
+{chr(10).join(lines)}
+
+How to read it: "added" is the difference of the two runs' percentiles, so it includes one extra
+loopback hop (client → stilts → upstream instead of client → upstream) and the noise of a shared
+2-core machine; the overhead histogram isolates the time spent inside stilts itself.
+"""
+    open(doc, "w").write(text)
+    print(f"wrote {doc}")
+PY
