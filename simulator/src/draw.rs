@@ -54,7 +54,9 @@ impl Key {
     /// The key of attempt `k` (1-based, counted per provider) on world provider `provider`.
     #[inline]
     pub(crate) const fn attempt(self, provider: usize, k: u32) -> Key {
-        Key(mix(self.0 ^ ((provider as u64) << 40 | (k as u64) << 8 | 0xA5)))
+        Key(mix(
+            self.0 ^ ((provider as u64) << 40 | (k as u64) << 8 | 0xA5)
+        ))
     }
 
     /// A raw 64-bit draw.
@@ -118,6 +120,7 @@ impl LogNormal {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
 mod tests {
     use super::*;
 

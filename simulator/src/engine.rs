@@ -163,7 +163,11 @@ fn resolve(
             }
         }
         Fate::Hang => fail(silent_limit, ErrorClass::Timeout, None, None),
-        Fate::Answer { ttft, generation, mishap } => {
+        Fate::Answer {
+            ttft,
+            generation,
+            mishap,
+        } => {
             let first = start + ttft;
             if !stream {
                 let total = first + generation;
@@ -195,9 +199,12 @@ fn resolve(
                     Mishap::Cut(f) | Mishap::Malformed(f) => {
                         fail(part(f), ErrorClass::Server, None, Some(first))
                     }
-                    Mishap::Stall(f) => {
-                        fail(part(f) + limits.stall, ErrorClass::Timeout, None, Some(first))
-                    }
+                    Mishap::Stall(f) => fail(
+                        part(f) + limits.stall,
+                        ErrorClass::Timeout,
+                        None,
+                        Some(first),
+                    ),
                 }
             }
         }
@@ -327,12 +334,7 @@ pub(crate) fn run<S: Strategy>(
         let changes = scenario.capacity_changes(p);
         engine.providers[p].has_capacity_events = !changes.is_empty();
         for at in changes {
-            engine.push(
-                at,
-                Ev::CapacityChange {
-                    provider: p as u8,
-                },
-            );
+            engine.push(at, Ev::CapacityChange { provider: p as u8 });
         }
     }
     let mut arrivals = Arrivals::new(scenario, seed);
@@ -465,7 +467,13 @@ impl<S: Strategy> Engine<'_, S> {
                     self.wakes = self.wakes.wrapping_add(1);
                     rs.wake_gen = self.wakes;
                     let generation = self.wakes;
-                    self.push(at.max(now), Ev::Wake { req: id, generation });
+                    self.push(
+                        at.max(now),
+                        Ev::Wake {
+                            req: id,
+                            generation,
+                        },
+                    );
                     return;
                 }
                 Step::Pending => {
@@ -517,12 +525,7 @@ impl<S: Strategy> Engine<'_, S> {
                 let rt = &mut self.providers[p];
                 if rt.busy < limit {
                     rt.busy += 1;
-                    self.push(
-                        now + service,
-                        Ev::ServiceEnd {
-                            provider: p as u8,
-                        },
-                    );
+                    self.push(now + service, Ev::ServiceEnd { provider: p as u8 });
                     resolve_at(fate, now)
                 } else if rt.queue.len() < cap.queue as usize {
                     queued_service = Some(service);
@@ -552,7 +555,9 @@ impl<S: Strategy> Engine<'_, S> {
             res,
         });
         if let Some(service) = queued_service {
-            self.providers[p].queue.push_back((att, generation, service));
+            self.providers[p]
+                .queue
+                .push_back((att, generation, service));
         }
         if let Some(Some(rs)) = self.reqs.slots.get_mut(id as usize).map(|s| s.1.as_mut()) {
             if rs.n_live < LIVE_MAX {
@@ -583,24 +588,14 @@ impl<S: Strategy> Engine<'_, S> {
                         a.res = res;
                     }
                     self.providers[p].busy += 1;
-                    self.push(
-                        now + service,
-                        Ev::ServiceEnd {
-                            provider: p as u8,
-                        },
-                    );
+                    self.push(now + service, Ev::ServiceEnd { provider: p as u8 });
                     if earlier {
                         self.push(res.at, Ev::AttemptEnd { att, generation });
                     }
                 }
                 None if cap.serve_abandoned => {
                     self.providers[p].busy += 1;
-                    self.push(
-                        now + service,
-                        Ev::ServiceEnd {
-                            provider: p as u8,
-                        },
-                    );
+                    self.push(now + service, Ev::ServiceEnd { provider: p as u8 });
                 }
                 None => {}
             }
@@ -616,7 +611,12 @@ impl<S: Strategy> Engine<'_, S> {
         let Some(a) = self.atts.remove(att) else {
             return;
         };
-        let Some(Some(rs)) = self.reqs.slots.get_mut(a.req as usize).map(|s| s.1.as_mut()) else {
+        let Some(Some(rs)) = self
+            .reqs
+            .slots
+            .get_mut(a.req as usize)
+            .map(|s| s.1.as_mut())
+        else {
             self.metrics.invariant_violations += 1;
             return;
         };
@@ -678,7 +678,9 @@ impl<S: Strategy> Engine<'_, S> {
             self.metrics.answered(req.arrival, now - req.arrival, ttft);
             let order = self.cost_order.order(self.scenario, &req);
             match self.scenario.oracle(&req, order) {
-                Some(best) => self.metrics.cost_floor_usd += self.scenario.price(best.provider, &req),
+                Some(best) => {
+                    self.metrics.cost_floor_usd += self.scenario.price(best.provider, &req)
+                }
                 None => self.metrics.invariant_violations += 1,
             }
         } else if success {
@@ -692,6 +694,7 @@ impl<S: Strategy> Engine<'_, S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
 mod tests {
     use super::*;
 
@@ -703,28 +706,93 @@ mod tests {
 
     #[test]
     fn client_limits_turn_slowness_into_timeouts_at_the_limit() {
-        let answer = |ttft, generation, mishap| Fate::Answer { ttft, generation, mishap };
+        let answer = |ttft, generation, mishap| Fate::Answer {
+            ttft,
+            generation,
+            mishap,
+        };
         // Non-stream: headers come with the whole body.
-        let r = resolve(answer(4_000, 7_000, Mishap::None), 0, 0, 100_000, LIMITS, false);
-        assert_eq!((r.at, r.success, r.class), (10_000, false, ErrorClass::Timeout));
-        let r = resolve(answer(4_000, 5_000, Mishap::None), 0, 0, 100_000, LIMITS, false);
+        let r = resolve(
+            answer(4_000, 7_000, Mishap::None),
+            0,
+            0,
+            100_000,
+            LIMITS,
+            false,
+        );
+        assert_eq!(
+            (r.at, r.success, r.class),
+            (10_000, false, ErrorClass::Timeout)
+        );
+        let r = resolve(
+            answer(4_000, 5_000, Mishap::None),
+            0,
+            0,
+            100_000,
+            LIMITS,
+            false,
+        );
         assert_eq!((r.at, r.success), (9_000, true));
         // Stream: the first token must come within min(headers, first_token).
-        let r = resolve(answer(6_000, 1_000, Mishap::None), 0, 0, 100_000, LIMITS, true);
+        let r = resolve(
+            answer(6_000, 1_000, Mishap::None),
+            0,
+            0,
+            100_000,
+            LIMITS,
+            true,
+        );
         assert_eq!((r.at, r.class), (5_000, ErrorClass::Timeout));
-        let r = resolve(answer(1_000, 50_000, Mishap::None), 0, 0, 100_000, LIMITS, true);
-        assert_eq!((r.at, r.success, r.first_token), (51_000, true, Some(1_000)));
+        let r = resolve(
+            answer(1_000, 50_000, Mishap::None),
+            0,
+            0,
+            100_000,
+            LIMITS,
+            true,
+        );
+        assert_eq!(
+            (r.at, r.success, r.first_token),
+            (51_000, true, Some(1_000))
+        );
         // Queueing counts against the limits.
-        let r = resolve(answer(1_000, 1_000, Mishap::None), 0, 4_500, 100_000, LIMITS, true);
+        let r = resolve(
+            answer(1_000, 1_000, Mishap::None),
+            0,
+            4_500,
+            100_000,
+            LIMITS,
+            true,
+        );
         assert_eq!((r.at, r.class), (5_000, ErrorClass::Timeout));
         // A stall is detected `stall` after the last token; the client already had bytes.
-        let r = resolve(answer(1_000, 10_000, Mishap::Stall(0.5)), 0, 0, 100_000, LIMITS, true);
-        assert_eq!((r.at, r.class, r.first_token), (8_000, ErrorClass::Timeout, Some(1_000)));
+        let r = resolve(
+            answer(1_000, 10_000, Mishap::Stall(0.5)),
+            0,
+            0,
+            100_000,
+            LIMITS,
+            true,
+        );
+        assert_eq!(
+            (r.at, r.class, r.first_token),
+            (8_000, ErrorClass::Timeout, Some(1_000))
+        );
         // A hang waits for the silent limit; the attempt deadline clips everything.
         let r = resolve(Fate::Hang, 0, 0, 100_000, LIMITS, false);
         assert_eq!(r.at, 10_000);
-        let r = resolve(answer(1_000, 50_000, Mishap::None), 0, 0, 20_000, LIMITS, true);
-        assert_eq!((r.at, r.class, r.first_token), (20_000, ErrorClass::Timeout, Some(1_000)));
+        let r = resolve(
+            answer(1_000, 50_000, Mishap::None),
+            0,
+            0,
+            20_000,
+            LIMITS,
+            true,
+        );
+        assert_eq!(
+            (r.at, r.class, r.first_token),
+            (20_000, ErrorClass::Timeout, Some(1_000))
+        );
     }
 
     #[test]

@@ -174,9 +174,19 @@ td,th{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}}td:first-c
             .series
             .share
             .iter()
-            .map(|p| (p.provider.clone(), p.share.iter().map(|v| Some(*v)).collect()))
+            .map(|p| {
+                (
+                    p.provider.clone(),
+                    p.share.iter().map(|v| Some(*v)).collect(),
+                )
+            })
             .collect();
-        s.push_str(&chart(report, &format!("{}: share of attempts", r.name), &lines, 0.0));
+        s.push_str(&chart(
+            report,
+            &format!("{}: share of attempts", r.name),
+            &lines,
+            0.0,
+        ));
     }
     s.push_str("</body></html>\n");
     s

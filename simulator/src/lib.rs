@@ -205,7 +205,15 @@ pub fn simulate_one(scenario: &Scenario, seed: u64, name: &str) -> Option<RunRep
             "oracle" => engine::run_oracle(scenario, seed, &mut quiet),
             _ => return None,
         };
-        (if name == "oracle" { "oracle" } else { "baseline" }, None, m)
+        (
+            if name == "oracle" {
+                "oracle"
+            } else {
+                "baseline"
+            },
+            None,
+            m,
+        )
     };
     Some(report::run_report(scenario, name, kind, policy, &m))
 }

@@ -147,7 +147,8 @@ impl Metrics {
         self.answered += 1;
         let i = self.fine_index(arrival);
         self.fine[i][1] += 1;
-        self.latency_us.saturating_record((latency_ns / 1000).max(1));
+        self.latency_us
+            .saturating_record((latency_ns / 1000).max(1));
         if let Some(t) = ttft_ns {
             self.ttft_us.saturating_record((t / 1000).max(1));
         }

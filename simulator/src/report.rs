@@ -295,7 +295,8 @@ fn recovery(scenario: &Scenario, m: &Metrics) -> Vec<RecoveryReport> {
                 .find(|&b| m.fine[b..b + hold].iter().all(ok));
             RecoveryReport {
                 event: i,
-                recover_ms: found.map(|b| round((b as u64 * res).saturating_sub(e.end_ns) as f64 / 1e6, 3)),
+                recover_ms: found
+                    .map(|b| round((b as u64 * res).saturating_sub(e.end_ns) as f64 / 1e6, 3)),
             }
         })
         .collect()
@@ -351,7 +352,11 @@ fn window_availability(m: &Metrics, from: u64, until: u64) -> f64 {
             a += u64::from(counts[1]);
         }
     }
-    if r == 0 { 1.0 } else { round(a as f64 / r as f64, 6) }
+    if r == 0 {
+        1.0
+    } else {
+        round(a as f64 / r as f64, 6)
+    }
 }
 
 /// Checks every expectation against the runs.
@@ -376,7 +381,11 @@ pub(crate) fn check(
         let (availability, scope) = match e.window_ns {
             Some((from, until)) => (
                 window_availability(&metrics[i], from, until),
-                format!(" over {}s..{}s", from / 1_000_000_000, until / 1_000_000_000),
+                format!(
+                    " over {}s..{}s",
+                    from / 1_000_000_000,
+                    until / 1_000_000_000
+                ),
             ),
             None => (run.availability, String::new()),
         };
@@ -491,7 +500,15 @@ impl Report {
         let _ = writeln!(
             s,
             "{:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>6} {:>9} {:>6}  failures",
-            "run", "avail %", "p50 ms", "p99 ms", "p99.9", "ttft p99", "att/rq", "$/1k req", "trips"
+            "run",
+            "avail %",
+            "p50 ms",
+            "p99 ms",
+            "p99.9",
+            "ttft p99",
+            "att/rq",
+            "$/1k req",
+            "trips"
         );
         for r in &self.runs {
             let trips: u64 = r.providers.iter().map(|p| p.breaker_trips).sum();

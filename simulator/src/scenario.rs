@@ -663,7 +663,10 @@ impl Scenario {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, column)
 }
 
@@ -814,20 +817,23 @@ fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invalid> {
         providers.push(model);
     }
     let find = |path: &str, name: &str| -> Result<usize, Invalid> {
-        providers.iter().position(|p| p.name == name).ok_or_else(|| {
-            invalid(
-                path,
-                format!("no provider named \"{name}\""),
-                format!(
-                    "use one of: {}",
-                    providers
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })
+        providers
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| {
+                invalid(
+                    path,
+                    format!("no provider named \"{name}\""),
+                    format!(
+                        "use one of: {}",
+                        providers
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
     };
 
     if raw.events.len() > MAX_EVENTS {
@@ -877,7 +883,9 @@ fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invalid> {
         }
         let start_ns = secs(&path("start_s"), e.start_s)?;
         let end_ns = match e.duration_s {
-            Some(d) => start_ns + secs(&path("duration_s"), positive(&path("duration_s"), d, "60")?)?,
+            Some(d) => {
+                start_ns + secs(&path("duration_s"), positive(&path("duration_s"), d, "60")?)?
+            }
             None => horizon_ns.max(start_ns + 1),
         };
         let kind = validate_event_kind(i, e)?;
@@ -1115,7 +1123,11 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
     for (i, s) in t.spikes.iter().enumerate() {
         let path = |f: &str| format!("traffic.spikes[{i}].{f}");
         let start = secs(&path("start_s"), s.start_s)?;
-        let end = start + secs(&path("duration_s"), positive(&path("duration_s"), s.duration_s, "60")?)?;
+        let end = start
+            + secs(
+                &path("duration_s"),
+                positive(&path("duration_s"), s.duration_s, "60")?,
+            )?;
         let factor = positive(&path("factor"), s.factor, "3")?;
         spike_max = spike_max.max(
             factor
@@ -1234,7 +1246,11 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
         },
         ttft: dist(&path("ttft_ms"), p.ttft_ms, (600.0, 3000.0))?,
         tokens_per_s: positive(&path("tokens_per_s"), p.tokens_per_s.unwrap_or(80.0), "80")?,
-        error_latency: dist(&path("error_latency_ms"), p.error_latency_ms, (150.0, 1500.0))?,
+        error_latency: dist(
+            &path("error_latency_ms"),
+            p.error_latency_ms,
+            (150.0, 1500.0),
+        )?,
         connect_ns: (positive(&path("connect_ms"), p.connect_ms.unwrap_or(20.0), "20")? * 1e6)
             as u64,
         errors,
@@ -1480,10 +1496,17 @@ fn validate_config(
         let Some(w) = world.iter().position(|m| m.name == p.name) else {
             return Err(place(invalid(
                 join(&format!("providers[{j}].name")),
-                format!("no provider named \"{}\" in the scenario's [[providers]]", p.name),
+                format!(
+                    "no provider named \"{}\" in the scenario's [[providers]]",
+                    p.name
+                ),
                 format!(
                     "use one of: {}",
-                    world.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                    world
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )));
         };
@@ -1507,6 +1530,7 @@ fn validate_config(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
 mod tests {
     use super::*;
 
@@ -1566,7 +1590,8 @@ providers = [{ name = "a" }, { name = "b" }]
         let e = err(&text);
         assert_eq!(e.path, "events[0].fraction");
         assert_eq!(e.position.map(|p| p.0), Some(20), "{e}");
-        let text = format!("{MINIMAL}\n[[events]]\nkind = \"hang\"\nprovider = \"zz\"\nstart_s = 1\n");
+        let text =
+            format!("{MINIMAL}\n[[events]]\nkind = \"hang\"\nprovider = \"zz\"\nstart_s = 1\n");
         assert_eq!(err(&text).path, "events[0].provider");
     }
 }

@@ -328,13 +328,13 @@ impl Strategy for Naive {
                 );
                 if sdk_retries && call.tries_here < self.sdk_retries {
                     call.tries_here += 1;
-                    let ceiling = (self.sdk_backoff << (call.tries_here - 1).min(20))
-                        .min(SDK_BACKOFF_MAX_NS);
+                    let ceiling =
+                        (self.sdk_backoff << (call.tries_here - 1).min(20)).min(SDK_BACKOFF_MAX_NS);
                     let jitter = 1.0
                         - 0.25
-                            * call.key.unit_n(
-                                Purpose::BaselineSleep as u64 + u64::from(call.attempts),
-                            );
+                            * call
+                                .key
+                                .unit_n(Purpose::BaselineSleep as u64 + u64::from(call.attempts));
                     call.wait_until = now + (ceiling as f64 * jitter) as u64;
                 } else {
                     call.step += 1;

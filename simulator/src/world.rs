@@ -52,7 +52,11 @@ pub(crate) enum Fate {
     /// No response at all. Uses no capacity.
     Hang,
     /// An answer: first token after `ttft` ns, the rest over `generation` ns.
-    Answer { ttft: u64, generation: u64, mishap: Mishap },
+    Answer {
+        ttft: u64,
+        generation: u64,
+        mishap: Mishap,
+    },
 }
 
 impl Fate {
@@ -61,7 +65,9 @@ impl Fate {
         match *self {
             Fate::Refused { .. } | Fate::Hang => None,
             Fate::Error { after, .. } => Some(after),
-            Fate::Answer { ttft, generation, .. } => Some(ttft + generation),
+            Fate::Answer {
+                ttft, generation, ..
+            } => Some(ttft + generation),
         }
     }
 }
@@ -95,7 +101,9 @@ impl Scenario {
             }
         }
         let outage = |mode: OutageMode| match mode {
-            OutageMode::Refused => Fate::Refused { after: m.connect_ns },
+            OutageMode::Refused => Fate::Refused {
+                after: m.connect_ns,
+            },
             OutageMode::Unavailable => Fate::Error {
                 class: ErrorClass::Server,
                 after: error_after(),
@@ -211,8 +219,13 @@ impl Scenario {
         }
         let ttft_ms = m.ttft.at(key.normal(Purpose::Ttft)) * latency_factor * ttft_factor;
         let ttft = ((ttft_ms * 1e6) as u64).max(ttft_floor);
-        let generation = (f64::from(req.output_tokens) / m.tokens_per_s * latency_factor * 1e9) as u64;
-        Fate::Answer { ttft, generation, mishap }
+        let generation =
+            (f64::from(req.output_tokens) / m.tokens_per_s * latency_factor * 1e9) as u64;
+        Fate::Answer {
+            ttft,
+            generation,
+            mishap,
+        }
     }
 
     /// The share of provider `p`'s concurrency available at `t` (capacity events).
@@ -393,7 +406,7 @@ impl Iterator for Arrivals<'_> {
             self.candidate += 1;
             let gap = -key.open_unit(Purpose::ArrivalGap as u64).ln() / self.rate_max_per_ns;
             self.t_ns += gap;
-            if !(self.t_ns < s.duration_ns as f64) {
+            if self.t_ns.is_nan() || self.t_ns >= s.duration_ns as f64 {
                 return None;
             }
             let t = self.t_ns as u64;

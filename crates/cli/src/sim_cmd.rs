@@ -84,7 +84,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         });
         let ok = match seeds {
             Some((from, to)) => sweep(scenario, from, to, &args, target.as_deref())?,
-            None => single(scenario, args.seed.unwrap_or(scenario.seed), &args, target.as_deref())?,
+            None => single(
+                scenario,
+                args.seed.unwrap_or(scenario.seed),
+                &args,
+                target.as_deref(),
+            )?,
         };
         failed |= !ok;
     }
@@ -236,11 +241,23 @@ fn sweep(
     let mut failures: Vec<(u64, String)> = Vec::new();
     let mut nondeterministic = Vec::new();
     for seed in from..to {
-        let label = format!("{} seed {seed} ({}/{})", scenario.name, seed - from + 1, to - from);
+        let label = format!(
+            "{} seed {seed} ({}/{})",
+            scenario.name,
+            seed - from + 1,
+            to - from
+        );
         let report = simulate(scenario, seed, label, args.quiet);
         if args.check {
-            let again = simulate(scenario, seed, format!("{} seed {seed} (check)", scenario.name), args.quiet);
-            if let Some(at) = first_difference(report.to_json().as_bytes(), again.to_json().as_bytes()) {
+            let again = simulate(
+                scenario,
+                seed,
+                format!("{} seed {seed} (check)", scenario.name),
+                args.quiet,
+            );
+            if let Some(at) =
+                first_difference(report.to_json().as_bytes(), again.to_json().as_bytes())
+            {
                 nondeterministic.push((seed, at));
             }
         }
