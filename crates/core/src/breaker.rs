@@ -56,10 +56,15 @@ impl BreakerState {
     }
 }
 
+/// Which half-open period a probe belongs to: a probe's outcome only counts in its own period.
+pub(crate) type ProbeEpoch = u32;
+
 /// One provider's breaker.
 #[derive(Clone, Debug)]
 pub(crate) struct Breaker {
     state: BreakerState,
+    /// Bumped on every open → half-open transition.
+    epoch: ProbeEpoch,
     consecutive_failures: u32,
     window: SlidingWindow<3>,
     trips: u32,
@@ -71,6 +76,7 @@ impl Breaker {
     pub(crate) fn new(settings: &BreakerSettings) -> Self {
         Breaker {
             state: BreakerState::Closed,
+            epoch: 0,
             consecutive_failures: 0,
             window: SlidingWindow::new(
                 u64::try_from(settings.window.as_nanos()).unwrap_or(u64::MAX),
@@ -90,9 +96,21 @@ impl Breaker {
                     in_flight: 0,
                     successes: 0,
                 };
+                self.epoch = self.epoch.wrapping_add(1);
             }
         }
         self.state
+    }
+
+    /// The same breaker under new settings: state, trip count and history are kept; the sliding
+    /// window restarts only if its length or resolution changed.
+    pub(crate) fn reconfigured(&self, old: &BreakerSettings, new: &BreakerSettings) -> Breaker {
+        let mut breaker = self.clone();
+        if old.window != new.window || old.window_buckets != new.window_buckets {
+            breaker.window = Breaker::new(new).window;
+            breaker.consecutive_failures = 0;
+        }
+        breaker
     }
 
     /// How many times this breaker has opened since it was created.
@@ -100,29 +118,38 @@ impl Breaker {
         self.total_trips
     }
 
-    /// Whether a call may be sent at `now`; if so, whether it is a half-open probe.
-    pub(crate) fn admits(&mut self, now: Instant, settings: &BreakerSettings) -> Option<bool> {
+    /// Whether a call may be sent at `now`: `None` if not, `Some(None)` for a normal call,
+    /// `Some(Some(epoch))` for a half-open probe of period `epoch`.
+    pub(crate) fn admits(
+        &mut self,
+        now: Instant,
+        settings: &BreakerSettings,
+    ) -> Option<Option<ProbeEpoch>> {
         match self.state(now) {
-            BreakerState::Closed => Some(false),
+            BreakerState::Closed => Some(None),
             BreakerState::Open { .. } => None,
             BreakerState::HalfOpen { in_flight, .. } => {
-                (in_flight < settings.half_open_probes).then_some(true)
+                (in_flight < settings.half_open_probes.max(1)).then_some(Some(self.epoch))
             }
         }
     }
 
     /// A call was sent; `probe` is what [`Breaker::admits`] said.
-    pub(crate) fn on_send(&mut self, probe: bool) {
-        if probe {
+    pub(crate) fn on_send(&mut self, probe: Option<ProbeEpoch>) {
+        if self.is_current_probe(probe) {
             if let BreakerState::HalfOpen { in_flight, .. } = &mut self.state {
                 *in_flight += 1;
             }
         }
     }
 
-    /// Releases a probe slot, if the call held one and the breaker is still half-open.
-    fn release_probe(&mut self, probe: bool) -> bool {
-        if probe {
+    fn is_current_probe(&self, probe: Option<ProbeEpoch>) -> bool {
+        matches!(self.state, BreakerState::HalfOpen { .. }) && probe == Some(self.epoch)
+    }
+
+    /// Releases the probe slot of a probe of the current half-open period.
+    fn release_probe(&mut self, probe: Option<ProbeEpoch>) -> bool {
+        if self.is_current_probe(probe) {
             if let BreakerState::HalfOpen { in_flight, .. } = &mut self.state {
                 *in_flight = in_flight.saturating_sub(1);
                 return true;
@@ -132,7 +159,7 @@ impl Breaker {
     }
 
     /// A call ended in a way that says nothing about the provider's health.
-    pub(crate) fn on_neutral(&mut self, probe: bool) {
+    pub(crate) fn on_neutral(&mut self, probe: Option<ProbeEpoch>) {
         self.release_probe(probe);
     }
 
@@ -141,14 +168,14 @@ impl Breaker {
         &mut self,
         now: Instant,
         latency: Duration,
-        probe: bool,
+        probe: Option<ProbeEpoch>,
         settings: &BreakerSettings,
         rng: &mut RouterRng,
     ) {
         if self.release_probe(probe) {
             if let BreakerState::HalfOpen { successes, .. } = &mut self.state {
                 *successes += 1;
-                if *successes >= settings.half_open_probes {
+                if *successes >= settings.half_open_probes.max(1) {
                     self.close(now);
                 }
             }
@@ -167,7 +194,7 @@ impl Breaker {
         &mut self,
         now: Instant,
         latency: Duration,
-        probe: bool,
+        probe: Option<ProbeEpoch>,
         settings: &BreakerSettings,
         rng: &mut RouterRng,
     ) {
@@ -175,7 +202,8 @@ impl Breaker {
             self.trip(now, settings, rng);
             return;
         }
-        // Failures of calls sent before the breaker opened say nothing new.
+        // Failures of calls sent before the breaker opened, or of probes of an earlier half-open
+        // period, say nothing new.
         if self.state != BreakerState::Closed {
             return;
         }
@@ -269,13 +297,13 @@ mod tests {
         let mut rng = RouterRng::seed_from_u64(0);
         let mut b = Breaker::new(&s);
         for i in 0..4 {
-            b.on_failure(at(i), FAST, false, &s, &mut rng);
+            b.on_failure(at(i), FAST, None, &s, &mut rng);
             assert_eq!(b.state(at(i)), BreakerState::Closed);
         }
-        b.on_failure(at(4), FAST, false, &s, &mut rng);
+        b.on_failure(at(4), FAST, None, &s, &mut rng);
         assert_eq!(b.state(at(4)), BreakerState::Open { until: at(5_004) });
         assert_eq!(b.admits(at(5_003), &s), None);
-        assert_eq!(b.admits(at(5_004), &s), Some(true));
+        assert_eq!(b.admits(at(5_004), &s), Some(Some(1)));
     }
 
     #[test]
@@ -285,9 +313,9 @@ mod tests {
         let mut b = Breaker::new(&s);
         for i in 0..20 {
             if i % 4 == 3 {
-                b.on_success(at(i), FAST, false, &s, &mut rng);
+                b.on_success(at(i), FAST, None, &s, &mut rng);
             } else {
-                b.on_failure(at(i), FAST, false, &s, &mut rng);
+                b.on_failure(at(i), FAST, None, &s, &mut rng);
             }
         }
         // 15 of 20 failed: the rate rule (50%, 20 calls) fires on the 20th call, not the consecutive one.
@@ -300,10 +328,10 @@ mod tests {
         let mut rng = RouterRng::seed_from_u64(0);
         let mut b = Breaker::new(&s);
         for i in 0..19 {
-            b.on_failure(at(i), FAST, false, &s, &mut rng);
+            b.on_failure(at(i), FAST, None, &s, &mut rng);
         }
         assert_eq!(b.state(at(19)), BreakerState::Closed);
-        b.on_failure(at(19), FAST, false, &s, &mut rng);
+        b.on_failure(at(19), FAST, None, &s, &mut rng);
         assert!(matches!(b.state(at(19)), BreakerState::Open { .. }));
     }
 
@@ -317,7 +345,7 @@ mod tests {
         let mut rng = RouterRng::seed_from_u64(0);
         let mut b = Breaker::new(&s);
         for i in 0..4 {
-            b.on_success(at(i), Duration::from_secs(2), false, &s, &mut rng);
+            b.on_success(at(i), Duration::from_secs(2), None, &s, &mut rng);
         }
         assert!(matches!(b.state(at(4)), BreakerState::Open { .. }));
     }
@@ -327,34 +355,81 @@ mod tests {
         let s = settings(|c| c.breaker.consecutive_failures = Some(1));
         let mut rng = RouterRng::seed_from_u64(0);
         let mut b = Breaker::new(&s);
-        b.on_failure(at(0), FAST, false, &s, &mut rng);
+        b.on_failure(at(0), FAST, None, &s, &mut rng);
         assert_eq!(b.state(at(0)), BreakerState::Open { until: at(5_000) });
         // Half-open: two probes admitted, a third is not.
-        assert_eq!(b.admits(at(5_000), &s), Some(true));
-        b.on_send(true);
-        assert_eq!(b.admits(at(5_000), &s), Some(true));
-        b.on_send(true);
+        let p1 = b.admits(at(5_000), &s).unwrap();
+        assert_eq!(p1, Some(1));
+        b.on_send(p1);
+        let p2 = b.admits(at(5_000), &s).unwrap();
+        b.on_send(p2);
         assert_eq!(b.admits(at(5_000), &s), None);
         // One probe fails: open again for twice as long.
-        b.on_failure(at(5_100), FAST, true, &s, &mut rng);
+        b.on_failure(at(5_100), FAST, p1, &s, &mut rng);
         assert_eq!(b.state(at(5_100)), BreakerState::Open { until: at(15_100) });
         // The other probe's success arrives late: the breaker stays open.
-        b.on_success(at(5_200), FAST, true, &s, &mut rng);
+        b.on_success(at(5_200), FAST, p2, &s, &mut rng);
         assert_eq!(b.state(at(5_200)), BreakerState::Open { until: at(15_100) });
         // Two good probes close it.
-        for t in [15_100, 15_200] {
-            assert_eq!(b.admits(at(t), &s), Some(true));
-            b.on_send(true);
-        }
-        b.on_success(at(15_300), FAST, true, &s, &mut rng);
-        b.on_success(at(15_400), FAST, true, &s, &mut rng);
+        let p3 = b.admits(at(15_100), &s).unwrap();
+        b.on_send(p3);
+        let p4 = b.admits(at(15_200), &s).unwrap();
+        b.on_send(p4);
+        assert_eq!(p3, Some(2));
+        b.on_success(at(15_300), FAST, p3, &s, &mut rng);
+        b.on_success(at(15_400), FAST, p4, &s, &mut rng);
         assert_eq!(b.state(at(15_400)), BreakerState::Closed);
         // Re-tripping soon after keeps growing; open time is capped at 30 s.
-        b.on_failure(at(16_000), FAST, false, &s, &mut rng);
+        b.on_failure(at(16_000), FAST, None, &s, &mut rng);
         assert_eq!(
             b.state(at(16_000)),
             BreakerState::Open { until: at(36_000) }
         );
+    }
+
+    #[test]
+    fn a_probe_from_an_earlier_half_open_period_counts_for_nothing() {
+        let s = settings(|c| c.breaker.consecutive_failures = Some(1));
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        b.on_failure(at(0), FAST, None, &s, &mut rng);
+        let p1 = b.admits(at(5_000), &s).unwrap();
+        b.on_send(p1);
+        let p2 = b.admits(at(5_000), &s).unwrap();
+        b.on_send(p2);
+        b.on_failure(at(5_100), FAST, p1, &s, &mut rng); // open until 15.1 s
+        let p3 = b.admits(at(15_100), &s).unwrap();
+        b.on_send(p3);
+        let p4 = b.admits(at(15_100), &s).unwrap();
+        b.on_send(p4);
+        // The stale probe p2 answers: it frees no slot and counts no success.
+        b.on_success(at(16_000), FAST, p2, &s, &mut rng);
+        assert_eq!(
+            b.state(at(16_000)),
+            BreakerState::HalfOpen {
+                in_flight: 2,
+                successes: 0
+            }
+        );
+        assert_eq!(b.admits(at(16_000), &s), None);
+        // Nor does a stale failure re-trip it.
+        b.on_failure(at(16_100), FAST, p1, &s, &mut rng);
+        assert!(matches!(b.state(at(16_100)), BreakerState::HalfOpen { .. }));
+    }
+
+    #[test]
+    fn reconfiguring_keeps_an_open_breaker_open() {
+        let s = settings(|c| c.breaker.consecutive_failures = Some(1));
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        b.on_failure(at(0), FAST, None, &s, &mut rng);
+        let new = settings(|c| {
+            c.breaker.consecutive_failures = Some(1);
+            c.breaker.window_ms = Some(60_000);
+            c.breaker.slow_call_ms = Some(1_000);
+        });
+        let mut b = b.reconfigured(&s, &new);
+        assert_eq!(b.state(at(1)), BreakerState::Open { until: at(5_000) });
     }
 
     #[test]
@@ -365,16 +440,16 @@ mod tests {
         });
         let mut rng = RouterRng::seed_from_u64(0);
         let mut b = Breaker::new(&s);
-        b.on_failure(at(0), FAST, false, &s, &mut rng);
+        b.on_failure(at(0), FAST, None, &s, &mut rng);
         let probe = b.admits(at(5_000), &s).unwrap();
         b.on_send(probe);
-        b.on_failure(at(5_000), FAST, true, &s, &mut rng); // open 10 s
+        b.on_failure(at(5_000), FAST, probe, &s, &mut rng); // open 10 s
         let probe = b.admits(at(15_000), &s).unwrap();
         b.on_send(probe);
-        b.on_success(at(15_000), FAST, true, &s, &mut rng);
+        b.on_success(at(15_000), FAST, probe, &s, &mut rng);
         assert_eq!(b.state(at(15_000)), BreakerState::Closed);
         // Healthy for 30 s (the cap): the next trip starts again at the base.
-        b.on_failure(at(45_000), FAST, false, &s, &mut rng);
+        b.on_failure(at(45_000), FAST, None, &s, &mut rng);
         assert_eq!(
             b.state(at(45_000)),
             BreakerState::Open { until: at(50_000) }
@@ -386,13 +461,13 @@ mod tests {
         let s = settings(|c| c.breaker.consecutive_failures = Some(1));
         let mut rng = RouterRng::seed_from_u64(0);
         let mut b = Breaker::new(&s);
-        b.on_failure(at(0), FAST, false, &s, &mut rng);
-        for _ in 0..2 {
-            let probe = b.admits(at(5_000), &s).unwrap();
-            b.on_send(probe);
-        }
+        b.on_failure(at(0), FAST, None, &s, &mut rng);
+        let p1 = b.admits(at(5_000), &s).unwrap();
+        b.on_send(p1);
+        let p2 = b.admits(at(5_000), &s).unwrap();
+        b.on_send(p2);
         assert_eq!(b.admits(at(5_000), &s), None);
-        b.on_neutral(true);
-        assert_eq!(b.admits(at(5_000), &s), Some(true));
+        b.on_neutral(p1);
+        assert_eq!(b.admits(at(5_000), &s), Some(Some(1)));
     }
 }

@@ -374,6 +374,18 @@ pub struct ValidConfig {
     pub spend: Option<(f64, Duration)>,
 }
 
+impl ValidConfig {
+    /// Bounds that keep the router total even if a caller edited a validated config by hand: at
+    /// most 64 providers, at least one attempt and one half-open probe.
+    pub(crate) fn clamped(mut self) -> Self {
+        self.providers.truncate(MAX_PROVIDERS);
+        self.max_attempts = self.max_attempts.max(1);
+        self.breaker.half_open_probes = self.breaker.half_open_probes.max(1);
+        self.breaker.window_buckets = self.breaker.window_buckets.clamp(1, 1000);
+        self
+    }
+}
+
 fn ms(value: Option<u64>, default: u64) -> Duration {
     Duration::from_millis(value.unwrap_or(default))
 }
@@ -713,16 +725,52 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let v = two_providers().validate().unwrap();
+        let secs = Duration::from_secs;
+        let millis = Duration::from_millis;
         assert_eq!(v.policy, PolicyKind::Weighted);
-        assert_eq!(v.deadline, Duration::from_secs(60));
+        assert_eq!(v.deadline, secs(60));
         assert_eq!(v.max_attempts, 4);
-        assert_eq!(v.breaker.consecutive_failures, 5);
-        assert_eq!(v.breaker.open_base, Duration::from_secs(5));
-        assert_eq!(v.breaker.open_max, Duration::from_secs(30));
-        assert_eq!(v.retry.rate_limit_wait_max, Duration::from_secs(3));
+        let b = &v.breaker;
+        assert_eq!(b.consecutive_failures, 5);
+        assert_eq!(b.failure_rate, 0.5);
+        assert_eq!(b.slow_call_rate, 1.0);
+        assert_eq!(b.slow_call, secs(30));
+        assert_eq!(
+            (b.window, b.window_buckets, b.minimum_calls),
+            (secs(30), 10, 20)
+        );
+        assert_eq!((b.open_base, b.open_max), (secs(5), secs(30)));
+        assert_eq!((b.open_multiplier, b.open_jitter), (2.0, 0.2));
+        assert_eq!(b.half_open_probes, 2);
+        let r = &v.retry;
+        assert_eq!((r.backoff_base, r.backoff_max), (millis(100), secs(2)));
+        assert_eq!(r.rate_limit_wait_max, secs(3));
+        assert_eq!(r.rate_limit_cooldown, secs(1));
+        assert_eq!((r.auth_cooldown, r.quota_cooldown), (secs(300), secs(900)));
+        assert!(!r.content_filter_failover);
         assert_eq!(v.budget.ratio, 0.2);
-        assert_eq!(v.providers[0].timeouts.headers, Duration::from_secs(10));
+        assert_eq!(v.budget.min_per_second, 10.0);
+        assert_eq!(v.budget.window, secs(10));
         assert_eq!(v.hedge_delay, None);
+        assert_eq!((v.latency_decay, v.latency_default), (secs(10), secs(1)));
+        assert_eq!(v.spend, None);
+        let p = &v.providers[0];
+        assert_eq!((p.weight, p.priority), (1, 0));
+        assert_eq!((p.input_usd_per_mtok, p.output_usd_per_mtok), (0.0, 0.0));
+        assert_eq!(p.context_window, None);
+        assert_eq!((p.requests_per_minute, p.tokens_per_minute), (None, None));
+        assert!(!p.prefill_continuation);
+        assert_eq!(p.timeouts, DEFAULT_TIMEOUTS);
+        assert_eq!(
+            DEFAULT_TIMEOUTS,
+            Timeouts {
+                connect: secs(5),
+                headers: secs(10),
+                first_token: secs(10),
+                stall: secs(10),
+                attempt: secs(60),
+            }
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! From Finagle's `PeakEwma` (ported in tower's `load::PeakEwma`): when a sample is above the
 //! estimate, the estimate becomes the sample (one slow answer is enough to steer traffic away);
 //! otherwise it moves toward the sample with weight `1 - exp(-Δt/τ)`. The estimate also decays
-//! toward zero while no sample arrives, so a provider that was slow once is tried again.
+//! toward zero while no sample arrives, so a provider that was slow once is tried again. Before
+//! its first sample a provider counts as the configured default, without decay.
 //! `least_latency` multiplies it by `in_flight + 1` to get a load-aware cost.
 
 use crate::time::Instant;
@@ -13,7 +14,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug)]
 pub struct PeakEwma {
     estimate_nanos: f64,
-    stamp: Instant,
+    /// When the last sample arrived; `None` until the first.
+    stamp: Option<Instant>,
     tau_nanos: f64,
 }
 
@@ -22,26 +24,40 @@ impl PeakEwma {
     pub fn new(initial: Duration, decay: Duration) -> Self {
         PeakEwma {
             estimate_nanos: initial.as_nanos() as f64,
-            stamp: Instant::ZERO,
+            stamp: None,
             tau_nanos: (decay.as_nanos() as f64).max(1.0),
         }
     }
 
+    /// The same estimate with another decay time constant.
+    pub fn with_decay(mut self, decay: Duration) -> Self {
+        self.tau_nanos = (decay.as_nanos() as f64).max(1.0);
+        self
+    }
+
     fn decay_factor(&self, now: Instant) -> f64 {
-        let elapsed = now.as_nanos().saturating_sub(self.stamp.as_nanos()) as f64;
-        (-elapsed / self.tau_nanos).exp()
+        let Some(stamp) = self.stamp else {
+            return 1.0;
+        };
+        let x = now.as_nanos().saturating_sub(stamp.as_nanos()) as f64 / self.tau_nanos;
+        // exp(-x) ≈ 1 - x + x²/2 within 2e-7 for the small steps between samples on a busy route.
+        if x < 0.01 {
+            1.0 - x + 0.5 * x * x
+        } else {
+            (-x).exp()
+        }
     }
 
     /// Records a latency sample at `now`.
     pub fn observe(&mut self, now: Instant, sample: Duration) {
         let sample = sample.as_nanos() as f64;
-        if sample > self.estimate_nanos {
+        if self.stamp.is_none() || sample > self.estimate_nanos {
             self.estimate_nanos = sample;
         } else {
             let w = self.decay_factor(now);
             self.estimate_nanos = self.estimate_nanos * w + sample * (1.0 - w);
         }
-        self.stamp = self.stamp.max(now);
+        self.stamp = Some(self.stamp.map_or(now, |s| s.max(now)));
     }
 
     /// The estimate at `now`, decayed since the last sample.
@@ -58,6 +74,26 @@ impl PeakEwma {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unmeasured_provider_counts_as_the_default() {
+        let e = PeakEwma::new(Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(
+            e.estimate(Instant::from_secs(3_600)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn the_small_step_approximation_matches_exp() {
+        let mut e = PeakEwma::new(Duration::from_secs(1), Duration::from_secs(10));
+        e.observe(Instant::from_secs(1), Duration::from_secs(1));
+        for ms in [1u64, 50, 99, 101, 500] {
+            let got = e.estimate_nanos(Instant::from_secs(1) + Duration::from_millis(ms));
+            let want = 1e9 * (-(ms as f64) / 10_000.0).exp();
+            assert!((got - want).abs() / want < 1e-6, "{ms} ms: {got} vs {want}");
+        }
+    }
 
     #[test]
     fn jumps_to_peaks_and_decays_slowly() {

@@ -1,6 +1,6 @@
 //! The router: one route's providers, their health, and the decisions for each request.
 
-use crate::breaker::{Breaker, BreakerState};
+use crate::breaker::{Breaker, BreakerState, ProbeEpoch};
 use crate::budget::RetryBudget;
 use crate::class::ErrorClass;
 use crate::config::{PolicyKind, ProviderSettings, Timeouts, ValidConfig};
@@ -77,7 +77,7 @@ pub struct Attempt {
     /// The provider's timeouts for each stage.
     pub timeouts: Timeouts,
     provider_uid: u64,
-    probe: bool,
+    probe: Option<ProbeEpoch>,
 }
 
 /// Why the router stopped trying.
@@ -153,8 +153,9 @@ pub enum Decision {
         /// When to ask again.
         until: Instant,
     },
-    /// An attempt is in flight; if no outcome arrives by `at`, call [`Router::next_attempt`] again
-    /// and it will return a hedged [`Decision::Send`] to another provider.
+    /// An attempt is in flight; if no outcome arrives by `at`, call [`Router::next_attempt`] again:
+    /// it returns a hedged [`Decision::Send`] to another provider if one is usable and the retry
+    /// budget allows, else [`Decision::Pending`].
     Hedge {
         /// When to ask again.
         at: Instant,
@@ -163,8 +164,8 @@ pub enum Decision {
     Pending,
     /// A provider answered; the call is over. Cancel (and record) any attempt still in flight.
     Done {
-        /// The provider whose answer won.
-        provider: ProviderId,
+        /// The provider whose answer won, or `None` if a config reload removed it since.
+        provider: Option<ProviderId>,
     },
     /// The call failed. Cancel (and record) any attempt still in flight.
     GiveUp(GiveUp),
@@ -193,7 +194,9 @@ pub struct Call {
     backoff_served: bool,
     needs_continuation: bool,
     last_error: Option<ErrorClass>,
-    end: Option<Result<ProviderId, GiveUp>>,
+    end: Option<Result<Option<ProviderId>, GiveUp>>,
+    /// The router's config generation the provider ids in this call refer to.
+    generation: u32,
 }
 
 impl Call {
@@ -297,6 +300,8 @@ struct Health {
 
 #[derive(Default)]
 struct Blocked {
+    /// Providers usable but for an active rate-limit cool-down.
+    cooling: ProviderSet,
     context: bool,
     spend: bool,
     rate_limited: bool,
@@ -353,6 +358,10 @@ pub struct Router {
     spend_period: u64,
     spent_usd: f64,
     all: ProviderSet,
+    /// Bumped by every reload.
+    generation: u32,
+    /// Where the providers of the previous generation went (old index → new id).
+    previous_ids: Vec<Option<ProviderId>>,
 }
 
 impl fmt::Debug for Router {
@@ -376,6 +385,7 @@ impl Router {
 
     /// A router with a caller-made random stream.
     pub fn with_rng(config: ValidConfig, rng: RouterRng) -> Self {
+        let config = config.clamped();
         let n = config.providers.len();
         let mut router = Router {
             policy: policy::builtin(config.policy, n),
@@ -389,6 +399,8 @@ impl Router {
             spend_period: 0,
             spent_usd: 0.0,
             all: ProviderSet::first_n(n),
+            generation: 0,
+            previous_ids: Vec::new(),
             config,
         };
         for p in 0..n {
@@ -415,7 +427,8 @@ impl Router {
         }
     }
 
-    /// Replaces the policy with a custom one.
+    /// Replaces the policy with a custom one. A reload keeps it unless the config's `policy`
+    /// changes.
     pub fn set_policy(&mut self, policy: Box<dyn Policy>) {
         self.policy = policy;
     }
@@ -439,59 +452,43 @@ impl Router {
             .and_then(ProviderId::from_index)
     }
 
-    /// Applies a new configuration. Providers that keep their name keep their breaker, latency,
-    /// cool-down and counters; attempts in flight on them are still recorded correctly. Attempts in
-    /// flight on removed providers are recorded for the call only.
+    /// Applies a new configuration. Providers that keep their name keep their breaker (state, trip
+    /// count, open deadline), latency estimate, cool-down and counters, wherever they move in the
+    /// list. Calls begun before the reload continue with their history remapped to the new list;
+    /// attempts in flight are recorded against the right provider, or only against their call if
+    /// the provider was removed.
     pub fn reconfigure(&mut self, config: ValidConfig) {
+        let config = config.clamped();
         let n = config.providers.len();
-        let breaker_same = config.breaker == self.config.breaker;
+        let old = std::mem::replace(&mut self.config, config);
         let mut uids = Vec::with_capacity(n);
         let mut health = Vec::with_capacity(n);
         let mut loads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
-        let old = std::mem::replace(&mut self.config, config);
+        let mut previous_ids = vec![None; old.providers.len()];
         for (i, p) in self.config.providers.iter().enumerate() {
             match old.providers.iter().position(|o| o.name == p.name) {
                 Some(j) => {
+                    previous_ids[j] = ProviderId::from_index(i);
                     uids.push(self.uids[j]);
                     let mut h = self.health[j].clone();
-                    if !breaker_same {
-                        h.breaker = Breaker::new(&self.config.breaker);
-                    }
+                    h.breaker = h.breaker.reconfigured(&old.breaker, &self.config.breaker);
                     let limited = p.requests_per_minute.is_some() || p.tokens_per_minute.is_some();
                     if limited != h.minute.is_some() {
                         h.minute = limited.then(|| SlidingWindow::new(MINUTE_NANOS, 12));
                     }
                     health.push(h);
                     let mut load = self.loads[j];
-                    load.latency =
-                        PeakEwma::new(self.config.latency_default, self.config.latency_decay);
-                    if old.latency_decay == self.config.latency_decay {
-                        load.latency = self.loads[j].latency;
-                    }
+                    load.latency = load.latency.with_decay(self.config.latency_decay);
                     loads.push(load);
                     stats.push(self.stats[j]);
                 }
                 None => {
                     uids.push(self.next_uid);
                     self.next_uid += 1;
-                    health.push(Health {
-                        breaker: Breaker::new(&self.config.breaker),
-                        cooldown: None,
-                        minute: None,
-                    });
-                    loads.push(ProviderLoad {
-                        in_flight: 0,
-                        latency: PeakEwma::new(
-                            self.config.latency_default,
-                            self.config.latency_decay,
-                        ),
-                    });
+                    health.push(self.fresh_health(i));
+                    loads.push(self.fresh_load());
                     stats.push(ProviderStats::default());
-                    let fresh = self.fresh_health(i);
-                    if let Some(h) = health.last_mut() {
-                        *h = fresh;
-                    }
                 }
             }
         }
@@ -500,7 +497,11 @@ impl Router {
         self.loads = loads;
         self.stats = stats;
         self.all = ProviderSet::first_n(n);
-        self.policy = policy::builtin(self.config.policy, n);
+        self.previous_ids = previous_ids;
+        self.generation = self.generation.wrapping_add(1);
+        if self.config.policy != old.policy {
+            self.policy = policy::builtin(self.config.policy, n);
+        }
         if self.config.budget != old.budget {
             self.budget = RetryBudget::new(&self.config.budget);
         }
@@ -533,7 +534,39 @@ impl Router {
             needs_continuation: false,
             last_error: None,
             end: None,
+            generation: self.generation,
         }
+    }
+
+    /// Brings a call begun before a reload up to date with the current provider ids.
+    fn sync(&self, call: &mut Call) {
+        if call.generation == self.generation {
+            return;
+        }
+        let remap = |set: ProviderSet| -> ProviderSet {
+            set.iter()
+                .filter_map(|p| self.previous_ids.get(p.index()).copied().flatten())
+                .collect()
+        };
+        if call.generation.wrapping_add(1) == self.generation {
+            call.tried = remap(call.tried);
+            call.silent = remap(call.silent);
+            call.rate_limited = remap(call.rate_limited);
+            call.excluded = remap(call.excluded);
+            if let Some(Ok(Some(p))) = call.end {
+                call.end = Some(Ok(self.previous_ids.get(p.index()).copied().flatten()));
+            }
+        } else {
+            // Several reloads ago: forget the details, but never prefer a provider it already tried.
+            call.tried = self.all;
+            call.silent = ProviderSet::EMPTY;
+            call.rate_limited = ProviderSet::EMPTY;
+            call.excluded = ProviderSet::EMPTY;
+            if let Some(Ok(Some(_))) = call.end {
+                call.end = Some(Ok(None));
+            }
+        }
+        call.generation = self.generation;
     }
 
     fn give_up(call: &mut Call, reason: GiveUpReason) -> Decision {
@@ -547,6 +580,7 @@ impl Router {
 
     /// The next thing to do for `call` at `now`.
     pub fn next_attempt(&mut self, call: &mut Call, now: Instant) -> Decision {
+        self.sync(call);
         match call.end {
             Some(Ok(provider)) => return Decision::Done { provider },
             Some(Err(give_up)) => return Decision::GiveUp(give_up),
@@ -573,9 +607,12 @@ impl Router {
         let untried = available.minus(call.tried);
         let best_untried = self.best_preference(untried);
         if let Some((until, p)) =
-            self.rate_limited_worth_waiting(call, available, best_untried, now)
+            self.rate_limited_worth_waiting(call, available, blocked.cooling, best_untried, now)
         {
             if until > now {
+                if !self.retry_affordable(call, now) {
+                    return Self::give_up(call, GiveUpReason::BudgetExhausted);
+                }
                 call.wait_until = until;
                 return Decision::Wait { until };
             }
@@ -598,6 +635,9 @@ impl Router {
                 call.same_provider_retries += 1;
                 let until = now + delay;
                 if delay > Duration::ZERO && until < call.deadline {
+                    if !self.retry_affordable(call, now) {
+                        return Self::give_up(call, GiveUpReason::BudgetExhausted);
+                    }
                     call.wait_until = until;
                     return Decision::Wait { until };
                 }
@@ -665,21 +705,19 @@ impl Router {
     }
 
     fn rate_limited_worth_waiting(
-        &mut self,
+        &self,
         call: &Call,
         available: ProviderSet,
+        cooling: ProviderSet,
         best_untried: Option<u64>,
         now: Instant,
     ) -> Option<(Instant, ProviderId)> {
         let wait_max = self.config.retry.rate_limit_wait_max;
         let mut best: Option<(u64, Instant, ProviderId)> = None;
-        for p in call.rate_limited.minus(call.excluded).iter() {
-            if p.index() >= self.health.len() {
-                continue;
-            }
+        for p in call.rate_limited.iter() {
             let until = if available.contains(p) {
                 now
-            } else {
+            } else if cooling.contains(p) {
                 match self.health[p.index()].cooldown {
                     Some((Cooldown::RateLimited, until))
                         if until <= now + wait_max && until < call.deadline =>
@@ -688,6 +726,8 @@ impl Router {
                     }
                     _ => continue,
                 }
+            } else {
+                continue;
             };
             let pref = self.preference(p);
             if best_untried.is_some_and(|b| pref >= b) {
@@ -703,7 +743,10 @@ impl Router {
     fn nothing_available(&mut self, call: &mut Call, blocked: &Blocked, now: Instant) -> Decision {
         if blocked.rate_limited {
             if let Some(until) = blocked.soonest_rate_limit_end {
-                if until <= now + self.config.retry.rate_limit_wait_max && until < call.deadline {
+                if until <= now + self.config.retry.rate_limit_wait_max
+                    && until < call.deadline
+                    && self.retry_affordable(call, now)
+                {
                     call.wait_until = until;
                     return Decision::Wait { until };
                 }
@@ -721,6 +764,11 @@ impl Router {
             _ => GiveUpReason::NoHealthyProvider,
         };
         Self::give_up(call, reason)
+    }
+
+    /// Whether the budget could pay for the call's next attempt (free for a first attempt).
+    fn retry_affordable(&mut self, call: &Call, now: Instant) -> bool {
+        call.attempts == 0 || self.budget.available(now) >= 1.0
     }
 
     fn backoff(&mut self, retries: u32) -> Duration {
@@ -768,10 +816,16 @@ impl Router {
                 continue;
             }
             let health = &mut self.health[i];
+            if health.breaker.admits(now, &self.config.breaker).is_none() {
+                blocked.unhealthy = true;
+                continue;
+            }
             if let Some((kind, until)) = health.cooldown {
                 if now < until {
                     if kind == Cooldown::RateLimited {
+                        // Usable once the cool-down ends: a candidate to wait for.
                         blocked.rate_limited = true;
+                        blocked.cooling.insert(p);
                         blocked.soonest_rate_limit_end = Some(
                             blocked
                                 .soonest_rate_limit_end
@@ -792,15 +846,11 @@ impl Router {
                     .is_some_and(|rpm| requests >= u64::from(rpm))
                     || settings
                         .tokens_per_minute
-                        .is_some_and(|tpm| tokens + tokens_needed > tpm)
+                        .is_some_and(|tpm| tokens.saturating_add(tokens_needed) > tpm)
                 {
                     blocked.rate_limited = true;
                     continue;
                 }
-            }
-            if health.breaker.admits(now, &self.config.breaker).is_none() {
-                blocked.unhealthy = true;
-                continue;
             }
             set.insert(p);
         }
@@ -817,10 +867,7 @@ impl Router {
         let i = p.index();
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
-        let probe = health
-            .breaker
-            .admits(now, &self.config.breaker)
-            .unwrap_or(false);
+        let probe = health.breaker.admits(now, &self.config.breaker).flatten();
         health.breaker.on_send(probe);
         if let Some(minute) = &mut health.minute {
             minute.add(
@@ -863,12 +910,14 @@ impl Router {
 
     /// Records how `attempt` of `call` ended.
     pub fn record(&mut self, call: &mut Call, attempt: Attempt, outcome: Outcome, now: Instant) {
+        self.sync(call);
         call.in_flight = call.in_flight.saturating_sub(1);
         let index = self.resolve(&attempt);
         if let Some(i) = index {
             self.loads[i].in_flight = self.loads[i].in_flight.saturating_sub(1);
         }
-        let p = attempt.provider;
+        // The provider's id now (it may have moved in a reload), if it still exists.
+        let current = index.and_then(ProviderId::from_index);
         match outcome {
             Outcome::Success {
                 latency,
@@ -889,8 +938,8 @@ impl Router {
                         self.config.providers[i].cost_usd(usage.input_tokens, usage.output_tokens);
                     let stats = &mut self.stats[i];
                     stats.successes += 1;
-                    stats.input_tokens += usage.input_tokens;
-                    stats.output_tokens += usage.output_tokens;
+                    stats.input_tokens = stats.input_tokens.saturating_add(usage.input_tokens);
+                    stats.output_tokens = stats.output_tokens.saturating_add(usage.output_tokens);
                     stats.cost_usd += cost;
                     if self.config.spend.is_some() {
                         let _ = self.spend_reached(now);
@@ -898,7 +947,7 @@ impl Router {
                     }
                 }
                 if call.end.is_none() {
-                    call.end = Some(Ok(p));
+                    call.end = Some(Ok(current));
                 }
             }
             Outcome::Failure {
@@ -911,26 +960,31 @@ impl Router {
                     self.stats[i].failures[class.index()] += 1;
                     self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
                 }
-                match class {
-                    ErrorClass::RateLimited => call.rate_limited.insert(p),
-                    ErrorClass::Timeout => call.silent.insert(p),
-                    ErrorClass::ContextLength => {
-                        match index.and_then(|i| self.config.providers[i].context_window) {
-                            Some(window) => {
-                                call.min_context = call.min_context.max(window.saturating_add(1))
+                if matches!(class, ErrorClass::BadRequest)
+                    || (class == ErrorClass::ContentFilter
+                        && !self.config.retry.content_filter_failover)
+                {
+                    if call.end.is_none() {
+                        let _ = Self::give_up(call, GiveUpReason::NotRetryable(class));
+                    }
+                } else if let Some(p) = current {
+                    match class {
+                        ErrorClass::RateLimited => call.rate_limited.insert(p),
+                        ErrorClass::Timeout => call.silent.insert(p),
+                        ErrorClass::ContextLength => {
+                            // Never resent unchanged: this provider is out, and so is any other
+                            // whose known window is not larger.
+                            call.excluded.insert(p);
+                            if let Some(window) = self.config.providers[p.index()].context_window {
+                                call.min_context = call.min_context.max(window.saturating_add(1));
                             }
-                            None => call.excluded.insert(p),
                         }
+                        ErrorClass::ContentFilter => call.excluded.insert(p),
+                        ErrorClass::Server
+                        | ErrorClass::Auth
+                        | ErrorClass::Quota
+                        | ErrorClass::BadRequest => {}
                     }
-                    ErrorClass::ContentFilter if self.config.retry.content_filter_failover => {
-                        call.excluded.insert(p)
-                    }
-                    ErrorClass::ContentFilter | ErrorClass::BadRequest => {
-                        if call.end.is_none() {
-                            let _ = Self::give_up(call, GiveUpReason::NotRetryable(class));
-                        }
-                    }
-                    ErrorClass::Server | ErrorClass::Auth | ErrorClass::Quota => {}
                 }
             }
             Outcome::Cancelled => {
@@ -948,10 +1002,12 @@ impl Router {
         class: ErrorClass,
         latency: Duration,
         retry_after: Option<Duration>,
-        probe: bool,
+        probe: Option<ProbeEpoch>,
         now: Instant,
     ) {
         let retry = &self.config.retry;
+        // A Retry-After beyond the quota cool-down is a broken header, not a plan.
+        let retry_after = retry_after.map(|d| d.min(retry.quota_cooldown));
         let health = &mut self.health[i];
         let cooldown = match class {
             ErrorClass::RateLimited => Some((

@@ -90,6 +90,7 @@ pub fn run_call(
                 now = until;
             }
             Decision::Done { provider } => {
+                let provider = provider.expect("the winner was not removed");
                 return Trace {
                     sent,
                     waited,
