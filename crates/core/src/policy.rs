@@ -188,9 +188,12 @@ impl Policy for Cheapest {
         view: &PolicyView<'_>,
         _: &mut RouterRng,
     ) -> Option<ProviderId> {
+        let (input, output) = (view.input_tokens as f64, view.output_tokens as f64);
         let mut best: Option<(f64, ProviderId)> = None;
         for p in candidates.iter() {
-            let cost = view.providers[p.index()].cost_usd(view.input_tokens, view.output_tokens);
+            // Compared in USD × 10⁶: the division by a million is the same for every candidate.
+            let settings = &view.providers[p.index()];
+            let cost = input * settings.input_usd_per_mtok + output * settings.output_usd_per_mtok;
             if best.is_none_or(|(c, _)| cost < c) {
                 best = Some((cost, p));
             }

@@ -362,6 +362,9 @@ pub struct Router {
     generation: u32,
     /// Where the providers of the previous generation went (old index → new id).
     previous_ids: Vec<Option<ProviderId>>,
+    /// Each provider's preference (lower first): its priority tier, and under `priority` its
+    /// position.
+    preferences: Vec<u64>,
 }
 
 impl fmt::Debug for Router {
@@ -401,6 +404,7 @@ impl Router {
             all: ProviderSet::first_n(n),
             generation: 0,
             previous_ids: Vec::new(),
+            preferences: Self::preferences_of(&config),
             config,
         };
         for p in 0..n {
@@ -498,6 +502,7 @@ impl Router {
         self.stats = stats;
         self.all = ProviderSet::first_n(n);
         self.previous_ids = previous_ids;
+        self.preferences = Self::preferences_of(&self.config);
         self.generation = self.generation.wrapping_add(1);
         if self.config.policy != old.policy {
             self.policy = policy::builtin(self.config.policy, n);
@@ -676,10 +681,14 @@ impl Router {
     /// Picks from `candidates` within the best preference tier.
     fn choose(&mut self, candidates: ProviderSet, call: &Call, now: Instant) -> Option<ProviderId> {
         let best = self.best_preference(candidates)?;
-        let tier: ProviderSet = candidates
-            .iter()
-            .filter(|p| self.preference(*p) == best)
-            .collect();
+        let tier: ProviderSet = if candidates.iter().all(|p| self.preference(p) == best) {
+            candidates
+        } else {
+            candidates
+                .iter()
+                .filter(|p| self.preference(*p) == best)
+                .collect()
+        };
         let view = PolicyView {
             now,
             providers: &self.config.providers,
@@ -692,12 +701,23 @@ impl Router {
 
     /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
     fn preference(&self, p: ProviderId) -> u64 {
-        let tier = u64::from(self.config.providers[p.index()].priority) << 8;
-        if self.config.policy == PolicyKind::Priority {
-            tier | p.index() as u64
-        } else {
-            tier
-        }
+        self.preferences[p.index()]
+    }
+
+    fn preferences_of(config: &ValidConfig) -> Vec<u64> {
+        config
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let tier = u64::from(p.priority) << 8;
+                if config.policy == PolicyKind::Priority {
+                    tier | i as u64
+                } else {
+                    tier
+                }
+            })
+            .collect()
     }
 
     fn best_preference(&self, set: ProviderSet) -> Option<u64> {
