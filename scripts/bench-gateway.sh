@@ -79,22 +79,28 @@ DURATION=3s run warm-direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 DURATION=3s run warm-gw "http://127.0.0.1:$GW_PORT/v1/chat/completions"
 echo "== direct: $RATE req/s for $DURATION"
 run direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+MOCK_PID="${PIDS[0]}"
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 echo "== through stilts: $RATE req/s for $DURATION"
+GW_T0="$(cpu_ticks "$GW_PID")"; MOCK_T0="$(cpu_ticks "$MOCK_PID")"
 run through "http://127.0.0.1:$GW_PORT/v1/chat/completions"
+GW_TICKS=$(( $(cpu_ticks "$GW_PID") - GW_T0 )); MOCK_TICKS=$(( $(cpu_ticks "$MOCK_PID") - MOCK_T0 ))
+LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")"
 RSS_KB="$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")"
 curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.txt"
 
-python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" <<'PY'
+python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" <<'PY'
 import json, sys, re, platform, subprocess, datetime
-work, rate, duration, conns, hwm_kb, rss_kb, doc = sys.argv[1:8]
+work, rate, duration, conns, hwm_kb, rss_kb, doc, gw_ticks, mock_ticks, hz, loadavg = sys.argv[1:12]
 def load(name):
     j = json.load(open(f"{work}/{name}.json"))
     p = j["latencyPercentiles"]
     codes = j.get("statusCodeDistribution", {})
     return {"p50": p["p50"] * 1e6, "p90": p["p90"] * 1e6, "p99": p["p99"] * 1e6,
-            "rps": j["summary"]["requestsPerSec"], "ok": j["summary"]["successRate"], "codes": codes}
+            "rps": j["summary"]["requestsPerSec"], "ok": j["summary"]["successRate"], "codes": codes,
+            "count": max(sum(int(v) for v in codes.values()), 1)}
 d, t = load("direct"), load("through")
 m = open(f"{work}/metrics.txt").read()
 def metric(name):
@@ -111,7 +117,9 @@ lines = [
     "",
     f"- stilts' own overhead histogram (`stilts_gateway_overhead_seconds`, time in stilts excluding the upstream wait): mean {ov_mean_us:.1f} µs",
     f"- gateway peak RSS (VmHWM): {int(hwm_kb)/1024:.1f} MiB (RSS at the end: {int(rss_kb)/1024:.1f} MiB)",
+    f"- CPU per request (user + system, from /proc): gateway {int(gw_ticks) / int(hz) / t['count'] * 1e6:.0f} µs, fake upstream {int(mock_ticks) / int(hz) / t['count'] * 1e6:.0f} µs",
     f"- status codes through stilts: {t['codes']}",
+    f"- load average at the end of the run: {loadavg}",
 ]
 print("\n".join(lines))
 if doc:
@@ -131,8 +139,12 @@ gateway (and, while this ran, other builds on the machine), {datetime.date.today
 {chr(10).join(lines)}
 
 How to read it: "added" is the difference of the two runs' percentiles, so it includes one extra
-loopback hop (client → stilts → upstream instead of client → upstream) and the noise of a shared
-2-core machine; the overhead histogram isolates the time spent inside stilts itself.
+loopback hop (client → stilts → upstream instead of client → upstream: a second HTTP server and an
+HTTP client, hyper on both sides) and the noise of a shared 2-core machine; the overhead histogram
+isolates the time spent inside stilts' own code (parse, route, record, respond; plugin calls run
+inside the attempt and are not in it). The CPU line is the cost that does not depend on the load:
+the fake upstream, which only serves one HTTP hop, is the yardstick for what one hop costs here;
+the gateway serves one hop and makes another.
 """
     open(doc, "w").write(text)
     print(f"wrote {doc}")
