@@ -265,23 +265,30 @@ pub fn watch_config(
     }
 }
 
-/// Reloads `path` on every SIGHUP. Runs until dropped.
-pub async fn reload_on_sighup(gateway: Gateway, path: PathBuf) {
+/// Reloads `path` on every SIGHUP. The signal handler is installed when this is called (inside a
+/// tokio runtime), before the returned future first runs. Runs until dropped.
+pub fn reload_on_sighup(
+    gateway: Gateway,
+    path: PathBuf,
+) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; reload by editing the file");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!(path = %path.display(), "SIGHUP: reloading config");
-            reload_from_file(&gateway, &path);
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = hup else {
+                tracing::warn!("cannot listen for SIGHUP; reload by editing the file");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!(path = %path.display(), "SIGHUP: reloading config");
+                reload_from_file(&gateway, &path);
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (gateway, path);
-        std::future::pending::<()>().await;
+        #[cfg(not(unix))]
+        {
+            let _ = (gateway, path);
+            std::future::pending::<()>().await;
+        }
     }
 }

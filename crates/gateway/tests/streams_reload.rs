@@ -509,3 +509,60 @@ async fn continuation_is_refused_for_a_plugin_that_cannot_do_it() {
     let e = stilts_gateway::Gateway::new(&valid).unwrap_err();
     assert_eq!(e.path, "routes.s.deployments[0].prefill_continuation");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_config() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let h = Harness::start(&two(&a, &b, "")).await;
+    let hup = tokio::spawn(stilts_gateway::server::reload_on_sighup(
+        h.gateway.clone(),
+        h.config_path.clone(),
+    ));
+    let renamed = two(&a, &b, "").replace("routes.s", "routes.renamed");
+    std::fs::write(&h.config_path, with_plugin(&renamed)).unwrap();
+    // reload_poll_ms = 0: only the signal can apply the change.
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut applied = false;
+    for _ in 0..250 {
+        let models = h.get("/v1/models").await;
+        if models.contains("\"renamed\"") && !models.contains("\"s\"") {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(applied, "SIGHUP did not reload");
+    assert_eq!(h.chat(request("renamed")).await.0, 200);
+    hup.abort();
+}
+
+#[tokio::test]
+async fn a_rate_limited_provider_fails_over_to_an_equal_peer_at_once() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(Faults {
+        status: Some(429),
+        error_code: Some("rate_limit_exceeded".into()),
+        retry_after_s: Some(2.0),
+        ..Faults::default()
+    });
+    let toml = format!(
+        "{SERVER}[routes.s.router]\npolicy = \"round_robin\"\n\
+         [[routes.s.deployments]]\nname = \"a\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"a-model\"\n\
+         [[routes.s.deployments]]\nname = \"b\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"b-model\"\n",
+        a.base_url(),
+        b.base_url()
+    );
+    let h = Harness::start(&toml).await;
+    for _ in 0..4 {
+        let (status, headers, _) = h.chat(request("s")).await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "x-provider"), "b");
+    }
+    // a was asked once, then cooled down for its Retry-After while b took the traffic.
+    assert_eq!(a.stats().requests, 1);
+    assert_eq!(b.stats().requests, 4);
+}
