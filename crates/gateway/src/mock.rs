@@ -160,6 +160,9 @@ impl MockUpstream {
             .route("/_mock/script", post(set_script))
             .route("/_mock/stats", get(stats))
             .with_state(Arc::clone(&state));
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "mock upstream stopped");

@@ -174,6 +174,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = gateway.server_settings().shutdown_grace;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // No Nagle delay on small writes (stream chunks, short answers).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app(gateway)).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });
