@@ -141,8 +141,8 @@ gateway (and, while this ran, other builds on the machine), {datetime.date.today
 How to read it: "added" is the difference of the two runs' percentiles, so it includes one extra
 loopback hop (client → stilts → upstream instead of client → upstream: a second HTTP server and an
 HTTP client, hyper on both sides) and the noise of a shared 2-core machine; the overhead histogram
-isolates the time spent inside stilts' own code (parse, route, record, respond; plugin calls run
-inside the attempt and are not in it). The CPU line is the cost that does not depend on the load:
+isolates the time spent inside stilts' own code (parse, route, plugin calls, record, respond),
+excluding the HTTP stacks and the kernel. The CPU line is the cost that does not depend on the load:
 the fake upstream, which only serves one HTTP hop, is the yardstick for what one hop costs here;
 the gateway serves one hop and makes another.
 """

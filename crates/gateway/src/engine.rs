@@ -22,6 +22,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use stilts_core::{
@@ -449,6 +450,7 @@ impl Gateway {
             guard,
             started,
             waited: Duration::ZERO,
+            local: Arc::new(AtomicU64::new(0)),
             tried: Vec::new(),
         };
         if meta.stream {
@@ -702,6 +704,8 @@ pub(crate) struct Driver {
     pub started: std::time::Instant,
     /// Time spent waiting on upstreams and backoff (excluded from the overhead metric).
     pub waited: Duration,
+    /// Time spent in stilts inside attempts (plugin calls, framing), added back to the overhead.
+    pub local: Arc<AtomicU64>,
     pub tried: Vec<TriedAttempt>,
 }
 
@@ -840,19 +844,27 @@ impl Driver {
         let total = self.started.elapsed();
         let m = &self.guard.route.metrics;
         m.duration.observe(total.as_secs_f64());
+        let local = Duration::from_nanos(self.local.load(Ordering::Relaxed));
         m.overhead
-            .observe(total.saturating_sub(self.waited).as_secs_f64());
+            .observe((total.saturating_sub(self.waited) + local).as_secs_f64());
     }
 
     async fn complete(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
         let shared_body = body.clone();
+        let local = Arc::clone(&self.local);
         let end = self
             .run(move |attempt, deployment, clock| {
                 let body = shared_body.clone();
+                let local = Arc::clone(&local);
                 Box::pin(async move {
                     let sent = std::time::Instant::now();
                     let result = deployment
-                        .complete(&body, &attempt.timeouts, clock.tokio(attempt.deadline))
+                        .complete(
+                            &body,
+                            &attempt.timeouts,
+                            clock.tokio(attempt.deadline),
+                            &local,
+                        )
                         .await;
                     (attempt, deployment, result, sent.elapsed())
                 })
@@ -885,13 +897,23 @@ impl Driver {
     async fn stream(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
         let shared_body = body.clone();
         let track_text = self.guard.route.lock().continuation;
+        let local = Arc::clone(&self.local);
         let end = self
             .run(move |attempt, deployment, clock| {
                 let body = shared_body.clone();
+                let local = Arc::clone(&local);
                 Box::pin(async move {
                     let sent = std::time::Instant::now();
-                    let result =
-                        stream::open(&deployment, &body, &attempt, clock, track_text, false).await;
+                    let result = stream::open(
+                        &deployment,
+                        &body,
+                        &attempt,
+                        clock,
+                        track_text,
+                        false,
+                        local,
+                    )
+                    .await;
                     (attempt, deployment, result, sent.elapsed())
                 })
             })

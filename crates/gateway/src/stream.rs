@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use stilts_core::{Attempt, ErrorClass, Outcome};
 use stilts_plugin::types::StreamEnd;
@@ -41,11 +42,14 @@ pub(crate) async fn open(
     clock: Clock,
     track_text: bool,
     continuation: bool,
+    local: Arc<AtomicU64>,
 ) -> Result<StreamReader, Failure> {
     let deadline = clock.tokio(attempt.deadline);
     let sent = TokioInstant::now();
-    let response = deployment.send(body, &attempt.timeouts, deadline).await?;
-    let mut reader = StreamReader::new(response, deployment.plugin.clone(), track_text)?;
+    let response = deployment
+        .send(body, &attempt.timeouts, deadline, &local)
+        .await?;
+    let mut reader = StreamReader::new(response, deployment.plugin.clone(), track_text, local)?;
     reader.skip_role_chunk = continuation;
     let first_deadline = (sent + attempt.timeouts.first_token).min(deadline);
     while !reader.informative && reader.end.is_none() {
@@ -258,13 +262,15 @@ impl Live {
         messages.push(serde_json::json!({ "role": "assistant", "content": self.text }));
         let body = Bytes::from(serde_json::to_vec(&request).ok()?);
         let shared = body.clone();
+        let local = Arc::clone(&self.driver.local);
         let end = self
             .driver
             .run(move |attempt, deployment, clock| {
                 let body = shared.clone();
+                let local = Arc::clone(&local);
                 Box::pin(async move {
                     let sent = std::time::Instant::now();
-                    let result = open(&deployment, &body, &attempt, clock, true, true).await;
+                    let result = open(&deployment, &body, &attempt, clock, true, true, local).await;
                     (attempt, deployment, result, sent.elapsed())
                 })
             })

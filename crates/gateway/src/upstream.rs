@@ -12,6 +12,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stilts_core::{ErrorClass, Timeouts, Usage};
 use stilts_plugin::host::{CallError, Plugin, StreamState};
@@ -48,6 +50,14 @@ impl fmt::Debug for Deployment {
             .field("key", &self.key.as_ref().map(|_| "***"))
             .finish()
     }
+}
+
+/// Runs `f` and adds its duration to `local` (time spent in stilts, for the overhead metric).
+pub(crate) fn timed<R>(local: &AtomicU64, f: impl FnOnce() -> R) -> R {
+    let t0 = std::time::Instant::now();
+    let r = f();
+    local.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    r
 }
 
 /// A failed attempt.
@@ -168,7 +178,9 @@ impl Deployment {
         body: &[u8],
         timeouts: &Timeouts,
         deadline: TokioInstant,
+        local: &AtomicU64,
     ) -> Result<reqwest::Response, Failure> {
+        let t0 = std::time::Instant::now();
         let http = self
             .plugin
             .build_request_with_config_json(body, &self.cfg_json)
@@ -192,6 +204,7 @@ impl Deployment {
             request = request.header(name.as_str(), value.as_str());
         }
         let request = request.body(http.body);
+        local.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let headers_deadline = (TokioInstant::now() + timeouts.headers).min(deadline);
         let response = match timeout_at(headers_deadline, request.send()).await {
             Err(_) => {
@@ -212,15 +225,15 @@ impl Deployment {
         }
         let headers = header_pairs(&response);
         let body = read_body(response, deadline).await?;
-        let info = self
-            .plugin
-            .classify_error(status.as_u16(), &headers, &body)
-            .unwrap_or_else(|e| {
-                ErrorInfo::new(
-                    stilts_plugin::ErrorClass::from_status(status.as_u16()),
-                    format!("HTTP {status} (plugin could not classify it: {e})"),
-                )
-            });
+        let info = timed(local, || {
+            self.plugin.classify_error(status.as_u16(), &headers, &body)
+        })
+        .unwrap_or_else(|e| {
+            ErrorInfo::new(
+                stilts_plugin::ErrorClass::from_status(status.as_u16()),
+                format!("HTTP {status} (plugin could not classify it: {e})"),
+            )
+        });
         Err(self.failure(Failure::from_info(info, Some(status.as_u16()))))
     }
 
@@ -230,12 +243,15 @@ impl Deployment {
         body: &[u8],
         timeouts: &Timeouts,
         deadline: TokioInstant,
+        local: &AtomicU64,
     ) -> Result<Answer, Failure> {
-        let response = self.send(body, timeouts, deadline).await?;
+        let response = self.send(body, timeouts, deadline, local).await?;
         let status = response.status().as_u16();
-        let headers = header_pairs(&response);
+        let headers = timed(local, || header_pairs(&response));
         let bytes = read_body(response, deadline).await?;
-        match self.plugin.parse_response(status, &headers, &bytes) {
+        match timed(local, || {
+            self.plugin.parse_response(status, &headers, &bytes)
+        }) {
             Ok(parsed) => Ok(Answer {
                 usage: usage_of(parsed.usage.as_ref()),
                 body: Bytes::from(parsed.body),
@@ -338,6 +354,8 @@ pub(crate) struct StreamReader {
     pub text: Option<String>,
     /// Drop a leading role-only chunk (used when continuing another provider's answer).
     pub skip_role_chunk: bool,
+    /// Time spent processing what was read (framing, plugin), for the overhead metric.
+    local: Arc<AtomicU64>,
 }
 
 impl StreamReader {
@@ -345,6 +363,7 @@ impl StreamReader {
         response: reqwest::Response,
         plugin: Plugin,
         track_text: bool,
+        local: Arc<AtomicU64>,
     ) -> Result<Self, Failure> {
         let state = plugin
             .stream_open()
@@ -360,6 +379,7 @@ impl StreamReader {
             informative: false,
             text: track_text.then(String::new),
             skip_role_chunk: false,
+            local,
         })
     }
 
@@ -372,6 +392,14 @@ impl StreamReader {
             Err(_) => return Err(Stalled),
             Ok(read) => read,
         };
+        let t0 = std::time::Instant::now();
+        self.process(read);
+        self.local
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn process(&mut self, read: Option<reqwest::Result<Bytes>>) {
         match read {
             None => {
                 self.framer.finish();
@@ -399,7 +427,6 @@ impl StreamReader {
                 }
             },
         }
-        Ok(())
     }
 
     fn close(&mut self) {
