@@ -426,3 +426,38 @@ async fn the_shipped_example_config_is_valid_and_builds() {
         stilts_gateway::Gateway::new(&valid).expect("the example builds with the real plugin");
     assert_eq!(gateway.route_names(), ["chat", "fast"]);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_cancels_the_upstream_attempt() {
+    let a = mock("a").await;
+    a.set_faults(Faults {
+        hang: true,
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a)], "")
+    ))
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = client
+        .post(h.url("/v1/chat/completions"))
+        .json(&request("chat"))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up");
+    drop(client);
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().abandoned == 1).await,
+        "the upstream attempt outlived the client"
+    );
+    let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
+    assert_eq!(status["routes"]["chat"]["providers"][0]["in_flight"], 0);
+    assert_eq!(
+        status["routes"]["chat"]["providers"][0]["failures"]["timeout"], 0,
+        "cancelled, not failed"
+    );
+}
