@@ -222,3 +222,94 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // reason: tests
+mod tests {
+    use super::*;
+
+    fn tried(class: &'static str) -> Vec<TriedAttempt> {
+        vec![TriedAttempt {
+            provider: "p".into(),
+            class,
+            status: Some(503),
+            message: "down".into(),
+        }]
+    }
+
+    #[test]
+    fn every_give_up_reason_has_a_fitting_status_and_code() {
+        use GiveUpReason as R;
+        let cases = [
+            (R::Deadline, tried("timeout"), 504, "deadline_exceeded"),
+            (
+                R::AllRateLimited,
+                tried("rate_limited"),
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                R::AttemptsExhausted,
+                tried("server"),
+                502,
+                "upstream_failed",
+            ),
+            (
+                R::NoHealthyProvider,
+                tried("server"),
+                502,
+                "upstream_failed",
+            ),
+            (R::NoHealthyProvider, Vec::new(), 503, "no_healthy_provider"),
+            (
+                R::BudgetExhausted,
+                tried("server"),
+                503,
+                "retry_budget_exhausted",
+            ),
+            (R::SpendLimit, Vec::new(), 503, "spend_limit"),
+            (
+                R::ContextTooLong,
+                Vec::new(),
+                400,
+                "context_length_exceeded",
+            ),
+            (
+                R::NotRetryable(ErrorClass::ContextLength),
+                tried("context_length"),
+                400,
+                "context_length_exceeded",
+            ),
+            (
+                R::NotRetryable(ErrorClass::ContentFilter),
+                tried("content_filter"),
+                400,
+                "content_filter",
+            ),
+            (
+                R::NotRetryable(ErrorClass::BadRequest),
+                tried("bad_request"),
+                400,
+                "invalid_request",
+            ),
+        ];
+        for (reason, tried, status, code) in cases {
+            let give_up = GiveUp {
+                reason,
+                last_error: None,
+            };
+            let e = ApiError::from_give_up("chat", give_up, tried);
+            assert_eq!(e.status.as_u16(), status, "{reason:?}");
+            assert_eq!(e.code, code, "{reason:?}");
+            let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+            assert_eq!(body["error"]["stilts"]["route"], "chat");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("tried:")
+            );
+        }
+    }
+}
