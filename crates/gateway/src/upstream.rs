@@ -38,6 +38,8 @@ pub(crate) struct Deployment {
     pub model: String,
     pub client: reqwest::Client,
     pub metrics: DeploymentMetrics,
+    /// The last URL the plugin built, parsed once (plugins build the same URL every time).
+    url: std::sync::OnceLock<(String, reqwest::Url)>,
 }
 
 impl fmt::Debug for Deployment {
@@ -147,6 +149,7 @@ impl Deployment {
             model: cfg.model.clone(),
             client,
             metrics,
+            url: std::sync::OnceLock::new(),
         })
     }
 
@@ -192,10 +195,23 @@ impl Deployment {
                 other => Failure::new(ErrorClass::Server, format!("plugin failure: {other}")),
             })
             .map_err(|f| self.failure(f))?;
-        let url = if http.url.starts_with('/') {
+        let url_text = if http.url.starts_with('/') {
             format!("{}{}", self.base_url, http.url)
         } else {
             http.url
+        };
+        let url = match self.url.get() {
+            Some((text, url)) if *text == url_text => url.clone(),
+            _ => {
+                let parsed = reqwest::Url::parse(&url_text).map_err(|e| {
+                    Failure::new(
+                        ErrorClass::Server,
+                        format!("the plugin built an invalid URL: {e}"),
+                    )
+                })?;
+                let _ = self.url.set((url_text, parsed.clone()));
+                parsed
+            }
         };
         let method = reqwest::Method::from_bytes(http.method.as_bytes())
             .map_err(|_| Failure::new(ErrorClass::Server, "plugin built an invalid method"))?;
