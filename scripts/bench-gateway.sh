@@ -145,6 +145,13 @@ isolates the time spent inside stilts' own code (parse, route, plugin calls, rec
 excluding the HTTP stacks and the kernel. The CPU line is the cost that does not depend on the load:
 the fake upstream, which only serves one HTTP hop, is the yardstick for what one hop costs here;
 the gateway serves one hop and makes another.
+
+Where the gateway's CPU goes (`perf record -g` on the release gateway at 2,000 req/s, 2026-11-25):
+about 42 % kernel (loopback TCP, context switches, epoll), 38 % the stilts binary (hyper server and
+client, reqwest, tokio, axum; stilts' own routing code is under 1 %), 12 % libc (malloc, memcpy) and
+7 % the openai plugin (the request and response JSON). The gateway's CPU per request is about twice
+the fake upstream's, which serves a single hop: the added latency is the price of a second HTTP hop
+on a 2-core machine shared by the load generator, the upstream and other work, not of routing.
 """
     open(doc, "w").write(text)
     print(f"wrote {doc}")
