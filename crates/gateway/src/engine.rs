@@ -8,7 +8,7 @@
 //! One route holds one [`Router`] behind a `std::sync::Mutex`, together with the deployments the
 //! router's provider indexes refer to; both are swapped together on reload, so a provider id is
 //! always resolved against the config that produced it. The lock is held only around a decision or
-//! a record (about 100 ns), never across an await. Each request's [`CallGuard`] records every
+//! a record (about 100 ns), never across an await. Each request's `CallGuard` records every
 //! attempt exactly once: when its outcome is known, or as cancelled when the request is dropped
 //! (client gone, another attempt won).
 //!
