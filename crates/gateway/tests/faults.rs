@@ -465,3 +465,36 @@ async fn a_client_that_leaves_before_the_answer_cancels_the_upstream_attempt() {
         "cancelled, not failed"
     );
 }
+
+#[tokio::test]
+async fn a_content_filter_refusal_is_returned_not_failed_over() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(Faults {
+        status: Some(400),
+        error_code: Some("content_policy_violation".into()),
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", &a), ("b", &b)], "")
+    ))
+    .await;
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "content_filter");
+    assert_eq!(b.stats().requests, 0, "no failover unless configured");
+
+    // With retry.content_filter_failover the next provider is tried.
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route(
+            "chat",
+            &[("a", &a), ("b", &b)],
+            "[routes.chat.router.retry]\ncontent_filter_failover = true\n"
+        )
+    ))
+    .await;
+    let (status, headers, _) = h.chat(request("chat")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-provider"), "b");
+}
