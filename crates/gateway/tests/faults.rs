@@ -498,3 +498,36 @@ async fn a_content_filter_refusal_is_returned_not_failed_over() {
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "x-provider"), "b");
 }
+
+#[tokio::test]
+async fn a_hedge_wins_over_a_slow_attempt_which_is_then_cancelled() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(Faults {
+        latency_ms: 3_000,
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route(
+            "chat",
+            &[("a", &a), ("b", &b)],
+            "hedge = { delay_ms = 100 }\n"
+        )
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "b");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "2");
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().abandoned == 1).await,
+        "the losing attempt was not cancelled"
+    );
+    let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
+    let a_status = &status["routes"]["chat"]["providers"][0];
+    assert_eq!(a_status["in_flight"], 0);
+    assert_eq!(
+        a_status["failures"]["timeout"], 0,
+        "a lost the race; it did not fail"
+    );
+}
