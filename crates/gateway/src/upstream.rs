@@ -130,7 +130,11 @@ impl Deployment {
         metrics: DeploymentMetrics,
     ) -> Result<Self, String> {
         let cfg_json = stilts_plugin::host::encode_config(cfg).map_err(|e| e.to_string())?;
+        // Redirects are not followed: an API that redirects is misconfigured, and following one
+        // could carry the request (and its key) somewhere unexpected.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
