@@ -176,8 +176,13 @@ pub struct HedgeConfig {
 pub struct TimeoutsConfig {
     /// TCP + TLS connect. Default 5 000.
     pub connect_ms: Option<u64>,
-    /// Until response headers. Default 10 000.
+    /// Until response headers. Default 10 000. A plain (non-stream) upstream sends its headers
+    /// only with the whole answer, so for plain requests the router adds
+    /// `plain_headers_ms_per_output_token` per expected output token (capped at `attempt_ms`).
     pub headers_ms: Option<u64>,
+    /// Extra headers time per expected output token for plain requests. Default 50 (a floor of
+    /// 20 tokens/s).
+    pub plain_headers_ms_per_output_token: Option<u64>,
     /// Until the first token of a stream. Default 10 000.
     pub first_token_ms: Option<u64>,
     /// Longest gap between stream events. Default 10 000.
@@ -298,8 +303,10 @@ pub struct BudgetSettings {
 pub struct Timeouts {
     /// Connect.
     pub connect: Duration,
-    /// Until response headers.
+    /// Until response headers (for plain requests, see [`Timeouts::for_request`]).
     pub headers: Duration,
+    /// Extra headers time per expected output token for plain requests.
+    pub plain_headers_per_output_token: Duration,
     /// Until the first stream token.
     pub first_token: Duration,
     /// Longest gap between stream events.
@@ -331,6 +338,26 @@ pub struct ProviderSettings {
     pub prefill_continuation: bool,
     /// Timeouts for attempts on this provider.
     pub timeouts: Timeouts,
+}
+
+impl Timeouts {
+    /// The timeouts for one request: a stream gets them as configured; a plain request's headers
+    /// limit grows by `plain_headers_per_output_token` per expected output token, because a plain
+    /// upstream answers (headers included) only once the whole answer is generated. Never above
+    /// the attempt limit.
+    pub fn for_request(&self, stream: bool, output_tokens: u32) -> Timeouts {
+        let mut t = *self;
+        if !stream {
+            t.headers = t
+                .headers
+                .saturating_add(
+                    t.plain_headers_per_output_token
+                        .saturating_mul(output_tokens),
+                )
+                .min(t.attempt.max(t.headers));
+        }
+        t
+    }
 }
 
 impl ProviderSettings {
@@ -441,6 +468,10 @@ impl TimeoutsConfig {
         Ok(Timeouts {
             connect: pick("connect_ms", self.connect_ms, defaults.connect)?,
             headers: pick("headers_ms", self.headers_ms, defaults.headers)?,
+            plain_headers_per_output_token: match self.plain_headers_ms_per_output_token {
+                Some(v) => Duration::from_millis(v),
+                None => defaults.plain_headers_per_output_token,
+            },
             first_token: pick("first_token_ms", self.first_token_ms, defaults.first_token)?,
             stall: pick("stall_ms", self.stall_ms, defaults.stall)?,
             attempt: pick("attempt_ms", self.attempt_ms, defaults.attempt)?,
@@ -452,6 +483,7 @@ impl TimeoutsConfig {
 pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(5),
     headers: Duration::from_secs(10),
+    plain_headers_per_output_token: Duration::from_millis(50),
     first_token: Duration::from_secs(10),
     stall: Duration::from_secs(10),
     attempt: Duration::from_secs(60),
@@ -766,6 +798,7 @@ mod tests {
             Timeouts {
                 connect: secs(5),
                 headers: secs(10),
+                plain_headers_per_output_token: millis(50),
                 first_token: secs(10),
                 stall: secs(10),
                 attempt: secs(60),
@@ -803,6 +836,19 @@ mod tests {
         assert_eq!(
             RouterConfig::default().validate().unwrap_err().path,
             "providers"
+        );
+    }
+
+    #[test]
+    fn plain_requests_get_headers_time_for_their_answer() {
+        let t = DEFAULT_TIMEOUTS;
+        assert_eq!(t.for_request(true, 1_000), t);
+        assert_eq!(t.for_request(false, 0).headers, Duration::from_secs(10));
+        assert_eq!(t.for_request(false, 400).headers, Duration::from_secs(30));
+        // Capped at the attempt limit.
+        assert_eq!(
+            t.for_request(false, 100_000).headers,
+            Duration::from_secs(60)
         );
     }
 

@@ -74,7 +74,7 @@ pub struct Attempt {
     /// When the attempt must be abandoned (recorded as a timeout): the attempt timeout, clipped to
     /// the call's deadline.
     pub deadline: Instant,
-    /// The provider's timeouts for each stage.
+    /// The provider's timeouts for each stage, for this request ([`Timeouts::for_request`]).
     pub timeouts: Timeouts,
     provider_uid: u64,
     probe: Option<ProbeEpoch>,
@@ -183,6 +183,8 @@ pub struct Call {
     tried: ProviderSet,
     silent: ProviderSet,
     rate_limited: ProviderSet,
+    /// Rate-limited providers this call already waited for once.
+    waited_out: ProviderSet,
     excluded: ProviderSet,
     min_context: u32,
     attempts: u32,
@@ -527,6 +529,7 @@ impl Router {
             tried: ProviderSet::EMPTY,
             silent: ProviderSet::EMPTY,
             rate_limited: ProviderSet::EMPTY,
+            waited_out: ProviderSet::EMPTY,
             excluded: ProviderSet::EMPTY,
             min_context: 0,
             attempts: 0,
@@ -557,6 +560,7 @@ impl Router {
             call.tried = remap(call.tried);
             call.silent = remap(call.silent);
             call.rate_limited = remap(call.rate_limited);
+            call.waited_out = remap(call.waited_out);
             call.excluded = remap(call.excluded);
             if let Some(Ok(Some(p))) = call.end {
                 call.end = Some(Ok(self.previous_ids.get(p.index()).copied().flatten()));
@@ -566,6 +570,7 @@ impl Router {
             call.tried = self.all;
             call.silent = ProviderSet::EMPTY;
             call.rate_limited = ProviderSet::EMPTY;
+            call.waited_out = ProviderSet::EMPTY;
             call.excluded = ProviderSet::EMPTY;
             if let Some(Ok(Some(_))) = call.end {
                 call.end = Some(Ok(None));
@@ -622,6 +627,8 @@ impl Router {
                 return Decision::Wait { until };
             }
             call.rate_limited.remove(p);
+            // Waited out once; if it says 429 again, fall to the next tier.
+            call.waited_out.insert(p);
             return self.send(call, p, false, now);
         }
 
@@ -734,7 +741,7 @@ impl Router {
     ) -> Option<(Instant, ProviderId)> {
         let wait_max = self.config.retry.rate_limit_wait_max;
         let mut best: Option<(u64, Instant, ProviderId)> = None;
-        for p in call.rate_limited.iter() {
+        for p in call.rate_limited.minus(call.waited_out).iter() {
             let until = if available.contains(p) {
                 now
             } else if cooling.contains(p) {
@@ -912,7 +919,9 @@ impl Router {
             number: call.attempts,
             is_hedge,
             deadline: (now + settings.timeouts.attempt).min(call.deadline),
-            timeouts: settings.timeouts,
+            timeouts: settings
+                .timeouts
+                .for_request(call.stream, call.output_tokens),
             provider_uid: self.uids[i],
             probe,
         })

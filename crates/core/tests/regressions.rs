@@ -327,3 +327,54 @@ fn an_absurd_retry_after_is_capped_at_the_quota_cool_down() {
     let (_, until) = status[0].cooldown.unwrap();
     assert_eq!(until, ms(900_000));
 }
+
+#[test]
+fn priority_waits_out_a_preferred_providers_429_once_then_falls_back() {
+    let mut r = router(&["primary", "fallback"], |c| {
+        priority(c);
+        c.max_attempts = Some(6);
+    });
+    let mut call = r.begin(RequestMeta::default(), ms(0));
+    let mut now = ms(0);
+    let mut sent = vec![];
+    loop {
+        match r.next_attempt(&mut call, now) {
+            Decision::Send(a) => {
+                let n = name(&r, &a);
+                let outcome = if n == "primary" {
+                    fail(ErrorClass::RateLimited, Some(1_000))
+                } else {
+                    ok()
+                };
+                sent.push(n);
+                now = now + Duration::from_millis(10);
+                r.record(&mut call, a, outcome, now);
+            }
+            Decision::Wait { until } => now = until,
+            Decision::Done { .. } => break,
+            d => panic!("{d:?}"),
+        }
+    }
+    assert_eq!(sent, ["primary", "primary", "fallback"]);
+}
+
+#[test]
+fn a_plain_request_gets_headers_time_for_its_whole_answer() {
+    let mut r = router(&["a"], |_| {});
+    let plain = RequestMeta {
+        output_tokens: 400,
+        ..RequestMeta::default()
+    };
+    let mut call = r.begin(plain, ms(0));
+    let a = send(&mut r, &mut call, ms(0));
+    assert_eq!(a.timeouts.headers, Duration::from_secs(30));
+    r.record(&mut call, a, Outcome::Cancelled, ms(0));
+    let stream = RequestMeta {
+        stream: true,
+        ..plain
+    };
+    let mut call = r.begin(stream, ms(0));
+    let a = send(&mut r, &mut call, ms(0));
+    assert_eq!(a.timeouts.headers, Duration::from_secs(10));
+    r.record(&mut call, a, Outcome::Cancelled, ms(0));
+}
