@@ -138,8 +138,17 @@ impl Live {
                     self.succeed();
                     return Some(Bytes::from_static(DONE));
                 }
+                // The client already has the whole answer: whatever broke after the finish
+                // reason (a cut, a bad event, an error event) takes nothing from it.
+                Some(_) if self.reader.finished => {
+                    self.succeed();
+                    return Some(Bytes::from_static(DONE));
+                }
                 Some(StreamEnd::Cut { reason }) => {
-                    let f = Failure::new(ErrorClass::Server, format!("the stream broke: {reason}"));
+                    let f = self.deployment.failure(Failure::new(
+                        ErrorClass::Server,
+                        format!("the stream broke: {reason}"),
+                    ));
                     if let Some(bytes) = self.fail(f).await {
                         return Some(bytes);
                     }
@@ -162,6 +171,11 @@ impl Live {
             let read = self.reader.pump(deadline).await;
             self.driver.waited += t0.elapsed();
             if read.is_err() {
+                if self.reader.finished {
+                    // Finished, then silent without [DONE]: a complete answer.
+                    self.succeed();
+                    return Some(Bytes::from_static(DONE));
+                }
                 let message = if TokioInstant::now() >= attempt_deadline {
                     "the attempt deadline passed mid-stream".to_owned()
                 } else {
@@ -170,7 +184,10 @@ impl Live {
                         self.attempt.timeouts.stall.as_millis()
                     )
                 };
-                if let Some(bytes) = self.fail(Failure::new(ErrorClass::Timeout, message)).await {
+                let failure = self
+                    .deployment
+                    .failure(Failure::new(ErrorClass::Timeout, message));
+                if let Some(bytes) = self.fail(failure).await {
                     return Some(bytes);
                 }
             }
@@ -219,10 +236,13 @@ impl Live {
             },
             &self.deployment,
         );
+        // Continue elsewhere only where it is exact: plain text of one choice, not finished.
         if let Some(text) = self.reader.text.take() {
-            self.text.push_str(&text);
-            if let Some(bytes) = self.continue_elsewhere().await {
-                return bytes;
+            if self.reader.continuable && !self.reader.finished {
+                self.text.push_str(&text);
+                if let Some(bytes) = self.continue_elsewhere().await {
+                    return bytes;
+                }
             }
         }
         self.finished = true;

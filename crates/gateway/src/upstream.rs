@@ -121,6 +121,22 @@ pub(crate) fn usage_of(u: Option<&stilts_plugin::canonical::Usage>) -> Usage {
     .unwrap_or_default()
 }
 
+/// Whether any proxy variable reqwest reads from the environment is set. Only on Linux: elsewhere
+/// reqwest also reads the system's proxy settings, so it keeps doing its own lookup.
+fn proxy_env_set() -> bool {
+    !cfg!(target_os = "linux")
+        || [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some())
+}
+
 impl Deployment {
     pub fn new(
         name: String,
@@ -137,7 +153,15 @@ impl Deployment {
             .referer(false)
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(90));
+        // With no proxy configured in the environment, skip reqwest's per-request proxy matching
+        // (same behaviour, less work per request); with one, reqwest applies it as before.
+        let client = if proxy_env_set() {
+            client
+        } else {
+            client.no_proxy()
+        };
+        let client = client
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Deployment {
@@ -372,6 +396,11 @@ pub(crate) struct StreamReader {
     pub informative: bool,
     /// The assistant text so far, when continuation may be needed.
     pub text: Option<String>,
+    /// Whether a chunk carried a finish reason: the answer is complete, whatever follows.
+    pub finished: bool,
+    /// Whether the answer so far is plain text of one choice, so that sending it back as a
+    /// prefill continues it exactly (no tool calls, refusals or other choices).
+    pub continuable: bool,
     /// Drop a leading role-only chunk (used when continuing another provider's answer).
     pub skip_role_chunk: bool,
     /// Time spent processing what was read (framing, plugin), for the overhead metric.
@@ -398,6 +427,8 @@ impl StreamReader {
             end: None,
             informative: false,
             text: track_text.then(String::new),
+            finished: false,
+            continuable: true,
             skip_role_chunk: false,
             local,
         })
@@ -487,9 +518,14 @@ impl StreamReader {
                 }
                 self.skip_role_chunk = false;
                 self.informative |= look.informative;
+                self.finished |= look.finished;
+                self.continuable &= look.exact;
                 if let (Some(text), Some(delta)) = (self.text.as_mut(), look.text) {
                     text.push_str(&delta);
                 }
+            }
+            if !need_look && !self.finished {
+                self.finished = has_finish_reason(&chunk);
             }
             let mut sse = BytesMut::with_capacity(chunk.len() + 8);
             sse.extend_from_slice(b"data: ");
@@ -507,10 +543,32 @@ impl StreamReader {
     }
 }
 
+/// Whether a canonical chunk carries a non-null `finish_reason`, without parsing it: the key,
+/// optional blanks, a colon, optional blanks, then a string.
+fn has_finish_reason(chunk: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    let mut rest = chunk;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        rest = &rest[at + KEY.len()..];
+        let value = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b':'))
+            .map(|i| &rest[i..]);
+        if value.is_some_and(|v| v.first() == Some(&b'"')) {
+            return true;
+        }
+    }
+    false
+}
+
 /// What the gateway needs to know about a canonical chunk.
 struct Look {
     informative: bool,
     text: Option<String>,
+    /// A choice finished.
+    finished: bool,
+    /// Only text of choice 0: a prefill can continue it exactly.
+    exact: bool,
 }
 
 impl Look {
@@ -521,15 +579,26 @@ impl Look {
                 return Look {
                     informative: true,
                     text: None,
+                    finished: false,
+                    exact: false,
                 };
             }
         };
         let mut informative = false;
         let mut text = None;
+        let mut finished = false;
+        let mut exact = true;
         if let Some(choices) = v.get("choices").and_then(|c| c.as_array()) {
             for c in choices {
+                if c.get("index")
+                    .and_then(|i| i.as_u64())
+                    .is_some_and(|i| i != 0)
+                {
+                    exact = false;
+                }
                 if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
                     informative = true;
+                    finished = true;
                 }
                 if let Some(delta) = c.get("delta") {
                     if let Some(t) = delta.get("content").and_then(|t| t.as_str()) {
@@ -541,11 +610,47 @@ impl Look {
                     for key in ["tool_calls", "function_call", "refusal"] {
                         if delta.get(key).is_some_and(|x| !x.is_null()) {
                             informative = true;
+                            exact = false;
                         }
                     }
                 }
             }
         }
-        Look { informative, text }
+        Look {
+            informative,
+            text,
+            finished,
+            exact,
+        }
+    }
+}
+
+#[cfg(test)]
+mod finish_tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_finish_reason_without_parsing() {
+        assert!(has_finish_reason(
+            br#"{"choices":[{"delta":{},"finish_reason":"stop","index":0}]}"#
+        ));
+        assert!(has_finish_reason(
+            br#"{"choices":[{"finish_reason" : "length"}]}"#
+        ));
+        assert!(!has_finish_reason(
+            br#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#
+        ));
+        assert!(!has_finish_reason(br#"{"choices":[]}"#));
+    }
+
+    #[test]
+    fn tool_calls_and_other_choices_are_not_exactly_continuable() {
+        let tool = br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]},"finish_reason":null}]}"#;
+        assert!(!Look::of(tool).exact);
+        let second = br#"{"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#;
+        assert!(!Look::of(second).exact);
+        let text = br#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#;
+        let look = Look::of(text);
+        assert!(look.exact && !look.finished);
     }
 }

@@ -15,9 +15,10 @@ pub struct SseEvent {
     pub data: Vec<u8>,
 }
 
-/// A line exceeded [`SseFramer::max_line_bytes`].
+/// A line, or the data of one event (all its `data:` lines together), exceeded
+/// [`SseFramer::max_line_bytes`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("SSE line longer than {limit} bytes")]
+#[error("SSE line or event longer than {limit} bytes")]
 pub struct LineTooLong {
     /// The limit in force.
     pub limit: usize,
@@ -104,8 +105,12 @@ impl SseFramer {
     }
 
     fn extend_line(&mut self, part: &[u8]) -> Result<(), LineTooLong> {
-        if self.line.len() + part.len() > self.max_line_bytes {
+        // The pending event's data counts too: an event that never ends must not grow without
+        // bound, one `data:` line at a time.
+        if self.data.len() + self.line.len() + part.len() > self.max_line_bytes {
             self.line.clear();
+            self.data.clear();
+            self.has_data = false;
             return Err(LineTooLong {
                 limit: self.max_line_bytes,
             });
@@ -187,5 +192,33 @@ mod tests {
     fn long_lines_are_refused() {
         let mut f = SseFramer::new(8);
         assert_eq!(f.push(b"data: 12345678"), Err(LineTooLong { limit: 8 }));
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_bounded_too() {
+        let mut f = SseFramer::new(32);
+        assert_eq!(
+            f.push(
+                b"data: 0123456789
+"
+            )
+            .map(|e| e.len()),
+            Ok(0)
+        );
+        assert_eq!(
+            f.push(
+                b"data: 0123456789
+"
+            )
+            .map(|e| e.len()),
+            Ok(0)
+        );
+        assert_eq!(
+            f.push(
+                b"data: 0123456789
+"
+            ),
+            Err(LineTooLong { limit: 32 })
+        );
     }
 }

@@ -1,0 +1,202 @@
+//! Regression tests of live streams, each named after the bug it pins (found in review): no
+//! continuation after a finish reason, and no key in a mid-stream error event.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
+#![allow(unsafe_code)] // std::env::set_var is unsafe in edition 2024; see the SAFETY comment.
+
+mod common;
+
+use bytes::Bytes;
+use common::{anthropic_plugin, openai_plugin};
+use futures_util::StreamExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stilts_gateway::{ChatReply, Gateway, GatewayConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Parts = Vec<(u64, Vec<u8>)>;
+
+/// A raw HTTP/1.1 upstream: answers every request with 200 text/event-stream and writes `parts`
+/// (delay ms before each), then closes. Records request bodies.
+async fn raw_upstream(parts: Parts) -> (String, Arc<Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let parts = parts.clone();
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 65536];
+                loop {
+                    let n = s.read(&mut tmp).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().unwrap())
+                            .unwrap_or(0);
+                        while buf.len() < i + 4 + len {
+                            let n = s.read(&mut tmp).await.unwrap();
+                            buf.extend_from_slice(&tmp[..n]);
+                        }
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[i + 4..]).into_owned());
+                        break;
+                    }
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n").await.unwrap();
+                for (delay, bytes) in parts {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    if s.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                    let _ = s.flush().await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn chunk(delta: serde_json::Value, finish: Option<&str>) -> Vec<u8> {
+    let v = serde_json::json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"a-model",
+        "choices":[{"index":0,"delta":delta,"finish_reason":finish}]});
+    format!("data: {v}\n\n").into_bytes()
+}
+
+async fn collect(gw: &Gateway, body: serde_json::Value) -> (String, String) {
+    match gw
+        .chat(Bytes::from(serde_json::to_vec(&body).unwrap()), None)
+        .await
+    {
+        Ok(ChatReply::Stream {
+            provider, stream, ..
+        }) => {
+            let parts: Vec<Bytes> = stream.collect().await;
+            (
+                provider,
+                parts
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+            )
+        }
+        Ok(other) => panic!("not a stream: {other:?}"),
+        Err(e) => panic!("error {} {}", e.status, e.message),
+    }
+}
+
+fn gateway(toml: &str) -> Gateway {
+    let raw = GatewayConfig::parse(toml).unwrap();
+    let valid = raw.validate(std::path::Path::new("/tmp")).unwrap();
+    Gateway::new(&valid).unwrap()
+}
+
+fn req() -> serde_json::Value {
+    serde_json::json!({"model":"s","stream":true,"messages":[{"role":"user","content":"hi"}]})
+}
+
+/// A stream whose finish reason already reached the client and that then breaks is complete: it
+/// is never "continued" elsewhere (which would append text after the finish).
+#[tokio::test]
+async fn a_stream_that_breaks_after_its_finish_reason_is_not_continued() {
+    let a_parts: Parts = vec![
+        (
+            0,
+            [
+                chunk(
+                    serde_json::json!({"role":"assistant","content":"The answer is 42."}),
+                    None,
+                ),
+                chunk(serde_json::json!({}), Some("stop")),
+            ]
+            .concat(),
+        ),
+        (100, b"data: {not json\n\n".to_vec()),
+    ];
+    let (a_url, _) = raw_upstream(a_parts).await;
+    let events = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" EXTRA TEXT AFTER FINISH"}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ];
+    let sse: String = events
+        .iter()
+        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
+        .collect();
+    let (b_url, _) = raw_upstream(vec![(0, sse.into_bytes())]).await;
+    let (openai, anthropic) = (openai_plugin(), anthropic_plugin());
+    let (openai, anthropic) = (openai.display(), anthropic.display());
+    let gw = gateway(&format!(
+        "[routes.s.router]\npolicy = \"priority\"\n\
+         [[routes.s.deployments]]\nname = \"a\"\nplugin = \"{openai}\"\nbase_url = \"{a_url}\"\nmodel = \"a-model\"\n\
+         [[routes.s.deployments]]\nname = \"b\"\nplugin = \"{anthropic}\"\nbase_url = \"{b_url}/v1\"\nmodel = \"claude-b\"\npriority = 1\nprefill_continuation = true\n"
+    ));
+    let (provider, body) = collect(&gw, req()).await;
+    assert_eq!(provider, "a");
+    assert!(!body.contains("EXTRA TEXT AFTER FINISH"), "{body}");
+    assert!(body.contains("\"finish_reason\":\"stop\""), "{body}");
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "a finished answer ends cleanly:\n{body}"
+    );
+}
+
+/// A mid-stream cut reason is scrubbed like every other failure: an upstream event echoing the key
+/// must not put it in the client's error event.
+#[tokio::test]
+async fn a_mid_stream_cut_reason_never_carries_the_key() {
+    const KEY: &str = "sk-review-secret-123";
+    // SAFETY: no other thread of this test binary reads or writes this variable.
+    unsafe { std::env::set_var("STREAM_REGRESSION_KEY", KEY) };
+    let a_parts: Parts = vec![
+        (
+            0,
+            chunk(
+                serde_json::json!({"role":"assistant","content":"Hello"}),
+                None,
+            ),
+        ),
+        (
+            100,
+            format!("data: {{\"choices\":\"invalid key {KEY}\"}}\n\n").into_bytes(),
+        ),
+    ];
+    let (a_url, _) = raw_upstream(a_parts).await;
+    let openai = openai_plugin();
+    let openai = openai.display();
+    let gw = gateway(&format!(
+        "[[routes.s.deployments]]\nname = \"a\"\nplugin = \"{openai}\"\nbase_url = \"{a_url}\"\nmodel = \"a-model\"\napi_key_env = \"STREAM_REGRESSION_KEY\"\n"
+    ));
+    let (_, body) = collect(&gw, req()).await;
+    assert!(body.contains("stream_interrupted"), "{body}");
+    assert!(!body.contains(KEY), "key in the client's stream:\n{body}");
+}
