@@ -126,6 +126,13 @@ impl Translator for OpenAi {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<ParsedResponse, PluginError> {
+        // The body is forwarded byte for byte: read only the few fields needed, without building a
+        // JSON tree of the whole answer (serde still validates all of it). Anything unusual (not an
+        // object, an error body, no `choices`, a repeated key) takes the full path below, which gives
+        // the same answers and the same error messages as before.
+        if let Some(parsed) = peek_response(body) {
+            return Ok(parsed);
+        }
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| PluginError::BadInput(format!("response is not JSON: {e}")))?;
         let Some(obj) = v.as_object() else {
@@ -233,10 +240,62 @@ struct Peek {
     usage: Option<Value>,
 }
 
+/// The fields of a whole answer the plugin reads (see `parse_response`). `Value` where the full
+/// path accepts any JSON type, so the two paths agree.
+#[derive(serde::Deserialize)]
+struct ResponsePeek {
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    choices: Option<Vec<ResponsePeekChoice>>,
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// One choice of a whole answer: only its finish reason is read; a choice that is not an object
+/// fails the peek and takes the full path.
+#[derive(serde::Deserialize)]
+struct ResponsePeekChoice {
+    #[serde(default)]
+    finish_reason: Option<Value>,
+}
+
 #[derive(serde::Deserialize)]
 struct PeekChoice {
     #[serde(default)]
     finish_reason: Option<serde::de::IgnoredAny>,
+}
+
+/// The answer to an ordinary successful body, read with [`ResponsePeek`]; `None` when the full path
+/// must decide (not JSON, not an object, an error body, no `choices` array, a repeated key).
+fn peek_response(body: &[u8]) -> Option<ParsedResponse> {
+    let peek: ResponsePeek = serde_json::from_slice(body).ok()?;
+    if peek.error.is_some() || peek.object.as_ref().and_then(Value::as_str) == Some("error") {
+        return None;
+    }
+    let choices = peek.choices?;
+    let finish_reason = choices
+        .first()
+        .and_then(|c| c.finish_reason.as_ref())
+        .and_then(Value::as_str)
+        .and_then(FinishReason::from_name);
+    Some(ParsedResponse {
+        body: body.to_vec(),
+        usage: peek
+            .usage
+            .filter(|u| !u.is_null())
+            .and_then(|u| serde_json::from_value(u).ok()),
+        model: peek
+            .model
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        finish_reason,
+    })
 }
 
 fn is_error_body(obj: &Map<String, Value>) -> bool {
@@ -328,5 +387,70 @@ fn classify_value(status: u16, headers: &[(String, String)], v: &Value) -> Error
         retry_after_ms: http::retry_after_ms(headers),
         provider_code: code.or(kind),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full path alone (what `parse_response` did before the peek).
+    fn full(body: &[u8]) -> Result<ParsedResponse, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let obj = v.as_object().ok_or("not an object")?;
+        if is_error_body(obj) {
+            return Err("error body".to_owned());
+        }
+        let choices = obj
+            .get("choices")
+            .and_then(Value::as_array)
+            .ok_or("no choices")?;
+        Ok(ParsedResponse {
+            body: body.to_vec(),
+            usage: usage_of(obj),
+            model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
+            finish_reason: choices
+                .first()
+                .and_then(|c| c.get("finish_reason"))
+                .and_then(Value::as_str)
+                .and_then(FinishReason::from_name),
+        })
+    }
+
+    #[test]
+    fn the_peek_agrees_with_the_full_parse_or_defers_to_it() {
+        let bodies: &[&str] = &[
+            r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+            r#"{"choices":[],"usage":null,"model":null}"#,
+            r#"{"choices":[{"finish_reason":null}],"usage":{"prompt_tokens":"x"}}"#,
+            r#"{"choices":[{"finish_reason":"length"},{"finish_reason":"stop"}],"model":7}"#,
+            r#"{"choices":[{"finish_reason":"weird"}],"object":"chat.completion"}"#,
+            r#"{"choices":[{"finish_reason":5}],"object":5,"error":null}"#,
+            r#"{"choices":[{"finish_reason":"stop","finish_reason":"length"}]}"#,
+            r#"{"choices":[1,2]}"#,
+            r#"{"choices":[{"finish_reason":"stop"}],"choices":[]}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":{}}"#,
+            r#"{"error":{"message":"no"},"choices":[]}"#,
+            r#"{"object":"error","message":"no","choices":[]}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            r#"[]"#,
+            r#"nope"#,
+            r#"{"choices":[]} trailing"#,
+        ];
+        for body in bodies {
+            let body = body.as_bytes();
+            // `None`: the full path decides, as before.
+            if let Some(p) = peek_response(body) {
+                assert_eq!(Ok(p), full(body), "{}", String::from_utf8_lossy(body));
+            }
+            assert_eq!(
+                OpenAi.parse_response(200, &[], body).ok(),
+                full(body).ok(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(peek_response(bodies[0].as_bytes()).is_some());
     }
 }
