@@ -393,7 +393,7 @@ pub mod __ffi {
                     );
                 }
             };
-            let cfg: DeploymentConfig = match serde_json::from_slice(cfg) {
+            let cfg = match decoded_config(cfg) {
                 // The message names the position only: the config holds the API key.
                 Err(e) => {
                     let msg = format!(
@@ -420,6 +420,31 @@ pub mod __ffi {
                 Err(e) => plugin_error(e),
             }
         })
+    }
+
+    thread_local! {
+        /// The last deployment config this thread decoded, with its JSON: the host passes the same
+        /// bytes for every request of a deployment, so decoding them once per thread and
+        /// deployment switch is enough. Compared byte for byte, so a changed config is decoded
+        /// afresh.
+        static LAST_CONFIG: std::cell::RefCell<Option<(Vec<u8>, std::rc::Rc<DeploymentConfig>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// `cfg` decoded, from this thread's one-entry cache when the bytes are the same as last time.
+    fn decoded_config(cfg: &[u8]) -> Result<std::rc::Rc<DeploymentConfig>, serde_json::Error> {
+        let cached = LAST_CONFIG.with(|last| match &*last.borrow() {
+            Some((bytes, decoded)) if bytes.as_slice() == cfg => Some(std::rc::Rc::clone(decoded)),
+            _ => None,
+        });
+        if let Some(decoded) = cached {
+            return Ok(decoded);
+        }
+        let decoded = std::rc::Rc::new(serde_json::from_slice::<DeploymentConfig>(cfg)?);
+        LAST_CONFIG.with(|last| {
+            *last.borrow_mut() = Some((cfg.to_vec(), std::rc::Rc::clone(&decoded)));
+        });
+        Ok(decoded)
     }
 
     /// See [`PluginTableV1::parse_response`].

@@ -130,6 +130,45 @@ fn the_three_plugins_load_describe_and_pass_their_self_test() {
 }
 
 #[test]
+fn alternating_deployment_configs_each_get_their_own_model_and_key() {
+    // The SDK keeps the last decoded config per thread: a different config must never reuse it.
+    let plugin = Plugin::load(common::workspace_plugin("stilts-plugin-openai", false)).unwrap();
+    let req = json!({"model":"r","messages":[{"role":"user","content":"Hi"}]});
+    let other = DeploymentConfig {
+        base_url: "http://127.0.0.1:9/v1".into(),
+        model: "other-model".into(),
+        api_key: Some(ApiKey::new("sk-other")),
+        ..cfg()
+    };
+    for round in 0..3 {
+        for (c, model, auth, url) in [
+            (
+                cfg(),
+                "upstream-model",
+                "Bearer sk-real-secret",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                other.clone(),
+                "other-model",
+                "Bearer sk-other",
+                "http://127.0.0.1:9/v1/chat/completions",
+            ),
+        ] {
+            let http = plugin.build_request_value(&req, &c).unwrap();
+            let body: Value = serde_json::from_slice(&http.body).unwrap();
+            assert_eq!(body["model"], model, "round {round}");
+            assert_eq!(http.url, url, "round {round}");
+            assert!(
+                http.headers
+                    .contains(&("authorization".into(), auth.into())),
+                "round {round}"
+            );
+        }
+    }
+}
+
+#[test]
 fn calls_cross_the_abi_intact() {
     let plugin = Plugin::load(common::workspace_plugin("stilts-plugin-anthropic", false)).unwrap();
     let req = json!({"model":"r","messages":[{"role":"system","content":"Be brief. ünïcode ✓"},{"role":"user","content":"Hi"}],"max_tokens":5});
