@@ -33,6 +33,13 @@ pub use engine::{BuildError, ChatReply, Clock, Gateway};
 pub use error::ApiError;
 pub use stream::ChunkStream;
 
+/// mimalloc serves the gateway's many small per-request allocations faster than the system
+/// allocator (see docs/benchmarks-gateway.md). Plugins keep their own allocator: buffers cross the
+/// plugin boundary only by copy, and each side frees what it allocated.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Installs a tracing subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
