@@ -228,6 +228,11 @@ impl Gateway {
         self.generation().server.clone()
     }
 
+    /// The request body limit in force (without cloning the server settings: read per request).
+    pub fn body_limit_bytes(&self) -> usize {
+        self.generation().server.body_limit_bytes
+    }
+
     /// Route names, sorted.
     pub fn route_names(&self) -> Vec<String> {
         self.generation().route_names.clone()

@@ -13,7 +13,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -68,7 +68,7 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
     if let Some(denied) = check_client(&gateway, &headers) {
         return denied;
     }
-    let limit = gateway.server_settings().body_limit_bytes;
+    let limit = gateway.body_limit_bytes();
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
@@ -120,11 +120,15 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
     }
 }
 
+/// Header names made once (a `&str` name is parsed and validated on every insert).
+const X_PROVIDER: HeaderName = HeaderName::from_static("x-provider");
+const X_STILTS_ATTEMPTS: HeaderName = HeaderName::from_static("x-stilts-attempts");
+
 fn tag(headers: &mut HeaderMap, provider: &str, attempts: u32) {
     if let Ok(v) = HeaderValue::from_str(provider) {
-        headers.insert("x-provider", v);
+        headers.insert(X_PROVIDER, v);
     }
-    headers.insert("x-stilts-attempts", HeaderValue::from(attempts));
+    headers.insert(X_STILTS_ATTEMPTS, HeaderValue::from(attempts));
 }
 
 async fn models(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
