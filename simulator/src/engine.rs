@@ -142,22 +142,25 @@ fn resolve(
         retry_after,
         first_token,
     };
-    let silent_limit = send
-        + if stream {
-            limits.headers.min(limits.first_token)
-        } else {
-            limits.headers
-        };
+    // Core timeouts may be huge (u64::MAX ns): every sum saturates instead of overflowing.
+    let silent_limit = send.saturating_add(if stream {
+        limits.headers.min(limits.first_token)
+    } else {
+        limits.headers
+    });
+    let headers_limit = send.saturating_add(limits.headers);
     let mut r = match fate {
-        Fate::Refused { after } => fail(start + after, ErrorClass::Server, None, None),
+        Fate::Refused { after } => {
+            fail(start.saturating_add(after), ErrorClass::Server, None, None)
+        }
         Fate::Error {
             class,
             after,
             retry_after,
         } => {
-            let at = start + after;
-            if at > send + limits.headers {
-                fail(send + limits.headers, ErrorClass::Timeout, None, None)
+            let at = start.saturating_add(after);
+            if at > headers_limit {
+                fail(headers_limit, ErrorClass::Timeout, None, None)
             } else {
                 fail(at, class, retry_after, None)
             }
@@ -168,11 +171,11 @@ fn resolve(
             generation,
             mishap,
         } => {
-            let first = start + ttft;
+            let first = start.saturating_add(ttft);
             if !stream {
-                let total = first + generation;
-                if total > send + limits.headers {
-                    fail(send + limits.headers, ErrorClass::Timeout, None, None)
+                let total = first.saturating_add(generation);
+                if total > headers_limit {
+                    fail(headers_limit, ErrorClass::Timeout, None, None)
                 } else if let Mishap::Malformed(_) = mishap {
                     fail(total, ErrorClass::Server, None, None)
                 } else {
@@ -187,10 +190,10 @@ fn resolve(
             } else if first > silent_limit {
                 fail(silent_limit, ErrorClass::Timeout, None, None)
             } else {
-                let part = |f: f64| first + (generation as f64 * f) as u64;
+                let part = |f: f64| first.saturating_add((generation as f64 * f) as u64);
                 match mishap {
                     Mishap::None => Resolution {
-                        at: first + generation,
+                        at: first.saturating_add(generation),
                         success: true,
                         class: ErrorClass::Server,
                         retry_after: None,
@@ -200,7 +203,7 @@ fn resolve(
                         fail(part(f), ErrorClass::Server, None, Some(first))
                     }
                     Mishap::Stall(f) => fail(
-                        part(f) + limits.stall,
+                        part(f).saturating_add(limits.stall),
                         ErrorClass::Timeout,
                         None,
                         Some(first),
@@ -227,7 +230,9 @@ struct ReqState<C> {
     live: [u32; LIVE_MAX],
     n_live: usize,
     first_token_at: Option<u64>,
-    tries: [u8; crate::scenario::MAX_WORLD_PROVIDERS],
+    /// Attempts sent per world provider (the `k` of the world's draws; bounded by
+    /// [`crate::scenario::MAX_ATTEMPTS`], so it never saturates).
+    tries: [u32; crate::scenario::MAX_WORLD_PROVIDERS],
 }
 
 struct AttemptState<A> {
@@ -511,7 +516,7 @@ impl<S: Strategy> Engine<'_, S> {
         };
         let p = send.provider;
         rs.tries[p] = rs.tries[p].saturating_add(1);
-        let k = u32::from(rs.tries[p]);
+        let k = rs.tries[p];
         let req = rs.req;
         let fate = self.scenario.fate(&req, p, k, now);
         self.metrics.attempt_sent(p, now);
@@ -525,7 +530,10 @@ impl<S: Strategy> Engine<'_, S> {
                 let rt = &mut self.providers[p];
                 if rt.busy < limit {
                     rt.busy += 1;
-                    self.push(now + service, Ev::ServiceEnd { provider: p as u8 });
+                    self.push(
+                        now.saturating_add(service),
+                        Ev::ServiceEnd { provider: p as u8 },
+                    );
                     resolve_at(fate, now)
                 } else if rt.queue.len() < cap.queue as usize {
                     queued_service = Some(service);
@@ -582,20 +590,28 @@ impl<S: Strategy> Engine<'_, S> {
             };
             match self.atts.get_mut(att, generation) {
                 Some(a) => {
-                    let res = resolve(a.fate, a.send, now, a.deadline, a.limits, a.stream);
-                    let earlier = res.at < a.res.at;
-                    if earlier {
-                        a.res = res;
-                    }
+                    // The queued attempt's resolution was a placeholder (a hang at the client's
+                    // silent limit); now that it is served, its real resolution replaces it,
+                    // whether earlier or later. `complete` ignores the stale heap entry.
+                    let mut res = resolve(a.fate, a.send, now, a.deadline, a.limits, a.stream);
+                    res.at = res.at.max(now);
+                    let moved = res.at != a.res.at;
+                    a.res = res;
                     self.providers[p].busy += 1;
-                    self.push(now + service, Ev::ServiceEnd { provider: p as u8 });
-                    if earlier {
+                    self.push(
+                        now.saturating_add(service),
+                        Ev::ServiceEnd { provider: p as u8 },
+                    );
+                    if moved {
                         self.push(res.at, Ev::AttemptEnd { att, generation });
                     }
                 }
                 None if cap.serve_abandoned => {
                     self.providers[p].busy += 1;
-                    self.push(now + service, Ev::ServiceEnd { provider: p as u8 });
+                    self.push(
+                        now.saturating_add(service),
+                        Ev::ServiceEnd { provider: p as u8 },
+                    );
                 }
                 None => {}
             }
@@ -606,7 +622,7 @@ impl<S: Strategy> Engine<'_, S> {
     fn complete(&mut self, att: u32, generation: u32, now: u64) {
         match self.atts.get_mut(att, generation) {
             Some(a) if a.res.at == now => {}
-            _ => return, // cancelled, or rescheduled earlier and already handled
+            _ => return, // cancelled, or rescheduled (a stale entry)
         }
         let Some(a) = self.atts.remove(att) else {
             return;

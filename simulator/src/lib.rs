@@ -66,8 +66,8 @@ pub use report::{
 };
 pub use scenario::{
     BASELINES, Baselines, Capacity, ConfigUnderTest, Event, EventKind, EventKindName, Expectation,
-    MAX_WORLD_PROVIDERS, OutageMode, ProviderModel, Rate, ReportSettings, Scenario, ScenarioError,
-    Traffic,
+    MAX_ATTEMPTS, MAX_WORLD_PROVIDERS, OutageMode, ProviderModel, Rate, ReportSettings, Scenario,
+    ScenarioError, Traffic,
 };
 
 use strategy::{Naive, SeedRouter, Single, Stilts};

@@ -17,12 +17,25 @@ use stilts_core::{ErrorClass, RouterConfig, ValidConfig};
 
 /// Most providers a scenario's world can hold.
 pub const MAX_WORLD_PROVIDERS: usize = 16;
+/// Most attempts per request a config under test may make (`max_attempts`). The oracle tries this
+/// many attempts per provider and timeline piece, so it stays an upper bound for every run.
+pub const MAX_ATTEMPTS: u32 = 64;
 /// Most timeline events in one scenario.
 pub const MAX_EVENTS: usize = 256;
 /// Longest scenario: 31 days of virtual time.
 pub const MAX_DURATION_S: f64 = 31.0 * 86_400.0;
 
 const NANOS_PER_SEC: f64 = 1e9;
+/// Longest span any millisecond value may give (31 days, like the longest scenario).
+pub const MAX_MS: u64 = 31 * 86_400_000;
+/// Largest multiplier any factor (brownout, slow first token, capacity, spike) may give.
+pub const MAX_FACTOR: f64 = 1e6;
+/// Slowest and fastest generation speeds, tokens per second.
+const TOKENS_PER_S_RANGE: (f64, f64) = (1e-3, 1e9);
+/// Shortest flapping period: 1 ms.
+const MIN_FLAP_PERIOD_NS: u64 = NANOS_PER_MS;
+/// Highest request rate a scenario may reach, spikes included.
+const MAX_RATE_RPS: f64 = 1e7;
 const NANOS_PER_MS: u64 = 1_000_000;
 
 /// A scenario that cannot be loaded: where the problem is and what to do about it.
@@ -414,7 +427,7 @@ pub struct ProviderModel {
     pub input_usd_per_mtok: f64,
     /// List price, USD per million output tokens.
     pub output_usd_per_mtok: f64,
-    /// Indexes of the events that affect it, in timeline order.
+    /// Indexes of the events that affect it, in file order (not necessarily start order).
     pub events: Vec<usize>,
 }
 
@@ -767,12 +780,60 @@ fn positive(path: &str, value: f64, example: &str) -> Result<f64, Invalid> {
     }
 }
 
+/// A whole number of milliseconds in 0..=[`MAX_MS`], as nanoseconds (never overflows).
+fn millis(path: &str, ms: u64) -> Result<u64, Invalid> {
+    if ms <= MAX_MS {
+        Ok(ms * NANOS_PER_MS)
+    } else {
+        Err(invalid(
+            path,
+            format!("must be at most {MAX_MS} ms (31 days), got {ms}"),
+            "give milliseconds, such as 30000",
+        ))
+    }
+}
+
+/// A positive number of milliseconds up to [`MAX_MS`].
+fn positive_ms(path: &str, value: f64, example: &str) -> Result<f64, Invalid> {
+    let v = positive(path, value, example)?;
+    if v <= MAX_MS as f64 {
+        Ok(v)
+    } else {
+        Err(invalid(
+            path,
+            format!("must be at most {MAX_MS} ms (31 days), got {v}"),
+            format!("use a value such as {example}"),
+        ))
+    }
+}
+
+/// A positive multiplier up to [`MAX_FACTOR`].
+fn factor_in_range(path: &str, value: f64, example: &str) -> Result<f64, Invalid> {
+    let v = positive(path, value, example)?;
+    if v <= MAX_FACTOR {
+        Ok(v)
+    } else {
+        Err(invalid(
+            path,
+            format!("must be at most {MAX_FACTOR:e}, got {v}"),
+            format!("use a value such as {example}"),
+        ))
+    }
+}
+
 fn dist(path: &str, raw: Option<RawDist>, default: (f64, f64)) -> Result<LogNormal, Invalid> {
     let (p50, p99) = match raw {
         Some(d) => (d.p50, d.p99.unwrap_or(d.p50)),
         None => default,
     };
-    positive(&format!("{path}.p50"), p50, "800")?;
+    positive_ms(&format!("{path}.p50"), p50, "800")?;
+    if p99 > MAX_MS as f64 {
+        return Err(invalid(
+            format!("{path}.p99"),
+            format!("must be at most {MAX_MS} ms (31 days), got {p99}"),
+            "give the 99th percentile in milliseconds",
+        ));
+    }
     if !(p99.is_finite() && p99 >= p50) {
         return Err(invalid(
             format!("{path}.p99"),
@@ -916,7 +977,7 @@ fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invalid> {
                     "use the SDK timeout your app sets, such as 30000",
                 ));
             }
-            Some(ms) => ms * NANOS_PER_MS,
+            Some(ms) => millis("baselines.timeout_ms", ms)?,
             None => 30_000 * NANOS_PER_MS,
         },
         sdk_retries: match raw.baselines.sdk_retries {
@@ -929,7 +990,10 @@ fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invalid> {
             }
             n => n.unwrap_or(0),
         },
-        sdk_backoff_ns: raw.baselines.sdk_backoff_ms.unwrap_or(500) * NANOS_PER_MS,
+        sdk_backoff_ns: millis(
+            "baselines.sdk_backoff_ms",
+            raw.baselines.sdk_backoff_ms.unwrap_or(500),
+        )?,
     };
 
     let mut names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
@@ -999,7 +1063,10 @@ fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invalid> {
             "use about 120",
         ));
     }
-    let resolution_ns = r.resolution_ms.unwrap_or(1000).max(1) * NANOS_PER_MS;
+    let resolution_ns = millis(
+        "report.resolution_ms",
+        r.resolution_ms.unwrap_or(1000).max(1),
+    )?;
     if duration_ns / resolution_ns > 10_000_000 {
         return Err(invalid(
             "report.resolution_ms",
@@ -1027,8 +1094,7 @@ fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invalid> {
         .map(|c| c.config.max_attempts)
         .chain([baselines.sdk_retries + 1, 3])
         .max()
-        .unwrap_or(3)
-        .min(16);
+        .unwrap_or(3);
     Ok(Scenario {
         name: raw.name,
         description: raw.description,
@@ -1058,7 +1124,7 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
         ));
     }
     let rps = |path: &str, v: f64| -> Result<f64, Invalid> {
-        if v.is_finite() && (0.0..=1e7).contains(&v) {
+        if v.is_finite() && (0.0..=MAX_RATE_RPS).contains(&v) {
             Ok(v)
         } else {
             Err(invalid(
@@ -1106,6 +1172,13 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
             ));
         }
         positive("traffic.diurnal.period_s", d.period_s, "86400")?;
+        if !d.peak_at_s.is_finite() {
+            return Err(invalid(
+                "traffic.diurnal.peak_at_s",
+                format!("must be a number of seconds, got {}", d.peak_at_s),
+                "use seconds from the scenario start, such as 50400",
+            ));
+        }
         (
             Rate::Diurnal {
                 trough_rps: trough,
@@ -1119,7 +1192,6 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
         (Rate::Constant(0.0), 0.0)
     };
     let mut spikes = Vec::with_capacity(t.spikes.len());
-    let mut spike_max: f64 = 1.0;
     for (i, s) in t.spikes.iter().enumerate() {
         let path = |f: &str| format!("traffic.spikes[{i}].{f}");
         let start = secs(&path("start_s"), s.start_s)?;
@@ -1128,18 +1200,17 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
                 &path("duration_s"),
                 positive(&path("duration_s"), s.duration_s, "60")?,
             )?;
-        let factor = positive(&path("factor"), s.factor, "3")?;
-        spike_max = spike_max.max(
-            factor
-                * spikes
-                    .iter()
-                    .filter(|(a, b, _)| *a < end && start < *b)
-                    .map(|(_, _, f)| *f)
-                    .product::<f64>(),
-        );
+        let factor = factor_in_range(&path("factor"), s.factor, "3")?;
         spikes.push((start, end, factor));
     }
-    max *= spike_max;
+    max *= spike_peak(&spikes);
+    if max > MAX_RATE_RPS {
+        return Err(invalid(
+            "traffic.spikes",
+            format!("overlapping spikes reach {max:e} requests/s, more than {MAX_RATE_RPS:e}"),
+            "lower the spike factors",
+        ));
+    }
     if max <= 0.0 {
         return Err(invalid(
             "traffic",
@@ -1156,7 +1227,7 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
                 "use the client's timeout, such as 30000",
             ));
         }
-        Some(ms) => ms * NANOS_PER_MS,
+        Some(ms) => millis("traffic.deadline_ms", ms)?,
         None => 60_000 * NANOS_PER_MS,
     };
     Ok(Traffic {
@@ -1168,6 +1239,24 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
         deadline_ns,
         rate_max_rps: max,
     })
+}
+
+/// The largest product of the factors of the spikes active at one time (1 outside every spike).
+///
+/// The product only changes where a spike starts or ends, so checking those instants is exact,
+/// whatever mix of factors above and below 1 overlaps (a factor below 1 ending can raise it).
+fn spike_peak(spikes: &[(u64, u64, f64)]) -> f64 {
+    spikes
+        .iter()
+        .flat_map(|(s, e, _)| [*s, *e])
+        .map(|t| {
+            spikes
+                .iter()
+                .filter(|(s, e, _)| *s <= t && t < *e)
+                .map(|(_, _, f)| *f)
+                .product::<f64>()
+        })
+        .fold(1.0, f64::max)
 }
 
 fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid> {
@@ -1207,7 +1296,10 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
                 concurrency: c.concurrency,
                 queue: c.queue,
                 overload: c.overload.unwrap_or(ErrorClass::RateLimited),
-                retry_after_ns: c.retry_after_ms.map(|ms| ms * NANOS_PER_MS),
+                retry_after_ns: c
+                    .retry_after_ms
+                    .map(|ms| millis(&path("capacity.retry_after_ms"), ms))
+                    .transpose()?,
                 serve_abandoned: c.serve_abandoned.unwrap_or(true),
             })
         }
@@ -1245,16 +1337,30 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
             w => w.unwrap_or(1),
         },
         ttft: dist(&path("ttft_ms"), p.ttft_ms, (600.0, 3000.0))?,
-        tokens_per_s: positive(&path("tokens_per_s"), p.tokens_per_s.unwrap_or(80.0), "80")?,
+        tokens_per_s: {
+            let v = positive(&path("tokens_per_s"), p.tokens_per_s.unwrap_or(80.0), "80")?;
+            let (lo, hi) = TOKENS_PER_S_RANGE;
+            if !(lo..=hi).contains(&v) {
+                return Err(invalid(
+                    path("tokens_per_s"),
+                    format!("must be in {lo}..={hi:e} tokens/s, got {v}"),
+                    "use the model's generation speed, such as 80",
+                ));
+            }
+            v
+        },
         error_latency: dist(
             &path("error_latency_ms"),
             p.error_latency_ms,
             (150.0, 1500.0),
         )?,
-        connect_ns: (positive(&path("connect_ms"), p.connect_ms.unwrap_or(20.0), "20")? * 1e6)
+        connect_ns: (positive_ms(&path("connect_ms"), p.connect_ms.unwrap_or(20.0), "20")? * 1e6)
             as u64,
         errors,
-        rate_limit_retry_after_ns: p.rate_limit_retry_after_ms.map(|ms| ms * NANOS_PER_MS),
+        rate_limit_retry_after_ns: p
+            .rate_limit_retry_after_ms
+            .map(|ms| millis(&path("rate_limit_retry_after_ms"), ms))
+            .transpose()?,
         capacity,
         context_window: p.context_window,
         input_usd_per_mtok: price("input_usd_per_mtok", p.input_usd_per_mtok)?,
@@ -1310,7 +1416,7 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
     }
     let factor = |example: &str| -> Result<f64, Invalid> {
         match e.factor {
-            Some(f) => positive(&path("factor"), f, example),
+            Some(f) => factor_in_range(&path("factor"), f, example),
             None => Err(invalid(
                 path("factor"),
                 "is missing",
@@ -1349,7 +1455,10 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
         EventKindName::Hang => EventKind::Hang { fraction: frac()? },
         EventKindName::RateLimit => EventKind::RateLimit {
             fraction: frac()?,
-            retry_after_ns: e.retry_after_ms.map(|ms| ms * NANOS_PER_MS),
+            retry_after_ns: e
+                .retry_after_ms
+                .map(|ms| millis(&path("retry_after_ms"), ms))
+                .transpose()?,
         },
         EventKindName::QuotaExhausted => EventKind::QuotaExhausted,
         EventKindName::StreamCut => EventKind::StreamCut { fraction: frac()? },
@@ -1375,11 +1484,11 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
             }
             EventKind::SlowFirstToken {
                 factor: match e.factor {
-                    Some(f) => positive(&path("factor"), f, "10")?,
+                    Some(f) => factor_in_range(&path("factor"), f, "10")?,
                     None => 1.0,
                 },
                 ttft_ns: match e.ttft_ms {
-                    Some(ms) => (positive(&path("ttft_ms"), ms, "15000")? * 1e6) as u64,
+                    Some(ms) => (positive_ms(&path("ttft_ms"), ms, "15000")? * 1e6) as u64,
                     None => 0,
                 },
             }
@@ -1394,9 +1503,27 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
                     "use an outage for a provider that stays down",
                 ));
             }
+            let period_ns = secs(&path("period_s"), period)?;
+            let down_ns = secs(&path("down_s"), down)?;
+            if period_ns < MIN_FLAP_PERIOD_NS {
+                return Err(invalid(
+                    path("period_s"),
+                    format!("must be at least 0.001 s (1 ms), got {period}"),
+                    "use a period such as 60",
+                ));
+            }
+            if down_ns == 0 || down_ns >= period_ns {
+                return Err(invalid(
+                    path("down_s"),
+                    format!(
+                        "{down} s is not between 1 ns and period_s ({period} s) once rounded to ns"
+                    ),
+                    "use a down time such as 20",
+                ));
+            }
             EventKind::Flapping {
-                period_ns: secs(&path("period_s"), period)?,
-                down_ns: secs(&path("down_s"), down)?,
+                period_ns,
+                down_ns,
                 mode: e.mode.unwrap_or_default(),
             }
         }
@@ -1522,6 +1649,16 @@ fn validate_config(
     let valid = config
         .validate()
         .map_err(|e| place(invalid(join(&e.path), e.problem, e.fix)))?;
+    if valid.max_attempts > MAX_ATTEMPTS {
+        return Err(place(invalid(
+            join("max_attempts"),
+            format!(
+                "{} is more than the simulator's {MAX_ATTEMPTS}",
+                valid.max_attempts
+            ),
+            format!("use at most {MAX_ATTEMPTS} attempts per request"),
+        )));
+    }
     Ok(ConfigUnderTest {
         name: raw.name,
         config: valid,

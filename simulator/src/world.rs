@@ -67,7 +67,7 @@ impl Fate {
             Fate::Error { after, .. } => Some(after),
             Fate::Answer {
                 ttft, generation, ..
-            } => Some(ttft + generation),
+            } => Some(ttft.saturating_add(generation)),
         }
     }
 }
@@ -82,6 +82,18 @@ pub(crate) struct OracleAnswer {
     pub first_token: u64,
 }
 
+/// Longest duration one fate may give (about 3 years): validated scenarios stay far below it, and
+/// the clamp keeps the far tails of their log-normal draws from overflowing time arithmetic.
+const SPAN_MAX_NS: f64 = 1e17;
+
+/// Milliseconds (or any f64 duration in ns after scaling) to ns, clamped to [`SPAN_MAX_NS`].
+fn span_ns(ns: f64) -> u64 {
+    if ns.is_nan() {
+        return 0;
+    }
+    ns.clamp(0.0, SPAN_MAX_NS) as u64
+}
+
 /// Most distinct timeline pieces the oracle examines per provider and request.
 const ORACLE_PIECES_MAX: usize = 256;
 
@@ -90,7 +102,7 @@ impl Scenario {
     pub(crate) fn fate(&self, req: &Request, p: usize, k: u32, t: u64) -> Fate {
         let key = req.key.attempt(p, k);
         let m = &self.providers[p];
-        let error_after = || (m.error_latency.at(key.normal(Purpose::ErrorLatency)) * 1e6) as u64;
+        let error_after = || span_ns(m.error_latency.at(key.normal(Purpose::ErrorLatency)) * 1e6);
         if let Some(window) = m.context_window {
             if u64::from(req.input_tokens) + u64::from(req.output_tokens) > u64::from(window) {
                 return Fate::Error {
@@ -116,10 +128,8 @@ impl Scenario {
         let mut mishap = Mishap::None;
         for &i in &m.events {
             let e = &self.events[i];
-            if t < e.start_ns {
-                break; // events are in timeline order
-            }
-            if t >= e.end_ns {
+            // Events are in file order (which sets precedence), not start order: skip, never stop.
+            if t < e.start_ns || t >= e.end_ns {
                 continue;
             }
             let u = || key.unit_n(Purpose::Event as u64 + i as u64);
@@ -218,9 +228,9 @@ impl Scenario {
             u -= rate;
         }
         let ttft_ms = m.ttft.at(key.normal(Purpose::Ttft)) * latency_factor * ttft_factor;
-        let ttft = ((ttft_ms * 1e6) as u64).max(ttft_floor);
+        let ttft = span_ns(ttft_ms * 1e6).max(ttft_floor);
         let generation =
-            (f64::from(req.output_tokens) / m.tokens_per_s * latency_factor * 1e9) as u64;
+            span_ns(f64::from(req.output_tokens) / m.tokens_per_s * latency_factor * 1e9);
         Fate::Answer {
             ttft,
             generation,
@@ -301,12 +311,12 @@ impl Scenario {
                         mishap: Mishap::None,
                     } = self.fate(req, p, k, t)
                     {
-                        let finish = t + ttft + generation;
+                        let finish = t.saturating_add(ttft).saturating_add(generation);
                         if finish <= req.deadline {
                             return Some(OracleAnswer {
                                 provider: p,
                                 finish,
-                                first_token: t + ttft,
+                                first_token: t.saturating_add(ttft),
                             });
                         }
                     }
