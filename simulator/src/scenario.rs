@@ -472,6 +472,9 @@ pub enum EventKind {
         class: ErrorClass,
         /// Share.
         fraction: f64,
+        /// Retry-After sent with these failures (default: the provider's
+        /// `rate_limit_retry_after_ms` for `rate_limited`, none otherwise).
+        retry_after_ns: Option<u64>,
     },
     /// Latency × `factor`.
     Brownout {
@@ -1441,9 +1444,20 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
                     "use context_window and token sizes",
                 ));
             }
+            if class == ErrorClass::Timeout && e.retry_after_ms.is_some() {
+                return Err(invalid(
+                    path("retry_after_ms"),
+                    "a timeout burst hangs: no response carries a Retry-After",
+                    "remove it, or use another class",
+                ));
+            }
             EventKind::ErrorBurst {
                 class,
                 fraction: frac()?,
+                retry_after_ns: e
+                    .retry_after_ms
+                    .map(|ms| millis(&path("retry_after_ms"), ms))
+                    .transpose()?,
             }
         }
         EventKindName::Brownout => EventKind::Brownout {

@@ -144,7 +144,11 @@ impl Scenario {
                         return outage(mode);
                     }
                 }
-                EventKind::ErrorBurst { class, fraction } => {
+                EventKind::ErrorBurst {
+                    class,
+                    fraction,
+                    retry_after_ns,
+                } => {
                     if u() < fraction {
                         if class == ErrorClass::Timeout {
                             return Fate::Hang;
@@ -152,9 +156,11 @@ impl Scenario {
                         return Fate::Error {
                             class,
                             after: error_after(),
-                            retry_after: (class == ErrorClass::RateLimited)
-                                .then_some(m.rate_limit_retry_after_ns)
-                                .flatten(),
+                            retry_after: retry_after_ns.or_else(|| {
+                                (class == ErrorClass::RateLimited)
+                                    .then_some(m.rate_limit_retry_after_ns)
+                                    .flatten()
+                            }),
                         };
                     }
                 }
@@ -442,5 +448,60 @@ impl Iterator for Arrivals<'_> {
                 key: rk,
             });
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn burst(class: &str, retry_after: &str) -> Scenario {
+        let text = format!(
+            r#"
+name = "burst"
+duration_s = 10
+[traffic]
+rate_rps = 5
+[[providers]]
+name = "a"
+rate_limit_retry_after_ms = 1000
+[[events]]
+kind = "error_burst"
+provider = "a"
+start_s = 0
+class = "{class}"
+{retry_after}
+"#
+        );
+        Scenario::parse(&text, Path::new("burst.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn retry_after_of(s: &Scenario) -> Option<u64> {
+        let req = Arrivals::new(s, 1).next().unwrap();
+        match s.fate(&req, 0, 1, req.arrival) {
+            Fate::Error { retry_after, .. } => retry_after,
+            other => panic!("the burst (fraction 1) must fail the attempt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_burst_retry_after_ms_is_carried_into_the_failures() {
+        let s = burst("server", "retry_after_ms = 7000");
+        assert_eq!(retry_after_of(&s), Some(7_000_000_000));
+        let s = burst("rate_limited", "retry_after_ms = 7000");
+        assert_eq!(retry_after_of(&s), Some(7_000_000_000));
+        // Without it: the provider's Retry-After for 429s, none for other classes.
+        assert_eq!(
+            retry_after_of(&burst("rate_limited", "")),
+            Some(1_000_000_000)
+        );
+        assert_eq!(retry_after_of(&burst("server", "")), None);
+        // A hang has no response to carry it.
+        let text = "name = \"b\"\nduration_s = 10\n[traffic]\nrate_rps = 5\n[[providers]]\nname = \"a\"\n[[events]]\nkind = \"error_burst\"\nprovider = \"a\"\nstart_s = 0\nclass = \"timeout\"\nretry_after_ms = 5\n";
+        let e = Scenario::parse(text, Path::new("b.toml")).expect_err("timeout + retry_after");
+        assert_eq!(e.path, "events[0].retry_after_ms");
+        assert_eq!(e.position.map(|p| p.0), Some(12), "{e}");
     }
 }
