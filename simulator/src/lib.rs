@@ -103,9 +103,12 @@ pub fn simulate(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(Progres
     let mut reports = Vec::with_capacity(runs);
     for (i, config) in scenario.configs.iter().enumerate() {
         let at = tick(i);
-        let m = engine::run(scenario, seed, Stilts::new(config, seed), &mut |t| {
-            progress(at(t))
-        });
+        let m = engine::run(
+            scenario,
+            seed,
+            Stilts::new(config, seed, scenario.traffic.max_tokens),
+            &mut |t| progress(at(t)),
+        );
         reports.push(report::run_report(
             scenario,
             &config.name,
@@ -185,7 +188,12 @@ pub fn simulate_one(scenario: &Scenario, seed: u64, name: &str) -> Option<RunRep
         (
             "config",
             Some(c.config.policy.as_str()),
-            engine::run(scenario, seed, Stilts::new(c, seed), &mut quiet),
+            engine::run(
+                scenario,
+                seed,
+                Stilts::new(c, seed, scenario.traffic.max_tokens),
+                &mut quiet,
+            ),
         )
     } else {
         let m = match name {

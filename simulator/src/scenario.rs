@@ -141,6 +141,7 @@ struct RawTraffic {
     #[serde(default)]
     stream_share: f64,
     deadline_ms: Option<u64>,
+    max_tokens: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +377,9 @@ pub struct Traffic {
     pub stream_share: f64,
     /// The client's deadline for every request.
     pub deadline_ns: u64,
+    /// The `max_tokens` every request sets, if any: the router is told it as the expected output
+    /// (like the gateway), and answers are cut at it.
+    pub max_tokens: Option<u32>,
     /// The largest rate at any time (for thinning).
     pub rate_max_rps: f64,
 }
@@ -1240,6 +1244,16 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
         output_tokens: dist("traffic.output_tokens", t.output_tokens, (250.0, 1200.0))?,
         stream_share,
         deadline_ns,
+        max_tokens: match t.max_tokens {
+            Some(0) => {
+                return Err(invalid(
+                    "traffic.max_tokens",
+                    "must be greater than 0",
+                    "use the max_tokens your client sets, such as 1024, or remove it",
+                ));
+            }
+            m => m,
+        },
         rate_max_rps: max,
     })
 }

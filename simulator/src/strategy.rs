@@ -88,17 +88,24 @@ pub(crate) trait Strategy {
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64);
 }
 
+/// Output tokens the gateway tells the router to expect when a request sets no `max_tokens`.
+pub(crate) const GATEWAY_DEFAULT_OUTPUT_TOKENS: u32 = 512;
+
 /// The real router.
 pub(crate) struct Stilts<'a> {
     router: Router,
     config: &'a ConfigUnderTest,
+    /// What the router is told to expect as output: what the gateway passes (the request's
+    /// `max_tokens`, else 512), never the realised length, which nobody knows in advance.
+    expected_output_tokens: u32,
 }
 
 impl<'a> Stilts<'a> {
-    pub(crate) fn new(config: &'a ConfigUnderTest, seed: u64) -> Self {
+    pub(crate) fn new(config: &'a ConfigUnderTest, seed: u64, max_tokens: Option<u32>) -> Self {
         Stilts {
             router: Router::new(config.config.clone(), seed),
             config,
+            expected_output_tokens: max_tokens.unwrap_or(GATEWAY_DEFAULT_OUTPUT_TOKENS),
         }
     }
 }
@@ -111,7 +118,7 @@ impl Strategy for Stilts<'_> {
         self.router.begin(
             RequestMeta {
                 input_tokens: req.input_tokens,
-                output_tokens: req.output_tokens,
+                output_tokens: self.expected_output_tokens,
                 stream: req.stream,
                 deadline: Some(std::time::Duration::from_nanos(req.deadline - req.arrival)),
             },

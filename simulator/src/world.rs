@@ -443,7 +443,9 @@ impl Iterator for Arrivals<'_> {
                 arrival: t,
                 deadline: t + s.traffic.deadline_ns,
                 input_tokens: tokens(s.traffic.input_tokens, Purpose::InputTokens),
-                output_tokens: tokens(s.traffic.output_tokens, Purpose::OutputTokens),
+                // An answer stops at the request's max_tokens.
+                output_tokens: tokens(s.traffic.output_tokens, Purpose::OutputTokens)
+                    .min(s.traffic.max_tokens.unwrap_or(u32::MAX)),
                 stream: rk.unit(Purpose::Stream) < s.traffic.stream_share,
                 key: rk,
             });

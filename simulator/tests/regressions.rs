@@ -351,3 +351,75 @@ timeouts = { headers_ms = 18446744073709551, first_token_ms = 18446744073709551,
         assert_eq!(r.invariant_violations, 0, "{}", r.name);
     }
 }
+
+fn expected_output(max_tokens: &str) -> String {
+    format!(
+        r#"
+name = "expected-output"
+duration_s = 60
+[traffic]
+rate_rps = 5
+input_tokens = {{ p50 = 100, p99 = 100 }}
+output_tokens = {{ p50 = 50, p99 = 50 }}
+{max_tokens}
+[[providers]]
+name = "a"
+[[providers]]
+name = "b"
+[[configs]]
+name = "stilts"
+[configs.router]
+policy = "priority"
+providers = [{{ name = "a", context_window = 400 }}, {{ name = "b" }}]
+"#
+    )
+}
+
+#[test]
+fn the_router_is_told_max_tokens_or_512_never_the_realised_output_length() {
+    // The gateway tells the router max_tokens, or 512 when the request sets none: 100 + 512 does
+    // not fit a's 400-token window (in the router's eyes), so everything goes to b, although the
+    // realised 150 tokens would have fit.
+    let report = run(&expected_output(""));
+    let stilts = named(&report, "stilts");
+    assert_eq!(stilts.availability, 1.0);
+    assert_eq!(
+        stilts.providers[0].attempts, 0,
+        "a was used: told 50 tokens?"
+    );
+    assert_eq!(stilts.providers[1].attempts, stilts.attempts);
+    // With max_tokens = 200 the router expects 300 tokens, which fit: a serves.
+    let report = run(&expected_output("max_tokens = 200"));
+    let stilts = named(&report, "stilts");
+    assert_eq!(stilts.providers[0].attempts, stilts.attempts);
+}
+
+#[test]
+fn answers_stop_at_max_tokens() {
+    // a bills 1 USD per output token: `single` (on a) pays for 20 tokens, not the 50 drawn.
+    let priced = |m: &str| {
+        expected_output(m).replace(
+            "name = \"a\"\n",
+            "name = \"a\"\noutput_usd_per_mtok = 1000000\n",
+        )
+    };
+    let report = run(&priced("max_tokens = 20"));
+    let single = named(&report, "single");
+    assert!(single.answered > 0);
+    let per_answer = single.cost_usd / single.answered as f64;
+    assert!(
+        (per_answer - 20.0).abs() < 1e-6,
+        "{per_answer} USD per answer"
+    );
+    let report = run(&priced(""));
+    let single = named(&report, "single");
+    let per_answer = single.cost_usd / single.answered as f64;
+    assert!(
+        (per_answer - 50.0).abs() < 1e-6,
+        "{per_answer} USD per answer"
+    );
+    let e = Scenario::parse(&expected_output("max_tokens = 0"), Path::new("m.toml"))
+        .expect_err("max_tokens = 0");
+    assert_eq!(e.path, "traffic.max_tokens");
+    assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
+}
