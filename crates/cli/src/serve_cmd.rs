@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Listen address for the embedded demo (a config file sets its own in [server]).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Async worker threads (default: one per core). On a small machine shared with its upstreams,
+    /// 1 costs about a fifth less CPU per request (docs/benchmarks-gateway.md).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 /// Arguments of `stilts mock-upstream`.
@@ -80,7 +84,16 @@ pub struct MockUpstreamArgs {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        anyhow::ensure!(n > 0, "--worker-threads must be at least 1");
+        builder.worker_threads(n);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -89,7 +102,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the gateway.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     stilts_gateway::init_logging();
-    runtime()?.block_on(async move {
+    runtime_with(args.worker_threads)?.block_on(async move {
         match args.config {
             Some(path) => serve_config(&path).await,
             None => serve_demo(args.listen).await,
