@@ -828,18 +828,29 @@ fn factor_in_range(path: &str, value: f64, example: &str) -> Result<f64, Invalid
     }
 }
 
-fn dist(path: &str, raw: Option<RawDist>, default: (f64, f64)) -> Result<LogNormal, Invalid> {
+/// Upper bounds of the log-normal distributions: (largest value, unit).
+const DIST_MS: (f64, &str) = (MAX_MS as f64, "ms (31 days)");
+const DIST_TOKENS: (f64, &str) = (4.0e9, "tokens");
+
+fn dist(
+    path: &str,
+    raw: Option<RawDist>,
+    default: (f64, f64),
+    (max, unit): (f64, &str),
+) -> Result<LogNormal, Invalid> {
     let (p50, p99) = match raw {
         Some(d) => (d.p50, d.p99.unwrap_or(d.p50)),
         None => default,
     };
-    positive_ms(&format!("{path}.p50"), p50, "800")?;
-    if p99 > MAX_MS as f64 {
-        return Err(invalid(
-            format!("{path}.p99"),
-            format!("must be at most {MAX_MS} ms (31 days), got {p99}"),
-            "give the 99th percentile in milliseconds",
-        ));
+    positive(&format!("{path}.p50"), p50, "800")?;
+    for (field, v) in [("p50", p50), ("p99", p99)] {
+        if v > max {
+            return Err(invalid(
+                format!("{path}.{field}"),
+                format!("must be at most {max} {unit}, got {v}"),
+                "give a smaller value",
+            ));
+        }
     }
     if !(p99.is_finite() && p99 >= p50) {
         return Err(invalid(
@@ -1240,8 +1251,18 @@ fn validate_traffic(t: &RawTraffic) -> Result<Traffic, Invalid> {
     Ok(Traffic {
         rate,
         spikes,
-        input_tokens: dist("traffic.input_tokens", t.input_tokens, (800.0, 6000.0))?,
-        output_tokens: dist("traffic.output_tokens", t.output_tokens, (250.0, 1200.0))?,
+        input_tokens: dist(
+            "traffic.input_tokens",
+            t.input_tokens,
+            (800.0, 6000.0),
+            DIST_TOKENS,
+        )?,
+        output_tokens: dist(
+            "traffic.output_tokens",
+            t.output_tokens,
+            (250.0, 1200.0),
+            DIST_TOKENS,
+        )?,
         stream_share,
         deadline_ns,
         max_tokens: match t.max_tokens {
@@ -1353,7 +1374,7 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
             }
             w => w.unwrap_or(1),
         },
-        ttft: dist(&path("ttft_ms"), p.ttft_ms, (600.0, 3000.0))?,
+        ttft: dist(&path("ttft_ms"), p.ttft_ms, (600.0, 3000.0), DIST_MS)?,
         tokens_per_s: {
             let v = positive(&path("tokens_per_s"), p.tokens_per_s.unwrap_or(80.0), "80")?;
             let (lo, hi) = TOKENS_PER_S_RANGE;
@@ -1370,6 +1391,7 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
             &path("error_latency_ms"),
             p.error_latency_ms,
             (150.0, 1500.0),
+            DIST_MS,
         )?,
         connect_ns: (positive_ms(&path("connect_ms"), p.connect_ms.unwrap_or(20.0), "20")? * 1e6)
             as u64,

@@ -423,3 +423,17 @@ fn answers_stop_at_max_tokens() {
     assert_eq!(e.path, "traffic.max_tokens");
     assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
 }
+
+#[test]
+fn token_distributions_are_bounded_in_tokens_not_milliseconds() {
+    let text = ONE_PROVIDER.replace(
+        "rate_rps = 5",
+        "rate_rps = 5\noutput_tokens = { p50 = 100, p99 = 1e12 }",
+    );
+    let e = Scenario::parse(&text, Path::new("t.toml")).expect_err("1e12 tokens");
+    assert_eq!(e.path, "traffic.output_tokens.p99");
+    assert!(
+        e.problem.contains("tokens") && !e.problem.contains("ms"),
+        "{e}"
+    );
+}
