@@ -71,12 +71,28 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
     let limit = gateway.body_limit_bytes();
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) => {
+            let error = e.into_inner();
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return ApiError::plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "request_too_large",
+                    format!(
+                        "the request body is larger than {limit} bytes (server.body_limit_bytes)"
+                    ),
+                )
+                .into_response();
+            }
+            // The client stopped mid-upload or sent a broken body: its fault, not a size problem.
             return ApiError::plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                "request_too_large",
-                format!("the request body is larger than {limit} bytes (server.body_limit_bytes)"),
+                "unreadable_body",
+                format!("the request body could not be read: {error}"),
             )
             .into_response();
         }

@@ -1,5 +1,5 @@
-//! Regression tests of live streams, each named after the bug it pins (found in review): no
-//! continuation after a finish reason, and no key in a mid-stream error event.
+//! Regression tests, each named after the bug it pins (found in review): no continuation after a
+//! finish reason, no key in a mid-stream error event, no 413 for a body cut mid-upload.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
 #![allow(unsafe_code)] // std::env::set_var is unsafe in edition 2024; see the SAFETY comment.
@@ -199,4 +199,31 @@ async fn a_mid_stream_cut_reason_never_carries_the_key() {
     let (_, body) = collect(&gw, req()).await;
     assert!(body.contains("stream_interrupted"), "{body}");
     assert!(!body.contains(KEY), "key in the client's stream:\n{body}");
+}
+
+/// A client that stops mid-upload gets 400 (an unreadable body), not 413 (too large): the body was
+/// small and nothing was routed.
+#[tokio::test]
+async fn a_body_cut_mid_upload_is_a_bad_request_not_too_large() {
+    let openai = openai_plugin();
+    let config = format!(
+        "{}[[routes.s.deployments]]\nname = \"a\"\nplugin = \"{}\"\nbase_url = \"http://127.0.0.1:9\"\nmodel = \"m\"\n",
+        common::SERVER,
+        openai.display()
+    );
+    let h = common::Harness::start(&config).await;
+    let mut socket = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+        )
+        .await
+        .unwrap();
+    socket.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the gateway did not answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("unreadable_body"), "{answer}");
 }
