@@ -231,12 +231,6 @@ impl ConfigError {
             fix: fix.into(),
         }
     }
-
-    /// The same error with `prefix.` in front of its path (for configs nested in larger files).
-    pub fn within(mut self, prefix: &str) -> Self {
-        self.path = format!("{prefix}.{}", self.path);
-        self
-    }
 }
 
 /// Validated breaker settings.
