@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Gateway overhead bench: the fake upstream called directly vs through `stilts serve`, on
 # loopback, at a fixed request rate (open loop, oha with latency correction), plain requests.
-# Reports p50/p99 of both, the added latency, the gateway's own overhead histogram mean, and the
-# gateway's peak RSS. Stops everything it started.
+# Reports p50/p99 of both, the added latency, the gateway's own overhead histogram mean, its CPU
+# per request and peak RSS, then the most requests per second the gateway serves on one core
+# (closed loop, as many as the upstream answers). Stops everything it started.
 #
-#   scripts/bench-gateway.sh                 # 2000 req/s for 20 s
+# Placement: with 2 or more cores the gateway runs alone on the last core (`taskset`, so it gets
+# one worker: a single-threaded runtime) and the load generator and the fake upstream share the
+# others; PIN=0 leaves placement to the scheduler (and the gateway to one worker per core).
+#
+#   scripts/bench-gateway.sh                 # 2000 req/s for 20 s, then 10 s at full speed
 #   RATE=2000 DURATION=30s CONNS=64 scripts/bench-gateway.sh
+#   SATURATE=0 scripts/bench-gateway.sh      # skip the full-speed run
+#   NGINX=1 scripts/bench-gateway.sh         # also nginx as a plain reverse proxy (keep-alive to
+#                                            # the same upstream, same placement): what one proxy
+#                                            # hop costs on this machine, with no work per request
 #   DOC=docs/benchmarks-gateway.md scripts/bench-gateway.sh   # also write the results there
 #   CALLGRIND=2000 scripts/bench-gateway.sh  # instructions per request instead (valgrind
 #                                            # callgrind, 2000 requests at 300 req/s, 16 conns):
@@ -21,7 +30,23 @@ MOCK_PORT="${MOCK_PORT:-19101}"
 GW_PORT="${GW_PORT:-19102}"
 DOC="${DOC:-}"
 CALLGRIND="${CALLGRIND:-}"
+SATURATE="${SATURATE:-1}"
+NGINX="${NGINX:-0}"
+NGINX_PORT="${NGINX_PORT:-19103}"
 WORK="$(mktemp -d)"
+# Placement: the gateway alone on the last core, everything else on the others.
+CORES="$(nproc)"
+if [ "${PIN:-1}" = 1 ] && [ "$CORES" -ge 2 ]; then
+    GW_CPUS="$((CORES - 1))"
+    REST_CPUS="0-$((CORES - 2))"
+    ON_GW=(taskset -c "$GW_CPUS")
+    ON_REST=(taskset -c "$REST_CPUS")
+    PLACEMENT="gateway alone on core $GW_CPUS, load generator and fake upstream on cores $REST_CPUS"
+else
+    ON_GW=()
+    ON_REST=()
+    PLACEMENT="not pinned (the scheduler places the gateway, load generator and fake upstream)"
+fi
 PIDS=()
 
 cleanup() {
@@ -45,7 +70,7 @@ echo "== building stilts and the openai plugin (release)"
 (cd "$ROOT" && cargo build --locked --release -q -p stilts-cli -p stilts-plugin-openai)
 BIN="$TARGET/release/stilts"
 
-"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
+"${ON_REST[@]}" "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 cat >"$WORK/bench.toml" <<TOML
 [server]
@@ -61,13 +86,40 @@ if [ -n "$CALLGRIND" ]; then
     RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
         "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
 else
-    RUST_LOG=warn "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
+    RUST_LOG=warn "${ON_GW[@]}" "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
 fi
 GW_PID=$!
 PIDS+=("$GW_PID")
+if [ "$NGINX" = 1 ]; then
+    command -v nginx >/dev/null || { echo "NGINX=1 needs nginx (Debian: apt-get install nginx-light)"; exit 1; }
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+error_log $WORK/nginx/error.log warn;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+NGX
+    "${ON_GW[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+    PIDS+=($!)
+fi
 
 BODY='{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi in five words."}],"max_tokens":16}'
-for port in "$MOCK_PORT" "$GW_PORT"; do
+PORTS=("$MOCK_PORT" "$GW_PORT")
+[ "$NGINX" = 1 ] && PORTS+=("$NGINX_PORT")
+for port in "${PORTS[@]}"; do
     for _ in $(seq 100); do
         if curl -sf -o /dev/null "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' -d "$BODY"; then
             break
@@ -79,13 +131,13 @@ curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/v1/chat/completions" -H 'conten
     || { echo "gateway not answering"; cat "$WORK/gw.log"; exit 1; }
 
 run() { # name url
-    oha --no-tui --output-format json -z "$DURATION" -q "$RATE" -c "$CONNS" --latency-correction \
+    "${ON_REST[@]}" oha --no-tui --output-format json -z "$DURATION" -q "$RATE" -c "$CONNS" --latency-correction \
         -m POST -H 'content-type: application/json' -d "$BODY" "$2" >"$WORK/$1.json"
 }
 
 if [ -n "$CALLGRIND" ]; then
     fixed() { # name requests rate
-        oha --no-tui --output-format json -n "$2" -q "$3" -c 16 -m POST -H 'content-type: application/json' \
+        "${ON_REST[@]}" oha --no-tui --output-format json -n "$2" -q "$3" -c 16 -m POST -H 'content-type: application/json' \
             -d "$BODY" "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/$1.json"
     }
     echo "== callgrind: 500 warm-up requests, then $CALLGRIND counted"
@@ -112,15 +164,35 @@ echo "== through stilts: $RATE req/s for $DURATION"
 GW_T0="$(cpu_ticks "$GW_PID")"; MOCK_T0="$(cpu_ticks "$MOCK_PID")"
 run through "http://127.0.0.1:$GW_PORT/v1/chat/completions"
 GW_TICKS=$(( $(cpu_ticks "$GW_PID") - GW_T0 )); MOCK_TICKS=$(( $(cpu_ticks "$MOCK_PID") - MOCK_T0 ))
+NGINX_TICKS=0
+if [ "$NGINX" = 1 ]; then
+    NGINX_WORKER="$(pgrep -f "nginx: worker process" | head -1)"
+    echo "== through nginx (reference): $RATE req/s for $DURATION"
+    DURATION=3s run warm-nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+    NGINX_T0="$(cpu_ticks "$NGINX_WORKER")"
+    run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+    NGINX_TICKS=$(( $(cpu_ticks "$NGINX_WORKER") - NGINX_T0 ))
+fi
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+SAT_TICKS=0
+SAT_SECONDS=10
+if [ "$SATURATE" = 1 ]; then
+    echo "== full speed: closed loop, 32 connections, ${SAT_SECONDS} s"
+    SAT_T0="$(cpu_ticks "$GW_PID")"
+    "${ON_REST[@]}" oha --no-tui --output-format json -z "${SAT_SECONDS}s" -c 32 \
+        -m POST -H 'content-type: application/json' -d "$BODY" \
+        "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/saturate.json"
+    SAT_TICKS=$(( $(cpu_ticks "$GW_PID") - SAT_T0 ))
+fi
 
 HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")"
 RSS_KB="$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")"
 curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.txt"
 
-python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" <<'PY'
+python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_TICKS" "$SATURATE" "$SAT_TICKS" "$SAT_SECONDS" <<'PY'
 import json, sys, re, platform, subprocess, datetime
 work, rate, duration, conns, hwm_kb, rss_kb, doc, gw_ticks, mock_ticks, hz, loadavg = sys.argv[1:12]
+placement, nginx, nginx_ticks, saturate, sat_ticks, sat_seconds = sys.argv[12:18]
 def load(name):
     j = json.load(open(f"{work}/{name}.json"))
     p = j["latencyPercentiles"]
@@ -141,11 +213,30 @@ lines = [
     f"| mock upstream, direct | {d['p50']:.0f} µs | {d['p90']:.0f} µs | {d['p99']:.0f} µs | {d['rps']:.0f} | {d['ok']*100:.2f} % |",
     f"| through stilts | {t['p50']:.0f} µs | {t['p90']:.0f} µs | {t['p99']:.0f} µs | {t['rps']:.0f} | {t['ok']*100:.2f} % |",
     f"| **added by stilts** | **{t['p50']-d['p50']:.0f} µs** | {t['p90']-d['p90']:.0f} µs | **{t['p99']-d['p99']:.0f} µs** | | |",
+]
+if nginx == "1":
+    n = load("nginx")
+    lines += [
+        f"| through nginx (reference) | {n['p50']:.0f} µs | {n['p90']:.0f} µs | {n['p99']:.0f} µs | {n['rps']:.0f} | {n['ok']*100:.2f} % |",
+        f"| added by nginx | {n['p50']-d['p50']:.0f} µs | {n['p90']-d['p90']:.0f} µs | {n['p99']-d['p99']:.0f} µs | | |",
+    ]
+lines += [
     "",
+    f"- placement: {placement}",
     f"- stilts' own overhead histogram (`stilts_gateway_overhead_seconds`, time in stilts excluding the upstream wait): mean {ov_mean_us:.1f} µs",
     f"- gateway peak RSS (VmHWM): {int(hwm_kb)/1024:.1f} MiB (RSS at the end: {int(rss_kb)/1024:.1f} MiB)",
     f"- CPU per request (user + system, from /proc): gateway {int(gw_ticks) / int(hz) / t['count'] * 1e6:.0f} µs, fake upstream {int(mock_ticks) / int(hz) / t['count'] * 1e6:.0f} µs",
     f"- status codes through stilts: {t['codes']}",
+]
+if nginx == "1":
+    lines.append(f"- nginx worker CPU per request (user + system): {int(nginx_ticks) / int(hz) / n['count'] * 1e6:.0f} µs")
+if saturate == "1":
+    s = load("saturate")
+    busy = int(sat_ticks) / int(hz) / float(sat_seconds)
+    lines.append(f"- full speed (closed loop, 32 connections, {sat_seconds} s): **{s['rps']:.0f} req/s** through stilts, "
+                 f"gateway CPU {busy:.2f} cores ({int(sat_ticks) / int(hz) / s['count'] * 1e6:.0f} µs per request), "
+                 f"p50 {s['p50']:.0f} µs, status codes {s['codes']}")
+lines += [
     f"- load average at the end of the run: {loadavg}",
 ]
 print("\n".join(lines))

@@ -21,8 +21,9 @@ pub struct ServeArgs {
     /// Listen address for the embedded demo (a config file sets its own in [server]).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Async worker threads (default: one per core). On a small machine shared with its upstreams,
-    /// 1 costs about a fifth less CPU per request (docs/benchmarks-gateway.md).
+    /// Async worker threads (default: one per core this process may run on, as `taskset` or a
+    /// container's CPU set allows). With 1, the gateway runs on a single-threaded runtime: no
+    /// cross-core wake-ups, the cheapest shape per request (docs/benchmarks-gateway.md).
     #[arg(long)]
     pub worker_threads: Option<usize>,
 }
@@ -87,12 +88,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     runtime_with(None)
 }
 
+/// The runtime for `worker_threads` workers (default: the cores this process may run on). One
+/// worker means tokio's single-threaded runtime: a one-worker multi-thread runtime would only add
+/// wake-ups of its worker thread from the driver.
 fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads {
-        anyhow::ensure!(n > 0, "--worker-threads must be at least 1");
-        builder.worker_threads(n);
-    }
+    let workers = match worker_threads {
+        Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
     builder
         .enable_all()
         .build()
