@@ -1,9 +1,10 @@
-//! stilts-gateway: the tokio + axum + reqwest driver of stilts-core; the OpenAI-compatible HTTP
+//! stilts-gateway: the tokio + axum + hyper driver of stilts-core; the OpenAI-compatible HTTP
 //! gateway, and the fault-injecting fake upstream used by the demo, the tests and the bench.
 //!
 //! The core decides; this crate performs. For each request the [`Gateway`] asks the route's
 //! router what to do, sends attempts through the deployment's plugin (loaded at run time from a
-//! shared library) with reqwest, enforces every stage's timeout, and records each outcome. It can
+//! shared library) over HTTP (`http_client`: hyper's pooled client with rustls, or reqwest
+//! when a proxy is configured), enforces every stage's timeout, and records each outcome. It can
 //! be embedded as a library ([`Gateway::chat`]) or served over HTTP ([`server::serve`]).
 //!
 //! * [`config`]: the TOML config and its validation.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+mod http_client;
 pub mod metrics;
 pub mod mock;
 pub mod plugins;

@@ -1,5 +1,5 @@
-//! One upstream attempt: build the request with the plugin, send it with reqwest under the
-//! per-stage timeouts, and turn what came back into a canonical answer or a classified failure.
+//! One upstream attempt: build the request with the plugin, send it with the deployment's
+//! [`HttpClient`] under the per-stage timeouts, and turn what came back into a canonical answer or a classified failure.
 //!
 //! Stages and their limits: connect (the deployment's client `connect_timeout`), response headers
 //! (`headers_ms`), the whole body of a plain answer (the attempt deadline), the first token of a
@@ -8,8 +8,6 @@
 //! by the plugin. Every message that leaves this module is scrubbed of the deployment's key.
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +19,7 @@ use stilts_plugin::sse::SseFramer;
 use stilts_plugin::types::{ErrorInfo, StreamEnd};
 use tokio::time::{Instant as TokioInstant, timeout_at};
 
+use crate::http_client::{HttpClient, TransportError, TransportKind, UpstreamBody, next_chunk};
 use crate::metrics::DeploymentMetrics;
 
 /// Largest upstream body read for a plain answer or an error.
@@ -36,10 +35,10 @@ pub(crate) struct Deployment {
     key: Option<String>,
     base_url: String,
     pub model: String,
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     pub metrics: DeploymentMetrics,
     /// The last URL the plugin built, parsed once (plugins build the same URL every time).
-    url: std::sync::OnceLock<(String, reqwest::Url)>,
+    url: std::sync::OnceLock<(String, http::Uri)>,
 }
 
 impl fmt::Debug for Deployment {
@@ -121,22 +120,6 @@ pub(crate) fn usage_of(u: Option<&stilts_plugin::canonical::Usage>) -> Usage {
     .unwrap_or_default()
 }
 
-/// Whether any proxy variable reqwest reads from the environment is set. Only on Linux: elsewhere
-/// reqwest also reads the system's proxy settings, so it keeps doing its own lookup.
-fn proxy_env_set() -> bool {
-    !cfg!(target_os = "linux")
-        || [
-            "http_proxy",
-            "HTTP_PROXY",
-            "https_proxy",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ]
-        .iter()
-        .any(|var| std::env::var_os(var).is_some())
-}
-
 impl Deployment {
     pub fn new(
         name: String,
@@ -146,24 +129,7 @@ impl Deployment {
         metrics: DeploymentMetrics,
     ) -> Result<Self, String> {
         let cfg_json = stilts_plugin::host::encode_config(cfg).map_err(|e| e.to_string())?;
-        // Redirects are not followed: an API that redirects is misconfigured, and following one
-        // could carry the request (and its key) somewhere unexpected.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90));
-        // With no proxy configured in the environment, skip reqwest's per-request proxy matching
-        // (same behaviour, less work per request); with one, reqwest applies it as before.
-        let client = if proxy_env_set() {
-            client
-        } else {
-            client.no_proxy()
-        };
-        let client = client
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = HttpClient::new(connect_timeout)?;
         Ok(Deployment {
             name,
             plugin,
@@ -210,7 +176,7 @@ impl Deployment {
         timeouts: &Timeouts,
         deadline: TokioInstant,
         local: &AtomicU64,
-    ) -> Result<reqwest::Response, Failure> {
+    ) -> Result<http::Response<UpstreamBody>, Failure> {
         let t0 = std::time::Instant::now();
         let http = self
             .plugin
@@ -228,29 +194,41 @@ impl Deployment {
         } else {
             http.url
         };
-        let url = match self.url.get() {
-            Some((text, url)) if *text == url_text => url.clone(),
+        let uri = match self.url.get() {
+            Some((text, uri)) if *text == url_text => uri.clone(),
             _ => {
-                let parsed = reqwest::Url::parse(&url_text).map_err(|e| {
-                    Failure::new(
-                        ErrorClass::Server,
-                        format!("the plugin built an invalid URL: {e}"),
-                    )
-                })?;
+                let parsed = upstream_uri(&url_text)
+                    .map_err(|e| self.failure(Failure::new(ErrorClass::Server, e)))?;
                 let _ = self.url.set((url_text, parsed.clone()));
                 parsed
             }
         };
-        let method = reqwest::Method::from_bytes(http.method.as_bytes())
+        let method = http::Method::from_bytes(http.method.as_bytes())
             .map_err(|_| Failure::new(ErrorClass::Server, "plugin built an invalid method"))?;
-        let mut request = self.client.request(method, url);
+        let mut request = http::Request::new(Bytes::from(http.body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.reserve(http.headers.len());
         for (name, value) in &http.headers {
-            request = request.header(name.as_str(), value.as_str());
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Failure::new(
+                    ErrorClass::Server,
+                    format!("the plugin built an invalid header name {name:?}"),
+                )
+            })?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                // The value may be a key: name the header only.
+                Failure::new(
+                    ErrorClass::Server,
+                    format!("the plugin built an invalid value for header {name}"),
+                )
+            })?;
+            headers.append(name, value);
         }
-        let request = request.body(http.body);
         local.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let headers_deadline = (TokioInstant::now() + timeouts.headers).min(deadline);
-        let response = match timeout_at(headers_deadline, request.send()).await {
+        let response = match timeout_at(headers_deadline, self.client.send(request)).await {
             Err(_) => {
                 return Err(Failure::new(
                     ErrorClass::Timeout,
@@ -309,7 +287,24 @@ impl Deployment {
     }
 }
 
-fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {
+/// Parses the URL a plugin built: absolute, `http` or `https`, with a host.
+fn upstream_uri(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("the plugin built an invalid URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
+        (Some(other), Some(_)) if other != "http" && other != "https" => Err(format!(
+            "the plugin built a URL with scheme {other:?}; only http and https are supported"
+        )),
+        _ => Err(
+            "the plugin built a URL without a scheme and host; check the deployment's base_url"
+                .to_owned(),
+        ),
+    }
+}
+
+fn header_pairs<B>(response: &http::Response<B>) -> Vec<(String, String)> {
     response
         .headers()
         .iter()
@@ -317,12 +312,15 @@ fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn read_body(response: reqwest::Response, deadline: TokioInstant) -> Result<Bytes, Failure> {
-    let mut stream = response.bytes_stream();
+async fn read_body(
+    response: http::Response<UpstreamBody>,
+    deadline: TokioInstant,
+) -> Result<Bytes, Failure> {
+    let mut body = response.into_body();
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        match timeout_at(deadline, stream.next()).await {
+        match timeout_at(deadline, next_chunk(&mut body)).await {
             Err(_) => {
                 return Err(Failure::new(
                     ErrorClass::Timeout,
@@ -352,27 +350,12 @@ async fn read_body(response: reqwest::Response, deadline: TokioInstant) -> Resul
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
-fn transport_failure(e: &reqwest::Error) -> Failure {
-    let class = if e.is_timeout() {
-        ErrorClass::Timeout
-    } else {
-        ErrorClass::Server
+fn transport_failure(e: &TransportError) -> Failure {
+    let class = match e.kind {
+        TransportKind::Timeout => ErrorClass::Timeout,
+        TransportKind::Connect | TransportKind::Broken => ErrorClass::Server,
     };
-    let what = if e.is_connect() {
-        "cannot connect"
-    } else if e.is_timeout() {
-        "timed out"
-    } else {
-        "connection failed"
-    };
-    // The source chain names the cause (refused, reset) without the URL's query.
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    Failure::new(class, format!("{what}: {cause}"))
+    Failure::new(class, e.to_string())
 }
 
 /// Why a stream read produced nothing.
@@ -382,7 +365,7 @@ pub(crate) struct Stalled;
 /// Reads a stream: frames SSE, runs each event through the plugin, and queues the canonical
 /// chunks as SSE bytes for the client.
 pub(crate) struct StreamReader {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    body: UpstreamBody,
     framer: SseFramer,
     state: Option<StreamState>,
     plugin: Plugin,
@@ -409,7 +392,7 @@ pub(crate) struct StreamReader {
 
 impl StreamReader {
     pub fn new(
-        response: reqwest::Response,
+        response: http::Response<UpstreamBody>,
         plugin: Plugin,
         track_text: bool,
         local: Arc<AtomicU64>,
@@ -418,7 +401,7 @@ impl StreamReader {
             .stream_open()
             .map_err(|e| Failure::new(ErrorClass::Server, format!("plugin failure: {e}")))?;
         Ok(StreamReader {
-            body: response.bytes_stream().boxed(),
+            body: response.into_body(),
             framer: SseFramer::default(),
             state: Some(state),
             plugin,
@@ -439,7 +422,7 @@ impl StreamReader {
         if self.end.is_some() {
             return Ok(());
         }
-        let read = match timeout_at(deadline, self.body.next()).await {
+        let read = match timeout_at(deadline, next_chunk(&mut self.body)).await {
             Err(_) => return Err(Stalled),
             Ok(read) => read,
         };
@@ -450,7 +433,7 @@ impl StreamReader {
         Ok(())
     }
 
-    fn process(&mut self, read: Option<reqwest::Result<Bytes>>) {
+    fn process(&mut self, read: Option<Result<Bytes, TransportError>>) {
         match read {
             None => {
                 self.framer.finish();

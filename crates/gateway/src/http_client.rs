@@ -1,0 +1,294 @@
+//! The upstream HTTP client of one deployment.
+//!
+//! Without a proxy it is hyper's HTTP/1.1 client (hyper-util's pooled client) over rustls with the
+//! platform's certificate verifier: the same stack reqwest is built on, without reqwest's
+//! per-request layers (URL re-parsing, redirect and proxy matching), which were about a quarter of
+//! the gateway's work per request (docs/benchmarks-gateway.md). When the environment names a proxy
+//! (`http_proxy`, `https_proxy`, `all_proxy`, either case), or on a system whose proxy settings
+//! live elsewhere than the environment, it is reqwest, which applies them. Both give the same
+//! response type and the same transport errors, so the rest of the gateway does not know which
+//! one ran.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// The body of an upstream response, whichever client read it.
+pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, TransportError>;
+
+/// An upstream response: status, headers and a body still to be read.
+pub(crate) type UpstreamResponse = http::Response<UpstreamBody>;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+/// TCP keep-alive probes on upstream connections (finds dead pooled connections).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What went wrong below HTTP: the connection could not be made, a limit passed, or it broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransportKind {
+    /// No connection could be made (refused, unreachable, DNS, TLS handshake).
+    Connect,
+    /// The connect limit or a socket timeout passed.
+    Timeout,
+    /// The connection failed after it was made (reset, closed early, bad HTTP).
+    Broken,
+}
+
+/// A transport failure, with its deepest cause (never the URL, which may carry a key).
+#[derive(Clone, Debug)]
+pub(crate) struct TransportError {
+    pub kind: TransportKind,
+    pub cause: String,
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            TransportKind::Connect => "cannot connect",
+            TransportKind::Timeout => "timed out",
+            TransportKind::Broken => "connection failed",
+        };
+        write!(f, "{what}: {}", self.cause)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+impl TransportError {
+    /// Classifies an error by its source chain: a timed-out I/O error anywhere is a timeout.
+    fn from_chain(connect: bool, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = error.to_string();
+        let mut timed_out = false;
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(s) = source {
+            cause = s.to_string();
+            if s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                timed_out = true;
+            }
+            source = s.source();
+        }
+        let kind = if timed_out {
+            TransportKind::Timeout
+        } else if connect {
+            TransportKind::Connect
+        } else {
+            TransportKind::Broken
+        };
+        TransportError { kind, cause }
+    }
+
+    fn from_hyper(error: &hyper::Error) -> Self {
+        let mut e = Self::from_chain(false, error);
+        if error.is_timeout() {
+            e.kind = TransportKind::Timeout;
+        }
+        e
+    }
+
+    fn from_legacy(error: &hyper_util::client::legacy::Error) -> Self {
+        Self::from_chain(error.is_connect(), error)
+    }
+
+    fn from_reqwest(error: &reqwest::Error) -> Self {
+        let mut e = Self::from_chain(error.is_connect(), error);
+        if error.is_timeout() {
+            e.kind = TransportKind::Timeout;
+        }
+        e
+    }
+}
+
+/// One deployment's HTTP client (cheap to clone: the pool is shared).
+#[derive(Clone)]
+pub(crate) enum HttpClient {
+    /// hyper's pooled HTTP/1.1 client over rustls.
+    Direct(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    /// reqwest, which applies the proxy settings.
+    Proxied(reqwest::Client),
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HttpClient::Direct(_) => "HttpClient::Direct",
+            HttpClient::Proxied(_) => "HttpClient::Proxied",
+        })
+    }
+}
+
+/// Whether the environment names a proxy (or, off Linux, whether the system may have one).
+pub(crate) fn proxy_configured() -> bool {
+    !cfg!(target_os = "linux")
+        || [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+}
+
+impl HttpClient {
+    /// The client for this environment: reqwest if a proxy is configured, hyper's otherwise.
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        if proxy_configured() {
+            Self::proxied(connect_timeout)
+        } else {
+            Self::direct(connect_timeout)
+        }
+    }
+
+    /// hyper's pooled HTTP/1.1 client over rustls, verifying certificates as the platform does.
+    /// Redirects are not followed: an API that redirects is misconfigured, and following one could
+    /// carry the request (and its key) somewhere unexpected.
+    pub fn direct(connect_timeout: Duration) -> Result<Self, String> {
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| format!("cannot load the system's certificate verifier: {e}"))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot configure TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Ok(HttpClient::Direct(Box::new(client)))
+    }
+
+    /// reqwest with the environment's proxy settings (and the same limits as [`Self::direct`]).
+    pub fn proxied(connect_timeout: Duration) -> Result<Self, String> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .pool_idle_timeout(POOL_IDLE)
+            .build()
+            .map(HttpClient::Proxied)
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+
+    /// Sends a request and waits for the response headers. Limits on the wait are the caller's.
+    pub async fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<UpstreamResponse, TransportError> {
+        match self {
+            HttpClient::Direct(client) => {
+                let response = client
+                    .request(request.map(Full::new))
+                    .await
+                    .map_err(|e| TransportError::from_legacy(&e))?;
+                Ok(response.map(|body| {
+                    body.map_err(|e| TransportError::from_hyper(&e))
+                        .boxed_unsync()
+                }))
+            }
+            HttpClient::Proxied(client) => {
+                let request = reqwest::Request::try_from(request)
+                    .map_err(|e| TransportError::from_reqwest(&e))?;
+                let response = client
+                    .execute(request)
+                    .await
+                    .map_err(|e| TransportError::from_reqwest(&e))?;
+                let response: http::Response<reqwest::Body> = response.into();
+                Ok(response.map(|body| {
+                    body.map_err(|e| TransportError::from_reqwest(&e))
+                        .boxed_unsync()
+                }))
+            }
+        }
+    }
+}
+
+/// The next chunk of data of a body (trailers are skipped), or `None` at its end.
+pub(crate) async fn next_chunk(body: &mut UpstreamBody) -> Option<Result<Bytes, TransportError>> {
+    loop {
+        match body.frame().await? {
+            Err(e) => return Some(Err(e)),
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_failure_for_both_clients() {
+        // A port that was just free: nothing listens there.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        for client in [
+            HttpClient::direct(Duration::from_secs(2)).unwrap(),
+            HttpClient::proxied(Duration::from_secs(2)).unwrap(),
+        ] {
+            let request = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+                .body(Bytes::from_static(b"{}"))
+                .unwrap();
+            let err = client.send(request).await.unwrap_err();
+            assert_eq!(err.kind, TransportKind::Connect, "{client:?}: {err}");
+            assert!(err.to_string().starts_with("cannot connect: "), "{err}");
+            assert!(!err.to_string().contains("127.0.0.1"), "no URL in {err}");
+        }
+    }
+
+    #[test]
+    fn a_timed_out_io_error_anywhere_in_the_chain_is_a_timeout() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connection timed out",
+        ));
+        let t = TransportError::from_chain(true, &e);
+        assert_eq!(t.kind, TransportKind::Timeout);
+        assert_eq!(t.to_string(), "timed out: connection timed out");
+    }
+}
