@@ -83,7 +83,7 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 model = "bench-model"
 TOML
 if [ -n "$CALLGRIND" ]; then
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+    RUST_LOG=warn "${ON_GW[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
         "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
 else
     RUST_LOG=warn "${ON_GW[@]}" "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
@@ -149,6 +149,7 @@ if [ -n "$CALLGRIND" ]; then
     OUT="$(ls "$WORK"/callgrind.out.* | tail -1)"
     IR="$(awk '/^summary:/ {print $2}' "$OUT")"
     echo "gateway instructions per request: $((IR / CALLGRIND)) ($IR over $CALLGRIND requests)"
+    [ -n "${CALLGRIND_OUT:-}" ] && cp "$OUT" "$CALLGRIND_OUT"
     callgrind_annotate --inclusive=yes "$OUT" 2>/dev/null | sed -n '1,60p' >"${CALLGRIND_REPORT:-/dev/null}" || true
     exit 0
 fi

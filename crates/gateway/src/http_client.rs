@@ -292,3 +292,54 @@ mod tests {
         assert_eq!(t.to_string(), "timed out: connection timed out");
     }
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// An HTTPS upstream whose certificate no trusted authority signed: the handshake must fail,
+    /// as a connect failure that says why, and no request may be sent.
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_refused() {
+        use rustls::pki_types::pem::PemObject;
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let cert = rustls::pki_types::CertificateDer::from_pem_file(format!(
+            "{fixtures}/untrusted-localhost.crt"
+        ))
+        .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(format!(
+            "{fixtures}/untrusted-localhost.key"
+        ))
+        .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // The client aborts the handshake; if it did not, answer so the test sees it.
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+                return true;
+            }
+            false
+        });
+        let client = HttpClient::direct(Duration::from_secs(5)).unwrap();
+        let request = http::Request::post(format!("https://localhost:{port}/v1/chat/completions"))
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let err = client.send(request).await.unwrap_err();
+        assert_eq!(err.kind, TransportKind::Connect, "{err}");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        assert!(!server.await.unwrap(), "the handshake must not complete");
+    }
+}
