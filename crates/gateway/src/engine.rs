@@ -178,8 +178,17 @@ struct Peek<'a> {
     max_tokens: Option<u32>,
     #[serde(default)]
     max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream_options: Option<StreamOptionsPeek>,
     #[allow(dead_code)] // reason: only its presence is checked
     messages: Vec<serde::de::IgnoredAny>,
+}
+
+/// The client's `stream_options`: whether it asked for the final usage chunk.
+#[derive(serde::Deserialize)]
+struct StreamOptionsPeek {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 /// Output tokens assumed when the request sets no limit.
@@ -457,6 +466,10 @@ impl Gateway {
             waited: Duration::ZERO,
             local: Arc::new(AtomicU64::new(0)),
             tried: Vec::new(),
+            usage_chunks: peek
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
         };
         if meta.stream {
             driver.stream(body).await
@@ -712,6 +725,10 @@ pub(crate) struct Driver {
     /// Time spent in stilts inside attempts (plugin calls, framing), added back to the overhead.
     pub local: Arc<AtomicU64>,
     pub tried: Vec<TriedAttempt>,
+    /// Whether the client asked for the usage-only chunk at the end of a stream
+    /// (`stream_options.include_usage`). Upstreams are always asked for usage, for accounting;
+    /// a client that did not ask does not get that chunk, as from OpenAI itself.
+    pub usage_chunks: bool,
 }
 
 /// Where the loop ended.
@@ -819,6 +836,7 @@ impl Driver {
     pub fn give_up(&mut self, g: GiveUp) -> ApiError {
         let route = &self.guard.route;
         let mut error = ApiError::from_give_up(&route.name, g, std::mem::take(&mut self.tried));
+        error.attempts = error.attempts.max(self.guard.call.attempts());
         if g.reason == GiveUpReason::AllRateLimited {
             // Tell the client when the first provider's rate-limit cool-down ends.
             let now = self.guard.clock().now();
@@ -901,7 +919,11 @@ impl Driver {
 
     async fn stream(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
         let shared_body = body.clone();
-        let track_text = self.guard.route.lock().continuation;
+        let options = crate::upstream::ReadOptions {
+            track_text: self.guard.route.lock().continuation,
+            continuation: false,
+            usage_chunks: self.usage_chunks,
+        };
         let local = Arc::clone(&self.local);
         let end = self
             .run(move |attempt, deployment, clock| {
@@ -909,16 +931,8 @@ impl Driver {
                 let local = Arc::clone(&local);
                 Box::pin(async move {
                     let sent = std::time::Instant::now();
-                    let result = stream::open(
-                        &deployment,
-                        &body,
-                        &attempt,
-                        clock,
-                        track_text,
-                        false,
-                        local,
-                    )
-                    .await;
+                    let result =
+                        stream::open(&deployment, &body, &attempt, clock, options, local).await;
                     (attempt, deployment, result, sent.elapsed())
                 })
             })

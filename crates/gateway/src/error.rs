@@ -38,8 +38,11 @@ pub struct ApiError {
     pub message: String,
     /// Route, if known.
     pub route: Option<String>,
-    /// Attempts made.
+    /// The attempts that failed, each with its provider and reason.
     pub tried: Vec<TriedAttempt>,
+    /// Attempts started (the `X-Stilts-Attempts` header), including any that were cancelled
+    /// rather than failed: a hedge that lost, an attempt cut short by the request's deadline.
+    pub attempts: u32,
     /// `Retry-After` to send, for 429/503.
     pub retry_after: Option<Duration>,
 }
@@ -69,6 +72,7 @@ impl ApiError {
             message: message.into(),
             route: None,
             tried: Vec::new(),
+            attempts: 0,
             retry_after: None,
         }
     }
@@ -157,6 +161,7 @@ impl ApiError {
             code,
             message: format!("{lead}; tried: {summary}"),
             route: Some(route.to_owned()),
+            attempts: u32::try_from(tried.len()).unwrap_or(u32::MAX),
             tried,
             retry_after: None,
         }
@@ -215,10 +220,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, v);
             }
         }
-        headers.insert(
-            "x-stilts-attempts",
-            HeaderValue::from(self.tried.len() as u64),
-        );
+        headers.insert("x-stilts-attempts", HeaderValue::from(self.attempts));
         response
     }
 }

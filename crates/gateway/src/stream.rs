@@ -28,7 +28,7 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::engine::{Clock, Driver, LoopEnd};
 use crate::error::TriedAttempt;
-use crate::upstream::{Deployment, Failure, StreamReader, usage_of};
+use crate::upstream::{Deployment, Failure, ReadOptions, StreamReader, usage_of};
 
 /// The SSE bytes of a live stream.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
@@ -40,8 +40,7 @@ pub(crate) async fn open(
     body: &[u8],
     attempt: &Attempt,
     clock: Clock,
-    track_text: bool,
-    continuation: bool,
+    options: ReadOptions,
     local: Arc<AtomicU64>,
 ) -> Result<StreamReader, Failure> {
     let deadline = clock.tokio(attempt.deadline);
@@ -49,8 +48,7 @@ pub(crate) async fn open(
     let response = deployment
         .send(body, &attempt.timeouts, deadline, &local)
         .await?;
-    let mut reader = StreamReader::new(response, deployment.plugin.clone(), track_text, local)?;
-    reader.skip_role_chunk = continuation;
+    let mut reader = StreamReader::new(response, deployment.plugin.clone(), options, local)?;
     let first_deadline = (sent + attempt.timeouts.first_token).min(deadline);
     while !reader.informative && reader.end.is_none() {
         let stall_deadline = (TokioInstant::now() + attempt.timeouts.stall).min(first_deadline);
@@ -283,6 +281,11 @@ impl Live {
         let body = Bytes::from(serde_json::to_vec(&request).ok()?);
         let shared = body.clone();
         let local = Arc::clone(&self.driver.local);
+        let options = ReadOptions {
+            track_text: true,
+            continuation: true,
+            usage_chunks: self.driver.usage_chunks,
+        };
         let end = self
             .driver
             .run(move |attempt, deployment, clock| {
@@ -290,7 +293,7 @@ impl Live {
                 let local = Arc::clone(&local);
                 Box::pin(async move {
                     let sent = std::time::Instant::now();
-                    let result = open(&deployment, &body, &attempt, clock, true, true, local).await;
+                    let result = open(&deployment, &body, &attempt, clock, options, local).await;
                     (attempt, deployment, result, sent.elapsed())
                 })
             })

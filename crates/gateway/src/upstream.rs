@@ -358,6 +358,18 @@ fn transport_failure(e: &TransportError) -> Failure {
     Failure::new(class, e.to_string())
 }
 
+/// How a stream's chunks are read and passed on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadOptions {
+    /// Keep the assistant text (a continuation may need to send it back).
+    pub track_text: bool,
+    /// This attempt continues another provider's answer: drop its leading role-only chunk.
+    pub continuation: bool,
+    /// Pass usage-only chunks (`choices: []`) on to the client; when false they are only read
+    /// for accounting.
+    pub usage_chunks: bool,
+}
+
 /// Why a stream read produced nothing.
 #[derive(Debug)]
 pub(crate) struct Stalled;
@@ -385,7 +397,9 @@ pub(crate) struct StreamReader {
     /// prefill continues it exactly (no tool calls, refusals or other choices).
     pub continuable: bool,
     /// Drop a leading role-only chunk (used when continuing another provider's answer).
-    pub skip_role_chunk: bool,
+    skip_role_chunk: bool,
+    /// Pass usage-only chunks on to the client.
+    usage_chunks: bool,
     /// Time spent processing what was read (framing, plugin), for the overhead metric.
     local: Arc<AtomicU64>,
 }
@@ -394,7 +408,7 @@ impl StreamReader {
     pub fn new(
         response: http::Response<UpstreamBody>,
         plugin: Plugin,
-        track_text: bool,
+        options: ReadOptions,
         local: Arc<AtomicU64>,
     ) -> Result<Self, Failure> {
         let state = plugin
@@ -409,10 +423,11 @@ impl StreamReader {
             usage: None,
             end: None,
             informative: false,
-            text: track_text.then(String::new),
+            text: options.track_text.then(String::new),
             finished: false,
             continuable: true,
-            skip_role_chunk: false,
+            skip_role_chunk: options.continuation,
+            usage_chunks: options.usage_chunks,
             local,
         })
     }
@@ -493,6 +508,10 @@ impl StreamReader {
             }
         };
         for chunk in step.chunks {
+            // Only a step that reports usage can hold a usage-only chunk: others pay nothing.
+            if step.usage.is_some() && !self.usage_chunks && is_usage_only(&chunk) {
+                continue;
+            }
             let need_look = !self.informative || self.text.is_some() || self.skip_role_chunk;
             if need_look {
                 let look = Look::of(&chunk);
@@ -524,6 +543,17 @@ impl StreamReader {
             self.state = None;
         }
     }
+}
+
+/// Whether a canonical chunk is the usage-only chunk that ends a stream: `choices` is empty.
+fn is_usage_only(chunk: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Choices {
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    serde_json::from_slice::<Choices>(chunk)
+        .is_ok_and(|c| c.choices.is_some_and(|choices| choices.is_empty()))
 }
 
 /// Whether a canonical chunk carries a non-null `finish_reason`, without parsing it: the key,
@@ -611,6 +641,19 @@ impl Look {
 #[cfg(test)]
 mod finish_tests {
     use super::*;
+
+    #[test]
+    fn only_a_chunk_with_empty_choices_is_usage_only() {
+        assert!(is_usage_only(
+            br#"{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#
+        ));
+        assert!(is_usage_only(br#"{"choices" : [ ], "usage": null}"#));
+        assert!(!is_usage_only(
+            br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#
+        ));
+        assert!(!is_usage_only(br#"{"usage":{"prompt_tokens":1}}"#));
+        assert!(!is_usage_only(b"not json"));
+    }
 
     #[test]
     fn finds_a_finish_reason_without_parsing() {

@@ -531,3 +531,37 @@ async fn a_hedge_wins_over_a_slow_attempt_which_is_then_cancelled() {
         "a lost the race; it did not fail"
     );
 }
+
+#[tokio::test]
+async fn attempts_header_counts_a_cancelled_hedge_on_an_error() {
+    // a is silent, so a hedge goes to b after 50 ms; b refuses the request (400, not retried), and
+    // the call ends there with a still pending: two attempts were made, one of them failed.
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_faults(Faults {
+        latency_ms: 5_000,
+        ..Faults::default()
+    });
+    b.set_faults(Faults {
+        status: Some(400),
+        ..Faults::default()
+    });
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route(
+            "chat",
+            &[("a", &a), ("b", &b)],
+            "hedge = { delay_ms = 50 }\n"
+        )
+    ))
+    .await;
+    let (status, headers, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["stilts"]["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(header(&headers, "x-stilts-attempts"), "2", "{body}");
+}

@@ -48,10 +48,55 @@ async fn a_stream_arrives_whole_with_one_done() {
     );
     assert_eq!((done, error), (1, None));
     assert!(body.contains("\"model\":\"a-model\""));
+    // The upstream is asked for usage (for accounting) …
     assert_eq!(
         a.last_request().unwrap()["stream_options"]["include_usage"],
         true
     );
+    // … but a client that did not ask gets no usage-only chunk, as from OpenAI: code that reads
+    // `chunk.choices[0]` on every chunk must not break.
+    let chunks = sse_chunks(&body);
+    assert!(!chunks.is_empty());
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())),
+        "{body}"
+    );
+    // The tokens were still counted.
+    let metrics = h.get("/metrics").await;
+    assert!(
+        metrics.contains("stilts_tokens_total{route=\"s\",provider=\"a\",kind=\"output\"} 11"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_asks_for_usage_gets_the_usage_chunk_last() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let h = Harness::start(&two(&a, &b, "")).await;
+    let mut request = stream_request("s");
+    request["stream_options"] = serde_json::json!({"include_usage": true});
+    let (status, _, body) = h.stream(request).await;
+    assert_eq!(status, 200);
+    let chunks = sse_chunks(&body);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], serde_json::json!([]), "{body}");
+    assert_eq!(last["usage"]["completion_tokens"], 11, "{body}");
+    let usage_only = chunks
+        .iter()
+        .filter(|c| c["choices"].as_array().is_some_and(|a| a.is_empty()))
+        .count();
+    assert_eq!(usage_only, 1, "{body}");
+}
+
+/// The JSON chunks of an SSE body (not `[DONE]`).
+fn sse_chunks(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
 }
 
 #[tokio::test]

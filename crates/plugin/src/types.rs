@@ -316,7 +316,9 @@ pub enum StreamEnd {
 pub struct StreamStep {
     /// Canonical `chat.completion.chunk` JSON objects to forward, in order (often zero or one).
     pub chunks: Vec<Vec<u8>>,
-    /// Usage as known so far (cumulative), if this event reported it.
+    /// Usage as known so far (cumulative), if this event reported it. A step that emits the
+    /// usage-only chunk (`choices: []`) must set this too: the host looks for that chunk only in
+    /// steps that report usage, and keeps it from clients that did not ask for usage.
     pub usage: Option<Usage>,
     /// Set when this event ended the stream; further events are ignored.
     pub done: Option<StreamEnd>,

@@ -577,6 +577,7 @@ impl Translator for Gemini {
                 ));
                 if let Some(u) = &s.usage {
                     step.push(&ChatChunk::usage(&s.id, &s.model, s.created, u.clone()));
+                    step.usage = Some(u.clone());
                 }
             }
         }
