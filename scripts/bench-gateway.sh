@@ -34,18 +34,22 @@ SATURATE="${SATURATE:-1}"
 NGINX="${NGINX:-0}"
 NGINX_PORT="${NGINX_PORT:-19103}"
 WORK="$(mktemp -d)"
-# Placement: the gateway alone on the last core, everything else on the others.
-CORES="$(nproc)"
+# Placement: the gateway alone on the last core this script may use, everything else on the others
+# (the allowed cores are read from the affinity mask: a container's cpuset need not start at 0).
+read -r GW_CPUS REST_CPUS CORES < <(python3 -c '
+import os
+cpus = sorted(os.sched_getaffinity(0))
+print(cpus[-1], ",".join(map(str, cpus[:-1])) or "-", len(cpus))')
 if [ "${PIN:-1}" = 1 ] && [ "$CORES" -ge 2 ]; then
-    GW_CPUS="$((CORES - 1))"
-    REST_CPUS="0-$((CORES - 2))"
     ON_GW=(taskset -c "$GW_CPUS")
     ON_REST=(taskset -c "$REST_CPUS")
     PLACEMENT="gateway alone on core $GW_CPUS, load generator and fake upstream on cores $REST_CPUS"
+    GW_SCOPE="on one core"
 else
     ON_GW=()
     ON_REST=()
     PLACEMENT="not pinned (the scheduler places the gateway, load generator and fake upstream)"
+    GW_SCOPE="not pinned"
 fi
 PIDS=()
 
@@ -70,7 +74,7 @@ echo "== building stilts and the openai plugin (release)"
 (cd "$ROOT" && cargo build --locked --release -q -p stilts-cli -p stilts-plugin-openai)
 BIN="$TARGET/release/stilts"
 
-"${ON_REST[@]}" "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
+${ON_REST[@]+"${ON_REST[@]}"} "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 cat >"$WORK/bench.toml" <<TOML
 [server]
@@ -83,10 +87,10 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 model = "bench-model"
 TOML
 if [ -n "$CALLGRIND" ]; then
-    RUST_LOG=warn "${ON_GW[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+    RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
         "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
 else
-    RUST_LOG=warn "${ON_GW[@]}" "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
+    RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
 fi
 GW_PID=$!
 PIDS+=("$GW_PID")
@@ -112,8 +116,9 @@ http {
     }
 }
 NGX
-    "${ON_GW[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
-    PIDS+=($!)
+    ${ON_GW[@]+"${ON_GW[@]}"} nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
 fi
 
 BODY='{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi in five words."}],"max_tokens":16}'
@@ -131,13 +136,13 @@ curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/v1/chat/completions" -H 'conten
     || { echo "gateway not answering"; cat "$WORK/gw.log"; exit 1; }
 
 run() { # name url
-    "${ON_REST[@]}" oha --no-tui --output-format json -z "$DURATION" -q "$RATE" -c "$CONNS" --latency-correction \
+    ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -z "$DURATION" -q "$RATE" -c "$CONNS" --latency-correction \
         -m POST -H 'content-type: application/json' -d "$BODY" "$2" >"$WORK/$1.json"
 }
 
 if [ -n "$CALLGRIND" ]; then
     fixed() { # name requests rate
-        "${ON_REST[@]}" oha --no-tui --output-format json -n "$2" -q "$3" -c 16 -m POST -H 'content-type: application/json' \
+        ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -n "$2" -q "$3" -c 16 -m POST -H 'content-type: application/json' \
             -d "$BODY" "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/$1.json"
     }
     echo "== callgrind: 500 warm-up requests, then $CALLGRIND counted"
@@ -167,7 +172,8 @@ run through "http://127.0.0.1:$GW_PORT/v1/chat/completions"
 GW_TICKS=$(( $(cpu_ticks "$GW_PID") - GW_T0 )); MOCK_TICKS=$(( $(cpu_ticks "$MOCK_PID") - MOCK_T0 ))
 NGINX_TICKS=0
 if [ "$NGINX" = 1 ]; then
-    NGINX_WORKER="$(pgrep -f "nginx: worker process" | head -1)"
+    NGINX_WORKER="$(pgrep -P "$NGINX_PID" | head -1 || true)"
+    [ -n "$NGINX_WORKER" ] || { echo "nginx started no worker process"; cat "$WORK/nginx.log"; exit 1; }
     echo "== through nginx (reference): $RATE req/s for $DURATION"
     DURATION=3s run warm-nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
     NGINX_T0="$(cpu_ticks "$NGINX_WORKER")"
@@ -180,7 +186,7 @@ SAT_SECONDS=10
 if [ "$SATURATE" = 1 ]; then
     echo "== full speed: closed loop, 32 connections, ${SAT_SECONDS} s"
     SAT_T0="$(cpu_ticks "$GW_PID")"
-    "${ON_REST[@]}" oha --no-tui --output-format json -z "${SAT_SECONDS}s" -c 32 \
+    ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -z "${SAT_SECONDS}s" -c 32 \
         -m POST -H 'content-type: application/json' -d "$BODY" \
         "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/saturate.json"
     SAT_TICKS=$(( $(cpu_ticks "$GW_PID") - SAT_T0 ))
@@ -190,10 +196,10 @@ HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")"
 RSS_KB="$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")"
 curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.txt"
 
-python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_TICKS" "$SATURATE" "$SAT_TICKS" "$SAT_SECONDS" <<'PY'
+python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_TICKS" "$SATURATE" "$SAT_TICKS" "$SAT_SECONDS" "$GW_SCOPE" <<'PY'
 import json, sys, re, platform, subprocess, datetime
 work, rate, duration, conns, hwm_kb, rss_kb, doc, gw_ticks, mock_ticks, hz, loadavg = sys.argv[1:12]
-placement, nginx, nginx_ticks, saturate, sat_ticks, sat_seconds = sys.argv[12:18]
+placement, nginx, nginx_ticks, saturate, sat_ticks, sat_seconds, gw_scope = sys.argv[12:19]
 def load(name):
     j = json.load(open(f"{work}/{name}.json"))
     p = j["latencyPercentiles"]
@@ -234,7 +240,7 @@ if nginx == "1":
 if saturate == "1":
     s = load("saturate")
     busy = int(sat_ticks) / int(hz) / float(sat_seconds)
-    lines.append(f"- full speed (closed loop, 32 connections, {sat_seconds} s): **{s['rps']:.0f} req/s** through stilts, "
+    lines.append(f"- full speed (closed loop, 32 connections, {sat_seconds} s, gateway {gw_scope}): **{s['rps']:.0f} req/s** through stilts, "
                  f"gateway CPU {busy:.2f} cores ({int(sat_ticks) / int(hz) / s['count'] * 1e6:.0f} µs per request), "
                  f"p50 {s['p50']:.0f} µs, status codes {s['codes']}")
 lines += [

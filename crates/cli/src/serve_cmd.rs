@@ -256,3 +256,20 @@ pub fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // reason: tests
+mod tests {
+    use super::*;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_worker_is_a_single_threaded_runtime() {
+        let one = runtime_with(Some(1)).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let two = runtime_with(Some(2)).unwrap();
+        assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        let err = runtime_with(Some(0)).unwrap_err();
+        assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+}

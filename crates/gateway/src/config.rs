@@ -374,15 +374,20 @@ impl RouteConfig {
                     "set the upstream model name, e.g. \"gpt-4o-mini\"",
                 ));
             }
-            let url_ok = d.base_url.is_empty()
-                || d.base_url.starts_with("http://")
-                || d.base_url.starts_with("https://");
-            if !url_ok {
-                return Err(ConfigError::new(
-                    path("base_url"),
-                    format!("\"{}\" is not an http(s) URL", d.base_url),
-                    "write it as \"https://api.openai.com/v1\"",
-                ));
+            if !d.base_url.is_empty() {
+                if let Err(problem) = crate::http_client::parse_upstream_url(&d.base_url) {
+                    // A URL with credentials is not echoed: they are secrets.
+                    let shown = if d.base_url.contains('@') {
+                        "the URL".to_owned()
+                    } else {
+                        format!("\"{}\"", d.base_url)
+                    };
+                    return Err(ConfigError::new(
+                        path("base_url"),
+                        format!("{shown} cannot be used: {problem}"),
+                        "write it as \"https://api.openai.com/v1\"",
+                    ));
+                }
             }
             if let Some(var) = &d.api_key_env {
                 if var.trim().is_empty() || var.contains('=') {
@@ -503,6 +508,28 @@ mod tests {
         let e =
             GatewayConfig::parse(&MINIMAL.replace("model = \"m\"", "modle = \"m\"")).unwrap_err();
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_credentials_never_echoed() {
+        let with = |url: &str| {
+            let text = MINIMAL.replace("weight = 0", "").replace(
+                "model = \"m\"\n",
+                &format!("model = \"m\"\nbase_url = \"{url}\"\n"),
+            );
+            GatewayConfig::parse(&text)
+                .unwrap()
+                .validate(Path::new("."))
+        };
+        assert!(with("http://127.0.0.1:11434/v1").is_ok());
+        let e = with("https://api.example.com:99999/v1").unwrap_err();
+        assert_eq!(e.path, "routes.chat.deployments[0].base_url");
+        assert!(e.to_string().contains("port"), "{e}");
+        let e = with("ftp://files.example.com/v1").unwrap_err();
+        assert!(e.to_string().contains("\"ftp\""), "{e}");
+        let e = with("https://user:s3cret@api.example.com/v1").unwrap_err();
+        assert!(e.to_string().contains("credentials"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]

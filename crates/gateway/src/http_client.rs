@@ -10,7 +10,10 @@
 //! one ran.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +29,8 @@ pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, TransportError>;
 
 /// An upstream response: status, headers and a body still to be read.
 pub(crate) type UpstreamResponse = http::Response<UpstreamBody>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -109,11 +114,77 @@ impl TransportError {
     }
 }
 
+/// A connector whose whole connection setup (DNS, TCP and the TLS handshake) must finish within
+/// `limit`: an upstream that accepts TCP connections but never answers the TLS hello (a hung
+/// process whose kernel still accepts) fails over after `connect_ms`, not after `headers_ms`.
+#[derive(Clone)]
+pub(crate) struct TimedConnector<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> tower_service::Service<http::Uri> for TimedConnector<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection within {} ms (DNS, TCP and TLS handshake)",
+                        limit.as_millis()
+                    ),
+                )) as BoxError),
+            }
+        })
+    }
+}
+
+/// The TLS settings every deployment shares: the platform's verifier, safe protocol versions.
+/// Built once per process (loading the system's certificate store is slow, and a reload must not
+/// pause the runtime for it); a changed certificate store applies at the next start.
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    static SHARED: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| format!("cannot load the system's certificate verifier: {e}"))?;
+            Ok(rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("cannot configure TLS: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth())
+        })
+        .clone()
+}
+
+/// The connector of the direct client.
+pub(crate) type DirectConnector = TimedConnector<HttpsConnector<HttpConnector>>;
+
 /// One deployment's HTTP client (cheap to clone: the pool is shared).
 #[derive(Clone)]
 pub(crate) enum HttpClient {
     /// hyper's pooled HTTP/1.1 client over rustls.
-    Direct(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    Direct(Box<Client<DirectConnector, Full<Bytes>>>),
     /// reqwest, which applies the proxy settings.
     Proxied(reqwest::Client),
 }
@@ -127,19 +198,19 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-/// Whether the environment names a proxy (or, off Linux, whether the system may have one).
+/// Whether the environment names a proxy (reqwest is built without system proxy settings, so the
+/// environment is the only place it looks, on every platform).
 pub(crate) fn proxy_configured() -> bool {
-    !cfg!(target_os = "linux")
-        || [
-            "http_proxy",
-            "HTTP_PROXY",
-            "https_proxy",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ]
-        .iter()
-        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+    [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ]
+    .iter()
+    .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
 }
 
 impl HttpClient {
@@ -152,21 +223,12 @@ impl HttpClient {
         }
     }
 
-    /// hyper's pooled HTTP/1.1 client over rustls, verifying certificates as the platform does.
+    /// hyper's pooled HTTP/1.1 client over rustls, verifying certificates as the platform does;
+    /// `connect_timeout` bounds the whole connection setup (DNS, TCP, TLS).
     /// Redirects are not followed: an API that redirects is misconfigured, and following one could
     /// carry the request (and its key) somewhere unexpected.
     pub fn direct(connect_timeout: Duration) -> Result<Self, String> {
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-            .map_err(|e| format!("cannot load the system's certificate verifier: {e}"))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot configure TLS: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let tls = tls_config()?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -177,10 +239,14 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let connector = TimedConnector {
+            inner: https,
+            limit: connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(TokioTimer::new())
-            .build(https);
+            .build(connector);
         Ok(HttpClient::Direct(Box::new(client)))
     }
 
@@ -231,6 +297,44 @@ impl HttpClient {
     }
 }
 
+/// Parses an upstream URL: absolute, `http` or `https`, with a host, a valid port if any, and no
+/// credentials (they belong in the deployment's key or headers, where they are kept out of logs).
+pub(crate) fn parse_upstream_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("it is not a valid URL ({e})"))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "http" && scheme != "https" {
+        return Err(if scheme.is_empty() {
+            "it has no scheme and host; write it as \"https://host/path\"".to_owned()
+        } else {
+            format!("its scheme is {scheme:?}; only http and https are supported")
+        });
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("it has no host".to_owned());
+    };
+    if authority.as_str().contains('@') {
+        return Err("it carries credentials (user:password@); give the key with api_key_env, or a header, instead".to_owned());
+    }
+    if authority.host().is_empty() {
+        return Err("it has no host".to_owned());
+    }
+    // `http::Uri` accepts any text after the last ':' of the host part; a port that is not a
+    // number from 0 to 65535 would silently become the scheme's default port.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if after_host.contains(':') && authority.port_u16().is_none() {
+        return Err(format!(
+            "its port in \"{}\" is not a number from 0 to 65535",
+            authority.as_str()
+        ));
+    }
+    Ok(uri)
+}
+
 /// The next chunk of data of a body (trailers are skipped), or `None` at its end.
 pub(crate) async fn next_chunk(body: &mut UpstreamBody) -> Option<Result<Bytes, TransportError>> {
     loop {
@@ -255,10 +359,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        for client in [
-            HttpClient::direct(Duration::from_secs(2)).unwrap(),
-            HttpClient::proxied(Duration::from_secs(2)).unwrap(),
-        ] {
+        let mut clients = vec![HttpClient::direct(Duration::from_secs(2)).unwrap()];
+        // With a proxy in the environment the proxied client would ask the proxy instead.
+        if !proxy_configured() {
+            clients.push(HttpClient::proxied(Duration::from_secs(2)).unwrap());
+        }
+        for client in clients {
             let request = http::Request::post(format!("http://{addr}/v1/chat/completions"))
                 .body(Bytes::from_static(b"{}"))
                 .unwrap();
@@ -266,6 +372,61 @@ mod tests {
             assert_eq!(err.kind, TransportKind::Connect, "{client:?}: {err}");
             assert!(err.to_string().starts_with("cannot connect: "), "{err}");
             assert!(!err.to_string().contains("127.0.0.1"), "no URL in {err}");
+        }
+    }
+
+    /// An upstream that accepts the TCP connection but never answers the TLS hello: the connect
+    /// limit covers the handshake, so the attempt fails as a timeout after it.
+    #[tokio::test]
+    async fn the_connect_limit_covers_a_stalled_tls_handshake() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                held.push(tcp); // never read or answer
+            }
+        });
+        let client = HttpClient::direct(Duration::from_millis(300)).unwrap();
+        let request = http::Request::post(format!("https://localhost:{port}/v1/chat/completions"))
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), client.send(request))
+            .await
+            .expect("the connect limit did not end the handshake")
+            .unwrap_err();
+        assert_eq!(err.kind, TransportKind::Timeout, "{err}");
+        assert!(
+            err.to_string().contains("no connection within 300 ms"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        holder.abort();
+    }
+
+    #[test]
+    fn upstream_urls_are_checked_before_use() {
+        for good in [
+            "https://api.openai.com/v1/chat/completions",
+            "http://127.0.0.1:11434/v1/chat/completions",
+            "http://[::1]:8000/v1",
+            "https://h/",
+        ] {
+            assert!(parse_upstream_url(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("/v1/chat/completions", "no scheme"),
+            ("ftp://h/x", "\"ftp\""),
+            ("https://h:99999/v1", "port"),
+            ("https://h:44x/v1", "port"),
+            ("https://user:pw@h/v1", "credentials"),
+            ("https://", "not a valid URL"),
+            ("https://h /v1", "not a valid URL"),
+        ] {
+            let err = parse_upstream_url(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

@@ -265,6 +265,16 @@ pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
     }
 }
 
+/// Runs [`reload_from_file`] on tokio's blocking pool: reading the file, loading plugins and
+/// building clients must not pause the requests on the runtime's threads (with one worker, the
+/// only one).
+async fn reload_off_runtime(gateway: &Gateway, path: &Path) -> bool {
+    let (gateway, path) = (gateway.clone(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || reload_from_file(&gateway, &path))
+        .await
+        .unwrap_or(false)
+}
+
 /// Polls `path` every `every` and reloads when its content differs from what it was when this
 /// function was called (read here, before the returned future first runs, so a change made right
 /// after is never missed). Runs until dropped.
@@ -282,7 +292,7 @@ pub fn watch_config(
             let now = tokio::fs::read(&path).await.ok();
             if now.is_some() && now != last {
                 tracing::info!(path = %path.display(), "config file changed; reloading");
-                reload_from_file(&gateway, &path);
+                reload_off_runtime(&gateway, &path).await;
                 last = now;
             }
         }
@@ -306,7 +316,7 @@ pub fn reload_on_sighup(
             };
             while hup.recv().await.is_some() {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading config");
-                reload_from_file(&gateway, &path);
+                reload_off_runtime(&gateway, &path).await;
             }
         }
         #[cfg(not(unix))]

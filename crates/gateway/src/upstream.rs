@@ -19,7 +19,9 @@ use stilts_plugin::sse::SseFramer;
 use stilts_plugin::types::{ErrorInfo, StreamEnd};
 use tokio::time::{Instant as TokioInstant, timeout_at};
 
-use crate::http_client::{HttpClient, TransportError, TransportKind, UpstreamBody, next_chunk};
+use crate::http_client::{
+    HttpClient, TransportError, TransportKind, UpstreamBody, next_chunk, parse_upstream_url,
+};
 use crate::metrics::DeploymentMetrics;
 
 /// Largest upstream body read for a plain answer or an error.
@@ -197,14 +199,22 @@ impl Deployment {
         let uri = match self.url.get() {
             Some((text, uri)) if *text == url_text => uri.clone(),
             _ => {
-                let parsed = upstream_uri(&url_text)
-                    .map_err(|e| self.failure(Failure::new(ErrorClass::Server, e)))?;
+                let parsed = parse_upstream_url(&url_text).map_err(|e| {
+                    self.failure(Failure::new(
+                        ErrorClass::Server,
+                        format!("the plugin built an unusable URL: {e}"),
+                    ))
+                })?;
                 let _ = self.url.set((url_text, parsed.clone()));
                 parsed
             }
         };
-        let method = http::Method::from_bytes(http.method.as_bytes())
-            .map_err(|_| Failure::new(ErrorClass::Server, "plugin built an invalid method"))?;
+        let method = http::Method::from_bytes(http.method.as_bytes()).map_err(|_| {
+            self.failure(Failure::new(
+                ErrorClass::Server,
+                "the plugin built an invalid method",
+            ))
+        })?;
         let mut request = http::Request::new(Bytes::from(http.body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -212,17 +222,17 @@ impl Deployment {
         headers.reserve(http.headers.len());
         for (name, value) in &http.headers {
             let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Failure::new(
+                self.failure(Failure::new(
                     ErrorClass::Server,
                     format!("the plugin built an invalid header name {name:?}"),
-                )
+                ))
             })?;
             let value = http::HeaderValue::from_str(value).map_err(|_| {
                 // The value may be a key: name the header only.
-                Failure::new(
+                self.failure(Failure::new(
                     ErrorClass::Server,
                     format!("the plugin built an invalid value for header {name}"),
-                )
+                ))
             })?;
             headers.append(name, value);
         }
@@ -284,23 +294,6 @@ impl Deployment {
                 format!("unreadable answer: {e}"),
             ))),
         }
-    }
-}
-
-/// Parses the URL a plugin built: absolute, `http` or `https`, with a host.
-fn upstream_uri(text: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("the plugin built an invalid URL: {e}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
-        (Some(other), Some(_)) if other != "http" && other != "https" => Err(format!(
-            "the plugin built a URL with scheme {other:?}; only http and https are supported"
-        )),
-        _ => Err(
-            "the plugin built a URL without a scheme and host; check the deployment's base_url"
-                .to_owned(),
-        ),
     }
 }
 
