@@ -399,7 +399,7 @@ impl RouteConfig {
                 }
             }
             for header in d.extra_headers.keys() {
-                if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                     return Err(ConfigError::new(
                         path(&format!("extra_headers.{header}")),
                         "is not a valid HTTP header name",

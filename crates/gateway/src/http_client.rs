@@ -2,12 +2,11 @@
 //!
 //! Without a proxy it is hyper's HTTP/1.1 client (hyper-util's pooled client) over rustls with the
 //! platform's certificate verifier: the same stack reqwest is built on, without reqwest's
-//! per-request layers (URL re-parsing, redirect and proxy matching), which were about a quarter of
-//! the gateway's work per request (docs/benchmarks-gateway.md). When the environment names a proxy
-//! (`http_proxy`, `https_proxy`, `all_proxy`, either case), or on a system whose proxy settings
-//! live elsewhere than the environment, it is reqwest, which applies them. Both give the same
-//! response type and the same transport errors, so the rest of the gateway does not know which
-//! one ran.
+//! per-request layers (URL re-parsing, redirect and proxy matching), which were a fifth of the
+//! gateway's work per request (docs/benchmarks-gateway.md). When the environment names a proxy
+//! (`http_proxy`, `https_proxy`, `all_proxy`, either case) it is reqwest, which applies it (and
+//! `no_proxy`). Both give the same response type and the same transport errors, so the rest of the
+//! gateway does not know which one ran.
 
 use std::fmt;
 use std::future::Future;
