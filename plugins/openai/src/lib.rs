@@ -240,28 +240,30 @@ struct Peek {
     usage: Option<Value>,
 }
 
-/// The fields of a whole answer the plugin reads (see `parse_response`). `Value` where the full
-/// path accepts any JSON type, so the two paths agree.
+/// The fields of a whole answer the plugin reads (see `parse_response`), typed as an ordinary
+/// answer has them (strings borrowed from the body). Anything else (a number where a string
+/// belongs, a malformed `usage`) fails the peek and takes the full path, which decides the same
+/// way the peek would have.
 #[derive(serde::Deserialize)]
-struct ResponsePeek {
+struct ResponsePeek<'a> {
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    object: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ResponsePeekChoice<'a>>>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
-    object: Option<Value>,
-    #[serde(default)]
-    choices: Option<Vec<ResponsePeekChoice>>,
-    #[serde(default)]
-    model: Option<Value>,
-    #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<Usage>,
 }
 
 /// One choice of a whole answer: only its finish reason is read; a choice that is not an object
 /// fails the peek and takes the full path.
 #[derive(serde::Deserialize)]
-struct ResponsePeekChoice {
-    #[serde(default)]
-    finish_reason: Option<Value>,
+struct ResponsePeekChoice<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -273,27 +275,19 @@ struct PeekChoice {
 /// The answer to an ordinary successful body, read with [`ResponsePeek`]; `None` when the full path
 /// must decide (not JSON, not an object, an error body, no `choices` array, a repeated key).
 fn peek_response(body: &[u8]) -> Option<ParsedResponse> {
-    let peek: ResponsePeek = serde_json::from_slice(body).ok()?;
-    if peek.error.is_some() || peek.object.as_ref().and_then(Value::as_str) == Some("error") {
+    let peek: ResponsePeek<'_> = serde_json::from_slice(body).ok()?;
+    if peek.error.is_some() || peek.object.as_deref() == Some("error") {
         return None;
     }
     let choices = peek.choices?;
     let finish_reason = choices
         .first()
-        .and_then(|c| c.finish_reason.as_ref())
-        .and_then(Value::as_str)
+        .and_then(|c| c.finish_reason.as_deref())
         .and_then(FinishReason::from_name);
     Some(ParsedResponse {
         body: body.to_vec(),
-        usage: peek
-            .usage
-            .filter(|u| !u.is_null())
-            .and_then(|u| serde_json::from_value(u).ok()),
-        model: peek
-            .model
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        usage: peek.usage,
+        model: peek.model.map(std::borrow::Cow::into_owned),
         finish_reason,
     })
 }
@@ -437,6 +431,9 @@ mod tests {
             r#"[]"#,
             r#"nope"#,
             r#"{"choices":[]} trailing"#,
+            r#"{"model":"caf\u00e9","object":"chat.compl\u0065tion","choices":[{"finish_reason":"st\u006fp"}]}"#,
+            r#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":null}}"#,
+            r#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"extra":1}}"#,
         ];
         for body in bodies {
             let body = body.as_bytes();
