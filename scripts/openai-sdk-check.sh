@@ -104,6 +104,14 @@ check(usage is not None and usage.completion_tokens > 0, f"stream: usage chunk (
 if demo and route == "local":
     check(streamed == text, "stream: same answer as the plain call")
 
+# Without stream_options the client gets no usage-only chunk, as from OpenAI: the common
+# `chunk.choices[0].delta.content` loop must work on every chunk.
+bare = []
+for chunk in client.chat.completions.create(
+        model=route, messages=[{"role": "user", "content": "Say hi."}], stream=True):
+    bare.append(chunk.choices[0].delta.content or "")
+check(len("".join(bare)) > 0, "stream without include_usage: chunk.choices[0] on every chunk")
+
 try:
     client.chat.completions.create(model="no-such-route", messages=[{"role": "user", "content": "x"}])
     check(False, "unknown route raises NotFoundError")
