@@ -1580,6 +1580,64 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
     })
 }
 
+/// The fields of a gateway deployment that are routing settings: the same names, and meanings, as
+/// a router provider's (`ProviderConfig`). The others (plugin, base URL, key, model, headers,
+/// options) only matter to the gateway's HTTP calls.
+const DEPLOYMENT_ROUTING_KEYS: &[&str] = &[
+    "name",
+    "weight",
+    "priority",
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "context_window",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "prefill_continuation",
+    "timeouts",
+];
+
+/// If `value` is the `router` table of a gateway route (`parent`, a table with `deployments`) and
+/// lists no providers: the router table with one provider per deployment, and `true`. Otherwise
+/// `value` unchanged, and `false`.
+fn with_deployments_as_providers(
+    value: toml::Value,
+    parent: Option<&toml::Value>,
+    reached_by: Option<&str>,
+) -> (toml::Value, bool) {
+    let deployments = match (reached_by, parent) {
+        (Some("router"), Some(route)) => route.get("deployments").and_then(toml::Value::as_array),
+        _ => None,
+    };
+    let Some(deployments) = deployments else {
+        return (value, false);
+    };
+    let mut router = value;
+    let Some(table) = router.as_table_mut() else {
+        return (router, false);
+    };
+    let listed = table
+        .get("providers")
+        .and_then(toml::Value::as_array)
+        .is_some_and(|p| !p.is_empty());
+    if listed {
+        return (router, false);
+    }
+    let providers = deployments
+        .iter()
+        .map(|d| match d {
+            toml::Value::Table(t) => toml::Value::Table(
+                t.iter()
+                    .filter(|(k, _)| DEPLOYMENT_ROUTING_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        })
+        .collect();
+    table.insert("providers".to_owned(), toml::Value::Array(providers));
+    (router, true)
+}
+
 fn validate_config(
     i: usize,
     raw: RawConfig,
@@ -1595,8 +1653,8 @@ fn validate_config(
         ));
     }
     // Where the RouterConfig comes from: inline, or a file shared with the gateway.
-    let (mut config, prefix, file) = match (raw.router, &raw.file) {
-        (Some(router), None) => (router, path("router"), None),
+    let (mut config, prefix, file, from_deployments) = match (raw.router, &raw.file) {
+        (Some(router), None) => (router, path("router"), None, false),
         (None, Some(file)) => {
             let file_path = base.join(file);
             let text = std::fs::read_to_string(&file_path).map_err(|e| {
@@ -1619,7 +1677,10 @@ fn validate_config(
                 ))
             })?;
             let mut value = toml::Value::Table(doc);
+            // The table holding the one reached, for a gateway route's `deployments`.
+            let mut parent: Option<toml::Value> = None;
             for key in table.split('.').filter(|k| !k.is_empty()) {
+                let holder = value.clone();
                 value = match value {
                     toml::Value::Table(mut t) => t.remove(key).ok_or_else(|| {
                         invalid(
@@ -1636,7 +1697,14 @@ fn validate_config(
                         ));
                     }
                 };
+                parent = Some(holder);
             }
+            // A gateway config: a route's router table lists no providers, its deployments are
+            // the providers. Pointed at `routes.NAME.router`, take each deployment's routing
+            // fields as a provider (errors then name `routes.NAME.deployments[i]`).
+            let reached_by = table.split('.').rfind(|k| !k.is_empty());
+            let (value, from_deployments) =
+                with_deployments_as_providers(value, parent.as_ref(), reached_by);
             let router: RouterConfig = value.try_into().map_err(|e: toml::de::Error| {
                 in_file(invalid(
                     table.clone(),
@@ -1644,7 +1712,7 @@ fn validate_config(
                     "it must be a router table (see docs/routing.md)",
                 ))
             })?;
-            (router, table, Some((file_path, text)))
+            (router, table, Some((file_path, text)), from_deployments)
         }
         _ => {
             return Err(invalid(
@@ -1655,6 +1723,11 @@ fn validate_config(
         }
     };
     let join = |p: &str| {
+        // Providers built from a gateway route's deployments are named where they are written.
+        if let (true, Some(rest)) = (from_deployments, p.strip_prefix("providers[")) {
+            let route = prefix.strip_suffix(".router").unwrap_or(&prefix);
+            return format!("{route}.deployments[{rest}");
+        }
         if prefix.is_empty() {
             p.to_string()
         } else {

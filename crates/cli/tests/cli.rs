@@ -117,3 +117,60 @@ fn plugin_check_loads_the_openai_plugin_and_passes_its_self_test() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("openai"), "{stdout}");
 }
+
+/// The simulator reads a gateway config's route the way the gateway does: the route's deployments
+/// become the router's providers with the same routing settings (prices and context windows aside,
+/// which the simulator fills from its world where the config leaves them out).
+#[test]
+fn sim_reads_a_gateway_route_with_the_gateways_routing_settings() {
+    let root = workspace_root();
+    let gateway = stilts_gateway::GatewayConfig::load(&root.join("examples/stilts.toml")).unwrap();
+    let route = gateway.routes.iter().find(|r| r.name == "chat").unwrap();
+    let scenario =
+        stilts_sim::Scenario::load(&root.join("scenarios/example-config-primary-outage.toml"))
+            .unwrap();
+    let sim = &scenario.configs[0].config;
+    assert_eq!(sim.policy, route.router.policy);
+    assert_eq!(sim.deadline, route.router.deadline);
+    assert_eq!(sim.max_attempts, route.router.max_attempts);
+    assert_eq!(sim.breaker, route.router.breaker);
+    assert_eq!(sim.retry, route.router.retry);
+    assert_eq!(sim.providers.len(), route.router.providers.len());
+    for (s, g) in sim.providers.iter().zip(&route.router.providers) {
+        assert_eq!(s.name, g.name);
+        assert_eq!(s.weight, g.weight, "{}", g.name);
+        assert_eq!(s.priority, g.priority, "{}", g.name);
+        assert_eq!(s.requests_per_minute, g.requests_per_minute, "{}", g.name);
+        assert_eq!(s.tokens_per_minute, g.tokens_per_minute, "{}", g.name);
+        assert_eq!(s.prefill_continuation, g.prefill_continuation, "{}", g.name);
+        assert_eq!(s.timeouts, g.timeouts, "{}", g.name);
+    }
+    // Where the gateway config gives prices, the simulator's router uses them.
+    assert_eq!(sim.providers[0].input_usd_per_mtok, 0.15);
+    assert_eq!(sim.providers[1].output_usd_per_mtok, 0.08);
+}
+
+#[test]
+fn sim_names_the_deployment_a_scenario_does_not_know() {
+    let gateway = scratch(
+        "gw-unknown-deployment.toml",
+        "[routes.chat.router]\npolicy = \"priority\"\n\
+         [[routes.chat.deployments]]\nname = \"openai\"\nplugin = \"openai\"\nmodel = \"m\"\n\
+         [[routes.chat.deployments]]\nname = \"mistral\"\nplugin = \"openai\"\nmodel = \"m\"\n",
+    );
+    let scenario = scratch(
+        "gw-unknown-deployment-scenario.toml",
+        &format!(
+            "name = \"s\"\nduration_s = 10\n[traffic]\nrate_rps = 1\n\
+             [[providers]]\nname = \"openai\"\n\
+             [[configs]]\nname = \"prod\"\nfile = \"{}\"\ntable = \"routes.chat.router\"\n",
+            gateway.display()
+        ),
+    );
+    let out = stilts(&["sim", scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("routes.chat.deployments[1].name"), "{err}");
+    assert!(err.contains("\"mistral\""), "{err}");
+    assert!(err.contains("gw-unknown-deployment.toml"), "{err}");
+}
