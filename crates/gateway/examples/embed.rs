@@ -62,6 +62,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             body,
         }) => {
             let answer: serde_json::Value = serde_json::from_slice(&body)?;
+            if provider != "backup" {
+                return Err(format!("expected the backup to answer, got {provider}").into());
+            }
             println!(
                 "plain: served by {provider} after {attempts} attempt(s): {}",
                 answer["choices"][0]["message"]["content"]

@@ -155,25 +155,26 @@ where
 }
 
 /// The TLS settings every deployment shares: the platform's verifier, safe protocol versions.
-/// Built once per process (loading the system's certificate store is slow, and a reload must not
-/// pause the runtime for it); a changed certificate store applies at the next start.
+/// Built once per process on first success (loading the system's certificate store is slow, and a
+/// reload must not pause the runtime for it; a failure is not kept, so the next build tries again);
+/// a changed certificate store applies at the next start.
 fn tls_config() -> Result<rustls::ClientConfig, String> {
-    static SHARED: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            let provider = rustls::crypto::CryptoProvider::get_default()
-                .cloned()
-                .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-            let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-                .map_err(|e| format!("cannot load the system's certificate verifier: {e}"))?;
-            Ok(rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("cannot configure TLS: {e}"))?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth())
-        })
-        .clone()
+    static SHARED: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    if let Some(config) = SHARED.get() {
+        return Ok(config.clone());
+    }
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .map_err(|e| format!("cannot load the system's certificate verifier: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot configure TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(SHARED.get_or_init(|| config).clone())
 }
 
 /// The connector of the direct client.
@@ -316,20 +317,31 @@ pub(crate) fn parse_upstream_url(text: &str) -> Result<http::Uri, String> {
     if authority.as_str().contains('@') {
         return Err("it carries credentials (user:password@); give the key with api_key_env, or a header, instead".to_owned());
     }
-    if authority.host().is_empty() {
+    let host = authority.host();
+    if host.is_empty() {
         return Err("it has no host".to_owned());
     }
-    // `http::Uri` accepts any text after the last ':' of the host part; a port that is not a
-    // number from 0 to 65535 would silently become the scheme's default port.
+    if host.contains('%') {
+        return Err(format!(
+            "its host {host} has a zone id (%), which is not supported; use an address or name without one"
+        ));
+    }
+    // `http::Uri` accepts any text after the host's last ':'; only digits (or nothing: the
+    // scheme's port) name a port, and port 0 cannot be connected to.
     let after_host = authority
         .as_str()
         .rsplit_once(']')
         .map_or(authority.as_str(), |(_, rest)| rest);
-    if after_host.contains(':') && authority.port_u16().is_none() {
-        return Err(format!(
-            "its port in \"{}\" is not a number from 0 to 65535",
-            authority.as_str()
-        ));
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        let valid = port.is_empty()
+            || (port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|p| p != 0));
+        if !valid {
+            return Err(format!(
+                "its port in \"{}\" is not a number from 1 to 65535",
+                authority.as_str()
+            ));
+        }
     }
     Ok(uri)
 }
@@ -412,6 +424,8 @@ mod tests {
             "http://127.0.0.1:11434/v1/chat/completions",
             "http://[::1]:8000/v1",
             "https://h/",
+            "http://h:/v1",
+            "HTTPS://API.EXAMPLE.COM./v1",
         ] {
             assert!(parse_upstream_url(good).is_ok(), "{good}");
         }
@@ -420,6 +434,9 @@ mod tests {
             ("ftp://h/x", "\"ftp\""),
             ("https://h:99999/v1", "port"),
             ("https://h:44x/v1", "port"),
+            ("https://h:+443/v1", "port"),
+            ("https://h:0/v1", "port"),
+            ("http://[fe80::1%25eth0]:8000/v1", "zone id"),
             ("https://user:pw@h/v1", "credentials"),
             ("https://", "not a valid URL"),
             ("https://h /v1", "not a valid URL"),

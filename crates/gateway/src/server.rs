@@ -267,12 +267,20 @@ pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
 
 /// Runs [`reload_from_file`] on tokio's blocking pool: reading the file, loading plugins and
 /// building clients must not pause the requests on the runtime's threads (with one worker, the
-/// only one).
+/// only one). Reloads run one at a time (a file change and a SIGHUP at once would otherwise race,
+/// and an older read could be applied last); one that panics is counted as refused.
 async fn reload_off_runtime(gateway: &Gateway, path: &Path) -> bool {
-    let (gateway, path) = (gateway.clone(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || reload_from_file(&gateway, &path))
-        .await
-        .unwrap_or(false)
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (worker, file) = (gateway.clone(), path.to_path_buf());
+    match tokio::task::spawn_blocking(move || reload_from_file(&worker, &file)).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            gateway.metrics().reload(false);
+            tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
+            false
+        }
+    }
 }
 
 /// Polls `path` every `every` and reloads when its content differs from what it was when this

@@ -501,8 +501,7 @@ impl StreamReader {
             }
         };
         for chunk in step.chunks {
-            // Only a step that reports usage can hold a usage-only chunk: others pay nothing.
-            if step.usage.is_some() && !self.usage_chunks && is_usage_only(&chunk) {
+            if !self.usage_chunks && is_usage_only(&chunk) {
                 continue;
             }
             let need_look = !self.informative || self.text.is_some() || self.skip_role_chunk;
@@ -538,8 +537,37 @@ impl StreamReader {
     }
 }
 
-/// Whether a canonical chunk is the usage-only chunk that ends a stream: `choices` is empty.
+/// Whether a canonical chunk is the usage-only chunk that ends a stream: `choices` is empty. A
+/// byte scan for `"choices"`, `:` and `[]` (blanks allowed) rules out ordinary chunks without
+/// parsing them (inside a JSON string the quotes would be escaped); a match is confirmed by a
+/// parse, so a chunk that only looks like one is kept.
 fn is_usage_only(chunk: &[u8]) -> bool {
+    has_empty_choices(chunk) && parses_with_empty_choices(chunk)
+}
+
+/// Whether `chunk` contains `"choices"` followed by blanks, `:`, blanks, `[`, blanks and `]`.
+fn has_empty_choices(chunk: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"choices\"";
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut rest = chunk;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        rest = &rest[at + KEY.len()..];
+        let mut it = rest.iter().skip_while(|b| blank(b));
+        if it.next() != Some(&b':') {
+            continue;
+        }
+        let mut it = it.skip_while(|b| blank(b));
+        if it.next() != Some(&b'[') {
+            continue;
+        }
+        if it.find(|b| !blank(b)) == Some(&b']') {
+            return true;
+        }
+    }
+    false
+}
+
+fn parses_with_empty_choices(chunk: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Choices {
         #[serde(default)]
@@ -646,6 +674,14 @@ mod finish_tests {
         ));
         assert!(!is_usage_only(br#"{"usage":{"prompt_tokens":1}}"#));
         assert!(!is_usage_only(b"not json"));
+        // Usage the plugin could not read still makes the chunk usage-only.
+        assert!(is_usage_only(
+            br#"{"choices":[],"usage":{"prompt_tokens":1,"total_tokens":null}}"#
+        ));
+        // Text that mentions it is not it.
+        assert!(!is_usage_only(
+            br#"{"choices":[{"index":0,"delta":{"content":"\"choices\": []"}}]}"#
+        ));
     }
 
     #[test]

@@ -227,3 +227,61 @@ async fn a_body_cut_mid_upload_is_a_bad_request_not_too_large() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("unreadable_body"), "{answer}");
 }
+
+/// The anthropic plugin ends every stream with a usage-only chunk (`choices: []`): a client that
+/// did not ask for usage must not get it, one that asked must, both through the real plugin.
+#[tokio::test]
+async fn an_anthropic_stream_has_a_usage_chunk_only_when_asked() {
+    let events = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello."}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ];
+    let sse: String = events
+        .iter()
+        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
+        .collect();
+    for asked in [false, true] {
+        let (url, _) = raw_upstream(vec![(0, sse.clone().into_bytes())]).await;
+        let anthropic = anthropic_plugin();
+        let gw = gateway(&format!(
+            "[routes.s.router]\npolicy = \"priority\"\n\
+             [[routes.s.deployments]]\nname = \"b\"\nplugin = \"{}\"\nbase_url = \"{url}/v1\"\nmodel = \"claude-b\"\n",
+            anthropic.display()
+        ));
+        let mut request = req();
+        if asked {
+            request["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+        let (provider, body) = collect(&gw, request).await;
+        assert_eq!(provider, "b");
+        let usage_only = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+            .filter(|c| c["choices"].as_array().is_some_and(Vec::is_empty))
+            .count();
+        assert_eq!(usage_only, usize::from(asked), "asked: {asked}\n{body}");
+        assert!(body.contains("Hello."), "{body}");
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    }
+}

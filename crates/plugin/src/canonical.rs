@@ -785,14 +785,40 @@ mod tests {
         }
     }
 
-    /// Both deserializers accept `json` with the same value, or both refuse it.
+    /// Both deserializers accept `json` with the same value, or both refuse it: from text, from
+    /// a reader and from a `Value` (a different deserializer, which never lends strings).
     fn same_as_derived(json: &str) {
-        let new = serde_json::from_str::<ChatRequest>(json);
-        let old = serde_json::from_str::<derived::Request>(json).map(ChatRequest::from);
-        match (new, old) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
-            (Err(_), Err(_)) => {}
-            (a, b) => panic!("{json}\n hand-written: {a:?}\n derived: {b:?}"),
+        fn agree<E: std::fmt::Debug>(
+            json: &str,
+            via: &str,
+            new: Result<ChatRequest, E>,
+            old: Result<ChatRequest, E>,
+        ) {
+            match (new, old) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{via}: {json}"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{via}: {json}\n hand-written: {a:?}\n derived: {b:?}"),
+            }
+        }
+        agree(
+            json,
+            "from_str",
+            serde_json::from_str::<ChatRequest>(json),
+            serde_json::from_str::<derived::Request>(json).map(ChatRequest::from),
+        );
+        agree(
+            json,
+            "from_reader",
+            serde_json::from_reader::<_, ChatRequest>(json.as_bytes()),
+            serde_json::from_reader::<_, derived::Request>(json.as_bytes()).map(ChatRequest::from),
+        );
+        if let Ok(value) = serde_json::from_str::<Value>(json) {
+            agree(
+                json,
+                "from_value",
+                serde_json::from_value::<ChatRequest>(value.clone()),
+                serde_json::from_value::<derived::Request>(value).map(ChatRequest::from),
+            );
         }
     }
 
@@ -826,6 +852,10 @@ mod tests {
             r#"{"messages":[{"role":"user","role":"user"}]}"#,
             r#"{"messages":[{"role":"user","refusal":null,"x":[1,2]}]}"#,
             r#"{"messages":[{"role":"user","name":"n","name":"m"}]}"#,
+            r#"{"messages":[{"role":"user","content":"a","content":"b"}]}"#,
+            r#"{"messages":[{"role":"tool","tool_call_id":"a","tool_call_id":"b"}]}"#,
+            r#"{"messages":[{"role":"assistant","tool_calls":[],"tool_calls":[]}]}"#,
+            r#"{"messages":[{"r\u006fle":"user","c\u006fntent":"escaped keys"}]}"#,
             r#"{"messages":{}}"#,
             r#"[]"#,
             r#""text""#,

@@ -33,6 +33,14 @@ pub struct Transcript {
 /// Runs an SSE transcript (raw bytes, as received) through `translator`.
 ///
 /// Chunks that are not JSON are a bug in the plugin and show up as `Value::Null` entries.
+///
+/// # Panics
+///
+/// When a step emits a usage-only chunk (`choices: []`) without reporting usage in the same step:
+/// the host looks for that chunk only in steps that report usage (see [`StreamStep::usage`]), so
+/// the plugin breaks the contract.
+///
+/// [`StreamStep::usage`]: crate::types::StreamStep::usage
 pub fn run_transcript<T: Translator>(translator: &T, sse: &[u8]) -> Transcript {
     let (events, _partial) = match frame_all(sse) {
         Ok(x) => x,
@@ -58,11 +66,20 @@ pub fn run_transcript<T: Translator>(translator: &T, sse: &[u8]) -> Transcript {
     let mut ended_at_event = None;
     for (i, ev) in events.iter().enumerate() {
         let step = driver.event(ev.event.as_deref(), &ev.data);
-        chunks.extend(
-            step.chunks
-                .iter()
-                .map(|c| serde_json::from_slice(c).unwrap_or(Value::Null)),
+        let parsed: Vec<Value> = step
+            .chunks
+            .iter()
+            .map(|c| serde_json::from_slice(c).unwrap_or(Value::Null))
+            .collect();
+        let usage_only = parsed
+            .iter()
+            .any(|c| c["choices"].as_array().is_some_and(Vec::is_empty));
+        assert!(
+            !usage_only || step.usage.is_some(),
+            "event {i} emitted a usage-only chunk (`choices: []`) without reporting usage in its \
+             step; set StreamStep::usage in the step that emits it"
         );
+        chunks.extend(parsed);
         if step.usage.is_some() {
             usage = step.usage;
         }

@@ -193,6 +193,9 @@ impl Translator for OpenAi {
         }
         // Peek at the few fields that matter without building a full JSON tree (the chunk itself is
         // forwarded byte for byte); serde still validates the whole event.
+        if !starts_an_object(data) {
+            return StreamStep::cut("stream event is not valid JSON: not an object");
+        }
         let peek: Peek = match serde_json::from_slice(data) {
             Ok(p) => p,
             Err(e) => return StreamStep::cut(format!("stream event is not valid JSON: {e}")),
@@ -207,7 +210,7 @@ impl Translator for OpenAi {
         let Some(choices) = peek.choices else {
             return StreamStep::cut("stream event has no `choices`");
         };
-        state.finish_seen |= choices.iter().any(|c| c.finish_reason.is_some());
+        state.finish_seen |= choices.iter().any(|c| c.0.finish_reason.is_some());
         let usage = peek.usage.and_then(|u| serde_json::from_value(u).ok());
         StreamStep {
             chunks: vec![data.to_vec()],
@@ -235,35 +238,61 @@ struct Peek {
     #[serde(default)]
     object: Option<String>,
     #[serde(default)]
-    choices: Option<Vec<PeekChoice>>,
+    choices: Option<Vec<Object<PeekChoice>>>,
     #[serde(default)]
     usage: Option<Value>,
 }
 
+/// Whether `json` starts (after blanks) with `{`: derived structs would also accept an array.
+fn starts_an_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// `T` read from a JSON object only (a derived struct also accepts an array of its fields).
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
 /// The fields of a whole answer the plugin reads (see `parse_response`), typed as an ordinary
-/// answer has them (strings borrowed from the body). Anything else (a number where a string
-/// belongs, a malformed `usage`) fails the peek and takes the full path, which decides the same
-/// way the peek would have.
+/// answer has them, strings borrowed from the body. Anything else (a number where a string
+/// belongs, a string with escapes, a malformed `usage`, an array where an object belongs) fails
+/// the peek and takes the full path, which decides the same way the peek would have.
 #[derive(serde::Deserialize)]
 struct ResponsePeek<'a> {
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
     #[serde(default, borrow)]
-    object: Option<std::borrow::Cow<'a, str>>,
+    object: Option<&'a str>,
     #[serde(default, borrow)]
-    choices: Option<Vec<ResponsePeekChoice<'a>>>,
+    choices: Option<Vec<Object<ResponsePeekChoice<'a>>>>,
     #[serde(default, borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<&'a str>,
     #[serde(default)]
     usage: Option<Usage>,
 }
 
-/// One choice of a whole answer: only its finish reason is read; a choice that is not an object
-/// fails the peek and takes the full path.
+/// One choice of a whole answer: only its finish reason is read.
 #[derive(serde::Deserialize)]
 struct ResponsePeekChoice<'a> {
     #[serde(default, borrow)]
-    finish_reason: Option<std::borrow::Cow<'a, str>>,
+    finish_reason: Option<&'a str>,
 }
 
 #[derive(serde::Deserialize)]
@@ -275,19 +304,22 @@ struct PeekChoice {
 /// The answer to an ordinary successful body, read with [`ResponsePeek`]; `None` when the full path
 /// must decide (not JSON, not an object, an error body, no `choices` array, a repeated key).
 fn peek_response(body: &[u8]) -> Option<ParsedResponse> {
+    if !starts_an_object(body) {
+        return None;
+    }
     let peek: ResponsePeek<'_> = serde_json::from_slice(body).ok()?;
-    if peek.error.is_some() || peek.object.as_deref() == Some("error") {
+    if peek.error.is_some() || peek.object == Some("error") {
         return None;
     }
     let choices = peek.choices?;
     let finish_reason = choices
         .first()
-        .and_then(|c| c.finish_reason.as_deref())
+        .and_then(|c| c.0.finish_reason)
         .and_then(FinishReason::from_name);
     Some(ParsedResponse {
         body: body.to_vec(),
         usage: peek.usage,
-        model: peek.model.map(std::borrow::Cow::into_owned),
+        model: peek.model.map(str::to_owned),
         finish_reason,
     })
 }
@@ -412,6 +444,23 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_event_that_is_not_an_object_is_a_cut() {
+        for data in [
+            &br#"[null,null,[{"finish_reason":"stop"}]]"#[..],
+            br#"{"choices":[["stop"]]}"#,
+        ] {
+            let mut state = OpenAi.stream_open();
+            let step = OpenAi.stream_event(&mut state, None, data);
+            assert!(step.chunks.is_empty(), "{}", String::from_utf8_lossy(data));
+            assert!(
+                matches!(step.done, Some(StreamEnd::Cut { .. })),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+
+    #[test]
     fn the_peek_agrees_with_the_full_parse_or_defers_to_it() {
         let bodies: &[&str] = &[
             r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
@@ -434,6 +483,9 @@ mod tests {
             r#"{"model":"caf\u00e9","object":"chat.compl\u0065tion","choices":[{"finish_reason":"st\u006fp"}]}"#,
             r#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":null}}"#,
             r#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"extra":1}}"#,
+            r#"[null,null,[{"finish_reason":"stop"}],"m"]"#,
+            r#"{"choices":[["stop"]]}"#,
+            r#" {"choices":[{"finish_reason":"stop"}]}"#,
         ];
         for body in bodies {
             let body = body.as_bytes();
