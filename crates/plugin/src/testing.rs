@@ -37,7 +37,7 @@ pub struct Transcript {
 /// # Panics
 ///
 /// When a step emits a usage-only chunk (`choices: []`) without reporting usage in the same step:
-/// the host looks for that chunk only in steps that report usage (see [`StreamStep::usage`]), so
+/// the host counts tokens and cost from the reported usage only (see [`StreamStep::usage`]), so
 /// the plugin breaks the contract.
 ///
 /// [`StreamStep::usage`]: crate::types::StreamStep::usage

@@ -317,8 +317,8 @@ pub struct StreamStep {
     /// Canonical `chat.completion.chunk` JSON objects to forward, in order (often zero or one).
     pub chunks: Vec<Vec<u8>>,
     /// Usage as known so far (cumulative), if this event reported it. A step that emits the
-    /// usage-only chunk (`choices: []`) must set this too: the host looks for that chunk only in
-    /// steps that report usage, and keeps it from clients that did not ask for usage.
+    /// usage-only chunk (`choices: []`) must set this too: the host bills and meters from this
+    /// field, not from the chunk (which it passes on only to clients that asked for usage).
     pub usage: Option<Usage>,
     /// Set when this event ended the stream; further events are ignored.
     pub done: Option<StreamEnd>,
