@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use stilts_gateway::config::GatewayConfig;
+use stilts_gateway::config::{GatewayConfig, ValidGateway};
 use stilts_gateway::demo::Demo;
 use stilts_gateway::mock::{Faults, MockConfig, MockUpstream, Schedule};
 use stilts_gateway::{Gateway, server};
@@ -21,9 +21,10 @@ pub struct ServeArgs {
     /// Listen address for the embedded demo (a config file sets its own in [server]).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Async worker threads (default: one per core this process may run on, as `taskset` or a
-    /// container's CPU set allows). With 1, the gateway runs on a single-threaded runtime: no
-    /// cross-core wake-ups, the cheapest shape per request (docs/benchmarks-gateway.md).
+    /// Async worker threads (default: the config's `server.worker_threads`, else one per core this
+    /// process may run on, as `taskset` or a container's CPU set allows). With 1, the gateway runs
+    /// on a single-threaded runtime: no cross-core wake-ups, the cheapest shape per request
+    /// (docs/benchmarks-gateway.md).
     #[arg(long)]
     pub worker_threads: Option<usize>,
 }
@@ -113,16 +114,18 @@ fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime:
 /// Runs the gateway.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     stilts_gateway::init_logging();
-    runtime_with(args.worker_threads)?.block_on(async move {
-        match args.config {
-            Some(path) => serve_config(&path).await,
-            None => serve_demo(args.listen).await,
+    match args.config {
+        Some(path) => {
+            // Read before the runtime exists: the config may choose its worker count.
+            let valid = GatewayConfig::load(&path)?;
+            let workers = args.worker_threads.or(valid.server.worker_threads);
+            runtime_with(workers)?.block_on(serve_config(&path, valid))
         }
-    })
+        None => runtime_with(args.worker_threads)?.block_on(serve_demo(args.listen)),
+    }
 }
 
-async fn serve_config(path: &Path) -> anyhow::Result<ExitCode> {
-    let valid = GatewayConfig::load(path)?;
+async fn serve_config(path: &Path, valid: ValidGateway) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::new(&valid).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let listener = tokio::net::TcpListener::bind(valid.server.listen)
         .await

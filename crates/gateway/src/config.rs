@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// How often the config file is checked for changes. Default 1 000; 0 disables the watch
     /// (SIGHUP still reloads).
     pub reload_poll_ms: Option<u64>,
+    /// Async worker threads. Default: one per core the process may run on; 1 runs the gateway on
+    /// a single-threaded runtime. `stilts serve --worker-threads` overrides it. Read at start.
+    pub worker_threads: Option<usize>,
 }
 
 /// One route: the deployments that can serve it and how to choose among them.
@@ -170,6 +173,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// File-watch interval, `None` when disabled.
     pub reload_poll: Option<Duration>,
+    /// Async worker threads, if set (≥ 1).
+    pub worker_threads: Option<usize>,
 }
 
 /// How a deployment names its plugin.
@@ -314,6 +319,16 @@ impl ServerConfig {
             reload_poll: match self.reload_poll_ms.unwrap_or(1_000) {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
+            },
+            worker_threads: match self.worker_threads {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "server.worker_threads",
+                        "0 workers cannot serve",
+                        "use 1 (a single-threaded runtime) or more, or remove it for one per core",
+                    ));
+                }
+                n => n,
             },
         })
     }
@@ -508,6 +523,28 @@ mod tests {
         let e =
             GatewayConfig::parse(&MINIMAL.replace("model = \"m\"", "modle = \"m\"")).unwrap_err();
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn zero_worker_threads_are_refused() {
+        let text = format!(
+            "[server]\nworker_threads = 0\n{}",
+            MINIMAL.replace("weight = 0", "")
+        );
+        let e = GatewayConfig::parse(&text)
+            .unwrap()
+            .validate(Path::new("."))
+            .unwrap_err();
+        assert_eq!(e.path, "server.worker_threads");
+        let text = format!(
+            "[server]\nworker_threads = 1\n{}",
+            MINIMAL.replace("weight = 0", "")
+        );
+        let v = GatewayConfig::parse(&text)
+            .unwrap()
+            .validate(Path::new("."))
+            .unwrap();
+        assert_eq!(v.server.worker_threads, Some(1));
     }
 
     #[test]

@@ -254,11 +254,15 @@ pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
             false
         }
         Ok(valid) => {
-            if valid.server.listen != gateway.server_settings().listen {
+            let running = gateway.server_settings();
+            if valid.server.listen != running.listen {
                 tracing::warn!(
                     listen = %valid.server.listen,
                     "server.listen changed: it applies at the next restart"
                 );
+            }
+            if valid.server.worker_threads != running.worker_threads {
+                tracing::warn!("server.worker_threads changed: it applies at the next restart");
             }
             gateway.reload(&valid).is_ok()
         }
