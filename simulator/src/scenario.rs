@@ -1580,62 +1580,211 @@ fn validate_event_kind(i: usize, e: &RawEvent) -> Result<EventKind, Invalid> {
     })
 }
 
-/// The fields of a gateway deployment that are routing settings: the same names, and meanings, as
-/// a router provider's (`ProviderConfig`). The others (plugin, base URL, key, model, headers,
-/// options) only matter to the gateway's HTTP calls.
-const DEPLOYMENT_ROUTING_KEYS: &[&str] = &[
-    "name",
-    "weight",
-    "priority",
-    "input_usd_per_mtok",
-    "output_usd_per_mtok",
-    "context_window",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "prefill_continuation",
-    "timeouts",
+/// The fields of a gateway deployment that only matter to its HTTP calls. The others are its
+/// routing settings, with the same names and meanings as a router provider's (`ProviderConfig`),
+/// so a typo among them is refused as the gateway refuses it.
+const DEPLOYMENT_HTTP_KEYS: &[&str] = &[
+    "plugin",
+    "base_url",
+    "api_key_env",
+    "model",
+    "extra_headers",
+    "options",
 ];
 
-/// If `value` is the `router` table of a gateway route (`parent`, a table with `deployments`) and
-/// lists no providers: the router table with one provider per deployment, and `true`. Otherwise
-/// `value` unchanged, and `false`.
-fn with_deployments_as_providers(
-    value: toml::Value,
-    parent: Option<&toml::Value>,
-    reached_by: Option<&str>,
-) -> (toml::Value, bool) {
-    let deployments = match (reached_by, parent) {
-        (Some("router"), Some(route)) => route.get("deployments").and_then(toml::Value::as_array),
+/// The keys of a TOML dotted key such as `routes."gpt-4.1".router` (quoted parts may hold dots).
+fn dotted_keys(table: &str) -> Result<Vec<String>, String> {
+    if table.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let doc: toml::Table = toml::from_str(&format!("{table} = 0"))
+        .map_err(|_| format!("`{table}` is not a TOML dotted key"))?;
+    let mut keys = Vec::new();
+    let mut level = &doc;
+    loop {
+        let mut entries = level.iter();
+        let (Some((key, value)), None) = (entries.next(), entries.next()) else {
+            return Err(format!("`{table}` is not a TOML dotted key"));
+        };
+        keys.push(key.clone());
+        match value {
+            toml::Value::Table(inner) => level = inner,
+            _ => return Ok(keys),
+        }
+    }
+}
+
+/// A dotted path for messages, with the keys that need it quoted.
+fn dotted_path(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| {
+            if !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                k.clone()
+            } else {
+                format!("{k:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// What a config's `file` + `table` yield: the router, the dotted path of its table (the prefix of
+/// error paths), the file and its text, and whether the providers came from a gateway route's
+/// deployments.
+type FromFile = (RouterConfig, String, Option<(PathBuf, String)>, bool);
+
+/// Reads the router table `table` of the TOML file `file`. When it is the `router` of a gateway
+/// route (`routes.NAME.router`, a table beside `deployments`), the route's deployments are its
+/// providers, as in the gateway: each deployment's routing fields make one provider; a missing
+/// router table means the defaults; a router that lists providers itself is refused, as the
+/// gateway refuses it.
+fn router_from_file(
+    path: &dyn Fn(&str) -> String,
+    file: &str,
+    table: Option<&str>,
+    base: &Path,
+) -> Result<FromFile, Invalid> {
+    let file_path = base.join(file);
+    let text = std::fs::read_to_string(&file_path).map_err(|e| {
+        invalid(
+            path("file"),
+            format!("cannot read {}: {e}", file_path.display()),
+            "give a path relative to the scenario file",
+        )
+    })?;
+    let in_file = |inv: Invalid| Invalid {
+        file: Some((file_path.clone(), text.clone())),
+        ..inv
+    };
+    let keys = dotted_keys(table.unwrap_or_default()).map_err(|problem| {
+        invalid(
+            path("table"),
+            problem,
+            "give the dotted path of the router table, such as \"routes.chat.router\"",
+        )
+    })?;
+    let table_path = dotted_path(&keys);
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| {
+        in_file(invalid(
+            "",
+            e.message().trim(),
+            "the file must be valid TOML",
+        ))
+    })?;
+    let mut value = toml::Value::Table(doc);
+    // The table holding the one reached, for a gateway route's `deployments`.
+    let mut parent: Option<toml::Value> = None;
+    for (depth, key) in keys.iter().enumerate() {
+        let toml::Value::Table(mut level) = value else {
+            return Err(invalid(
+                path("table"),
+                format!("`{table_path}` is not a table in {}", file_path.display()),
+                "give the dotted path of the router table",
+            ));
+        };
+        let last = depth + 1 == keys.len();
+        let next = match level.get(key) {
+            Some(v) => v.clone(),
+            // A gateway route may leave its router table out: the defaults apply.
+            None if last && key == "router" && level.contains_key("deployments") => {
+                toml::Value::Table(toml::Table::new())
+            }
+            None => {
+                return Err(invalid(
+                    path("table"),
+                    format!("{} has no table `{table_path}`", file_path.display()),
+                    "give the dotted path of the router table, such as \"routes.chat.router\"",
+                ));
+            }
+        };
+        level.remove(key);
+        level.insert(key.clone(), toml::Value::Table(toml::Table::new()));
+        parent = Some(toml::Value::Table(level));
+        value = next;
+    }
+    let deployments = match (keys.last().map(String::as_str), &parent) {
+        (Some("router"), Some(route)) => route.get("deployments").cloned(),
         _ => None,
     };
     let Some(deployments) = deployments else {
-        return (value, false);
+        let router: RouterConfig = value.try_into().map_err(|e: toml::de::Error| {
+            in_file(invalid(
+                table_path.clone(),
+                e.message().trim(),
+                "it must be a router table (see docs/routing.md)",
+            ))
+        })?;
+        return Ok((router, table_path, Some((file_path, text)), false));
     };
-    let mut router = value;
-    let Some(table) = router.as_table_mut() else {
-        return (router, false);
+    // A gateway route: its deployments are the providers.
+    let route_path = dotted_path(&keys[..keys.len() - 1]);
+    let at = |field: &str| format!("{route_path}.{field}");
+    let mut router_table = match value {
+        toml::Value::Table(t) => t,
+        _ => {
+            return Err(in_file(invalid(
+                table_path.clone(),
+                "is not a table",
+                "it must be a router table (see docs/routing.md)",
+            )));
+        }
     };
-    let listed = table
+    if router_table
         .get("providers")
         .and_then(toml::Value::as_array)
-        .is_some_and(|p| !p.is_empty());
-    if listed {
-        return (router, false);
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(in_file(invalid(
+            at("router.providers"),
+            "is set; a gateway route's providers are its deployments",
+            "remove it and list [[deployments]] instead (stilts config check refuses it too)",
+        )));
     }
-    let providers = deployments
-        .iter()
-        .map(|d| match d {
+    let deployments = match deployments {
+        toml::Value::Array(d) if !d.is_empty() => d,
+        _ => {
+            return Err(in_file(invalid(
+                at("deployments"),
+                "is empty or not a list",
+                format!("add at least one [[{route_path}.deployments]] table"),
+            )));
+        }
+    };
+    let mut providers = Vec::with_capacity(deployments.len());
+    for (j, deployment) in deployments.into_iter().enumerate() {
+        let provider = match deployment {
             toml::Value::Table(t) => toml::Value::Table(
-                t.iter()
-                    .filter(|(k, _)| DEPLOYMENT_ROUTING_KEYS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                t.into_iter()
+                    .filter(|(k, _)| !DEPLOYMENT_HTTP_KEYS.contains(&k.as_str()))
                     .collect(),
             ),
-            other => other.clone(),
-        })
-        .collect();
-    table.insert("providers".to_owned(), toml::Value::Array(providers));
-    (router, true)
+            other => other,
+        };
+        // Typed one by one, so that an error names its deployment.
+        if let Err(e) = provider.clone().try_into::<stilts_core::ProviderConfig>() {
+            return Err(in_file(invalid(
+                at(&format!("deployments[{j}]")),
+                e.message().trim(),
+                "fix the deployment's routing fields (see docs/configuration.md)",
+            )));
+        }
+        providers.push(provider);
+    }
+    router_table.insert("providers".to_owned(), toml::Value::Array(providers));
+    let router: RouterConfig =
+        toml::Value::Table(router_table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                in_file(invalid(
+                    table_path.clone(),
+                    e.message().trim(),
+                    "it must be a router table (see docs/routing.md)",
+                ))
+            })?;
+    Ok((router, table_path, Some((file_path, text)), true))
 }
 
 fn validate_config(
@@ -1655,65 +1804,7 @@ fn validate_config(
     // Where the RouterConfig comes from: inline, or a file shared with the gateway.
     let (mut config, prefix, file, from_deployments) = match (raw.router, &raw.file) {
         (Some(router), None) => (router, path("router"), None, false),
-        (None, Some(file)) => {
-            let file_path = base.join(file);
-            let text = std::fs::read_to_string(&file_path).map_err(|e| {
-                invalid(
-                    path("file"),
-                    format!("cannot read {}: {e}", file_path.display()),
-                    "give a path relative to the scenario file",
-                )
-            })?;
-            let table = raw.table.clone().unwrap_or_default();
-            let in_file = |inv: Invalid| Invalid {
-                file: Some((file_path.clone(), text.clone())),
-                ..inv
-            };
-            let doc: toml::Table = toml::from_str(&text).map_err(|e| {
-                in_file(invalid(
-                    "",
-                    e.message().trim(),
-                    "the file must be valid TOML",
-                ))
-            })?;
-            let mut value = toml::Value::Table(doc);
-            // The table holding the one reached, for a gateway route's `deployments`.
-            let mut parent: Option<toml::Value> = None;
-            for key in table.split('.').filter(|k| !k.is_empty()) {
-                let holder = value.clone();
-                value = match value {
-                    toml::Value::Table(mut t) => t.remove(key).ok_or_else(|| {
-                        invalid(
-                            path("table"),
-                            format!("{} has no table `{table}`", file_path.display()),
-                            "give the dotted path of the router table, such as \"routes.chat.router\"",
-                        )
-                    })?,
-                    _ => {
-                        return Err(invalid(
-                            path("table"),
-                            format!("`{table}` is not a table in {}", file_path.display()),
-                            "give the dotted path of the router table",
-                        ));
-                    }
-                };
-                parent = Some(holder);
-            }
-            // A gateway config: a route's router table lists no providers, its deployments are
-            // the providers. Pointed at `routes.NAME.router`, take each deployment's routing
-            // fields as a provider (errors then name `routes.NAME.deployments[i]`).
-            let reached_by = table.split('.').rfind(|k| !k.is_empty());
-            let (value, from_deployments) =
-                with_deployments_as_providers(value, parent.as_ref(), reached_by);
-            let router: RouterConfig = value.try_into().map_err(|e: toml::de::Error| {
-                in_file(invalid(
-                    table.clone(),
-                    e.message().trim(),
-                    "it must be a router table (see docs/routing.md)",
-                ))
-            })?;
-            (router, table, Some((file_path, text)), from_deployments)
-        }
+        (None, Some(file)) => router_from_file(&path, file, raw.table.as_deref(), base)?,
         _ => {
             return Err(invalid(
                 path("router"),
@@ -1760,12 +1851,15 @@ fn validate_config(
                 ),
             )));
         };
-        // The router learns prices and windows from the world unless the config says otherwise.
-        let m = &world[w];
-        p.input_usd_per_mtok.get_or_insert(m.input_usd_per_mtok);
-        p.output_usd_per_mtok.get_or_insert(m.output_usd_per_mtok);
-        if p.context_window.is_none() {
-            p.context_window = m.context_window;
+        // The router learns prices and windows from the world unless the config says otherwise;
+        // a gateway route's router sees exactly what the gateway's does (no price: free).
+        if !from_deployments {
+            let m = &world[w];
+            p.input_usd_per_mtok.get_or_insert(m.input_usd_per_mtok);
+            p.output_usd_per_mtok.get_or_insert(m.output_usd_per_mtok);
+            if p.context_window.is_none() {
+                p.context_window = m.context_window;
+            }
         }
         world_index.push(w);
     }

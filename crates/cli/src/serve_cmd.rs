@@ -22,7 +22,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Async worker threads (default: the config's `server.worker_threads`, else one per core this
-    /// process may run on, as `taskset` or a container's CPU set allows). With 1, the gateway runs
+    /// process may run on, as `taskset`, a container's CPU set or its CPU quota allow). With 1, the gateway runs
     /// on a single-threaded runtime: no cross-core wake-ups, the cheapest shape per request
     /// (docs/benchmarks-gateway.md).
     #[arg(long)]
@@ -95,6 +95,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = match worker_threads {
         Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
+        Some(n) if n > stilts_gateway::config::MAX_WORKER_THREADS => anyhow::bail!(
+            "--worker-threads must be at most {}",
+            stilts_gateway::config::MAX_WORKER_THREADS
+        ),
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };

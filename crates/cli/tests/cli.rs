@@ -119,8 +119,7 @@ fn plugin_check_loads_the_openai_plugin_and_passes_its_self_test() {
 }
 
 /// The simulator reads a gateway config's route the way the gateway does: the route's deployments
-/// become the router's providers with the same routing settings (prices and context windows aside,
-/// which the simulator fills from its world where the config leaves them out).
+/// become the router's providers with the same routing settings.
 #[test]
 fn sim_reads_a_gateway_route_with_the_gateways_routing_settings() {
     let root = workspace_root();
@@ -129,25 +128,9 @@ fn sim_reads_a_gateway_route_with_the_gateways_routing_settings() {
     let scenario =
         stilts_sim::Scenario::load(&root.join("scenarios/example-config-primary-outage.toml"))
             .unwrap();
-    let sim = &scenario.configs[0].config;
-    assert_eq!(sim.policy, route.router.policy);
-    assert_eq!(sim.deadline, route.router.deadline);
-    assert_eq!(sim.max_attempts, route.router.max_attempts);
-    assert_eq!(sim.breaker, route.router.breaker);
-    assert_eq!(sim.retry, route.router.retry);
-    assert_eq!(sim.providers.len(), route.router.providers.len());
-    for (s, g) in sim.providers.iter().zip(&route.router.providers) {
-        assert_eq!(s.name, g.name);
-        assert_eq!(s.weight, g.weight, "{}", g.name);
-        assert_eq!(s.priority, g.priority, "{}", g.name);
-        assert_eq!(s.requests_per_minute, g.requests_per_minute, "{}", g.name);
-        assert_eq!(s.tokens_per_minute, g.tokens_per_minute, "{}", g.name);
-        assert_eq!(s.prefill_continuation, g.prefill_continuation, "{}", g.name);
-        assert_eq!(s.timeouts, g.timeouts, "{}", g.name);
-    }
-    // Where the gateway config gives prices, the simulator's router uses them.
-    assert_eq!(sim.providers[0].input_usd_per_mtok, 0.15);
-    assert_eq!(sim.providers[1].output_usd_per_mtok, 0.08);
+    // The whole validated router: policy, deadline, breaker, retries, budget, hedging, spend,
+    // timeouts, and every provider with its prices, window, limits and timeouts.
+    assert_eq!(scenario.configs[0].config, route.router);
 }
 
 #[test]
@@ -173,4 +156,67 @@ fn sim_names_the_deployment_a_scenario_does_not_know() {
     assert!(err.contains("routes.chat.deployments[1].name"), "{err}");
     assert!(err.contains("\"mistral\""), "{err}");
     assert!(err.contains("gw-unknown-deployment.toml"), "{err}");
+}
+
+/// Runs `stilts sim` on a one-provider scenario whose config is `table` of the gateway file
+/// `gateway`; returns the exit code and stderr.
+fn sim_with_gateway_file(name: &str, gateway: &str, table: &str) -> (Option<i32>, String) {
+    let gateway = scratch(&format!("{name}.toml"), gateway);
+    let scenario = scratch(
+        &format!("{name}-scenario.toml"),
+        &format!(
+            "name = \"s\"\nduration_s = 5\n[traffic]\nrate_rps = 1\n\
+             [[providers]]\nname = \"openai\"\n\
+             [[configs]]\nname = \"prod\"\nfile = \"{}\"\ntable = '{table}'\n",
+            gateway.display()
+        ),
+    );
+    let out = stilts(&["sim", "--quiet", scenario.to_str().unwrap()]);
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn sim_reads_gateway_routes_as_the_gateway_does_or_refuses_them_alike() {
+    let one =
+        "[[routes.chat.deployments]]\nname = \"openai\"\nplugin = \"openai\"\nmodel = \"m\"\n";
+    // No router table: the defaults, as in the gateway.
+    let (code, err) = sim_with_gateway_file("gw-no-router", one, "routes.chat.router");
+    assert_eq!(code, Some(0), "{err}");
+    // A route name with a dot, quoted in `table`.
+    let dotted = one.replace("routes.chat", "routes.\"gpt-4.1\"");
+    let (code, err) = sim_with_gateway_file("gw-dotted", &dotted, "routes.\"gpt-4.1\".router");
+    assert_eq!(code, Some(0), "{err}");
+    // A typo in a deployment's routing field is refused, naming the deployment.
+    let typo = format!("{one}priorty = 1\n");
+    let (code, err) = sim_with_gateway_file("gw-typo", &typo, "routes.chat.router");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("routes.chat.deployments[0]") && err.contains("priorty"),
+        "{err}"
+    );
+    // A wrong type too, at the deployment's line.
+    let wrong = format!("{one}priority = \"high\"\n");
+    let (code, err) = sim_with_gateway_file("gw-type", &wrong, "routes.chat.router");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("gw-type.toml:1:") && err.contains("routes.chat.deployments[0]"),
+        "{err}"
+    );
+    // A router that lists providers itself is refused, as `stilts config check` refuses it.
+    let listed = format!("[routes.chat.router]\nproviders = [{{ name = \"openai\" }}]\n{one}");
+    let (code, err) = sim_with_gateway_file("gw-listed", &listed, "routes.chat.router");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("routes.chat.router.providers"), "{err}");
+    // A route without deployments.
+    let (code, err) = sim_with_gateway_file(
+        "gw-empty",
+        "[routes.chat]\ndeployments = []\n[routes.chat.router]\npolicy = \"priority\"\n",
+        "routes.chat.router",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("routes.chat.deployments: is empty"), "{err}");
+    // A table path that is not a dotted key.
+    let (code, err) = sim_with_gateway_file("gw-bad-path", one, "routes.chat.router.");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a TOML dotted key"), "{err}");
 }

@@ -231,6 +231,8 @@ pub struct ValidGateway {
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Most async worker threads a config may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
 /// Default body limit: 4 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 
@@ -321,11 +323,11 @@ impl ServerConfig {
                 ms => Some(Duration::from_millis(ms)),
             },
             worker_threads: match self.worker_threads {
-                Some(0) => {
+                Some(n) if n == 0 || n > MAX_WORKER_THREADS => {
                     return Err(ConfigError::new(
                         "server.worker_threads",
-                        "0 workers cannot serve",
-                        "use 1 (a single-threaded runtime) or more, or remove it for one per core",
+                        format!("{n} is not a worker count from 1 to {MAX_WORKER_THREADS}"),
+                        "use 1 (a single-threaded runtime) up to the number of cores, or remove it for one per core",
                     ));
                 }
                 n => n,
@@ -545,6 +547,15 @@ mod tests {
             .validate(Path::new("."))
             .unwrap();
         assert_eq!(v.server.worker_threads, Some(1));
+        let text = format!(
+            "[server]\nworker_threads = 100000\n{}",
+            MINIMAL.replace("weight = 0", "")
+        );
+        let e = GatewayConfig::parse(&text)
+            .unwrap()
+            .validate(Path::new("."))
+            .unwrap_err();
+        assert_eq!(e.path, "server.worker_threads");
     }
 
     #[test]

@@ -115,6 +115,9 @@ struct Shared {
     metrics: Metrics,
     /// Serialises reloads.
     reload: Mutex<()>,
+    /// The server settings the gateway was built with: the ones a restart-only change (listen
+    /// address, workers) is compared with.
+    started: ServerSettings,
 }
 
 /// The gateway: live routes, plugins, metrics and the request driver. Cheap to clone.
@@ -208,6 +211,7 @@ impl Gateway {
             clock: Clock::default(),
             metrics: Metrics::new(),
             reload: Mutex::new(()),
+            started: config.server.clone(),
         });
         let gateway = Gateway { shared };
         gateway.apply(config)?;
@@ -235,6 +239,11 @@ impl Gateway {
     /// Server settings in force.
     pub fn server_settings(&self) -> ServerSettings {
         self.generation().server.clone()
+    }
+
+    /// The server settings the gateway was built with (before any reload).
+    pub fn started_settings(&self) -> &ServerSettings {
+        &self.shared.started
     }
 
     /// The request body limit in force (without cloning the server settings: read per request).

@@ -254,15 +254,18 @@ pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
             false
         }
         Ok(valid) => {
-            let running = gateway.server_settings();
-            if valid.server.listen != running.listen {
+            let started = gateway.started_settings();
+            if valid.server.listen != started.listen {
                 tracing::warn!(
                     listen = %valid.server.listen,
-                    "server.listen changed: it applies at the next restart"
+                    "server.listen differs from the address in use: it applies at the next restart"
                 );
             }
-            if valid.server.worker_threads != running.worker_threads {
-                tracing::warn!("server.worker_threads changed: it applies at the next restart");
+            if valid.server.worker_threads != started.worker_threads {
+                tracing::warn!(
+                    "server.worker_threads differs from the value at start: it applies at the next \
+                     restart (where a --worker-threads flag still overrides it)"
+                );
             }
             gateway.reload(&valid).is_ok()
         }
