@@ -528,34 +528,28 @@ mod tests {
     }
 
     #[test]
-    fn zero_worker_threads_are_refused() {
-        let text = format!(
-            "[server]\nworker_threads = 0\n{}",
-            MINIMAL.replace("weight = 0", "")
+    fn worker_threads_must_be_from_1_to_the_cap() {
+        let with = |n: usize| {
+            let text = format!(
+                "[server]\nworker_threads = {n}\n{}",
+                MINIMAL.replace("weight = 0", "")
+            );
+            GatewayConfig::parse(&text)
+                .unwrap()
+                .validate(Path::new("."))
+        };
+        assert_eq!(with(1).unwrap().server.worker_threads, Some(1));
+        assert_eq!(
+            with(MAX_WORKER_THREADS).unwrap().server.worker_threads,
+            Some(MAX_WORKER_THREADS)
         );
-        let e = GatewayConfig::parse(&text)
-            .unwrap()
-            .validate(Path::new("."))
-            .unwrap_err();
-        assert_eq!(e.path, "server.worker_threads");
-        let text = format!(
-            "[server]\nworker_threads = 1\n{}",
-            MINIMAL.replace("weight = 0", "")
-        );
-        let v = GatewayConfig::parse(&text)
-            .unwrap()
-            .validate(Path::new("."))
-            .unwrap();
-        assert_eq!(v.server.worker_threads, Some(1));
-        let text = format!(
-            "[server]\nworker_threads = 100000\n{}",
-            MINIMAL.replace("weight = 0", "")
-        );
-        let e = GatewayConfig::parse(&text)
-            .unwrap()
-            .validate(Path::new("."))
-            .unwrap_err();
-        assert_eq!(e.path, "server.worker_threads");
+        for bad in [0, MAX_WORKER_THREADS + 1, 100_000] {
+            assert_eq!(
+                with(bad).unwrap_err().path,
+                "server.worker_threads",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

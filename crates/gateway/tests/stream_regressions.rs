@@ -7,7 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{anthropic_plugin, openai_plugin};
+use common::{anthropic_plugin, anthropic_text_stream, openai_plugin};
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,33 +125,7 @@ async fn a_stream_that_breaks_after_its_finish_reason_is_not_continued() {
         (100, b"data: {not json\n\n".to_vec()),
     ];
     let (a_url, _) = raw_upstream(a_parts).await;
-    let events = [
-        (
-            "message_start",
-            r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#,
-        ),
-        (
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-        ),
-        (
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" EXTRA TEXT AFTER FINISH"}}"#,
-        ),
-        (
-            "content_block_stop",
-            r#"{"type":"content_block_stop","index":0}"#,
-        ),
-        (
-            "message_delta",
-            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
-        ),
-        ("message_stop", r#"{"type":"message_stop"}"#),
-    ];
-    let sse: String = events
-        .iter()
-        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
-        .collect();
+    let sse = anthropic_text_stream(&[" EXTRA TEXT AFTER FINISH"]);
     let (b_url, _) = raw_upstream(vec![(0, sse.into_bytes())]).await;
     let (openai, anthropic) = (openai_plugin(), anthropic_plugin());
     let (openai, anthropic) = (openai.display(), anthropic.display());
@@ -232,33 +206,7 @@ async fn a_body_cut_mid_upload_is_a_bad_request_not_too_large() {
 /// did not ask for usage must not get it, one that asked must, both through the real plugin.
 #[tokio::test]
 async fn an_anthropic_stream_has_a_usage_chunk_only_when_asked() {
-    let events = [
-        (
-            "message_start",
-            r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#,
-        ),
-        (
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-        ),
-        (
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello."}}"#,
-        ),
-        (
-            "content_block_stop",
-            r#"{"type":"content_block_stop","index":0}"#,
-        ),
-        (
-            "message_delta",
-            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
-        ),
-        ("message_stop", r#"{"type":"message_stop"}"#),
-    ];
-    let sse: String = events
-        .iter()
-        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
-        .collect();
+    let sse = anthropic_text_stream(&["Hello."]);
     for asked in [false, true] {
         let (url, _) = raw_upstream(vec![(0, sse.clone().into_bytes())]).await;
         let anthropic = anthropic_plugin();

@@ -466,37 +466,7 @@ async fn a_cut_stream_continues_exactly_on_a_prefill_capable_provider() {
         ..Faults::default()
     });
     let b = MockServer::start().await;
-    let events = [
-        (
-            "message_start",
-            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#,
-        ),
-        (
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-        ),
-        (
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"This answer "}}"#,
-        ),
-        (
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"continued on b."}}"#,
-        ),
-        (
-            "content_block_stop",
-            r#"{"type":"content_block_stop","index":0}"#,
-        ),
-        (
-            "message_delta",
-            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
-        ),
-        ("message_stop", r#"{"type":"message_stop"}"#),
-    ];
-    let sse: String = events
-        .iter()
-        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
-        .collect();
+    let sse = anthropic_text_stream(&["This answer ", "continued on b."]);
     Mock::given(method("POST"))
         .and(path("/v1/messages"))
         .respond_with(

@@ -27,6 +27,44 @@ pub fn anthropic_plugin() -> PathBuf {
         .clone()
 }
 
+/// An Anthropic Messages stream, as the API sends it, answering `pieces` of text (one
+/// `content_block_delta` each) and ending normally with usage.
+pub fn anthropic_text_stream(pieces: &[&str]) -> String {
+    let mut events = vec![
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}"#.to_owned(),
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
+        ),
+    ];
+    for piece in pieces {
+        let delta = serde_json::json!({
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": piece},
+        });
+        events.push(("content_block_delta", delta.to_string()));
+    }
+    events.extend([
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#.to_owned(),
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#.to_owned(),
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#.to_owned()),
+    ]);
+    events
+        .iter()
+        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
+        .collect()
+}
+
 fn build_plugin(package: &str) -> PathBuf {
     {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
