@@ -1675,8 +1675,8 @@ fn router_from_file(
         ))
     })?;
     let mut value = toml::Value::Table(doc);
-    // The table holding the one reached, for a gateway route's `deployments`.
-    let mut parent: Option<toml::Value> = None;
+    // When the path ends at a route's `router`: the route's `deployments`, beside it.
+    let mut deployments: Option<toml::Value> = None;
     for (depth, key) in keys.iter().enumerate() {
         let toml::Value::Table(mut level) = value else {
             return Err(invalid(
@@ -1685,13 +1685,13 @@ fn router_from_file(
                 "give the dotted path of the router table",
             ));
         };
-        let last = depth + 1 == keys.len();
-        let next = match level.get(key) {
-            Some(v) => v.clone(),
+        if depth + 1 == keys.len() && key == "router" {
+            deployments = level.remove("deployments");
+        }
+        value = match level.remove(key) {
+            Some(v) => v,
             // A gateway route may leave its router table out: the defaults apply.
-            None if last && key == "router" && level.contains_key("deployments") => {
-                toml::Value::Table(toml::Table::new())
-            }
+            None if deployments.is_some() => toml::Value::Table(toml::Table::new()),
             None => {
                 return Err(invalid(
                     path("table"),
@@ -1700,15 +1700,7 @@ fn router_from_file(
                 ));
             }
         };
-        level.remove(key);
-        level.insert(key.clone(), toml::Value::Table(toml::Table::new()));
-        parent = Some(toml::Value::Table(level));
-        value = next;
     }
-    let deployments = match (keys.last().map(String::as_str), &parent) {
-        (Some("router"), Some(route)) => route.get("deployments").cloned(),
-        _ => None,
-    };
     let Some(deployments) = deployments else {
         let router: RouterConfig = value.try_into().map_err(|e: toml::de::Error| {
             in_file(invalid(

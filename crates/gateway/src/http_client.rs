@@ -68,10 +68,15 @@ impl fmt::Display for TransportError {
 impl std::error::Error for TransportError {}
 
 impl TransportError {
-    /// Classifies an error by its source chain: a timed-out I/O error anywhere is a timeout.
-    fn from_chain(connect: bool, error: &(dyn std::error::Error + 'static)) -> Self {
+    /// Classifies an error by its source chain: a timed-out I/O error anywhere (or `timed_out`,
+    /// the client's own verdict) is a timeout.
+    fn from_chain(
+        connect: bool,
+        timed_out: bool,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Self {
         let mut cause = error.to_string();
-        let mut timed_out = false;
+        let mut timed_out = timed_out;
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(s) = source {
             cause = s.to_string();
@@ -93,23 +98,15 @@ impl TransportError {
     }
 
     fn from_hyper(error: &hyper::Error) -> Self {
-        let mut e = Self::from_chain(false, error);
-        if error.is_timeout() {
-            e.kind = TransportKind::Timeout;
-        }
-        e
+        Self::from_chain(false, error.is_timeout(), error)
     }
 
     fn from_legacy(error: &hyper_util::client::legacy::Error) -> Self {
-        Self::from_chain(error.is_connect(), error)
+        Self::from_chain(error.is_connect(), false, error)
     }
 
     fn from_reqwest(error: &reqwest::Error) -> Self {
-        let mut e = Self::from_chain(error.is_connect(), error);
-        if error.is_timeout() {
-            e.kind = TransportKind::Timeout;
-        }
-        e
+        Self::from_chain(error.is_connect(), error.is_timeout(), error)
     }
 }
 
@@ -464,7 +461,7 @@ mod tests {
             std::io::ErrorKind::TimedOut,
             "connection timed out",
         ));
-        let t = TransportError::from_chain(true, &e);
+        let t = TransportError::from_chain(true, false, &e);
         assert_eq!(t.kind, TransportKind::Timeout);
         assert_eq!(t.to_string(), "timed out: connection timed out");
     }
