@@ -678,6 +678,80 @@ impl Scenario {
             .chain(BASELINES.iter().map(|b| (*b).to_string()))
             .collect()
     }
+
+    /// The requests one run is expected to simulate: the integral of the traffic rate (spikes
+    /// included) over the duration. The arrivals are a Poisson process, so a run draws this many
+    /// on average; every run of a report (each config, then the four baselines) draws the same
+    /// ones. Computed exactly, piece by piece between rate changes, without simulating anything:
+    /// this is how `stilts sim` bounds its work before starting.
+    pub fn expected_requests(&self) -> f64 {
+        self.traffic.expected_requests(self.duration_ns)
+    }
+}
+
+impl Traffic {
+    /// The integral of the rate over `[0, duration_ns)`, in requests (see
+    /// [`Scenario::expected_requests`]).
+    pub fn expected_requests(&self, duration_ns: u64) -> f64 {
+        // Every instant where the base rate or the spike product may change.
+        let mut cuts = vec![0, duration_ns];
+        if let Rate::Steps(steps) = &self.rate {
+            cuts.extend(steps.iter().map(|(at, _)| *at));
+        }
+        for (start, end, _) in &self.spikes {
+            cuts.extend([*start, *end]);
+        }
+        cuts.retain(|t| *t <= duration_ns);
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                let spike: f64 = self
+                    .spikes
+                    .iter()
+                    .filter(|(s, e, _)| *s <= a && a < *e)
+                    .map(|(_, _, f)| *f)
+                    .product();
+                spike * self.rate.integral(a, b)
+            })
+            .sum()
+    }
+}
+
+impl Rate {
+    /// Requests arriving over `[from_ns, until_ns)` at this rate, where no step starts inside
+    /// the span.
+    fn integral(&self, from_ns: u64, until_ns: u64) -> f64 {
+        let (a, b) = (
+            from_ns as f64 / NANOS_PER_SEC,
+            until_ns as f64 / NANOS_PER_SEC,
+        );
+        match self {
+            Rate::Constant(r) => r * (b - a),
+            Rate::Steps(steps) => {
+                let r = steps
+                    .iter()
+                    .take_while(|(at, _)| *at <= from_ns)
+                    .last()
+                    .map_or(0.0, |(_, r)| *r);
+                r * (b - a)
+            }
+            Rate::Diurnal {
+                trough_rps,
+                peak_rps,
+                peak_at_s,
+                period_s,
+            } => {
+                // mid + amp * cos(2 pi (t - peak_at) / period), integrated in closed form.
+                let mid = (peak_rps + trough_rps) / 2.0;
+                let amp = (peak_rps - trough_rps) / 2.0;
+                let w = std::f64::consts::TAU / period_s;
+                let sin = |t: f64| (w * (t - peak_at_s)).sin();
+                mid * (b - a) + amp / w * (sin(b) - sin(a))
+            }
+        }
+    }
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -1901,6 +1975,37 @@ providers = [{ name = "a" }, { name = "b" }]
             Ok(_) => panic!("expected an error"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn expected_requests_integrate_the_rate_with_spikes() {
+        let s = Scenario::parse(MINIMAL, Path::new("x.toml")).unwrap();
+        assert!((s.expected_requests() - 50.0).abs() < 1e-9);
+        let steps = MINIMAL.replace("rate_rps = 5", "steps = [[2, 10], [6, 1]]");
+        let s = Scenario::parse(&steps, Path::new("x.toml")).unwrap();
+        assert!((s.expected_requests() - (0.0 + 40.0 + 4.0)).abs() < 1e-9);
+        // A spike x3 over 2 s and an overlapping x2 over 1 s at 5 rps.
+        let spiky = MINIMAL.replace(
+            "rate_rps = 5",
+            "rate_rps = 5\nspikes = [{ start_s = 1, duration_s = 2, factor = 3 }, \
+             { start_s = 2, duration_s = 1, factor = 2 }]",
+        );
+        let s = Scenario::parse(&spiky, Path::new("x.toml")).unwrap();
+        // 8 s at 5, 1 s at 15 (x3), 1 s at 30 (x3 x2).
+        assert!((s.expected_requests() - (40.0 + 15.0 + 30.0)).abs() < 1e-9);
+        // A whole period of a diurnal curve averages to its middle; half a period from the
+        // trough to the peak too.
+        let day = MINIMAL
+            .replace("duration_s = 10", "duration_s = 86400")
+            .replace(
+                "rate_rps = 5",
+                "diurnal = { trough_rps = 10, peak_rps = 30, peak_at_s = 43200 }",
+            );
+        let s = Scenario::parse(&day, Path::new("x.toml")).unwrap();
+        assert!((s.expected_requests() - 20.0 * 86_400.0).abs() < 1e-6);
+        let half = day.replace("duration_s = 86400", "duration_s = 43200");
+        let s = Scenario::parse(&half, Path::new("x.toml")).unwrap();
+        assert!((s.expected_requests() - 20.0 * 43_200.0).abs() < 1e-6);
     }
 
     #[test]

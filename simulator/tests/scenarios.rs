@@ -36,7 +36,17 @@ fn run(path: &Path) -> (Report, bool) {
         scenario.duration_ns = DEBUG_DURATION_S * 1_000_000_000;
     }
     let seed = scenario.seed;
-    (simulate(&scenario, seed, &mut |_| {}), full)
+    let report = simulate(&scenario, seed, &mut |_| {});
+    // The size `stilts sim` checks before it starts is the mean of what a run draws: the
+    // arrivals are Poisson, so the count is within a few standard deviations of it.
+    let expected = scenario.expected_requests();
+    let drawn = report.requests as f64;
+    assert!(
+        (drawn - expected).abs() <= 5.0 * expected.sqrt() + 1.0,
+        "{}: {drawn} requests drawn, {expected:.1} expected",
+        path.display()
+    );
+    (report, full)
 }
 
 #[test]

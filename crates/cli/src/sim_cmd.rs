@@ -23,6 +23,14 @@ pub enum Format {
 }
 
 impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Json => "JSON",
+            Format::Html => "HTML",
+        }
+    }
+
     fn extension(self) -> &'static str {
         match self {
             Format::Table => "txt",
@@ -56,6 +64,129 @@ pub struct SimArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Most simulated requests one scenario file may cost: its expected arrivals (the integral of
+    /// the traffic rate) x runs (configs + 4 baselines) x seeds (x 2 with --check). A bigger one
+    /// is refused before anything runs. Takes 2000000000, 2_000_000_000 or 2e9.
+    #[arg(long, value_name = "N", default_value = "1e9", value_parser = parse_count)]
+    pub max_requests: u64,
+}
+
+/// What a scenario file costs, in simulated requests, measured before it runs.
+struct Size {
+    /// Expected arrivals of one run.
+    arrivals: f64,
+    /// Runs per seed: configs, then the 4 baselines.
+    runs: usize,
+    /// Seeds to run.
+    seeds: u64,
+    /// 2 with `--check` (each seed runs twice), else 1.
+    passes: u64,
+}
+
+impl Size {
+    fn of(scenario: &Scenario, seeds: u64, check: bool) -> Self {
+        Size {
+            arrivals: scenario.expected_requests(),
+            runs: scenario.run_names().len(),
+            seeds,
+            passes: if check { 2 } else { 1 },
+        }
+    }
+
+    /// Simulated requests in all, rounded up (saturating: the factors are bounded, the product
+    /// of the largest ones still fits).
+    fn total(&self) -> u128 {
+        (self.arrivals * self.runs as f64 * self.seeds as f64 * self.passes as f64).ceil() as u128
+    }
+
+    /// Refuses a scenario that costs more than `limit`, with the arithmetic and the fix.
+    fn check(&self, path: &Path, scenario: &Scenario, limit: u64) -> anyhow::Result<()> {
+        let total = self.total();
+        if total <= u128::from(limit) {
+            return Ok(());
+        }
+        let seeds = match self.seeds {
+            1 => "1 seed".to_string(),
+            n => format!("{} seeds", group(u128::from(n))),
+        };
+        let check = if self.passes == 2 {
+            " x 2 (--check)"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "{}: too big to simulate: {} requests arrive in {} s (the integral of the traffic \
+             rate) x {} runs ({} + 4 baselines) x {seeds}{check} = {} simulated requests, \
+             more than the limit of {} (about {} at 1 M simulated requests per second); shorten \
+             duration_s or lower the rate, or pass --max-requests {total} to run it anyway",
+            path.display(),
+            group(self.arrivals.ceil() as u128),
+            seconds(scenario.duration_ns),
+            self.runs,
+            match self.runs.saturating_sub(4) {
+                1 => "1 config".to_string(),
+                n => format!("{n} configs"),
+            },
+            group(total),
+            group(u128::from(limit)),
+            wall_time(total),
+        )
+    }
+}
+
+/// `1234567` as `1 234 567`, as the docs write numbers.
+fn group(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A duration in whole seconds as `2 678 400`, or with decimals when it has a fraction.
+fn seconds(ns: u64) -> String {
+    if ns % 1_000_000_000 == 0 {
+        group(u128::from(ns / 1_000_000_000))
+    } else {
+        format!("{:.3}", ns as f64 / 1e9)
+    }
+}
+
+/// Roughly how long `requests` simulated requests take at 1 M per second, in words.
+fn wall_time(requests: u128) -> String {
+    let s = requests as f64 / 1e6;
+    let (value, unit) = if s < 120.0 {
+        (s, "seconds")
+    } else if s < 7_200.0 {
+        (s / 60.0, "minutes")
+    } else if s < 172_800.0 {
+        (s / 3_600.0, "hours")
+    } else if s < 2.0 * 31_557_600.0 {
+        (s / 86_400.0, "days")
+    } else {
+        (s / 31_557_600.0, "years")
+    };
+    format!("{value:.0} {unit}")
+}
+
+/// A count: digits with optional `_` separators, or a number in scientific notation (`2e9`).
+fn parse_count(text: &str) -> Result<u64, String> {
+    let plain = text.replace('_', "");
+    if let Ok(n) = plain.parse::<u64>() {
+        return Ok(n);
+    }
+    match plain.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64 => {
+            Ok(v as u64)
+        }
+        _ => Err(format!(
+            "{text:?} is not a count; write it as digits (2000000000, 2_000_000_000) or as 2e9"
+        )),
+    }
 }
 
 /// Runs the simulator.
@@ -68,6 +199,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         Some(range) => Some(parse_range(range)?),
         None => None,
     };
+    let seed_count = seeds.map_or(1, |(from, to)| to - from);
+    for (scenario, path) in scenarios.iter().zip(&args.scenarios) {
+        Size::of(scenario, seed_count, args.check).check(path, scenario, args.max_requests)?;
+    }
     let several = scenarios.len() > 1;
     if let (true, Some(out)) = (several, &args.out) {
         std::fs::create_dir_all(out)
@@ -158,10 +293,15 @@ fn simulate(scenario: &Scenario, seed: u64, label: String, quiet: bool) -> Repor
     report
 }
 
-fn write_output(target: Option<&Path>, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to `target` (then says on stdout, in one line, what went where) or to stdout.
+fn write_output(target: Option<&Path>, text: &str, what: &str) -> anyhow::Result<()> {
     match target {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("cannot write the report to {}", path.display())),
+        Some(path) => {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?;
+            println!("wrote {what} to {} ({} bytes)", path.display(), text.len());
+            Ok(())
+        }
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;
@@ -207,7 +347,12 @@ fn single(
             );
         }
     }
-    write_output(target, &render(&report, args.format))?;
+    let what = format!(
+        "the {} report of {} (seed {seed})",
+        args.format.name(),
+        scenario.name
+    );
+    write_output(target, &render(&report, args.format), &what)?;
     for failure in report.failures() {
         eprintln!(
             "{}: seed {seed}: expectation failed: {}",
@@ -339,7 +484,12 @@ fn sweep(
             }
         }
     };
-    write_output(target, &text)?;
+    let what = format!(
+        "the {} summary of {} over seeds {from}..{to}",
+        args.format.name(),
+        scenario.name
+    );
+    write_output(target, &text, &what)?;
     for (seed, at) in &nondeterministic {
         eprintln!(
             "{}: seed {seed}: NOT DETERMINISTIC: two runs first differ at byte {at}",

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn stilts(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stilts"))
@@ -219,4 +220,116 @@ fn sim_reads_gateway_routes_as_the_gateway_does_or_refuses_them_alike() {
     let (code, err) = sim_with_gateway_file("gw-bad-path", one, "routes.chat.router.");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not a TOML dotted key"), "{err}");
+}
+
+/// A scenario of `duration_s` at `rate_rps` with one config (so 5 runs per seed).
+fn sized_scenario(name: &str, duration_s: u64, rate_rps: u64) -> PathBuf {
+    scratch(
+        name,
+        &format!(
+            "name = \"{name}\"\nduration_s = {duration_s}\n[traffic]\nrate_rps = {rate_rps}\n\
+             [[providers]]\nname = \"a\"\n[[providers]]\nname = \"b\"\n\
+             [[configs]]\nname = \"stilts\"\n[configs.router]\npolicy = \"priority\"\n\
+             providers = [{{ name = \"a\" }}, {{ name = \"b\" }}]\n"
+        ),
+    )
+}
+
+#[test]
+fn sim_refuses_a_scenario_too_big_to_run_before_starting_it() {
+    // 31 days at 10 M requests/s: 2.68e13 arrivals x 5 runs, years of work.
+    let path = sized_scenario("huge.toml", 31 * 86_400, 10_000_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stilts"))
+        .args(["sim", "--quiet", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stilts");
+    // Liveness, not speed: a refusal is instant, a simulation that started would run for years.
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("stilts sim started simulating a scenario it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    for part in [
+        "huge.toml: too big to simulate",
+        "26 784 000 000 000 requests arrive in 2 678 400 s",
+        "x 5 runs (1 config + 4 baselines) x 1 seed",
+        "= 133 920 000 000 000 simulated requests",
+        "more than the limit of 1 000 000 000",
+        "--max-requests 133920000000000",
+    ] {
+        assert!(err.contains(part), "missing {part:?} in: {err}");
+    }
+    // A sweep with --check multiplies by the seeds and by 2.
+    let out = stilts(&[
+        "sim",
+        "--quiet",
+        "--check",
+        "--seeds",
+        "1..4",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("x 3 seeds x 2 (--check) = 803 520 000 000 000 simulated requests"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sim_max_requests_moves_the_limit() {
+    // 10 s at 20 rps = 200 arrivals x 5 runs = 1 000 simulated requests.
+    let path = sized_scenario("small.toml", 10, 20);
+    let path = path.to_str().unwrap();
+    let out = stilts(&["sim", "--quiet", "--max-requests", "999", path]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("= 1 000 simulated requests, more than the limit of 999"),
+        "{err}"
+    );
+    assert!(err.contains("--max-requests 1000"), "{err}");
+    for limit in ["1000", "1_000", "1e3"] {
+        let out = stilts(&["sim", "--quiet", "--max-requests", limit, path]);
+        assert!(out.status.success(), "{limit}: {}", stderr(&out));
+    }
+    let out = stilts(&["sim", "--quiet", "--max-requests", "lots", path]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2_000_000_000"), "{}", stderr(&out));
+}
+
+#[test]
+fn sim_out_says_what_it_wrote_where() {
+    let path = sized_scenario("out.toml", 10, 20);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests");
+    let html = dir.join("out.html");
+    let _ = std::fs::remove_file(&html);
+    let out = stilts(&[
+        "sim",
+        "--quiet",
+        "--format",
+        "html",
+        "--out",
+        html.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::metadata(&html).unwrap().len();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!(
+            "wrote the HTML report of out.toml (seed 1) to {} ({bytes} bytes)\n",
+            html.display()
+        )
+    );
 }
