@@ -17,7 +17,7 @@
 #![allow(unsafe_code)] // reason: this module calls into the loaded library; each unsafe block has a SAFETY comment.
 
 use std::ffi::c_void;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -237,8 +237,12 @@ impl Plugin {
     /// Loads and checks the plugin at `path`. The library stays loaded for the process lifetime.
     ///
     /// Load plugins from one thread at startup (`dlerror` is not thread-safe on every platform).
+    ///
+    /// A bare file name (`libacme_plugin.so`) means that file in the current directory, as it
+    /// does to every other command: the dynamic loader would otherwise search the system's
+    /// library path for it and never look in the current directory.
     pub fn load(path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
-        let path = path.as_ref().to_path_buf();
+        let path = loader_path(path.as_ref());
         if !path.exists() {
             return Err(LoadError::NotFound { path });
         }
@@ -591,7 +595,8 @@ impl Plugin {
 
     /// Exercises every entry point on canned input and checks the answers are well formed: a request is
     /// built (valid JSON body, the test key placed somewhere), 429 and 500 classify as rate_limited and
-    /// server, garbage is refused without a crash, and a stream closed before any event is cut.
+    /// server, garbage is refused without a crash, a stream closed before any event is cut, and a
+    /// canonical stream's final usage is reported (the stream usage rule, see `stream_usage_check`).
     pub fn self_test(&self) -> Result<SelfTestReport, SelfTestError> {
         let fail = |check: &'static str, detail: String| SelfTestError {
             path: self.inner.path.clone(),
@@ -705,8 +710,107 @@ impl Plugin {
                 }
             }
             checks.push("stream: empty stream is cut, invalid data cuts".to_owned());
+            checks.push(
+                self.stream_usage_check()
+                    .map_err(|detail| fail("stream usage", detail))?,
+            );
         }
         Ok(SelfTestReport { checks })
+    }
+
+    /// The stream usage rule (docs/plugins.md, "Streams"): feeds a canonical (OpenAI-dialect)
+    /// stream that ends with a usage-only chunk and checks that a step emitting a usage-only chunk
+    /// (`choices: []`) reports usage, the chunk's own, and that a plugin that passed the stream's
+    /// text through reported its usage at all. The gateway counts streamed tokens and cost from
+    /// the reported usage only. A plugin for another dialect emits nothing for this stream, and
+    /// the check says it could not tell. Returns the report line, or what broke the rule.
+    fn stream_usage_check(&self) -> Result<String, String> {
+        let expected: crate::canonical::Usage = serde_json::from_str(SELF_TEST_USAGE)
+            .map_err(|e| format!("the self-test's own usage is invalid: {e}"))?;
+        let mut st = self.stream_open().map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        let mut reported = None;
+        for (i, data) in self_test_usage_stream().iter().enumerate() {
+            let step = self
+                .stream_event(&mut st, None, data.as_bytes())
+                .map_err(|e| format!("event {i}: {e}"))?;
+            for chunk in &step.chunks {
+                let Ok(chunk) = serde_json::from_slice::<serde_json::Value>(chunk) else {
+                    return Err(format!("event {i}: a chunk is not JSON"));
+                };
+                if let Some(t) = chunk
+                    .pointer("/choices/0/delta/content")
+                    .and_then(|t| t.as_str())
+                {
+                    text.push_str(t);
+                }
+                let usage_only = chunk
+                    .get("choices")
+                    .and_then(|c| c.as_array())
+                    .is_some_and(Vec::is_empty);
+                if !usage_only {
+                    continue;
+                }
+                let Some(usage) = &step.usage else {
+                    return Err(format!(
+                        "event {i} emitted the usage-only chunk (`choices: []`) without reporting \
+                         usage in its step, so the gateway never counts this plugin's streamed \
+                         tokens or cost; set `StreamStep::usage` in the step that emits the chunk \
+                         (the usage rule in docs/plugins.md, Streams)"
+                    ));
+                };
+                let in_chunk = chunk.get("usage").and_then(|u| {
+                    serde_json::from_value::<crate::canonical::Usage>(u.clone()).ok()
+                });
+                if in_chunk.as_ref().is_some_and(|c| c != usage) {
+                    return Err(format!(
+                        "event {i} emitted a usage-only chunk whose usage differs from the usage \
+                         its step reported ({usage:?}); report the chunk's usage"
+                    ));
+                }
+            }
+            if step.usage.is_some() {
+                reported = step.usage;
+            }
+            if step.done.is_some() {
+                break;
+            }
+        }
+        drop(st);
+        if text != SELF_TEST_STREAM_TEXT {
+            return Ok(
+                "stream usage: not checked (the plugin did not pass a canonical stream's text \
+                 through: another dialect)"
+                    .to_owned(),
+            );
+        }
+        match reported {
+            Some(u) if u == expected => Ok(format!(
+                "stream usage: reported ({} in, {} out)",
+                u.prompt_tokens, u.completion_tokens
+            )),
+            Some(u) => Err(format!(
+                "the stream's usage was {expected:?} but the plugin reported {u:?}; report the \
+                 usage the upstream sent"
+            )),
+            None => Err(
+                "the plugin passed a canonical stream's text through but never reported the \
+                 usage of its final usage-only chunk, so the gateway never counts this plugin's \
+                 streamed tokens or cost; set `StreamStep::usage` when an event carries usage \
+                 (the usage rule in docs/plugins.md, Streams)"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// The path handed to the dynamic loader for `path`: a bare file name becomes `./name`, since
+/// `dlopen` (and `LoadLibrary`) search the system's library path for a name without a separator.
+fn loader_path(path: &Path) -> PathBuf {
+    let mut components = path.components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(name)), None) => Path::new(".").join(name),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -714,6 +818,26 @@ impl Plugin {
 pub const SELF_TEST_KEY: &str = "stilts-self-test-key";
 const SELF_TEST_REQUEST: &str = r#"{"model":"route","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hi."}],"max_tokens":16,"temperature":0}"#;
 const SELF_TEST_STREAM_REQUEST: &str = r#"{"model":"route","messages":[{"role":"user","content":"Say hi."}],"max_tokens":16,"stream":true}"#;
+
+const SELF_TEST_STREAM_TEXT: &str = "Hi there.";
+const SELF_TEST_USAGE: &str = r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#;
+
+/// A canonical stream as an OpenAI-dialect upstream sends it when asked for usage: text, the
+/// finish reason, the usage-only chunk, `[DONE]`.
+fn self_test_usage_stream() -> [String; 5] {
+    let head = r#""id":"chatcmpl-stilts-self-test","object":"chat.completion.chunk","created":0,"model":"stilts-self-test-model""#;
+    [
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"Hi "}},"finish_reason":null}}]}}"#
+        ),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"there."}},"finish_reason":null}}]}}"#
+        ),
+        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}"#),
+        format!(r#"{{{head},"choices":[],"usage":{SELF_TEST_USAGE}}}"#),
+        "[DONE]".to_owned(),
+    ]
+}
 
 /// What [`Plugin::self_test`] checked.
 #[derive(Debug, Clone)]
@@ -841,5 +965,52 @@ impl StreamStep {
             let r = v.get("choices")?.get(0)?.get("finish_reason")?.as_str()?;
             FinishReason::from_name(r)
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // reason: tests
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_loaded_from_the_current_directory() {
+        assert_eq!(
+            loader_path(Path::new("libacme_plugin.so")),
+            Path::new("./libacme_plugin.so")
+        );
+        for kept in [
+            "./libacme_plugin.so",
+            "target/release/libacme_plugin.so",
+            "/usr/lib/libacme_plugin.so",
+            "../libacme_plugin.so",
+        ] {
+            assert_eq!(loader_path(Path::new(kept)), Path::new(kept));
+        }
+    }
+
+    /// A bare name that is not in the current directory is "not found", never a system library
+    /// that the loader would have found on its search path.
+    #[test]
+    fn a_bare_name_is_never_looked_up_on_the_system_library_path() {
+        let err = Plugin::load("libc.so.6").unwrap_err();
+        assert!(matches!(err, LoadError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("./libc.so.6"), "{err}");
+    }
+
+    #[test]
+    fn the_self_test_stream_is_canonical_and_ends_with_the_usage_only_chunk() {
+        let events = self_test_usage_stream();
+        let mut text = String::new();
+        for data in &events[..4] {
+            let chunk: crate::canonical::ChatChunk = serde_json::from_str(data).unwrap();
+            if let Some(c) = chunk.choices.first() {
+                text.push_str(c.delta.content.as_deref().unwrap_or(""));
+            }
+        }
+        assert_eq!(text, SELF_TEST_STREAM_TEXT);
+        let last: serde_json::Value = serde_json::from_str(&events[3]).unwrap();
+        assert_eq!(last["choices"], serde_json::json!([]));
+        assert_eq!(last["usage"]["total_tokens"], 12);
     }
 }

@@ -123,6 +123,16 @@ fn the_three_plugins_load_describe_and_pass_their_self_test() {
         assert_eq!(plugin.path(), lib.as_path());
         let report = plugin.self_test().unwrap_or_else(|e| panic!("{e}"));
         assert!(report.checks.len() >= 4, "{report:?}");
+        if name == "openai" {
+            // The canonical dialect: the self-test's stream usage rule applies in full.
+            assert!(
+                report
+                    .checks
+                    .iter()
+                    .any(|c| c == "stream usage: reported (9 in, 3 out)"),
+                "{report:?}"
+            );
+        }
         // Loading the same file again works (and maps the same library).
         let again = Plugin::load(&lib).unwrap();
         assert_eq!(again.describe(), info);
@@ -378,6 +388,37 @@ fn the_fixture_plugin_without_faults_loads() {
     let plugin = res.unwrap();
     assert_eq!(plugin.describe().name, "bad");
     plugin.self_test().unwrap();
+}
+
+/// The plugin template docs/plugins.md used to show passed the final usage chunk through without
+/// reporting its usage, and `stilts plugin check` said OK while the gateway never counted the
+/// plugin's streamed tokens.
+#[test]
+fn a_plugin_passing_the_usage_chunk_through_without_reporting_it_fails_its_self_test() {
+    let lib = bad_plugin("usage-unreported", &[]);
+    let (_, res) = load_copy(&lib, "usage-unreported");
+    let err = res.unwrap().self_test().unwrap_err();
+    assert_eq!(err.check, "stream usage", "{err}");
+    let msg = err.to_string();
+    for part in [
+        "without reporting usage",
+        "StreamStep::usage",
+        "docs/plugins.md",
+    ] {
+        assert!(msg.contains(part), "{msg}");
+    }
+}
+
+#[test]
+fn a_plugin_dropping_the_usage_chunk_fails_its_self_test() {
+    let lib = bad_plugin("usage-dropped", &[]);
+    let (_, res) = load_copy(&lib, "usage-dropped");
+    let err = res.unwrap().self_test().unwrap_err();
+    assert_eq!(err.check, "stream usage", "{err}");
+    assert!(
+        err.to_string().contains("never reported the usage"),
+        "{err}"
+    );
 }
 
 #[test]
