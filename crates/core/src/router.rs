@@ -177,6 +177,9 @@ pub enum Decision {
 #[derive(Clone, Debug)]
 pub struct Call {
     deadline: Instant,
+    /// The deadline is the client's own (shorter than the route's): a timeout it causes says
+    /// nothing about the provider.
+    client_deadline: bool,
     input_tokens: u32,
     output_tokens: u32,
     stream: bool,
@@ -215,6 +218,11 @@ impl Call {
     /// The call's deadline.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Whether the call's deadline is the client's own (shorter than the route's).
+    pub fn deadline_is_clients(&self) -> bool {
+        self.client_deadline
     }
 
     /// Whether the client asked for a stream.
@@ -263,6 +271,8 @@ pub struct ProviderStats {
     pub failures: [u64; 8],
     /// Cancelled attempts.
     pub cancelled: u64,
+    /// Attempts ended by the client's own deadline (neutral for health, not failures).
+    pub cut_by_client_deadline: u64,
     /// Input tokens billed.
     pub input_tokens: u64,
     /// Output tokens billed.
@@ -517,12 +527,13 @@ impl Router {
     /// Starts routing a request.
     pub fn begin(&mut self, meta: RequestMeta, now: Instant) -> Call {
         self.budget.deposit(now);
-        let deadline = match meta.deadline {
-            Some(d) if d < self.config.deadline => d,
-            _ => self.config.deadline,
+        let (deadline, client_deadline) = match meta.deadline {
+            Some(d) if d < self.config.deadline => (d, true),
+            _ => (self.config.deadline, false),
         };
         Call {
             deadline: now + deadline,
+            client_deadline,
             input_tokens: meta.input_tokens,
             output_tokens: meta.output_tokens,
             stream: meta.stream,
@@ -977,6 +988,19 @@ impl Router {
                 }
                 if call.end.is_none() {
                     call.end = Some(Ok(current));
+                }
+            }
+            Outcome::Failure {
+                class: ErrorClass::Timeout,
+                ..
+            } if call.client_deadline && now >= call.deadline => {
+                // The client's own deadline ended the attempt, not the provider's stage limits:
+                // neutral for health (no breaker failure, no slow call, no latency sample), or a
+                // client with a 10 ms deadline could open every breaker for everyone.
+                call.last_error = Some(ErrorClass::Timeout);
+                if let Some(i) = index {
+                    self.stats[i].cut_by_client_deadline += 1;
+                    self.health[i].breaker.on_neutral(attempt.probe);
                 }
             }
             Outcome::Failure {

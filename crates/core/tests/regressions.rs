@@ -378,3 +378,80 @@ fn a_plain_request_gets_headers_time_for_its_whole_answer() {
     assert_eq!(a.timeouts.headers, Duration::from_secs(10));
     r.record(&mut call, a, Outcome::Cancelled, ms(0));
 }
+
+/// Ten calls whose attempts end at the call's deadline: `client` says whether that deadline is
+/// the client's own (`RequestMeta::deadline`) or the route's. Returns the provider's breaker state
+/// after them and its counters.
+fn timeouts_at_the_call_deadline(client: bool) -> (BreakerState, ProviderStats) {
+    let mut r = router(&["a"], |c| {
+        c.breaker.consecutive_failures = Some(5);
+        c.deadline_ms = Some(50);
+    });
+    let mut now = ms(0);
+    for _ in 0..10 {
+        let meta = RequestMeta {
+            deadline: client.then_some(Duration::from_millis(10)),
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let Decision::Send(a) = r.next_attempt(&mut call, now) else {
+            break; // the breaker opened
+        };
+        assert_eq!(
+            a.deadline,
+            call.deadline(),
+            "the attempt is bounded by the call"
+        );
+        // The driver's timer fires at the attempt deadline.
+        now = a.deadline;
+        r.record(
+            &mut call,
+            a,
+            Outcome::Failure {
+                class: ErrorClass::Timeout,
+                latency: Duration::from_millis(if client { 10 } else { 50 }),
+                retry_after: None,
+            },
+            now,
+        );
+        now = now + Duration::from_millis(1);
+    }
+    let id = ProviderId::from_index(0).unwrap();
+    (r.breaker_state(id, now), *r.stats(id))
+}
+
+#[test]
+fn a_clients_own_short_deadline_never_opens_the_breaker() {
+    let (state, stats) = timeouts_at_the_call_deadline(true);
+    assert_eq!(
+        state,
+        BreakerState::Closed,
+        "the client's deadline blamed the provider"
+    );
+    assert_eq!(stats.cut_by_client_deadline, 10);
+    assert_eq!(stats.failures[ErrorClass::Timeout.index()], 0);
+    // The same timeouts at the route's own deadline are the provider's: the breaker opens.
+    let (state, stats) = timeouts_at_the_call_deadline(false);
+    assert!(matches!(state, BreakerState::Open { .. }), "{state:?}");
+    assert_eq!(stats.cut_by_client_deadline, 0);
+    assert_eq!(stats.failures[ErrorClass::Timeout.index()], 5);
+}
+
+#[test]
+fn a_stage_limit_that_fires_before_the_clients_deadline_is_the_providers_timeout() {
+    let mut r = router(&["a"], |c| c.breaker.consecutive_failures = Some(1));
+    let meta = RequestMeta {
+        deadline: Some(Duration::from_millis(5_000)),
+        ..RequestMeta::default()
+    };
+    let mut call = r.begin(meta, ms(0));
+    let a = send(&mut r, &mut call, ms(0));
+    // The headers limit (shorter than the client's 5 s) expired at 1 s.
+    r.record(&mut call, a, fail(ErrorClass::Timeout, None), ms(1_000));
+    let id = ProviderId::from_index(0).unwrap();
+    assert!(matches!(
+        r.breaker_state(id, ms(1_000)),
+        BreakerState::Open { .. }
+    ));
+    assert_eq!(r.stats(id).failures[ErrorClass::Timeout.index()], 1);
+}

@@ -33,7 +33,7 @@ use stilts_plugin::host::Plugin;
 use tokio::time::Instant as TokioInstant;
 
 use crate::config::{ServerSettings, ValidGateway, ValidRoute};
-use crate::error::{ApiError, TriedAttempt};
+use crate::error::{ApiError, DeadlineSource, TriedAttempt};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::plugins::{self, PluginCache};
 use crate::stream::{self, ChunkStream};
@@ -475,6 +475,8 @@ impl Gateway {
             waited: Duration::ZERO,
             local: Arc::new(AtomicU64::new(0)),
             tried: Vec::new(),
+            refused: 0,
+            client_deadline: deadline,
             usage_chunks: peek
                 .stream_options
                 .and_then(|o| o.include_usage)
@@ -645,10 +647,7 @@ impl CallGuard {
         if let Decision::Send(attempt) = decision {
             deployment = state.deployments.get(attempt.provider.index()).cloned();
             match &deployment {
-                Some(d) => {
-                    d.metrics.attempts.inc();
-                    self.pending.push(attempt);
-                }
+                Some(_) => self.pending.push(attempt),
                 None => {
                     // Cannot happen: deployments and router are swapped together.
                     state
@@ -734,6 +733,10 @@ pub(crate) struct Driver {
     /// Time spent in stilts inside attempts (plugin calls, framing), added back to the overhead.
     pub local: Arc<AtomicU64>,
     pub tried: Vec<TriedAttempt>,
+    /// Attempts a plugin refused before sending (not counted as attempts).
+    pub refused: u32,
+    /// The client's own deadline (`X-Stilts-Deadline-Ms`), if it sent one.
+    pub client_deadline: Option<Duration>,
     /// Whether the client asked for the usage-only chunk at the end of a stream
     /// (`stream_options.include_usage`). Upstreams are always asked for usage, for accounting;
     /// a client that did not ask does not get that chunk, as from OpenAI itself.
@@ -744,6 +747,8 @@ pub(crate) struct Driver {
 pub(crate) enum LoopEnd<T> {
     Won(Attempt, Arc<Deployment>, T, Duration),
     Failed(GiveUp),
+    /// A plugin refused to translate the client's request (nothing was sent): the client's error.
+    Refused(ApiError),
 }
 
 /// A limit on loop turns, far above what `max_attempts` allows: a broken invariant ends the
@@ -807,6 +812,14 @@ impl Driver {
                     drop(in_flight);
                     return LoopEnd::Won(attempt, deployment, value, latency);
                 }
+                Err(failure) if failure.refused_by_plugin => {
+                    // Nothing reached the provider: neutral for its health, not an attempt the
+                    // client is told about, not a provider failure in the metrics.
+                    self.guard.record(attempt, Outcome::Cancelled, &deployment);
+                    self.guard.cancel_pending();
+                    self.refused += 1;
+                    return LoopEnd::Refused(self.refusal(&deployment, &failure));
+                }
                 Err(failure) => {
                     tracing::warn!(
                         route = %self.guard.route.name,
@@ -841,11 +854,41 @@ impl Driver {
         })
     }
 
+    /// The client's error for a request a plugin could not translate, counted.
+    fn refusal(&mut self, deployment: &Deployment, failure: &Failure) -> ApiError {
+        let route = &self.guard.route.name;
+        let mut error = ApiError::invalid_request(format!(
+            "stilts cannot send this request to {} (plugin {}): {}",
+            deployment.name,
+            deployment.plugin.describe().name,
+            failure.message
+        ));
+        error.route = Some(route.clone());
+        error.tried = std::mem::take(&mut self.tried);
+        error.attempts = self.attempts_sent();
+        self.gateway
+            .metrics()
+            .request_failed(route, "invalid_request");
+        self.observe_end();
+        tracing::info!(route = %route, provider = %deployment.name, message = %failure.message, "request refused by the plugin (the client's request is not valid for it)");
+        error
+    }
+
+    /// Attempts that reached a provider (the `X-Stilts-Attempts` header).
+    pub fn attempts_sent(&self) -> u32 {
+        self.guard.call.attempts().saturating_sub(self.refused)
+    }
+
     /// The error answer for a give-up, counted.
     pub fn give_up(&mut self, g: GiveUp) -> ApiError {
         let route = &self.guard.route;
-        let mut error = ApiError::from_give_up(&route.name, g, std::mem::take(&mut self.tried));
-        error.attempts = error.attempts.max(self.guard.call.attempts());
+        let deadline = match self.client_deadline {
+            Some(d) if self.guard.call.deadline_is_clients() => DeadlineSource::Client(d),
+            _ => DeadlineSource::Route(route.lock().router.config().deadline),
+        };
+        let mut error =
+            ApiError::from_give_up(&route.name, g, std::mem::take(&mut self.tried), deadline);
+        error.attempts = error.attempts.max(self.attempts_sent());
         if g.reason == GiveUpReason::AllRateLimited {
             // Tell the client when the first provider's rate-limit cool-down ends.
             let now = self.guard.clock().now();
@@ -918,11 +961,12 @@ impl Driver {
                 self.observe_end();
                 Ok(ChatReply::Complete {
                     provider: deployment.name.clone(),
-                    attempts: self.guard.call.attempts(),
+                    attempts: self.attempts_sent(),
                     body,
                 })
             }
             LoopEnd::Failed(g) => Err(self.give_up(g)),
+            LoopEnd::Refused(e) => Err(e),
         }
     }
 
@@ -952,7 +996,7 @@ impl Driver {
                 let keep: Vec<Attempt> = vec![attempt];
                 self.guard.cancel_pending_except(&keep);
                 let provider = deployment.name.clone();
-                let attempts = self.guard.call.attempts();
+                let attempts = self.attempts_sent();
                 let live = stream::Live::new(self, body, attempt, deployment, reader, first_token);
                 Ok(ChatReply::Stream {
                     provider,
@@ -961,6 +1005,7 @@ impl Driver {
                 })
             }
             LoopEnd::Failed(g) => Err(self.give_up(g)),
+            LoopEnd::Refused(e) => Err(e),
         }
     }
 }

@@ -25,6 +25,16 @@ pub struct TriedAttempt {
     pub message: String,
 }
 
+/// Which deadline bounded a call: the client's own (`X-Stilts-Deadline-Ms`, shorter than the
+/// route's) or the route's `deadline_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineSource {
+    /// The client's header.
+    Client(Duration),
+    /// The route's config.
+    Route(Duration),
+}
+
 /// An error answer.
 #[derive(Clone, Debug)]
 pub struct ApiError {
@@ -77,8 +87,14 @@ impl ApiError {
         }
     }
 
-    /// The answer for a call the router gave up on.
-    pub fn from_give_up(route: &str, give_up: GiveUp, tried: Vec<TriedAttempt>) -> Self {
+    /// The answer for a call the router gave up on. `deadline` says which deadline a
+    /// [`GiveUpReason::Deadline`] refers to.
+    pub fn from_give_up(
+        route: &str,
+        give_up: GiveUp,
+        tried: Vec<TriedAttempt>,
+        deadline: DeadlineSource,
+    ) -> Self {
         use GiveUpReason as R;
         let last = tried.last().map(|t| t.message.clone());
         let summary = if tried.is_empty() {
@@ -98,7 +114,16 @@ impl ApiError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
                 "deadline_exceeded",
-                "the request's deadline passed".to_owned(),
+                match deadline {
+                    DeadlineSource::Client(d) => format!(
+                        "the request's deadline of {} ms (X-Stilts-Deadline-Ms) passed",
+                        d.as_millis()
+                    ),
+                    DeadlineSource::Route(d) => format!(
+                        "the route's deadline of {} ms (router.deadline_ms) passed",
+                        d.as_millis()
+                    ),
+                },
             ),
             R::NotRetryable(ErrorClass::ContextLength) | R::ContextTooLong => (
                 StatusCode::BAD_REQUEST,
@@ -300,7 +325,12 @@ mod tests {
                 reason,
                 last_error: None,
             };
-            let e = ApiError::from_give_up("chat", give_up, tried);
+            let e = ApiError::from_give_up(
+                "chat",
+                give_up,
+                tried,
+                DeadlineSource::Route(Duration::from_secs(30)),
+            );
             assert_eq!(e.status.as_u16(), status, "{reason:?}");
             assert_eq!(e.code, code, "{reason:?}");
             let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -13,6 +13,7 @@
 //!   exact continuation or an error event after it.
 //! * [`server`]: the axum endpoints, graceful shutdown, file-watch and SIGHUP reloads.
 //! * [`metrics`]: Prometheus metrics.
+//! * [`log_safe`]: escaping outside text for logs, and scrubbing keys in every encoding.
 //! * [`plugins`]: finding and loading plugin libraries.
 //! * [`mock`]: the fake upstream; [`demo`]: the embedded demo.
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 mod http_client;
+pub mod log_safe;
 pub mod metrics;
 pub mod mock;
 pub mod plugins;

@@ -38,13 +38,43 @@ pub fn app(gateway: Gateway) -> axum::Router {
         .with_state(gateway)
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme name is case-insensitive
+/// (RFC 9110 section 11.1), and any run of spaces may separate it from the token.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client's `X-Stilts-Deadline-Ms`: a whole number of milliseconds from 1. A value above the
+/// route's own deadline changes nothing (the route's applies). A malformed value is the client's
+/// error, named, never silently ignored.
+fn deadline_header(headers: &HeaderMap) -> Result<Option<Duration>, Box<ApiError>> {
+    let Some(value) = headers.get(X_STILTS_DEADLINE_MS) else {
+        return Ok(None);
+    };
+    let ms = value
         .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+        .ok()
         .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms >= 1);
+    match ms {
+        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+        None => Err(Box::new(ApiError::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_deadline",
+            format!(
+                "the X-Stilts-Deadline-Ms header must be a whole number of milliseconds, at least 1; got {:?}",
+                crate::log_safe::escape(&String::from_utf8_lossy(value.as_bytes()))
+            ),
+        ))),
+    }
 }
 
 /// The 401 answer when the client is not allowed.
@@ -68,6 +98,10 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
     if let Some(denied) = check_client(&gateway, &headers) {
         return denied;
     }
+    let deadline = match deadline_header(&headers) {
+        Ok(d) => d,
+        Err(refused) => return refused.into_response(),
+    };
     let limit = gateway.body_limit_bytes();
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -97,11 +131,6 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
             .into_response();
         }
     };
-    let deadline = headers
-        .get("x-stilts-deadline-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis);
     match gateway.chat(bytes, deadline).await {
         Err(e) => e.into_response(),
         Ok(ChatReply::Complete {
@@ -139,6 +168,7 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
 /// Header names made once (a `&str` name is parsed and validated on every insert).
 const X_PROVIDER: HeaderName = HeaderName::from_static("x-provider");
 const X_STILTS_ATTEMPTS: HeaderName = HeaderName::from_static("x-stilts-attempts");
+const X_STILTS_DEADLINE_MS: HeaderName = HeaderName::from_static("x-stilts-deadline-ms");
 
 fn tag(headers: &mut HeaderMap, provider: &str, attempts: u32) {
     if let Ok(v) = HeaderValue::from_str(provider) {

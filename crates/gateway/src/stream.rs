@@ -28,7 +28,7 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::engine::{Clock, Driver, LoopEnd};
 use crate::error::TriedAttempt;
-use crate::upstream::{Deployment, Failure, ReadOptions, StreamReader, usage_of};
+use crate::upstream::{Deployment, Failure, ReadOptions, StreamReader, stage_timeout, usage_of};
 
 /// The SSE bytes of a live stream.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
@@ -49,22 +49,26 @@ pub(crate) async fn open(
         .send(body, &attempt.timeouts, deadline, &local)
         .await?;
     let mut reader = StreamReader::new(response, deployment.plugin.clone(), options, local)?;
-    let first_deadline = (sent + attempt.timeouts.first_token).min(deadline);
+    let first_limit = sent + attempt.timeouts.first_token;
+    let first_deadline = first_limit.min(deadline);
     while !reader.informative && reader.end.is_none() {
-        let stall_deadline = (TokioInstant::now() + attempt.timeouts.stall).min(first_deadline);
-        if reader.pump(stall_deadline).await.is_err() {
-            let message = if TokioInstant::now() >= first_deadline {
-                format!(
-                    "no first token within {} ms",
-                    attempt.timeouts.first_token.as_millis()
+        let stall_limit = TokioInstant::now() + attempt.timeouts.stall;
+        if reader.pump(stall_limit.min(first_deadline)).await.is_err() {
+            return Err(if stall_limit < first_deadline {
+                stage_timeout(
+                    "the stream stalled before the first token: no data",
+                    attempt.timeouts.stall,
+                    stall_limit,
+                    deadline,
                 )
             } else {
-                format!(
-                    "the stream stalled: no data for {} ms before the first token",
-                    attempt.timeouts.stall.as_millis()
+                stage_timeout(
+                    "no first token",
+                    attempt.timeouts.first_token,
+                    first_limit,
+                    deadline,
                 )
-            };
-            return Err(Failure::new(ErrorClass::Timeout, message));
+            });
         }
     }
     match &reader.end {
@@ -319,7 +323,7 @@ impl Live {
                 self.sent = std::time::Instant::now() - first_token;
                 Some(None)
             }
-            LoopEnd::Failed(_) => None,
+            LoopEnd::Failed(_) | LoopEnd::Refused(_) => None,
         }
     }
 }

@@ -33,8 +33,8 @@ pub(crate) struct Deployment {
     pub plugin: Plugin,
     /// The plugin's `DeploymentConfig` as JSON. Contains the key: never log it.
     cfg_json: Vec<u8>,
-    /// The key, kept only to scrub it from upstream messages.
-    key: Option<String>,
+    /// Finds the key (in every encoding) in upstream messages.
+    scrubber: crate::log_safe::KeyScrubber,
     base_url: String,
     pub model: String,
     pub client: HttpClient,
@@ -50,7 +50,6 @@ impl fmt::Debug for Deployment {
             .field("model", &self.model)
             .field("base_url", &self.base_url)
             .field("plugin", &self.plugin.path())
-            .field("key", &self.key.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -70,6 +69,9 @@ pub(crate) struct Failure {
     pub retry_after: Option<Duration>,
     pub status: Option<u16>,
     pub message: String,
+    /// The plugin refused to translate the client's request: nothing was sent, and the fault is
+    /// the client's, not the provider's.
+    pub refused_by_plugin: bool,
 }
 
 impl Failure {
@@ -79,6 +81,7 @@ impl Failure {
             retry_after: None,
             status: None,
             message: message.into(),
+            refused_by_plugin: false,
         }
     }
 
@@ -88,6 +91,7 @@ impl Failure {
             retry_after: info.retry_after_ms.map(Duration::from_millis),
             status,
             message: info.message,
+            refused_by_plugin: false,
         }
     }
 }
@@ -136,11 +140,9 @@ impl Deployment {
             name,
             plugin,
             cfg_json,
-            key: cfg
-                .api_key
-                .as_ref()
-                .map(|k| k.expose().to_owned())
-                .filter(|k| !k.is_empty()),
+            scrubber: crate::log_safe::KeyScrubber::new(
+                cfg.api_key.as_ref().map_or("", |k| k.expose()),
+            ),
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
             model: cfg.model.clone(),
             client,
@@ -149,16 +151,18 @@ impl Deployment {
         })
     }
 
-    /// Removes the key from a message that may echo it.
+    /// Removes the key, in every encoding, from a message that may echo it.
     pub fn scrub(&self, message: String) -> String {
-        match &self.key {
-            Some(key) if message.contains(key.as_str()) => message.replace(key.as_str(), "***"),
-            _ => message,
-        }
+        self.scrubber.scrub(message)
     }
 
+    /// A failure made safe to log and to send to the client: the key removed, control characters
+    /// escaped (upstream text cannot forge log lines), and the length bounded.
     pub(crate) fn failure(&self, mut f: Failure) -> Failure {
         f.message = self.scrub(f.message);
+        if let std::borrow::Cow::Owned(escaped) = crate::log_safe::escape(&f.message) {
+            f.message = escaped;
+        }
         if f.message.len() > 512 {
             let mut cut = 512;
             while !f.message.is_char_boundary(cut) {
@@ -184,13 +188,15 @@ impl Deployment {
             .plugin
             .build_request_with_config_json(body, &self.cfg_json)
             .map_err(|e| match e {
-                CallError::BadInput(m) => Failure::new(
-                    ErrorClass::BadRequest,
-                    format!("the request is not valid for this provider: {m}"),
-                ),
+                CallError::BadInput(m) => Failure {
+                    refused_by_plugin: true,
+                    ..Failure::new(ErrorClass::BadRequest, m)
+                },
                 other => Failure::new(ErrorClass::Server, format!("plugin failure: {other}")),
             })
             .map_err(|f| self.failure(f))?;
+        // Counted once the plugin accepted the request: a refusal never reached the provider.
+        self.metrics.attempts.inc();
         let url_text = if http.url.starts_with('/') {
             format!("{}{}", self.base_url, http.url)
         } else {
@@ -237,26 +243,28 @@ impl Deployment {
             headers.append(name, value);
         }
         local.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let headers_deadline = (TokioInstant::now() + timeouts.headers).min(deadline);
-        let response = match timeout_at(headers_deadline, self.client.send(request)).await {
-            Err(_) => {
-                return Err(Failure::new(
-                    ErrorClass::Timeout,
-                    format!(
-                        "no response headers within {} ms",
-                        timeouts.headers.as_millis()
-                    ),
-                ));
-            }
-            Ok(Err(e)) => return Err(self.failure(transport_failure(&e))),
-            Ok(Ok(r)) => r,
-        };
+        let headers_limit = TokioInstant::now() + timeouts.headers;
+        let response =
+            match timeout_at(headers_limit.min(deadline), self.client.send(request)).await {
+                Err(_) => {
+                    return Err(stage_timeout(
+                        "no response headers",
+                        timeouts.headers,
+                        headers_limit,
+                        deadline,
+                    ));
+                }
+                Ok(Err(e)) => return Err(self.failure(transport_failure(&e))),
+                Ok(Ok(r)) => r,
+            };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let headers = header_pairs(&response);
-        let body = read_body(response, deadline).await?;
+        let body = read_body(response, deadline)
+            .await
+            .map_err(|f| self.failure(f))?;
         let info = timed(local, || {
             self.plugin.classify_error(status.as_u16(), &headers, &body)
         })
@@ -280,7 +288,9 @@ impl Deployment {
         let response = self.send(body, timeouts, deadline, local).await?;
         let status = response.status().as_u16();
         let headers = timed(local, || header_pairs(&response));
-        let bytes = read_body(response, deadline).await?;
+        let bytes = read_body(response, deadline)
+            .await
+            .map_err(|f| self.failure(f))?;
         match timed(local, || {
             self.plugin.parse_response(status, &headers, &bytes)
         }) {
@@ -295,6 +305,25 @@ impl Deployment {
             ))),
         }
     }
+}
+
+/// The failure of a stage that ran out of time. It names the stage's own limit when that limit
+/// expired, and the attempt's deadline when the deadline came first (a short request deadline or
+/// little time left in the call: not a slow stage).
+pub(crate) fn stage_timeout(
+    what: &str,
+    limit: Duration,
+    limit_at: TokioInstant,
+    deadline: TokioInstant,
+) -> Failure {
+    let message = if limit_at <= deadline {
+        format!("{what} within {} ms", limit.as_millis())
+    } else {
+        format!(
+            "{what} before the attempt's deadline (the request's deadline or the attempt limit, attempt_ms)"
+        )
+    };
+    Failure::new(ErrorClass::Timeout, message)
 }
 
 fn header_pairs<B>(response: &http::Response<B>) -> Vec<(String, String)> {

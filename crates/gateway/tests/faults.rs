@@ -374,7 +374,7 @@ async fn wiremock_upstream_gets_the_translated_request_and_a_503_fails_over() {
         .expect(1)
         .mount(&up)
         .await;
-    unsafe_env("STILTS_TEST_KEY_WIREMOCK", "sk-test-secret-wiremock");
+    set_env("STILTS_TEST_KEY_WIREMOCK", "sk-test-secret-wiremock");
     let h = Harness::start(&format!(
         "{SERVER}[routes.w.router]\npolicy = \"priority\"\n\
          [[routes.w.deployments]]\nname = \"down\"\nplugin = \"PLUGIN\"\nbase_url = \"{}/v1\"\nmodel = \"gpt-down\"\n\
@@ -398,16 +398,6 @@ async fn wiremock_upstream_gets_the_translated_request_and_a_503_fails_over() {
     );
 }
 
-/// Sets a process env var. Each name is used by one test only.
-fn unsafe_env(name: &str, value: &str) {
-    #[allow(unsafe_code)]
-    // reason: edition 2024 marks set_var unsafe; the name is unique to one test
-    // SAFETY: no other thread reads or writes this variable while it is set.
-    unsafe {
-        std::env::set_var(name, value)
-    }
-}
-
 #[tokio::test]
 async fn the_shipped_example_config_is_valid_and_builds() {
     let example =
@@ -422,7 +412,7 @@ async fn the_shipped_example_config_is_valid_and_builds() {
         ("OPENAI_API_KEY_B", "sk-test-secret-example-b"),
         ("GROQ_API_KEY", "sk-test-secret-example-g"),
     ] {
-        unsafe_env(var, value);
+        set_env(var, value);
     }
     let mut valid = valid;
     valid.server.plugin_dir = openai_plugin().parent().map(std::path::Path::to_path_buf);

@@ -447,15 +447,6 @@ async fn provider_keys_never_reach_logs_errors_or_metrics() {
     assert!(!logs.contains("sk-test-secret"), "a key reached a log line");
 }
 
-fn set_env(name: &str, value: &str) {
-    #[allow(unsafe_code)]
-    // reason: edition 2024 marks set_var unsafe; the name is unique to one test
-    // SAFETY: no other thread reads or writes this variable while it is set.
-    unsafe {
-        std::env::set_var(name, value)
-    }
-}
-
 #[tokio::test]
 async fn a_cut_stream_continues_exactly_on_a_prefill_capable_provider() {
     use wiremock::matchers::{method, path};

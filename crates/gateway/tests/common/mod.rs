@@ -307,3 +307,13 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     }
     check()
 }
+
+/// Sets a process environment variable. Each name is used by one test only.
+pub fn set_env(name: &str, value: &str) {
+    #[allow(unsafe_code)]
+    // reason: edition 2024 marks set_var unsafe; the name is unique to one test
+    // SAFETY: no other thread reads or writes this variable while it is set.
+    unsafe {
+        std::env::set_var(name, value)
+    }
+}
