@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod plugin_cmd;
+mod plugin_new;
 mod serve_cmd;
 mod sim_cmd;
 
@@ -37,11 +38,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Load a plugin, print what it declares and run a round-trip self-test.
-    Check {
-        /// Path to the plugin's shared library (.so, .dylib or .dll).
-        file: PathBuf,
-    },
+    /// Load a plugin (a path or a short name), print what it declares and run its self-test.
+    Check(plugin_cmd::CheckArgs),
+    /// Write a new provider plugin crate that builds, passes `plugin check` and has wire tests.
+    New(plugin_new::NewArgs),
 }
 
 #[derive(Subcommand)]
@@ -59,8 +59,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::MockUpstream(args) => serve_cmd::mock_upstream(args),
-        Command::Plugin(PluginCommand::Check { file }) => {
-            plugin_cmd::run(&file).map(|()| ExitCode::SUCCESS)
+        Command::Plugin(PluginCommand::Check(args)) => {
+            plugin_cmd::run(&args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::New(args)) => {
+            plugin_new::run(&args).map(|()| ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check { file }) => serve_cmd::config_check(&file),
     };
