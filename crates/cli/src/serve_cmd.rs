@@ -118,6 +118,9 @@ fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime:
 /// Runs the gateway.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     stilts_gateway::init_logging();
+    // Before any socket: thousands of clients and their upstream calls need more than the
+    // default soft limit of 1,024 descriptors.
+    stilts_gateway::listener::raise_fd_limit();
     match args.config {
         Some(path) => {
             // Read before the runtime exists: the config may choose its worker count.

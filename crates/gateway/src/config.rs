@@ -48,6 +48,24 @@ pub struct ServerConfig {
     /// Async worker threads. Default: one per core the process may run on; 1 runs the gateway on
     /// a single-threaded runtime. `stilts serve --worker-threads` overrides it. Read at start.
     pub worker_threads: Option<usize>,
+    /// Time a client has to send a whole request head, from accept (or from the first byte of a
+    /// later request on a kept-alive connection). Default 10 000. Read at start.
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a client has to send a whole request body once its head arrived. Default 30 000.
+    pub body_read_timeout_ms: Option<u64>,
+    /// Time a kept-alive connection may sit with no request and no bytes. Default 60 000. Read at
+    /// start.
+    pub idle_timeout_ms: Option<u64>,
+    /// Open client connections at most; beyond it a new connection gets a 503 and is closed.
+    /// Default 10 000, lowered at start to half the process's file descriptor limit. Read at start.
+    pub max_connections: Option<usize>,
+    /// Longest a config reload may take (reading plugins, building clients) before it is given up
+    /// and counted as refused, the old config serving on. Default 10 000.
+    pub reload_timeout_ms: Option<u64>,
+    /// Environment variables holding keys for `GET /metrics`. When any is set, scrapes need
+    /// `Authorization: Bearer <one of them>`. Default: none (open, for scrapers on a private
+    /// network).
+    pub metrics_keys_env: Vec<String>,
 }
 
 /// One route: the deployments that can serve it and how to choose among them.
@@ -175,6 +193,18 @@ pub struct ServerSettings {
     pub reload_poll: Option<Duration>,
     /// Async worker threads, if set (≥ 1).
     pub worker_threads: Option<usize>,
+    /// Time for a whole request head.
+    pub header_read_timeout: Duration,
+    /// Time for a whole request body.
+    pub body_read_timeout: Duration,
+    /// Idle keep-alive limit.
+    pub idle_timeout: Duration,
+    /// Client connection limit (before the file descriptor clamp).
+    pub max_connections: usize,
+    /// Reload time limit.
+    pub reload_timeout: Duration,
+    /// Variables holding metrics keys.
+    pub metrics_keys_env: Vec<String>,
 }
 
 /// How a deployment names its plugin.
@@ -303,14 +333,29 @@ impl ServerConfig {
                 "use at least 1024, e.g. 4194304 (4 MiB)",
             ));
         }
-        for (i, var) in self.client_keys_env.iter().enumerate() {
-            if var.trim().is_empty() {
-                return Err(ConfigError::new(
-                    format!("server.client_keys_env[{i}]"),
-                    "is empty",
-                    "name an environment variable such as STILTS_CLIENT_KEY",
-                ));
+        for (field, vars) in [
+            ("client_keys_env", &self.client_keys_env),
+            ("metrics_keys_env", &self.metrics_keys_env),
+        ] {
+            for (i, var) in vars.iter().enumerate() {
+                if var.trim().is_empty() {
+                    return Err(ConfigError::new(
+                        format!("server.{field}[{i}]"),
+                        "is empty",
+                        "name an environment variable such as STILTS_CLIENT_KEY",
+                    ));
+                }
             }
+        }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=MAX_CONNECTIONS_CAP).contains(&max_connections) {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                format!(
+                    "{max_connections} is not a connection count from 1 to {MAX_CONNECTIONS_CAP}"
+                ),
+                "use e.g. 10000, or remove it for the default",
+            ));
         }
         Ok(ServerSettings {
             listen,
@@ -332,7 +377,38 @@ impl ServerConfig {
                 }
                 n => n,
             },
+            header_read_timeout: client_limit(
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                10_000,
+            )?,
+            body_read_timeout: client_limit(
+                "body_read_timeout_ms",
+                self.body_read_timeout_ms,
+                30_000,
+            )?,
+            idle_timeout: client_limit("idle_timeout_ms", self.idle_timeout_ms, 60_000)?,
+            max_connections,
+            reload_timeout: client_limit("reload_timeout_ms", self.reload_timeout_ms, 10_000)?,
+            metrics_keys_env: self.metrics_keys_env.clone(),
         })
+    }
+}
+
+/// Default `server.max_connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest `server.max_connections`.
+const MAX_CONNECTIONS_CAP: usize = 1_000_000;
+
+/// A `[server]` time limit in ms: from 100 ms to a day, or the default.
+fn client_limit(field: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        ms @ 100..=86_400_000 => Ok(Duration::from_millis(ms)),
+        ms => Err(ConfigError::new(
+            format!("server.{field}"),
+            format!("{ms} ms is outside 100 ms to one day"),
+            format!("use a value from 100 to 86400000, or remove it for the default ({default})"),
+        )),
     }
 }
 

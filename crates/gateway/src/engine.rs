@@ -106,6 +106,7 @@ pub(crate) struct Generation {
     pub route_names: Vec<String>,
     pub server: ServerSettings,
     pub client_keys: Vec<String>,
+    pub metrics_keys: Vec<String>,
 }
 
 struct Shared {
@@ -118,6 +119,51 @@ struct Shared {
     /// The server settings the gateway was built with: the ones a restart-only change (listen
     /// address, workers) is compared with.
     started: ServerSettings,
+    /// The last `/metrics` rendering and when it began: scrapes that arrived before it began
+    /// wait for it and share it, so a storm of scrapes costs one or two renders.
+    scrape: tokio::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
+    /// Scrapes waiting or rendering, at most [`MAX_WAITING_SCRAPES`].
+    scrape_turns: tokio::sync::Semaphore,
+}
+
+/// Scrapes of `/metrics` that may wait at once; more are answered 503.
+const MAX_WAITING_SCRAPES: usize = 8;
+
+/// The keys listed in the environment variables `vars` (each may hold several, comma-separated).
+fn keys_from_env(path: &str, vars: &[String]) -> Result<Vec<String>, BuildError> {
+    let mut keys = Vec::new();
+    for var in vars {
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => keys.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned),
+            ),
+            _ => {
+                return Err(BuildError {
+                    path: path.to_owned(),
+                    problem: format!(
+                        "environment variable {var} is not set; set it or remove it from the list"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Whether `presented` is one of `keys` (compared in constant time); `true` when `keys` is empty.
+fn key_allowed(keys: &[String], presented: Option<&str>) -> bool {
+    if keys.is_empty() {
+        return true;
+    }
+    let Some(presented) = presented else {
+        return false;
+    };
+    keys.iter().fold(false, |ok, key| {
+        ok | constant_time_eq(key.as_bytes(), presented.as_bytes())
+    })
 }
 
 /// The gateway: live routes, plugins, metrics and the request driver. Cheap to clone.
@@ -206,7 +252,10 @@ impl Gateway {
                 route_names: Vec::new(),
                 server: config.server.clone(),
                 client_keys: Vec::new(),
+                metrics_keys: Vec::new(),
             })),
+            scrape: tokio::sync::Mutex::new(None),
+            scrape_turns: tokio::sync::Semaphore::new(MAX_WAITING_SCRAPES),
             plugins: PluginCache::default(),
             clock: Clock::default(),
             metrics: Metrics::new(),
@@ -246,9 +295,14 @@ impl Gateway {
         &self.shared.started
     }
 
-    /// The request body limit in force (without cloning the server settings: read per request).
-    pub fn body_limit_bytes(&self) -> usize {
-        self.generation().server.body_limit_bytes
+    /// The request body's size and time limits in force (without cloning the server settings:
+    /// read per request).
+    pub fn body_limits(&self) -> (usize, Duration) {
+        let generation = self.generation();
+        (
+            generation.server.body_limit_bytes,
+            generation.server.body_read_timeout,
+        )
     }
 
     /// Route names, sorted.
@@ -258,16 +312,33 @@ impl Gateway {
 
     /// Whether `presented` (a bearer token) is allowed; `true` when no client keys are set.
     pub fn client_allowed(&self, presented: Option<&str>) -> bool {
-        let generation = self.generation();
-        if generation.client_keys.is_empty() {
-            return true;
+        key_allowed(&self.generation().client_keys, presented)
+    }
+
+    /// Whether `presented` may scrape `/metrics`; `true` when no metrics keys are set.
+    pub fn metrics_allowed(&self, presented: Option<&str>) -> bool {
+        key_allowed(&self.generation().metrics_keys, presented)
+    }
+
+    /// The metrics text for a scrape: rendered off the async threads, shared by every scrape
+    /// that arrived before the rendering began. `None` when too many scrapes are already waiting.
+    pub async fn metrics_snapshot(&self) -> Option<Bytes> {
+        let _turn = self.shared.scrape_turns.try_acquire().ok()?;
+        let asked = std::time::Instant::now();
+        let mut last = self.shared.scrape.lock().await;
+        if let Some((began, text)) = &*last {
+            if *began >= asked {
+                return Some(text.clone());
+            }
         }
-        let Some(presented) = presented else {
-            return false;
-        };
-        generation.client_keys.iter().fold(false, |ok, key| {
-            ok | constant_time_eq(key.as_bytes(), presented.as_bytes())
-        })
+        let began = std::time::Instant::now();
+        let gateway = self.clone();
+        let text = tokio::task::spawn_blocking(move || gateway.metrics_text())
+            .await
+            .ok()?;
+        let text = Bytes::from(text);
+        *last = Some((began, text.clone()));
+        Some(text)
     }
 
     /// Applies a new config, all or nothing. Routes and deployments that keep their names keep
@@ -295,25 +366,9 @@ impl Gateway {
         for route in &config.routes {
             built.push((route, self.build_deployments(config, route)?));
         }
-        let mut client_keys = Vec::new();
-        for var in &config.server.client_keys_env {
-            match std::env::var(var) {
-                Ok(v) if !v.is_empty() => client_keys.extend(
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|k| !k.is_empty())
-                        .map(str::to_owned),
-                ),
-                _ => {
-                    return Err(BuildError {
-                        path: "server.client_keys_env".to_owned(),
-                        problem: format!(
-                            "environment variable {var} is not set; set it or remove it from the list"
-                        ),
-                    });
-                }
-            }
-        }
+        let client_keys = keys_from_env("server.client_keys_env", &config.server.client_keys_env)?;
+        let metrics_keys =
+            keys_from_env("server.metrics_keys_env", &config.server.metrics_keys_env)?;
         let old = self.generation();
         let mut routes = HashMap::with_capacity(built.len());
         let mut route_names = Vec::with_capacity(built.len());
@@ -347,6 +402,7 @@ impl Gateway {
             route_names,
             server: config.server.clone(),
             client_keys,
+            metrics_keys,
         });
         *self
             .shared

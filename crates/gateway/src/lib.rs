@@ -12,6 +12,7 @@
 //! * `upstream` / `stream`: one attempt over HTTP; streams with failover before the first token and
 //!   exact continuation or an error event after it.
 //! * [`server`]: the axum endpoints, graceful shutdown, file-watch and SIGHUP reloads.
+//! * [`listener`]: accepting client connections under time and count limits, and draining.
 //! * [`metrics`]: Prometheus metrics.
 //! * [`log_safe`]: escaping outside text for logs, and scrubbing keys in every encoding.
 //! * [`plugins`]: finding and loading plugin libraries.
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 mod http_client;
+pub mod listener;
 pub mod log_safe;
 pub mod metrics;
 pub mod mock;

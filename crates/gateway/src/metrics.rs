@@ -111,6 +111,26 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     /// 1 when the last reload attempt was applied, 0 when it was refused.
     pub(crate) config_ok: Gauge,
+    /// Open client connections.
+    pub(crate) client_connections: Gauge,
+    client_refused: Family<ReasonLabels, Counter>,
+    client_timeouts: Family<StageLabels, Counter>,
+    scrapes_refused: Counter,
+}
+
+/// Labels of refused client connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `max_connections` (over the limit: answered 503 and closed) or `accept_error` (the
+    /// system refused a descriptor).
+    pub reason: String,
+}
+
+/// Labels of client timeouts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `header_read`, `body_read` or `idle`.
+    pub stage: String,
 }
 
 /// Pre-made counters of one deployment.
@@ -237,6 +257,40 @@ impl Metrics {
             config_ok.clone(),
         );
         config_ok.set(1);
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Open client connections",
+            client_connections.clone(),
+        );
+        let client_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "client_connections_refused",
+            "Client connections turned away: max_connections reached (answered 503) or accept failed",
+            client_refused.clone(),
+        );
+        let client_timeouts = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "client_timeouts",
+            "Client connections or requests ended by a client-side time limit, by stage",
+            client_timeouts.clone(),
+        );
+        for reason in ["max_connections", "accept_error"] {
+            drop(client_refused.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            }));
+        }
+        for stage in ["header_read", "body_read", "idle"] {
+            drop(client_timeouts.get_or_create(&StageLabels {
+                stage: stage.to_owned(),
+            }));
+        }
+        let scrapes_refused = Counter::default();
+        registry.register(
+            "metrics_scrapes_refused",
+            "Scrapes of /metrics refused because too many were already waiting",
+            scrapes_refused.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -254,7 +308,34 @@ impl Metrics {
             retry_budget,
             reloads,
             config_ok,
+            client_connections,
+            client_refused,
+            client_timeouts,
+            scrapes_refused,
         }
+    }
+
+    /// Counts a client connection turned away.
+    pub(crate) fn client_connection_refused(&self, reason: &str) {
+        self.client_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a client-side time limit that ended a connection or a request.
+    pub(crate) fn client_timeout(&self, stage: &str) {
+        self.client_timeouts
+            .get_or_create(&StageLabels {
+                stage: stage.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused scrape.
+    pub(crate) fn scrape_refused(&self) {
+        self.scrapes_refused.inc();
     }
 
     /// The counters of deployment `provider` of `route`.

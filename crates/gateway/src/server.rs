@@ -3,7 +3,9 @@
 //! Endpoints: `POST /v1/chat/completions` (plain and `stream: true`), `GET /v1/models` (the
 //! routes), `GET /status` (JSON health of every provider), `GET /metrics` (OpenMetrics text) and
 //! `GET /healthz`. When client keys are configured, `/v1/*` and `/status` need
-//! `Authorization: Bearer <key>`; `/metrics` and `/healthz` stay open for probes and scrapers.
+//! `Authorization: Bearer <key>`; `/metrics` needs a metrics key when those are configured
+//! (`server.metrics_keys_env`), and `/healthz` stays open for probes. A scrape is rendered off the
+//! async threads and shared by every scrape waiting for it; too many waiting ones get a 503.
 //!
 //! Lifecycle: [`serve`] runs until its shutdown future resolves, then stops accepting, lets
 //! in-flight requests (streams included) finish for up to `shutdown_grace_ms`, and returns.
@@ -102,8 +104,26 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
         Ok(d) => d,
         Err(refused) => return refused.into_response(),
     };
-    let limit = gateway.body_limit_bytes();
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let (limit, body_timeout) = gateway.body_limits();
+    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        gateway.metrics().client_timeout("body_read");
+        let mut response = ApiError::plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} ms (server.body_read_timeout_ms)",
+                body_timeout.as_millis()
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => {
             let error = e.into_inner();
@@ -196,8 +216,28 @@ async fn status(State(gateway): State<Gateway>, headers: HeaderMap) -> Response 
     axum::Json(gateway.status_json()).into_response()
 }
 
-async fn metrics(State(gateway): State<Gateway>) -> Response {
-    let mut response = Response::new(Body::from(gateway.metrics_text()));
+async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    if !gateway.metrics_allowed(bearer(&headers)) {
+        return ApiError::plain(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing or unknown metrics key: send Authorization: Bearer <key> (server.metrics_keys_env)",
+        )
+        .into_response();
+    }
+    let Some(text) = gateway.metrics_snapshot().await else {
+        gateway.metrics().scrape_refused();
+        let mut busy = ApiError::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "too_many_scrapes",
+            "too many /metrics scrapes are already waiting; retry shortly",
+        );
+        busy.retry_after = Some(Duration::from_secs(1));
+        return busy.into_response();
+    };
+    let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -216,22 +256,25 @@ async fn not_found() -> Response {
 }
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests for
-/// up to the configured grace time.
+/// up to the configured grace time. Client connections are bounded as `crate::listener` says
+/// (header-read and idle timeouts, `max_connections` clamped to half the open-file limit).
 pub async fn serve(
     gateway: Gateway,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = gateway.server_settings().shutdown_grace;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // No Nagle delay on small writes (stream chunks, short answers).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app(gateway)).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
+    let settings = gateway.server_settings();
+    let grace = settings.shutdown_grace;
+    let limits = crate::listener::ClientLimits {
+        header_read: settings.header_read_timeout,
+        idle: settings.idle_timeout,
+        max_connections: crate::listener::effective_max_connections(settings.max_connections),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = app(gateway.clone());
+    let mut server = tokio::spawn(crate::listener::run(
+        listener, app, limits, gateway, stop_rx, grace,
+    ));
     tokio::select! {
         result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         () = shutdown => {}
@@ -241,16 +284,9 @@ pub async fn serve(
         "shutting down: draining in-flight requests"
     );
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        Err(_) => {
-            tracing::warn!(
-                "shutdown grace time passed with requests still in flight; closing them"
-            );
-            server.abort();
-            Ok(())
-        }
-    }
+    server
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Ctrl-C or SIGTERM.
