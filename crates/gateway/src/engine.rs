@@ -22,7 +22,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use stilts_core::{
@@ -263,7 +263,7 @@ impl Gateway {
             started: config.server.clone(),
         });
         let gateway = Gateway { shared };
-        gateway.apply(config)?;
+        gateway.apply(config, &AtomicBool::new(false))?;
         Ok(gateway)
     }
 
@@ -344,7 +344,21 @@ impl Gateway {
     /// Applies a new config, all or nothing. Routes and deployments that keep their names keep
     /// their breaker, latency, cool-down and counters. On error nothing changes.
     pub fn reload(&self, config: &ValidGateway) -> Result<(), BuildError> {
-        let result = self.apply(config);
+        self.reload_unless(config, &AtomicBool::new(false))
+    }
+
+    /// [`Gateway::reload`], except that nothing is applied once `abandoned` is set: a reload the
+    /// caller stopped waiting for (see `server::reload_bounded`) must not land later.
+    pub fn reload_unless(
+        &self,
+        config: &ValidGateway,
+        abandoned: &AtomicBool,
+    ) -> Result<(), BuildError> {
+        let result = self.apply(config, abandoned);
+        if abandoned.load(Ordering::SeqCst) {
+            // Counted and logged when it was abandoned.
+            return result;
+        }
         self.shared.metrics.reload(result.is_ok());
         match &result {
             Ok(()) => tracing::info!(routes = config.routes.len(), "config applied"),
@@ -355,12 +369,8 @@ impl Gateway {
         result
     }
 
-    fn apply(&self, config: &ValidGateway) -> Result<(), BuildError> {
-        let _serial = self
-            .shared
-            .reload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn apply(&self, config: &ValidGateway, abandoned: &AtomicBool) -> Result<(), BuildError> {
+        let _serial = self.reload_turn(config.server.reload_timeout)?;
         // Build everything first; only then touch live state.
         let mut built = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -397,6 +407,13 @@ impl Gateway {
             routes.insert(route.name.clone(), live);
         }
         route_names.sort();
+        if abandoned.load(Ordering::SeqCst) {
+            return Err(BuildError {
+                path: "server.reload_timeout_ms".to_owned(),
+                problem: "the reload took longer than the limit and was abandoned; nothing applied"
+                    .to_owned(),
+            });
+        }
         let generation = Arc::new(Generation {
             routes,
             route_names,
@@ -410,6 +427,27 @@ impl Gateway {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = generation;
         Ok(())
+    }
+
+    /// The reload lock, waited for at most `limit`: a reload stuck inside (a plugin whose
+    /// loading hangs) makes the next ones fail fast instead of piling up blocked threads.
+    fn reload_turn(&self, limit: Duration) -> Result<std::sync::MutexGuard<'_, ()>, BuildError> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            match self.shared.reload.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(BuildError {
+                        path: "server.reload_timeout_ms".to_owned(),
+                        problem: "an earlier reload is still stuck (loading a plugin?); this one was not applied".to_owned(),
+                    });
+                }
+            }
+        }
     }
 
     fn build_deployments(

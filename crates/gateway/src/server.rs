@@ -22,6 +22,8 @@ use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::GatewayConfig;
@@ -313,10 +315,20 @@ pub async fn shutdown_signal() {
 
 /// Loads `path` and applies it; a bad file is refused (logged, counted) and the old config stays.
 pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
+    reload_unless_abandoned(gateway, path, &AtomicBool::new(false))
+}
+
+/// [`reload_from_file`], except that nothing is applied once `abandoned` is set (the caller gave
+/// up waiting for this reload).
+fn reload_unless_abandoned(gateway: &Gateway, path: &Path, abandoned: &AtomicBool) -> bool {
     match GatewayConfig::load(path) {
+        Err(_) if abandoned.load(Ordering::SeqCst) => false,
         Err(e) => {
             gateway.metrics().reload(false);
-            tracing::error!(error = %e, "config refused; the previous config keeps serving");
+            tracing::error!(
+                error = %crate::log_safe::escape(&e.to_string()),
+                "config refused; the previous config keeps serving"
+            );
             false
         }
         Ok(valid) => {
@@ -333,24 +345,43 @@ pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
                      restart (where a --worker-threads flag still overrides it)"
                 );
             }
-            gateway.reload(&valid).is_ok()
+            gateway.reload_unless(&valid, abandoned).is_ok()
         }
     }
 }
 
-/// Runs [`reload_from_file`] on tokio's blocking pool: reading the file, loading plugins and
-/// building clients must not pause the requests on the runtime's threads (with one worker, the
-/// only one). Reloads run one at a time (a file change and a SIGHUP at once would otherwise race,
-/// and an older read could be applied last); one that panics is counted as refused.
-async fn reload_off_runtime(gateway: &Gateway, path: &Path) -> bool {
+/// Reloads `path` off the async threads, within `server.reload_timeout_ms`.
+///
+/// Reading the file, loading plugins and building clients run on tokio's blocking pool, so they
+/// never pause requests on the runtime's threads (with one worker, the only one). A reload that
+/// takes longer than the limit (a file that blocks on read, a plugin whose loading hangs) is
+/// abandoned: counted as refused and logged, the old config serving on, and if it ever finishes it
+/// applies nothing. Reloads run one at a time (a file change and a SIGHUP at once would otherwise
+/// race, and an older read could be applied last); one that panics is counted as refused.
+pub async fn reload_bounded(gateway: &Gateway, path: &Path) -> bool {
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    let (worker, file) = (gateway.clone(), path.to_path_buf());
-    match tokio::task::spawn_blocking(move || reload_from_file(&worker, &file)).await {
-        Ok(applied) => applied,
-        Err(e) => {
+    let limit = gateway.server_settings().reload_timeout;
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let (worker, file, flag) = (gateway.clone(), path.to_path_buf(), Arc::clone(&abandoned));
+    let reload =
+        tokio::task::spawn_blocking(move || reload_unless_abandoned(&worker, &file, &flag));
+    match tokio::time::timeout(limit, reload).await {
+        Ok(Ok(applied)) => applied,
+        Ok(Err(e)) => {
             gateway.metrics().reload(false);
             tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
+            false
+        }
+        Err(_) => {
+            abandoned.store(true, Ordering::SeqCst);
+            gateway.metrics().reload(false);
+            tracing::error!(
+                path = %path.display(),
+                limit_ms = limit.as_millis() as u64,
+                "config reload took longer than server.reload_timeout_ms and was abandoned (is the \
+                 file or a plugin path something that blocks on read?); the previous config keeps serving"
+            );
             false
         }
     }
@@ -373,7 +404,7 @@ pub fn watch_config(
             let now = tokio::fs::read(&path).await.ok();
             if now.is_some() && now != last {
                 tracing::info!(path = %path.display(), "config file changed; reloading");
-                reload_off_runtime(&gateway, &path).await;
+                reload_bounded(&gateway, &path).await;
                 last = now;
             }
         }
@@ -397,7 +428,7 @@ pub fn reload_on_sighup(
             };
             while hup.recv().await.is_some() {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading config");
-                reload_off_runtime(&gateway, &path).await;
+                reload_bounded(&gateway, &path).await;
             }
         }
         #[cfg(not(unix))]

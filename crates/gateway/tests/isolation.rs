@@ -211,3 +211,103 @@ async fn upstream_text_cannot_forge_log_lines_or_leak_the_key_in_any_encoding() 
         "escaped, kept on one line"
     );
 }
+
+/// Makes a FIFO (named pipe) at `path`: opening it for reading blocks until a writer comes.
+fn fifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_plugin_path_that_is_a_fifo_is_refused_at_once_while_requests_go_on() {
+    let a = slow_mock("a", 0).await;
+    let b = slow_mock("b", 0).await;
+    let h = Harness::start(&two_deployments(&a, &b)).await;
+    let pipe = h.config_path.with_file_name("plugin.so");
+    fifo(&pipe);
+    // Refused when building a gateway (what `stilts config check` and `serve` do)...
+    let toml = with_plugin(&two_deployments(&a, &b)).replacen(
+        &openai_plugin().display().to_string(),
+        &pipe.display().to_string(),
+        1,
+    );
+    let other = h.config_path.with_file_name("other.toml");
+    std::fs::write(&other, &toml).unwrap();
+    let valid = stilts_gateway::GatewayConfig::load(&other).unwrap();
+    let built = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || stilts_gateway::Gateway::new(&valid).map(|_| ())),
+    )
+    .await
+    .expect("refused at once, not blocked on the FIFO")
+    .unwrap();
+    let error = built.unwrap_err().to_string();
+    assert!(error.contains("FIFO"), "{error}");
+    // ...and on reload, while requests keep being answered.
+    std::fs::write(&h.config_path, &toml).unwrap();
+    let reload = tokio::spawn({
+        let (gateway, path) = (h.gateway.clone(), h.config_path.clone());
+        async move { stilts_gateway::server::reload_bounded(&gateway, &path).await }
+    });
+    for _ in 0..5 {
+        let (status, _, body) = h.chat(request("chat")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(!reload.await.unwrap(), "the FIFO config was refused");
+    assert!(logs().contains("FIFO"), "the refusal names the FIFO");
+}
+
+#[tokio::test]
+async fn a_reload_that_blocks_is_abandoned_at_its_limit_and_never_lands_later() {
+    let a = slow_mock("a", 0).await;
+    let b = slow_mock("b", 0).await;
+    let toml = two_deployments(&a, &b).replace(
+        "reload_poll_ms = 0\n",
+        "reload_poll_ms = 0\nreload_timeout_ms = 300\n",
+    );
+    let h = Harness::start(&toml).await;
+    // The config path becomes a FIFO: reading it blocks until a writer comes.
+    let new_config = with_plugin(&toml).replace("routes.chat", "routes.late");
+    std::fs::remove_file(&h.config_path).unwrap();
+    fifo(&h.config_path);
+    let started = std::time::Instant::now();
+    let reload = tokio::spawn({
+        let (gateway, path) = (h.gateway.clone(), h.config_path.clone());
+        async move { stilts_gateway::server::reload_bounded(&gateway, &path).await }
+    });
+    // Requests, health checks and metrics are answered while the reload is stuck.
+    for _ in 0..5 {
+        let (status, _, body) = h.chat(request("chat")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(h.get("/healthz").await, "ok\n");
+    }
+    assert!(
+        !reload.await.unwrap(),
+        "an abandoned reload reports failure"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the reload was not bounded"
+    );
+    let metrics = h.get("/metrics").await;
+    assert!(
+        metrics.contains("stilts_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    // Now the blocked read gets its data: the abandoned reload must not apply it.
+    let path = h.config_path.clone();
+    tokio::task::spawn_blocking(move || std::fs::write(path, new_config))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(h.gateway.route_names(), vec!["chat".to_owned()]);
+    let metrics = h.get("/metrics").await;
+    assert!(
+        metrics.contains("stilts_config_reloads_total{result=\"error\"} 1"),
+        "counted once: {metrics}"
+    );
+}

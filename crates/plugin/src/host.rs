@@ -38,6 +38,17 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
+    /// The path is not a regular file (a FIFO, a device, a directory): opening it could block
+    /// the loader, and every thread that needs the loader's lock, indefinitely.
+    #[error(
+        "plugin path {path} is a {kind}, not a regular file: point it at the plugin's .so/.dylib/.dll file"
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// The dynamic loader refused the file.
     #[error(
         "{path} is not a loadable shared library ({reason}): a plugin is the .so/.dylib/.dll that cargo builds \
@@ -233,6 +244,30 @@ fn open_library(path: &Path) -> Result<libloading::Library, libloading::Error> {
     unsafe { libloading::Library::new(path) }
 }
 
+/// What a file type is, in words.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "device";
+        }
+    }
+    if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "special file"
+    }
+}
+
 impl Plugin {
     /// Loads and checks the plugin at `path`. The library stays loaded for the process lifetime.
     ///
@@ -243,8 +278,13 @@ impl Plugin {
     /// library path for it and never look in the current directory.
     pub fn load(path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
         let path = loader_path(path.as_ref());
-        if !path.exists() {
-            return Err(LoadError::NotFound { path });
+        // `metadata` follows symlinks and never opens the file, so a FIFO cannot block it.
+        let kind = match std::fs::metadata(&path) {
+            Err(_) => return Err(LoadError::NotFound { path }),
+            Ok(m) => file_kind(&m.file_type()),
+        };
+        if kind != "regular file" {
+            return Err(LoadError::NotAFile { path, kind });
         }
         let lib = match open_library(&path) {
             Ok(lib) => lib,
