@@ -13,7 +13,8 @@
 //! * [`sse`]: an SSE framer the host can use to split a stream into events.
 //! * [`testing`]: helpers to test a plugin through its rlib on recorded SSE transcripts.
 //!
-//! `docs/plugins.md` in the repository walks a plugin author from `cargo new` to a loaded plugin.
+//! `docs/plugins.md` in the repository walks a plugin author from `stilts plugin new` (which writes a
+//! plugin crate) to a loaded plugin.
 #![deny(missing_docs)]
 
 pub mod abi;
