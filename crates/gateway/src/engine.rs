@@ -371,6 +371,16 @@ impl Gateway {
 
     fn apply(&self, config: &ValidGateway, abandoned: &AtomicBool) -> Result<(), BuildError> {
         let _serial = self.reload_turn(config.server.reload_timeout)?;
+        let deployments = config.routes.iter().map(|r| r.deployments.len()).sum();
+        let series = crate::metrics::series_bound(config.routes.len(), deployments);
+        if series > crate::metrics::SERIES_WARNING {
+            tracing::warn!(
+                routes = config.routes.len(),
+                deployments,
+                series,
+                "this config can export many metric series; each scrape of /metrics grows with them (see docs/configuration.md, Metrics)"
+            );
+        }
         // Build everything first; only then touch live state.
         let mut built = Vec::with_capacity(config.routes.len());
         for route in &config.routes {

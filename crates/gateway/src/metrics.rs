@@ -425,6 +425,17 @@ impl Metrics {
     }
 }
 
+/// The most series `/metrics` can hold for `routes` routes with `deployments` deployments in all:
+/// 12 process-wide; per route 49 (two histograms of 17 and 19 series, the retry budget, and up to 12
+/// failure outcomes); per deployment 20 (attempts, 8 failure classes, 2 token kinds, cost, served,
+/// 4 router gauges, 3 interruption actions). Counted lines, not families.
+pub fn series_bound(routes: usize, deployments: usize) -> usize {
+    12 + 49 * routes + 20 * deployments
+}
+
+/// A config whose metrics would exceed this many series is logged as a warning at load.
+pub const SERIES_WARNING: usize = 200_000;
+
 /// Erases the constructor closure type so the family can be stored in a struct field.
 fn unify(
     f: Family<RouteLabels, Histogram, fn() -> Histogram>,
