@@ -13,7 +13,8 @@
 //! - `world`: arrivals and the fate of each attempt; the oracle's exact search;
 //! - `engine`: the event loop, provider capacity and client-side timeouts;
 //! - `strategy`: the router adapter and the baselines;
-//! - `metrics`, `report`, `html`: what is measured and how it is shown.
+//! - `metrics`, `report`, `html`: what is measured and how it is shown (`html` splits into its
+//!   page, charts, SVG pieces and scales).
 //!
 //! Determinism is the product: the same scenario and seed give the same report bytes on the same
 //! platform. Nothing reads a clock or iterates a hash map into output.
@@ -62,7 +63,7 @@ mod world;
 
 pub use report::{
     EventReport, ExpectationResult, ProviderReport, ProviderSeries, RecoveryReport, Report,
-    RunReport, SCHEMA, Series,
+    RunReport, SCHEMA, Series, SpikeReport,
 };
 pub use scenario::{
     BASELINES, Baselines, Capacity, ConfigUnderTest, Event, EventKind, EventKindName, Expectation,
@@ -174,6 +175,17 @@ pub fn simulate(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(Progres
             })
             .collect(),
         passed: expectations.iter().all(|e| e.passed),
+        spikes: scenario
+            .traffic
+            .spikes
+            .iter()
+            .filter(|(start, _, _)| *start < scenario.duration_ns)
+            .map(|(start, end, factor)| SpikeReport {
+                start_s: *start as f64 / 1e9,
+                end_s: (*end).min(scenario.duration_ns) as f64 / 1e9,
+                factor: *factor,
+            })
+            .collect(),
         runs: reports,
         expectations,
     }

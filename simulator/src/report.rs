@@ -47,6 +47,21 @@ pub struct Report {
     pub expectations: Vec<ExpectationResult>,
     /// Whether every expectation passed.
     pub passed: bool,
+    /// The traffic spikes of the scenario, for the HTML report's timeline. Not part of the JSON
+    /// schema `stilts-sim-report/1` (fields are only added with a new version).
+    #[serde(skip)]
+    pub spikes: Vec<SpikeReport>,
+}
+
+/// One traffic spike: the request rate times `factor` over `[start_s, end_s)`.
+#[derive(Clone, Debug)]
+pub struct SpikeReport {
+    /// Start, seconds.
+    pub start_s: f64,
+    /// End, seconds (clipped to the scenario's duration).
+    pub end_s: f64,
+    /// Rate multiplier.
+    pub factor: f64,
 }
 
 /// One timeline event.
@@ -163,6 +178,13 @@ pub struct Series {
     pub availability: Vec<Option<f64>>,
     /// Each provider's share of the attempts sent in each bucket, in world provider order.
     pub share: Vec<ProviderSeries>,
+    /// Requests that arrived in each bucket (exact counts for the HTML report's charts; not part
+    /// of the JSON schema `stilts-sim-report/1`).
+    #[serde(skip)]
+    pub requests: Vec<u64>,
+    /// Of those, requests answered (as `requests`).
+    #[serde(skip)]
+    pub answered: Vec<u64>,
 }
 
 /// One provider's share over time.
@@ -338,6 +360,8 @@ fn series(scenario: &Scenario, m: &Metrics) -> Series {
         bucket_s: round(per as f64 / 1e9, 3),
         availability,
         share,
+        requests: avail.iter().map(|[r, _]| *r).collect(),
+        answered: avail.iter().map(|[_, a]| *a).collect(),
     }
 }
 
@@ -463,8 +487,15 @@ pub(crate) fn check(
     out
 }
 
-fn opt(v: Option<f64>) -> String {
+pub(crate) fn opt(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
+}
+
+/// Time to recover as both reports print it: seconds with one decimal, or `never`.
+pub(crate) fn recover_s(recovery: &RecoveryReport) -> String {
+    recovery
+        .recover_ms
+        .map_or("never".into(), |v| format!("{:.1}", v / 1000.0))
 }
 
 impl Report {
@@ -540,14 +571,10 @@ impl Report {
                     .runs
                     .iter()
                     .filter_map(|r| {
-                        r.recovery.iter().find(|x| x.event == e.index).map(|x| {
-                            format!(
-                                "{}={}",
-                                r.name,
-                                x.recover_ms
-                                    .map_or("never".into(), |v| format!("{:.1}", v / 1000.0))
-                            )
-                        })
+                        r.recovery
+                            .iter()
+                            .find(|x| x.event == e.index)
+                            .map(|x| format!("{}={}", r.name, recover_s(x)))
                     })
                     .collect();
                 let _ = writeln!(
