@@ -119,9 +119,9 @@ struct Shared {
     /// The server settings the gateway was built with: the ones a restart-only change (listen
     /// address, workers) is compared with.
     started: ServerSettings,
-    /// The last `/metrics` rendering and when it began: scrapes that arrived before it began
-    /// wait for it and share it, so a storm of scrapes costs one or two renders.
-    scrape: tokio::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
+    /// The last `/metrics` rendering (both text forms) and when it began: scrapes that arrived
+    /// before it began wait for it and share it, so a storm of scrapes costs one or two renders.
+    scrape: tokio::sync::Mutex<Option<(std::time::Instant, crate::metrics::Exposition)>>,
     /// Scrapes waiting or rendering, at most [`MAX_WAITING_SCRAPES`].
     scrape_turns: tokio::sync::Semaphore,
 }
@@ -320,9 +320,10 @@ impl Gateway {
         key_allowed(&self.generation().metrics_keys, presented)
     }
 
-    /// The metrics text for a scrape: rendered off the async threads, shared by every scrape
-    /// that arrived before the rendering began. `None` when too many scrapes are already waiting.
-    pub async fn metrics_snapshot(&self) -> Option<Bytes> {
+    /// The metrics for a scrape, in both text forms: rendered off the async threads, shared by
+    /// every scrape that arrived before the rendering began. `None` when too many scrapes are
+    /// already waiting.
+    pub async fn metrics_snapshot(&self) -> Option<crate::metrics::Exposition> {
         let _turn = self.shared.scrape_turns.try_acquire().ok()?;
         let asked = std::time::Instant::now();
         let mut last = self.shared.scrape.lock().await;
@@ -336,7 +337,6 @@ impl Gateway {
         let text = tokio::task::spawn_blocking(move || gateway.metrics_text())
             .await
             .ok()?;
-        let text = Bytes::from(text);
         *last = Some((began, text.clone()));
         Some(text)
     }
@@ -653,8 +653,9 @@ impl Gateway {
         serde_json::json!({ "routes": routes })
     }
 
-    /// Refreshes the gauges that mirror router state, then encodes every metric.
-    pub fn metrics_text(&self) -> String {
+    /// Refreshes the gauges that mirror router state, then encodes every metric in both text
+    /// forms.
+    pub fn metrics_text(&self) -> crate::metrics::Exposition {
         let m = &self.shared.metrics;
         m.breaker.clear();
         m.breaker_trips.clear();

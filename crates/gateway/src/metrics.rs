@@ -1,10 +1,20 @@
-//! Prometheus metrics (prometheus-client, text exposition at `GET /metrics`).
+//! Prometheus metrics (prometheus-client), exposed at `GET /metrics` as OpenMetrics 1.0 or the
+//! Prometheus text format 0.0.4, whichever the scraper asks for ([`Format`], [`Exposition`]).
 //!
 //! Counters that every request touches are created once per route and deployment when a config
 //! is applied ([`RouteMetrics`], [`DeploymentMetrics`]), so the request path only bumps atomics;
 //! label strings are never built per request on the success path. Gauges that mirror router state
 //! (breaker state, in-flight attempts, EWMA latency, retry budget) are refreshed at scrape time
 //! from `Router::status`, so they cost nothing between scrapes.
+//!
+//! Every series whose labels are known in advance exists from the start at zero: reload results,
+//! client limits, and per route and deployment every failure outcome, error class and stream
+//! interruption. A query or an alert on `rate(...)` then sees 0, not "no data", until the first
+//! event, and the series count is fixed by the config ([`series_bound`]).
+
+mod exposition;
+
+pub use exposition::{Exposition, Format};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use stilts_core::ErrorClass;
+use stilts_core::{ErrorClass, GiveUpReason};
 
 /// Labels of route-level series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -285,6 +295,16 @@ impl Metrics {
                 stage: stage.to_owned(),
             }));
         }
+        for result in ["ok", "error"] {
+            drop(reloads.get_or_create(&ReloadLabels {
+                result: result.to_owned(),
+            }));
+        }
+        drop(requests.get_or_create(&RequestLabels {
+            route: "unknown".to_owned(),
+            provider: "none".to_owned(),
+            outcome: "unknown_route".to_owned(),
+        }));
         let scrapes_refused = Counter::default();
         registry.register(
             "metrics_scrapes_refused",
@@ -358,6 +378,21 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
         };
+        // Rare events, counted through the families; created here so they read 0 from the start.
+        for action in INTERRUPTION_ACTIONS {
+            drop(self.interruptions.get_or_create(&InterruptLabels {
+                route: route.to_owned(),
+                provider: provider.to_owned(),
+                action: action.to_owned(),
+            }));
+        }
+        for outcome in PARTLY_SERVED_OUTCOMES {
+            drop(self.requests.get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                provider: provider.to_owned(),
+                outcome: outcome.to_owned(),
+            }));
+        }
         DeploymentMetrics {
             attempts: self.attempts.get_or_create_owned(&labels),
             failures,
@@ -372,11 +407,18 @@ impl Metrics {
         }
     }
 
-    /// The histograms of `route`.
+    /// The histograms of `route`; also creates its failure outcomes at zero.
     pub fn route(&self, route: &str) -> RouteMetrics {
         let labels = RouteLabels {
             route: route.to_owned(),
         };
+        for outcome in unserved_outcomes() {
+            drop(self.requests.get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                provider: "none".to_owned(),
+                outcome: outcome.to_owned(),
+            }));
+        }
         RouteMetrics {
             duration: self.duration.get_or_create_owned(&labels),
             overhead: self.overhead.get_or_create_owned(&labels),
@@ -394,8 +436,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a stream broken after bytes were sent.
+    /// Counts a stream broken after bytes were sent; `action` is one of
+    /// [`INTERRUPTION_ACTIONS`].
     pub fn stream_interrupted(&self, route: &str, provider: &str, action: &str) {
+        debug_assert!(
+            INTERRUPTION_ACTIONS.contains(&action),
+            "{action}: add it to INTERRUPTION_ACTIONS (its series must exist from start)"
+        );
         self.interruptions
             .get_or_create(&InterruptLabels {
                 route: route.to_owned(),
@@ -415,14 +462,45 @@ impl Metrics {
         self.config_ok.set(i64::from(ok));
     }
 
-    /// Text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(error = %e, "metrics encoding failed");
-        }
-        out
+    /// Every metric, in both text forms.
+    pub fn encode(&self) -> Exposition {
+        Exposition::render(&self.registry)
     }
+}
+
+/// What the gateway did about a stream broken after bytes reached the client: the `action` label
+/// of `stilts_stream_interruptions_total`.
+pub const INTERRUPTION_ACTIONS: [&str; 3] = ["continued", "error_event", "client_gone"];
+
+/// Every reason the router gives up, for the `outcome` label (`NotRetryable` is one outcome,
+/// whatever its class).
+const GIVE_UPS: [GiveUpReason; 8] = [
+    GiveUpReason::Deadline,
+    GiveUpReason::NotRetryable(ErrorClass::BadRequest),
+    GiveUpReason::AttemptsExhausted,
+    GiveUpReason::BudgetExhausted,
+    GiveUpReason::AllRateLimited,
+    GiveUpReason::NoHealthyProvider,
+    GiveUpReason::ContextTooLong,
+    GiveUpReason::SpendLimit,
+];
+
+/// Failed requests' outcomes, besides the give-up reasons, counted with `provider="none"`:
+/// `invalid_request` (a plugin refused the request before any attempt) and `stream_interrupted`
+/// (the stream was cut after bytes reached the client).
+const UNSERVED_OUTCOMES: [&str; 2] = ["invalid_request", "stream_interrupted"];
+
+/// Failed requests' outcomes counted against the deployment that served part of the answer: none
+/// so far.
+const PARTLY_SERVED_OUTCOMES: [&str; 0] = [];
+
+/// The outcomes of requests on a known route that no provider served: every give-up reason and
+/// [`UNSERVED_OUTCOMES`].
+fn unserved_outcomes() -> impl Iterator<Item = &'static str> {
+    GIVE_UPS
+        .iter()
+        .map(|reason| reason.as_str())
+        .chain(UNSERVED_OUTCOMES)
 }
 
 /// The most series `/metrics` can hold for `routes` routes with `deployments` deployments in all:
@@ -441,4 +519,91 @@ fn unify(
     f: Family<RouteLabels, Histogram, fn() -> Histogram>,
 ) -> Family<RouteLabels, Histogram, fn() -> Histogram> {
     f
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::*;
+
+    #[test]
+    fn every_give_up_reason_has_its_outcome_series() {
+        // A new variant fails to compile here: add it to GIVE_UPS too.
+        for reason in GIVE_UPS {
+            match reason {
+                GiveUpReason::Deadline
+                | GiveUpReason::NotRetryable(_)
+                | GiveUpReason::AttemptsExhausted
+                | GiveUpReason::BudgetExhausted
+                | GiveUpReason::AllRateLimited
+                | GiveUpReason::NoHealthyProvider
+                | GiveUpReason::ContextTooLong
+                | GiveUpReason::SpendLimit => {}
+            }
+        }
+        let names: std::collections::BTreeSet<_> = unserved_outcomes().collect();
+        assert_eq!(
+            names.len(),
+            GIVE_UPS.len() + UNSERVED_OUTCOMES.len(),
+            "{names:?}"
+        );
+        for class in ErrorClass::ALL {
+            assert!(names.contains(GiveUpReason::NotRetryable(class).as_str()));
+        }
+    }
+
+    #[test]
+    fn every_series_exists_before_any_event() {
+        let m = Metrics::new();
+        drop(m.route("chat"));
+        drop(m.deployment("chat", "primary"));
+        let text = m.encode().body(Format::Text);
+        let text = std::str::from_utf8(&text).unwrap();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        for want in [
+            "stilts_config_reloads_total{result=\"ok\"} 0",
+            "stilts_config_reloads_total{result=\"error\"} 0",
+            "stilts_requests_total{route=\"unknown\",provider=\"none\",outcome=\"unknown_route\"} 0",
+            "stilts_requests_total{route=\"chat\",provider=\"none\",outcome=\"budget_exhausted\"} 0",
+            "stilts_requests_total{route=\"chat\",provider=\"none\",outcome=\"invalid_request\"} 0",
+            "stilts_stream_interruptions_total{route=\"chat\",provider=\"primary\",action=\"client_gone\"} 0",
+            "stilts_client_timeouts_total{stage=\"idle\"} 0",
+        ] {
+            assert!(series.contains(&want), "missing {want} in\n{text}");
+        }
+        for outcome in unserved_outcomes() {
+            let want = format!(
+                "stilts_requests_total{{route=\"chat\",provider=\"none\",outcome=\"{outcome}\"}} 0"
+            );
+            assert!(series.contains(&want.as_str()), "missing {want}");
+        }
+        for outcome in PARTLY_SERVED_OUTCOMES {
+            let want = format!(
+                "stilts_requests_total{{route=\"chat\",provider=\"primary\",outcome=\"{outcome}\"}} 0"
+            );
+            assert!(series.contains(&want.as_str()), "missing {want}");
+        }
+        // 11 process-wide; per route 17 + 19 histogram series and the unserved outcomes; per
+        // deployment 16 counters and the partly served outcomes. The 5 router gauges come from
+        // the engine at scrape time.
+        let unserved = GIVE_UPS.len() + UNSERVED_OUTCOMES.len();
+        assert_eq!(
+            series.len(),
+            11 + (17 + 19 + unserved) + (16 + PARTLY_SERVED_OUTCOMES.len()),
+            "{text}"
+        );
+        assert!(series.len() + 1 + 4 <= series_bound(1, 1));
+        // Counting an event adds no series.
+        m.reload(false);
+        m.stream_interrupted("chat", "primary", "continued");
+        m.request_failed("chat", "deadline");
+        m.request_failed("unknown", "unknown_route");
+        let after = m.encode().body(Format::Text);
+        let after = std::str::from_utf8(&after).unwrap();
+        assert_eq!(
+            after.lines().filter(|l| !l.starts_with('#')).count(),
+            series.len()
+        );
+    }
 }

@@ -228,7 +228,14 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response
         )
         .into_response();
     }
-    let Some(text) = gateway.metrics_snapshot().await else {
+    // Negotiated before waiting: the render carries both forms.
+    let format = crate::metrics::Format::negotiate(
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let Some(exposition) = gateway.metrics_snapshot().await else {
         gateway.metrics().scrape_refused();
         let mut busy = ApiError::plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -239,11 +246,13 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response
         busy.retry_after = Some(Duration::from_secs(1));
         return busy.into_response();
     };
-    let mut response = Response::new(Body::from(text));
-    response.headers_mut().insert(
+    let mut response = Response::new(Body::from(exposition.body(format)));
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     response
 }
 
