@@ -16,8 +16,27 @@ mod sim_cmd;
 #[derive(Parser)]
 #[command(name = "stilts", version, about, long_about = None)]
 struct Cli {
+    /// Log format of `serve` and `mock-upstream` on stderr: `text` (coloured only at a terminal)
+    /// or `json` (one object per line). The level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STILTS_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl From<LogFormat> for stilts_gateway::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => stilts_gateway::LogFormat::Text,
+            LogFormat::Json => stilts_gateway::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -55,6 +74,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::MockUpstream(_)) {
+        stilts_gateway::init_logging(cli.log_format.into());
+    }
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Sim(args) => sim_cmd::run(args),

@@ -117,7 +117,6 @@ fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime:
 
 /// Runs the gateway.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    stilts_gateway::init_logging();
     // Before any socket: thousands of clients and their upstream calls need more than the
     // default soft limit of 1,024 descriptors.
     stilts_gateway::listener::raise_fd_limit();
@@ -138,11 +137,19 @@ async fn serve_config(path: &Path, valid: ValidGateway) -> anyhow::Result<ExitCo
         .await
         .with_context(|| format!("cannot listen on {}", valid.server.listen))?;
     let addr = listener.local_addr()?;
-    eprintln!(
-        "stilts serving on http://{addr} (config {}, routes: {})",
-        path.display(),
-        gateway.route_names().join(", ")
-    );
+    let routes = gateway.route_names().join(", ");
+    match stilts_gateway::log_format() {
+        stilts_gateway::LogFormat::Text => eprintln!(
+            "stilts serving on http://{addr} (config {}, routes: {routes})",
+            path.display()
+        ),
+        stilts_gateway::LogFormat::Json => tracing::info!(
+            address = %format!("http://{addr}"),
+            config = %path.display(),
+            routes = %routes,
+            "stilts serving on http://{addr}"
+        ),
+    }
     let mut background = Vec::new();
     if let Some(every) = valid.server.reload_poll {
         background.push(tokio::spawn(server::watch_config(
@@ -195,7 +202,6 @@ async fn serve_demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
 
 /// Runs the fake upstream.
 pub fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
-    stilts_gateway::init_logging();
     let require_key = match &args.require_key_env {
         None => None,
         Some(var) => Some(std::env::var(var).with_context(|| format!("{var} is not set"))?),

@@ -1116,6 +1116,20 @@ impl Router {
         self.health[id.index()].breaker.state(now)
     }
 
+    /// Provider `id`'s breaker state and running cool-down at `now`, or `None` if no provider has
+    /// that id (a reload removed it). For drivers that report transitions.
+    pub fn health_of(
+        &mut self,
+        id: ProviderId,
+        now: Instant,
+    ) -> Option<(BreakerState, Option<(Cooldown, Instant)>)> {
+        let health = self.health.get_mut(id.index())?;
+        Some((
+            health.breaker.state(now),
+            health.cooldown.filter(|(_, until)| *until > now),
+        ))
+    }
+
     /// Health and load of every provider at `now`.
     pub fn status(&mut self, now: Instant) -> Vec<ProviderStatus> {
         (0..self.config.providers.len())

@@ -267,9 +267,11 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 
 impl GatewayConfig {
-    /// Parses TOML text.
+    /// Parses TOML text. A field the schema does not know or a value of the wrong type is named
+    /// by its line, column and dotted path (`routes.chat.deployments[0].weigth`), with a fix.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        serde_path_to_error::deserialize(de).map_err(|e| schema_error(text, &e))
     }
 
     /// Reads, parses and validates a file. Relative plugin paths resolve against its directory.
@@ -393,6 +395,40 @@ impl ServerConfig {
             metrics_keys_env: self.metrics_keys_env.clone(),
         })
     }
+}
+
+/// A schema error as `line L, column C: dotted.path: problem; fix: …`.
+fn schema_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let inner = e.inner();
+    let problem = inner.message().trim().to_owned();
+    let mut path = e.path().to_string();
+    // Name an unknown field itself, wherever the deserializer stopped.
+    if let Some(field) = problem
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        if path == "." || path.is_empty() {
+            path = field.to_owned();
+        } else if path.rsplit('.').next() != Some(field) {
+            path = format!("{path}.{field}");
+        }
+    }
+    let fix = if problem.starts_with("unknown field") {
+        "remove it or correct its spelling (the fields this table takes are listed above; docs/configuration.md describes each)"
+    } else if problem.starts_with("invalid type") {
+        "write the value as the type named above (a number without quotes, a string in quotes, a list in [ ])"
+    } else if problem.starts_with("missing field") {
+        "add the field (docs/configuration.md describes it)"
+    } else {
+        "see docs/configuration.md for the values this field takes"
+    };
+    let at = inner.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{path}: {problem}; fix: {fix}", at.unwrap_or_default())
 }
 
 /// Default `server.max_connections`.
@@ -597,10 +633,32 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let e = GatewayConfig::parse("[server]\nlisten_addr = \"x\"\n").unwrap_err();
-        assert!(e.contains("listen_addr"), "{e}");
+        assert!(
+            e.starts_with("line 2, column 1: server.listen_addr: unknown field"),
+            "{e}"
+        );
+        assert!(e.contains("fix: remove it or correct its spelling"), "{e}");
         let e =
             GatewayConfig::parse(&MINIMAL.replace("model = \"m\"", "modle = \"m\"")).unwrap_err();
-        assert!(e.contains("modle"), "{e}");
+        assert!(
+            e.contains("routes.chat.deployments[0].modle: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named_by_dotted_path_with_a_fix() {
+        let e =
+            GatewayConfig::parse(&MINIMAL.replace("weight = 0", "weight = \"heavy\"")).unwrap_err();
+        assert!(
+            e.contains("routes.chat.deployments[1].weight: invalid type"),
+            "{e}"
+        );
+        assert!(e.contains("fix: write the value as the type"), "{e}");
+        assert!(e.starts_with("line "), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = GatewayConfig::parse("[server]\nmax_connections = -3\n").unwrap_err();
+        assert!(e.contains("server.max_connections"), "{e}");
     }
 
     #[test]

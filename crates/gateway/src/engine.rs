@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use stilts_core::{
     Attempt, Call, Decision, GiveUp, GiveUpReason, Instant as CoreInstant, Outcome, RequestMeta,
-    Router,
+    Router, Usage,
 };
 use stilts_plugin::host::Plugin;
 use tokio::time::Instant as TokioInstant;
@@ -88,7 +88,12 @@ pub(crate) struct Route {
     pub name: String,
     pub state: Mutex<RouteState>,
     pub metrics: RouteMetrics,
+    /// When retry-budget exhaustion was last logged (ms on the gateway clock; 0: never).
+    pub budget_logged_ms: AtomicU64,
 }
+
+/// Retry-budget exhaustion is logged at most once per this many ms per route.
+const BUDGET_LOG_EVERY_MS: u64 = 10_000;
 
 impl Route {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
@@ -411,6 +416,7 @@ impl Gateway {
                         continuation,
                     }),
                     metrics: self.shared.metrics.route(&route.name),
+                    budget_logged_ms: AtomicU64::new(0),
                 }),
             };
             route_names.push(route.name.clone());
@@ -730,6 +736,8 @@ pub(crate) struct CallGuard {
     pub call: Call,
     pending: Vec<Attempt>,
     clock: Clock,
+    /// Tokens and cost of the attempts that succeeded (more than one for a continued stream).
+    pub spent: (Usage, f64),
 }
 
 impl CallGuard {
@@ -740,6 +748,7 @@ impl CallGuard {
             call,
             pending: Vec::new(),
             clock,
+            spent: (Usage::default(), 0.0),
         }
     }
 
@@ -772,14 +781,25 @@ impl CallGuard {
         let _recorded_below = self.pending.swap_remove(at);
         let now = self.clock.now();
         let mut state = self.route.lock();
+        // The attempt's provider, if a reload has not moved or removed it since.
+        let same = state
+            .deployments
+            .get(attempt.provider.index())
+            .is_some_and(|d| d.name == deployment.name);
+        let before = if same && !matches!(outcome, Outcome::Cancelled) {
+            state.router.health_of(attempt.provider, now)
+        } else {
+            None
+        };
         state.router.record(&mut self.call, attempt, outcome, now);
+        if let Some(before) = before {
+            if let Some(after) = state.router.health_of(attempt.provider, now) {
+                log_transition(&self.route.name, &deployment.name, before, after, now);
+            }
+        }
         match outcome {
             Outcome::Success { usage, .. } => {
-                let cost = if state
-                    .deployments
-                    .get(attempt.provider.index())
-                    .is_some_and(|d| d.name == deployment.name)
-                {
+                let cost = if same {
                     state
                         .router
                         .provider(attempt.provider)
@@ -788,6 +808,9 @@ impl CallGuard {
                     0.0
                 };
                 drop(state);
+                self.spent.0.input_tokens += usage.input_tokens;
+                self.spent.0.output_tokens += usage.output_tokens;
+                self.spent.1 += cost;
                 deployment.metrics.input_tokens.inc_by(usage.input_tokens);
                 deployment.metrics.output_tokens.inc_by(usage.output_tokens);
                 deployment.metrics.cost_usd.inc_by(cost);
@@ -825,6 +848,59 @@ impl Drop for CallGuard {
     }
 }
 
+/// Logs a provider's breaker opening or closing, and a cool-down starting, once each: what an
+/// operator needs to see when a provider goes bad or comes back.
+fn log_transition(
+    route: &str,
+    provider: &str,
+    before: (
+        stilts_core::BreakerState,
+        Option<(stilts_core::Cooldown, CoreInstant)>,
+    ),
+    after: (
+        stilts_core::BreakerState,
+        Option<(stilts_core::Cooldown, CoreInstant)>,
+    ),
+    now: CoreInstant,
+) {
+    use stilts_core::BreakerState as B;
+    match (before.0, after.0) {
+        (B::Open { .. }, B::Open { .. }) => {}
+        (_, B::Open { until }) => tracing::warn!(
+            route = %route,
+            provider = %provider,
+            reopens_in_ms = until.saturating_since(now).as_millis() as u64,
+            "breaker opened: the provider is failing; traffic goes to the others"
+        ),
+        (B::HalfOpen { .. } | B::Open { .. }, B::Closed) => {
+            tracing::info!(route = %route, provider = %provider, "breaker closed: the provider recovered")
+        }
+        _ => {}
+    }
+    if let (None, Some((kind, until))) = (before.1, after.1) {
+        let level_warn = !matches!(kind, stilts_core::Cooldown::RateLimited);
+        let ms = until.saturating_since(now).as_millis() as u64;
+        let kind = format!("{kind:?}").to_lowercase();
+        if level_warn {
+            tracing::warn!(
+                route = %route,
+                provider = %provider,
+                kind = %kind,
+                cooldown_ms = ms,
+                "provider cooling down"
+            );
+        } else {
+            tracing::info!(
+                route = %route,
+                provider = %provider,
+                kind = %kind,
+                cooldown_ms = ms,
+                "provider cooling down"
+            );
+        }
+    }
+}
+
 type AttemptFuture<T> =
     Pin<Box<dyn Future<Output = (Attempt, Arc<Deployment>, Result<T, Failure>, Duration)> + Send>>;
 
@@ -843,7 +919,7 @@ pub(crate) struct Driver {
     /// The client's own deadline (`X-Stilts-Deadline-Ms`), if it sent one.
     pub client_deadline: Option<Duration>,
     /// Whether the client asked for the usage-only chunk at the end of a stream
-    /// (`stream_options.include_usage`). Upstreams are always asked for usage, for accounting;
+    /// (`stream_options.include_usage`). Plugins ask upstreams for usage on every stream, for accounting;
     /// a client that did not ask does not get that chunk, as from OpenAI itself.
     pub usage_chunks: bool,
 }
@@ -931,7 +1007,7 @@ impl Driver {
                         provider = %deployment.name,
                         class = %failure.class,
                         status = failure.status,
-                        message = %failure.message,
+                        error = %failure.message,
                         "attempt failed"
                     );
                     self.tried.push(TriedAttempt {
@@ -974,8 +1050,8 @@ impl Driver {
         self.gateway
             .metrics()
             .request_failed(route, "invalid_request");
-        self.observe_end();
-        tracing::info!(route = %route, provider = %deployment.name, message = %failure.message, "request refused by the plugin (the client's request is not valid for it)");
+        self.finish(400, None);
+        tracing::info!(route = %route, provider = %deployment.name, error = %failure.message, "request refused by the plugin (the client's request is not valid for it)");
         error
     }
 
@@ -1014,19 +1090,46 @@ impl Driver {
         self.gateway
             .metrics()
             .request_failed(&route.name, g.reason.as_str());
-        self.observe_end();
+        self.finish(error.status.as_u16(), None);
+        if g.reason == GiveUpReason::BudgetExhausted {
+            // Once per budget window while it lasts, not once per refused request.
+            let now_ms = self.guard.clock().now().as_nanos() / 1_000_000;
+            let last = route.budget_logged_ms.load(Ordering::Relaxed);
+            if last == 0 || now_ms.saturating_sub(last) >= BUDGET_LOG_EVERY_MS {
+                route
+                    .budget_logged_ms
+                    .store(now_ms.max(1), Ordering::Relaxed);
+                tracing::warn!(route = %route.name, "retry budget exhausted: failing requests are not retried until it refills (many requests are failing)");
+            }
+        }
         tracing::warn!(route = %route.name, reason = %g, status = error.status.as_u16(), "request failed");
         error
     }
 
-    /// Records duration and overhead of a finished request.
-    pub fn observe_end(&self) {
+    /// Records duration and overhead of a finished request, and writes its access log line
+    /// (target `stilts::access`): route, serving provider, attempts, status, duration, tokens and
+    /// cost. Never a key, a prompt or an answer.
+    pub fn finish(&self, status: u16, provider: Option<&str>) {
         let total = self.started.elapsed();
         let m = &self.guard.route.metrics;
         m.duration.observe(total.as_secs_f64());
         let local = Duration::from_nanos(self.local.load(Ordering::Relaxed));
         m.overhead
             .observe((total.saturating_sub(self.waited) + local).as_secs_f64());
+        let (usage, cost) = self.guard.spent;
+        tracing::info!(
+            target: "stilts::access",
+            route = %self.guard.route.name,
+            provider = %provider.unwrap_or("none"),
+            attempts = self.attempts_sent(),
+            status,
+            stream = self.guard.call.is_stream(),
+            duration_ms = (total.as_secs_f64() * 1e6).round() / 1e3,
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            cost_usd = cost,
+            "request"
+        );
     }
 
     async fn complete(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
@@ -1063,7 +1166,7 @@ impl Driver {
                 );
                 self.guard.cancel_pending();
                 deployment.metrics.served.inc();
-                self.observe_end();
+                self.finish(200, Some(&deployment.name));
                 Ok(ChatReply::Complete {
                     provider: deployment.name.clone(),
                     attempts: self.attempts_sent(),

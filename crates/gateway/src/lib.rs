@@ -46,12 +46,45 @@ pub use stream::ChunkStream;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Installs a tracing subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
+/// How log records are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per record; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`), for log pipelines.
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// The format [`init_logging`] installed (text when it was not called): a program that also
+/// prints to stderr itself (a banner) keeps every line parseable in JSON mode.
+pub fn log_format() -> LogFormat {
+    LOG_FORMAT.get().copied().unwrap_or_default()
+}
+
+/// Installs a tracing subscriber writing to stderr in `format`, filtered by `RUST_LOG` (default
+/// `info`; e.g. `RUST_LOG=stilts_gateway=debug` or `RUST_LOG=warn,stilts::access=info`).
+///
+/// Every record is one line: text that came from outside is escaped before it is logged (see
+/// [`log_safe`]), and ANSI colours are used only when stderr is a terminal.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

@@ -15,8 +15,8 @@
 //!   `503` with `Retry-After` and is closed, instead of waiting in the kernel's backlog or taking
 //!   the file descriptors the upstream calls need.
 //!
-//! The time limits live in [`ClientIo`], a wrapper of the TCP stream that knows (through
-//! [`ConnState`]) whether a request is in progress: while one is, reads never time out (the
+//! The time limits live in `ClientIo`, a wrapper of the TCP stream that knows (through
+//! `ConnState`) whether a request is in progress: while one is, reads never time out (the
 //! handler may be waiting on an upstream); while none is, a read that would wait past the current
 //! limit fails with `TimedOut` and hyper closes the connection. The timer is armed only when a read
 //! would block, so an active connection costs no timer wake-ups.

@@ -425,12 +425,18 @@ impl Metrics {
         }
     }
 
-    /// Counts a request that did not succeed.
+    /// Counts a request that did not succeed and that no provider served.
     pub fn request_failed(&self, route: &str, outcome: &str) {
+        self.request_failed_at(route, "none", outcome);
+    }
+
+    /// Counts a request that did not succeed, against the provider that served part of it (a
+    /// stream cut after bytes reached the client).
+    pub fn request_failed_at(&self, route: &str, provider: &str, outcome: &str) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                provider: "none".to_owned(),
+                provider: provider.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
@@ -486,13 +492,12 @@ const GIVE_UPS: [GiveUpReason; 8] = [
 ];
 
 /// Failed requests' outcomes, besides the give-up reasons, counted with `provider="none"`:
-/// `invalid_request` (a plugin refused the request before any attempt) and `stream_interrupted`
-/// (the stream was cut after bytes reached the client).
-const UNSERVED_OUTCOMES: [&str; 2] = ["invalid_request", "stream_interrupted"];
+/// `invalid_request` (a plugin refused the request before any attempt).
+const UNSERVED_OUTCOMES: [&str; 1] = ["invalid_request"];
 
-/// Failed requests' outcomes counted against the deployment that served part of the answer: none
-/// so far.
-const PARTLY_SERVED_OUTCOMES: [&str; 0] = [];
+/// Failed requests' outcomes counted against the deployment that served part of the answer:
+/// `stream_interrupted` (the stream was cut after bytes reached the client).
+const PARTLY_SERVED_OUTCOMES: [&str; 1] = ["stream_interrupted"];
 
 /// The outcomes of requests on a known route that no provider served: every give-up reason and
 /// [`UNSERVED_OUTCOMES`].
@@ -505,10 +510,10 @@ fn unserved_outcomes() -> impl Iterator<Item = &'static str> {
 
 /// The most series `/metrics` can hold for `routes` routes with `deployments` deployments in all:
 /// 12 process-wide; per route 49 (two histograms of 17 and 19 series, the retry budget, and up to 12
-/// failure outcomes); per deployment 20 (attempts, 8 failure classes, 2 token kinds, cost, served,
-/// 4 router gauges, 3 interruption actions). Counted lines, not families.
+/// failure outcomes); per deployment 21 (attempts, 8 failure classes, 2 token kinds, cost, served,
+/// 4 router gauges, 3 interruption actions, a stream cut after it served bytes). Counted lines, not families.
 pub fn series_bound(routes: usize, deployments: usize) -> usize {
-    12 + 49 * routes + 20 * deployments
+    12 + 49 * routes + 21 * deployments
 }
 
 /// A config whose metrics would exceed this many series is logged as a warning at load.

@@ -208,7 +208,7 @@ impl Live {
             &self.deployment,
         );
         self.deployment.metrics.served.inc();
-        self.driver.observe_end();
+        self.driver.finish(200, Some(&self.deployment.name));
         self.finished = true;
     }
 
@@ -220,7 +220,7 @@ impl Live {
             route = %route,
             provider = %self.deployment.name,
             class = %failure.class,
-            message = %failure.message,
+            error = %failure.message,
             "stream broke after bytes reached the client"
         );
         self.driver.tried.push(TriedAttempt {
@@ -253,11 +253,14 @@ impl Live {
             &self.deployment.name,
             "error_event",
         );
-        self.driver
-            .gateway
-            .metrics()
-            .request_failed(&route, "stream_interrupted");
-        self.driver.observe_end();
+        // Counted against the deployment whose stream broke, not `none`: the client got a 200
+        // and part of an answer from it.
+        self.driver.gateway.metrics().request_failed_at(
+            &route,
+            &self.deployment.name,
+            "stream_interrupted",
+        );
+        self.driver.finish(200, Some(&self.deployment.name));
         let event = serde_json::json!({
             "error": {
                 "message": format!(
@@ -333,6 +336,8 @@ impl Drop for Live {
         if !self.finished {
             let route = &self.driver.guard.route.name;
             tracing::info!(route = %route, provider = %self.deployment.name, "client left mid-stream; upstream attempt cancelled");
+            // 499, as nginx logs a client that closed the connection before the answer ended.
+            self.driver.finish(499, Some(&self.deployment.name));
             self.driver.gateway.metrics().stream_interrupted(
                 route,
                 &self.deployment.name,
