@@ -304,3 +304,43 @@ fn sim_out_says_what_it_wrote_where() {
         )
     );
 }
+
+#[test]
+fn config_check_names_every_missing_key_variable_at_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stilts"))
+        .args(["config", "check", "examples/stilts.toml"])
+        .current_dir(workspace_root())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("GROQ_API_KEY")
+        .env_remove("OPENAI_API_KEY_B")
+        .env_remove("STILTS_CLIENT_KEYS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for var in [
+        "OPENAI_API_KEY=",
+        "GROQ_API_KEY=",
+        "OPENAI_API_KEY_B=",
+        "STILTS_CLIENT_KEYS=",
+    ] {
+        assert!(err.contains(var), "{var} missing from: {err}");
+    }
+    assert_eq!(
+        err.matches("OPENAI_API_KEY=").count(),
+        1,
+        "named once: {err}"
+    );
+    // With them set (the README's placeholders), the example checks out.
+    let out = Command::new(env!("CARGO_BIN_EXE_stilts"))
+        .args(["config", "check", "examples/stilts.toml"])
+        .current_dir(workspace_root())
+        .env("OPENAI_API_KEY", "sk-placeholder")
+        .env("GROQ_API_KEY", "gsk-placeholder")
+        .env("OPENAI_API_KEY_B", "sk-placeholder-b")
+        .env("STILTS_CLIENT_KEYS", "my-client-key")
+        .env("STILTS_PLUGIN_DIR", openai_plugin().parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

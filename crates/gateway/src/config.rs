@@ -259,6 +259,36 @@ pub struct ValidGateway {
     pub base_dir: PathBuf,
 }
 
+impl ValidGateway {
+    /// Every environment variable the config names that is unset or empty, with the dotted path
+    /// naming it: all of them at once, so a user sets them in one go.
+    pub fn missing_env_vars(&self) -> Vec<(String, String)> {
+        let unset = |var: &str| std::env::var(var).map_or(true, |v| v.trim().is_empty());
+        let mut missing = Vec::new();
+        for (field, vars) in [
+            ("client_keys_env", &self.server.client_keys_env),
+            ("metrics_keys_env", &self.server.metrics_keys_env),
+        ] {
+            for (i, var) in vars.iter().enumerate() {
+                if unset(var) {
+                    missing.push((format!("server.{field}[{i}]"), var.clone()));
+                }
+            }
+        }
+        for route in &self.routes {
+            for (i, d) in route.deployments.iter().enumerate() {
+                if let Some(var) = d.api_key_env.as_deref().filter(|v| unset(v)) {
+                    missing.push((
+                        format!("routes.{}.deployments[{i}].api_key_env", route.name),
+                        var.to_owned(),
+                    ));
+                }
+            }
+        }
+        missing
+    }
+}
+
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Most async worker threads a config may ask for.

@@ -376,6 +376,34 @@ impl Gateway {
 
     fn apply(&self, config: &ValidGateway, abandoned: &AtomicBool) -> Result<(), BuildError> {
         let _serial = self.reload_turn(config.server.reload_timeout)?;
+        let missing = config.missing_env_vars();
+        if !missing.is_empty() {
+            let mut vars: Vec<&str> = Vec::new();
+            for (_, var) in &missing {
+                if !vars.contains(&var.as_str()) {
+                    vars.push(var);
+                }
+            }
+            return Err(BuildError {
+                path: missing
+                    .iter()
+                    .map(|(path, _)| path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                problem: format!(
+                    "{} not set; export {} (keys never go in the file)",
+                    if vars.len() == 1 {
+                        format!("environment variable {} is", vars[0])
+                    } else {
+                        format!("environment variables {} are", vars.join(", "))
+                    },
+                    vars.iter()
+                        .map(|v| format!("{v}=..."))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            });
+        }
         let deployments = config.routes.iter().map(|r| r.deployments.len()).sum();
         let series = crate::metrics::series_bound(config.routes.len(), deployments);
         if series > crate::metrics::SERIES_WARNING {
