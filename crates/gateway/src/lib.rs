@@ -8,7 +8,8 @@
 //! be embedded as a library ([`Gateway::chat`]) or served over HTTP ([`server::serve`]).
 //!
 //! * [`config`]: the TOML config and its validation.
-//! * [`engine`]: the [`Gateway`], its routes and the request loop.
+//! * [`engine`]: the [`Gateway`]: its routes, reloads, client auth and status.
+//! * `driver`: the request loop (one request's routing state, its attempts, its end).
 //! * `upstream` / `stream`: one attempt over HTTP; streams with failover before the first token and
 //!   exact continuation or an error event after it.
 //! * [`server`]: the axum endpoints, graceful shutdown, file-watch and SIGHUP reloads.
@@ -22,6 +23,7 @@
 
 pub mod config;
 pub mod demo;
+mod driver;
 pub mod engine;
 pub mod error;
 mod http_client;

@@ -26,7 +26,8 @@ use stilts_core::{Attempt, ErrorClass, Outcome};
 use stilts_plugin::types::StreamEnd;
 use tokio::time::Instant as TokioInstant;
 
-use crate::engine::{Clock, Driver, LoopEnd};
+use crate::driver::{Driver, LoopEnd};
+use crate::engine::Clock;
 use crate::error::TriedAttempt;
 use crate::upstream::{Deployment, Failure, ReadOptions, StreamReader, stage_timeout, usage_of};
 
