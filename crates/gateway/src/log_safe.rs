@@ -66,9 +66,12 @@ impl KeyScrubber {
             forms.push(percent_encode(bytes, true, true));
             forms.push(percent_encode(bytes, false, false));
             forms.push(percent_encode(bytes, false, true));
-            for alphabet in [BASE64_STANDARD, BASE64_URL] {
-                for offset in 0..3 {
-                    let inner = base64_inner(bytes, offset, alphabet);
+            use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+            for offset in 0..3 {
+                for inner in [
+                    base64_inner(bytes, offset, &STANDARD_NO_PAD),
+                    base64_inner(bytes, offset, &URL_SAFE_NO_PAD),
+                ] {
                     if inner.len() >= MIN_ENCODED_KEY {
                         forms.push(inner);
                     }
@@ -108,30 +111,13 @@ fn percent_encode(bytes: &[u8], all: bool, upper: bool) -> String {
     out
 }
 
-const BASE64_STANDARD: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// The base64 characters that depend only on `key`'s bits when the key starts `offset` bytes
 /// into the encoded value: whatever surrounds it, an encoding of a value containing the key at
 /// that alignment contains this string.
-fn base64_inner(key: &[u8], offset: usize, alphabet: &[u8; 64]) -> String {
+fn base64_inner(key: &[u8], offset: usize, engine: &impl base64::Engine) -> String {
     let mut padded = vec![0u8; offset];
     padded.extend_from_slice(key);
-    // Enough zero bytes after to complete the last group; those characters are cut below.
-    padded.extend_from_slice(&[0, 0]);
-    let mut encoded = String::with_capacity(padded.len() * 4 / 3 + 4);
-    for group in padded.chunks(3) {
-        let b = [
-            group[0],
-            group.get(1).copied().unwrap_or(0),
-            group.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for shift in [18, 12, 6, 0] {
-            encoded.push(char::from(alphabet[((n >> shift) & 63) as usize]));
-        }
-    }
+    let encoded = engine.encode(&padded);
     // Characters whose six bits all lie inside the key's bits.
     let first = (8 * offset).div_ceil(6);
     let last = 8 * (offset + key.len()) / 6;
@@ -144,25 +130,10 @@ mod tests {
 
     use super::*;
 
-    /// A reference base64 encoder (standard alphabet, with padding).
+    /// Standard base64 with padding, as an HTTP client writes `Basic` credentials.
     fn b64(bytes: &[u8]) -> String {
-        let mut out = String::new();
-        for group in bytes.chunks(3) {
-            let b = [
-                group[0],
-                group.get(1).copied().unwrap_or(0),
-                group.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-                if i <= group.len() {
-                    out.push(char::from(BASE64_STANDARD[((n >> shift) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     #[test]
