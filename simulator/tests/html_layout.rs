@@ -182,7 +182,13 @@ fn measure(name: &str, html: &str) -> Vec<Verdict> {
         .stdout(std::fs::File::create(&dump).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", browser.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start Chromium at {}: {e}; install it with `apt-get install -y chromium` \
+                 (Debian/Ubuntu; .ci/run does it) or point STILTS_CHROMIUM at one",
+                browser.display()
+            )
+        });
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
