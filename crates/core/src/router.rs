@@ -13,6 +13,10 @@ use crate::window::SlidingWindow;
 use std::fmt;
 use std::time::Duration;
 
+/// An attempt cut by the client's own deadline is the provider's timeout only if it had already
+/// run this many times the provider's latency estimate (see [`Router::record`]).
+const CLIENT_CUT_FACTOR: u32 = 2;
+
 /// What the caller knows about a request before sending it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestMeta {
@@ -992,11 +996,20 @@ impl Router {
             }
             Outcome::Failure {
                 class: ErrorClass::Timeout,
+                latency,
                 ..
-            } if call.client_deadline && now >= call.deadline => {
-                // The client's own deadline ended the attempt, not the provider's stage limits:
-                // neutral for health (no breaker failure, no slow call, no latency sample), or a
-                // client with a 10 ms deadline could open every breaker for everyone.
+            } if call.client_deadline
+                && now >= call.deadline
+                && index.is_some_and(|i| {
+                    latency < self.loads[i].latency.estimate(now) * CLIENT_CUT_FACTOR
+                }) =>
+            {
+                // The client's own deadline ended the attempt before the provider had taken
+                // even twice its usual time: that says nothing about the provider. Neutral for
+                // health (no breaker failure, no slow call, no latency sample), or a client with
+                // a 10 ms deadline could open every breaker for everyone. An attempt that ran
+                // past twice the provider's usual latency before the client gave up is evidence
+                // of a slow provider, and counts below like any timeout.
                 call.last_error = Some(ErrorClass::Timeout);
                 if let Some(i) = index {
                     self.stats[i].cut_by_client_deadline += 1;
@@ -1011,7 +1024,21 @@ impl Router {
                 call.last_error = Some(class);
                 if let Some(i) = index {
                     self.stats[i].failures[class.index()] += 1;
-                    self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
+                    // A timeout the client's deadline cut short is a lower bound on the
+                    // provider's latency, not a sample: feeding it would raise the estimate
+                    // that tells the next client-cut timeout apart (above).
+                    let censored = class == ErrorClass::Timeout
+                        && call.client_deadline
+                        && now >= call.deadline;
+                    self.apply_failure(
+                        i,
+                        class,
+                        latency,
+                        retry_after,
+                        attempt.probe,
+                        now,
+                        !censored,
+                    );
                 }
                 if matches!(class, ErrorClass::BadRequest)
                     || (class == ErrorClass::ContentFilter
@@ -1057,6 +1084,7 @@ impl Router {
         retry_after: Option<Duration>,
         probe: Option<ProbeEpoch>,
         now: Instant,
+        latency_sample: bool,
     ) {
         let retry = &self.config.retry;
         // A Retry-After beyond the quota cool-down is a broken header, not a plan.
@@ -1078,7 +1106,7 @@ impl Router {
             health
                 .breaker
                 .on_failure(now, latency, probe, &self.config.breaker, &mut self.rng);
-            if class == ErrorClass::Timeout {
+            if class == ErrorClass::Timeout && latency_sample {
                 self.loads[i].latency.observe(now, latency);
             }
         } else {

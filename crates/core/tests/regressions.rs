@@ -455,3 +455,51 @@ fn a_stage_limit_that_fires_before_the_clients_deadline_is_the_providers_timeout
     ));
     assert_eq!(r.stats(id).failures[ErrorClass::Timeout.index()], 1);
 }
+
+#[test]
+fn a_client_deadline_that_cuts_a_provider_running_far_past_its_usual_latency_counts() {
+    let mut r = router(&["a"], |c| c.breaker.consecutive_failures = Some(3));
+    let id = ProviderId::from_index(0).unwrap();
+    let mut now = ms(0);
+    // The provider usually answers in 100 ms.
+    for _ in 0..20 {
+        let mut call = r.begin(RequestMeta::default(), now);
+        let a = send(&mut r, &mut call, now);
+        now = now + Duration::from_millis(100);
+        r.record(
+            &mut call,
+            a,
+            Outcome::Success {
+                latency: Duration::from_millis(100),
+                first_token: None,
+                usage: Usage::default(),
+            },
+            now,
+        );
+    }
+    // Now it hangs; clients give up after 2 s, twenty times its usual latency.
+    for _ in 0..3 {
+        let meta = RequestMeta {
+            deadline: Some(Duration::from_secs(2)),
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let a = send(&mut r, &mut call, now);
+        now = call.deadline();
+        r.record(
+            &mut call,
+            a,
+            Outcome::Failure {
+                class: ErrorClass::Timeout,
+                latency: Duration::from_secs(2),
+                retry_after: None,
+            },
+            now,
+        );
+    }
+    assert!(
+        matches!(r.breaker_state(id, now), BreakerState::Open { .. }),
+        "a hung provider must trip even when every client has a short deadline"
+    );
+    assert_eq!(r.stats(id).cut_by_client_deadline, 0);
+}
