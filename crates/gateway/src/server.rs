@@ -1,7 +1,8 @@
 //! The HTTP face of the gateway (axum), its lifecycle, and config reloads.
 //!
 //! Endpoints: `POST /v1/chat/completions` (plain and `stream: true`), `GET /v1/models` (the
-//! routes), `GET /status` (JSON health of every provider), `GET /metrics` (OpenMetrics text) and
+//! routes), `GET /status` (JSON health of every provider), `GET /metrics` (Prometheus text or
+//! OpenMetrics, as the scraper asks) and
 //! `GET /healthz`. When client keys are configured, `/v1/*` and `/status` need
 //! `Authorization: Bearer <key>`; `/metrics` needs a metrics key when those are configured
 //! (`server.metrics_keys_env`), and `/healthz` stays open for probes. A scrape is rendered off the
