@@ -9,7 +9,8 @@
 //!   order, each step optionally with an SDK's own retries (`baselines.sdk_retries`).
 //! - [`SeedRouter`]: the hand-written weighted router stilts replaces: weighted random among
 //!   providers whose home-made breaker is closed; any exception counts; 3 consecutive failures open a
-//!   provider for 60 s; up to 3 attempts, sleeping 2^attempt + U(0, 1) s between them.
+//!   provider for 60 s; up to 3 attempts, sleeping 2^attempt + U(0, 1) s between them, `attempt`
+//!   counted from 0 (1-2 s, then 2-3 s).
 //!
 //! The oracle is not a strategy: it reads the world directly (see `Scenario::oracle`).
 
@@ -448,11 +449,13 @@ impl Strategy for SeedRouter {
                     self.open_until[p] = now + SEED_OPEN_NS;
                     self.trips[p] += 1;
                 }
-                let attempt = call.base.attempts;
+                // `2 ** attempt + random()` with `attempt` the one just made, counted from 0 as
+                // `for attempt in range(3)` counts: 1-2 s, then 2-3 s.
+                let attempt = call.base.attempts - 1;
                 let jitter = call
                     .base
                     .key
-                    .unit_n(Purpose::BaselineSleep as u64 + u64::from(attempt));
+                    .unit_n(Purpose::BaselineSleep as u64 + u64::from(call.base.attempts));
                 let sleep = ((1u64 << attempt.min(20)) as f64 + jitter) * 1e9;
                 call.base.wait_until = now + sleep as u64;
             }
@@ -464,5 +467,89 @@ impl Strategy for SeedRouter {
 
     fn finish(&mut self, _: u64, _: usize) -> (Vec<u64>, u64) {
         (self.trips.clone(), 0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// A fresh `seed_router` over two providers of equal weight, so that no breaker state carries
+    /// over from one request to the next.
+    fn seed_router() -> SeedRouter {
+        SeedRouter {
+            weights: vec![1, 1],
+            timeout: 30 * SECOND,
+            consecutive: vec![0; 2],
+            open_until: vec![0; 2],
+            trips: vec![0; 2],
+        }
+    }
+
+    fn request(index: u64) -> Request {
+        Request {
+            index,
+            arrival: 0,
+            deadline: 600 * SECOND,
+            input_tokens: 100,
+            output_tokens: 100,
+            stream: false,
+            key: Key::root(1).request(index),
+        }
+    }
+
+    /// What `seed_router` does with a request whose every attempt fails after 1 ms: the providers
+    /// it picks, the sleeps between the attempts, why it gives up and how long after the last failure.
+    fn failing_request(index: u64) -> (Vec<usize>, Vec<u64>, &'static str, u64) {
+        let mut router = seed_router();
+        let mut call = router.begin(&request(index), 0);
+        let (mut picks, mut sleeps) = (Vec::new(), Vec::new());
+        let (mut now, mut failed_at) = (0, 0);
+        for _ in 0..16 {
+            match router.next(&mut call, now) {
+                Step::Send(send) => {
+                    picks.push(send.provider);
+                    now += 1_000_000;
+                    failed_at = now;
+                    let failure = Outcome::Failure {
+                        class: ErrorClass::Server,
+                        latency: Duration::from_millis(1),
+                        retry_after: None,
+                    };
+                    router.record(&mut call, (), failure, now);
+                }
+                Step::WakeAt(at) => {
+                    sleeps.push(at - now);
+                    now = at;
+                }
+                Step::GiveUp(why) => return (picks, sleeps, why, now - failed_at),
+                other => panic!("unexpected step {other:?}"),
+            }
+        }
+        panic!("request {index} still going after 16 steps");
+    }
+
+    #[test]
+    fn seed_router_sleeps_1_then_2_seconds_plus_jitter() {
+        // The hand-written loop is `for attempt in range(3)`, sleeping `2 ** attempt + random()`
+        // after a failure: 1-2 s, then 2-3 s. The old code counted the attempt just made: 2-3 s,
+        // then 4-5 s.
+        for index in 0..1_000 {
+            let (_, sleeps, _, _) = failing_request(index);
+            assert!(
+                (SECOND..2 * SECOND).contains(&sleeps[0]),
+                "request {index}: first sleep {} ns",
+                sleeps[0]
+            );
+            assert!(
+                (2 * SECOND..3 * SECOND).contains(&sleeps[1]),
+                "request {index}: second sleep {} ns",
+                sleeps[1]
+            );
+        }
     }
 }
