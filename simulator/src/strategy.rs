@@ -449,6 +449,10 @@ impl Strategy for SeedRouter {
                     self.open_until[p] = now + SEED_OPEN_NS;
                     self.trips[p] += 1;
                 }
+                if call.base.attempts >= SEED_ATTEMPTS {
+                    // The loop raises after its last attempt: no sleep, the call gives up now.
+                    return;
+                }
                 // `2 ** attempt + random()` with `attempt` the one just made, counted from 0 as
                 // `for attempt in range(3)` counts: 1-2 s, then 2-3 s.
                 let attempt = call.base.attempts - 1;
@@ -550,6 +554,17 @@ mod tests {
                 "request {index}: second sleep {} ns",
                 sleeps[1]
             );
+        }
+    }
+
+    #[test]
+    fn seed_router_gives_up_at_its_third_failure_without_sleeping() {
+        // The loop raises after the third failure; the old code slept once more first (4-5 s).
+        for index in 0..1_000 {
+            let (picks, sleeps, why, gave_up_after) = failing_request(index);
+            assert_eq!(picks.len(), 3, "request {index}: {picks:?}");
+            assert_eq!(sleeps.len(), 2, "request {index}: sleeps {sleeps:?}");
+            assert_eq!((why, gave_up_after), ("attempts_exhausted", 0));
         }
     }
 }
