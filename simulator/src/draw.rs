@@ -35,6 +35,16 @@ pub(crate) enum Purpose {
     Event = 1_000,
 }
 
+impl Purpose {
+    /// The tag of the `n`-th draw for this purpose from one key: the purpose in the high 32 bits,
+    /// `n` in the low ones, so no two (purpose, n) pairs share a stream, nor do they meet the
+    /// small tags (`purpose + n`) of the other draws. `purpose + n` alone is not enough:
+    /// `BaselinePick + 2 == BaselineSleep + 1`.
+    pub(crate) const fn nth(self, n: u32) -> u64 {
+        (self as u64) << 32 | n as u64
+    }
+}
+
 /// A key naming one random situation; draws for different purposes derive from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Key(u64);
