@@ -360,7 +360,28 @@ impl Strategy for Naive {
     }
 }
 
-/// `seed_router`: the hand-written weighted router with a home-made breaker.
+/// `seed_router`: the hand-written weighted router with a home-made breaker, modelled on this loop
+/// (Python, as such routers are written; `now()` is the virtual clock):
+///
+/// ```text
+/// for attempt in range(3):
+///     closed = [p for p in providers if open_until[p] <= now()]  # none: no_healthy_provider
+///     p = random.choices(closed, weights=[q.weight for q in closed])[0]
+///     try:
+///         answer = p.complete(request, timeout=baselines.timeout)
+///         failures[p] = 0
+///         return answer
+///     except Exception:                                # any exception counts, 429s and 400s too
+///         failures[p] += 1
+///         if failures[p] >= 3:
+///             failures[p] = 0
+///             open_until[p] = now() + 60
+///         if attempt == 2:
+///             raise                                    # no sleep after the last attempt
+///         time.sleep(2 ** attempt + random.random())   # 1-2 s, then 2-3 s
+/// ```
+///
+/// The pick and the sleep each draw from their own stream of the request's key.
 pub(crate) struct SeedRouter {
     weights: Vec<u64>,
     timeout: u64,
@@ -507,7 +528,8 @@ mod tests {
     }
 
     /// What `seed_router` does with a request whose every attempt fails after 1 ms: the providers
-    /// it picks, the sleeps between the attempts, why it gives up and how long after the last failure.
+    /// it picks, the sleeps between the attempts, why it gives up, and how long after the last
+    /// failure.
     fn failing_request(index: u64) -> (Vec<usize>, Vec<u64>, &'static str, u64) {
         let mut router = seed_router();
         let mut call = router.begin(&request(index), 0);
