@@ -211,7 +211,8 @@ pub struct SpendConfig {
     pub period_ms: Option<u64>,
 }
 
-/// A configuration value that is out of range, with where it is and how to fix it.
+/// A configuration value that is wrong, with where it is and how to fix it: "place, problem,
+/// fix", the one error shape of every stilts config (the gateway's file uses it too).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {problem}; {fix}")]
 pub struct ConfigError {
@@ -224,7 +225,13 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    /// An error at `path` (dotted, e.g. `routes.chat.deployments[1].weight`), saying what is wrong
+    /// and what to do. Every config of stilts (router, gateway file, scenario) reports with it.
+    pub fn new(
+        path: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         ConfigError {
             path: path.into(),
             problem: problem.into(),

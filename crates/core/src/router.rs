@@ -1030,15 +1030,10 @@ impl Router {
                     let censored = class == ErrorClass::Timeout
                         && call.client_deadline
                         && now >= call.deadline;
-                    self.apply_failure(
-                        i,
-                        class,
-                        latency,
-                        retry_after,
-                        attempt.probe,
-                        now,
-                        !censored,
-                    );
+                    self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
+                    if class == ErrorClass::Timeout && !censored {
+                        self.loads[i].latency.observe(now, latency);
+                    }
                 }
                 if matches!(class, ErrorClass::BadRequest)
                     || (class == ErrorClass::ContentFilter
@@ -1084,7 +1079,6 @@ impl Router {
         retry_after: Option<Duration>,
         probe: Option<ProbeEpoch>,
         now: Instant,
-        latency_sample: bool,
     ) {
         let retry = &self.config.retry;
         // A Retry-After beyond the quota cool-down is a broken header, not a plan.
@@ -1106,9 +1100,6 @@ impl Router {
             health
                 .breaker
                 .on_failure(now, latency, probe, &self.config.breaker, &mut self.rng);
-            if class == ErrorClass::Timeout && latency_sample {
-                self.loads[i].latency.observe(now, latency);
-            }
         } else {
             health.breaker.on_neutral(probe);
         }

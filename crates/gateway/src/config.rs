@@ -76,13 +76,13 @@ pub struct RouteConfig {
     /// Its `providers` list must stay empty: list deployments instead.
     pub router: RouterConfig,
     /// The provider deployments, in preference order.
-    pub deployments: Vec<DeploymentConfig>,
+    pub deployments: Vec<DeploymentTable>,
 }
 
 /// One provider deployment: where and how to call it, and its routing settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DeploymentConfig {
+pub struct DeploymentTable {
     /// Unique name in the route; sent back as `X-Provider` and used in metrics.
     pub name: String,
     /// The plugin: a short name (`openai` finds `libstilts_plugin_openai.so` in the plugin
@@ -120,31 +120,9 @@ pub struct DeploymentConfig {
     pub timeouts: TimeoutsConfig,
 }
 
-/// A configuration value that is wrong, where it is, and how to fix it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {problem}; {fix}")]
-pub struct ConfigError {
-    /// Dotted path of the field, e.g. `routes.chat.deployments[1].weight`.
-    pub path: String,
-    /// What is wrong.
-    pub problem: String,
-    /// What to do.
-    pub fix: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(
-        path: impl Into<String>,
-        problem: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            path: path.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
-    }
-}
+/// A value that is wrong, where it is (the dotted path in the file's terms) and how to fix it:
+/// stilts-core's error, shared by every config of stilts.
+pub use stilts_core::ConfigError;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]

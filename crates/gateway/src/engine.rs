@@ -546,7 +546,7 @@ impl Gateway {
         &self,
         config: &ValidGateway,
         plugin: &crate::config::PluginRef,
-    ) -> Result<Plugin, plugins::PluginError> {
+    ) -> Result<Plugin, plugins::PluginLookupError> {
         let path = plugins::resolve(
             plugin,
             config.server.plugin_dir.as_deref(),

@@ -23,7 +23,7 @@ use stilts_plugin::host::{LoadError, Plugin};
 /// Why a plugin could not be had.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PluginError {
+pub enum PluginLookupError {
     /// No file found for a short name.
     #[error(
         "no plugin named \"{name}\" ({files}) in {searched}; build it (cargo build --release in the plugin's crate, or cargo build -p stilts-plugin-{name} for one shipped with stilts), set server.plugin_dir or STILTS_PLUGIN_DIR to the directory that holds it, or give the plugin's path"
@@ -107,7 +107,7 @@ pub fn resolve(
     plugin: &PluginRef,
     plugin_dir: Option<&Path>,
     base_dir: &Path,
-) -> Result<PathBuf, PluginError> {
+) -> Result<PathBuf, PluginLookupError> {
     match plugin {
         PluginRef::Path(p) if p.is_absolute() => Ok(p.clone()),
         PluginRef::Path(p) => Ok(base_dir.join(p)),
@@ -123,7 +123,7 @@ pub fn resolve(
                     }
                 }
             }
-            Err(PluginError::NotFound {
+            Err(PluginLookupError::NotFound {
                 name: name.clone(),
                 files: files.join(", "),
                 searched: dirs
@@ -138,7 +138,7 @@ pub fn resolve(
 
 impl PluginCache {
     /// Loads `path` once; later calls return the same plugin.
-    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+    pub fn load(&self, path: &Path) -> Result<Plugin, PluginLookupError> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let mut loaded = self
             .loaded

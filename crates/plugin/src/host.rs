@@ -25,7 +25,7 @@ use crate::abi::{self, ByteSlice, EntryFn, OwnedBytes, PluginTableV1, Status, fr
 use crate::canonical::FinishReason;
 use crate::types::{
     ApiKey, DeploymentConfig, ErrorClass, ErrorInfo, HttpRequest, ParsedResponse, PluginInfo,
-    RequestMeta, ResponseMeta, StepMeta, StreamEnd, StreamStep,
+    RequestHead, ResponseMeta, StepMeta, StreamEnd, StreamStep,
 };
 
 /// Why a plugin file was refused. Every message names the file and the fix.
@@ -492,7 +492,7 @@ impl Plugin {
                 "build_request must return 2 frames".to_owned(),
             ));
         };
-        let meta: RequestMeta = serde_json::from_slice(parts[0])
+        let meta: RequestHead = serde_json::from_slice(parts[0])
             .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
         Ok(HttpRequest {
             method: meta.method,

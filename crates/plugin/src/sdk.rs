@@ -242,7 +242,7 @@ pub mod __ffi {
     use crate::abi::{self, ByteSlice, OwnedBytes, PluginTableV1, Status, frames};
     use crate::canonical::ChatRequest;
     use crate::types::{
-        DeploymentConfig, PluginInfo, RequestMeta, ResponseMeta, StepMeta, StreamEnd, StreamStep,
+        DeploymentConfig, PluginInfo, RequestHead, ResponseMeta, StepMeta, StreamEnd, StreamStep,
     };
 
     /// Implemented by `export_plugin!` for the exported type.
@@ -407,7 +407,7 @@ pub mod __ffi {
             };
             match T::instance().build_request(&req, &cfg) {
                 Ok(http) => {
-                    let meta = RequestMeta {
+                    let meta = RequestHead {
                         method: http.method,
                         url: http.url,
                         headers: http.headers,

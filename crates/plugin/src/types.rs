@@ -126,7 +126,7 @@ fn redact_url(url: &str) -> String {
 
 /// The request fields sent as the first frame of a `build_request` answer (the body is the second frame).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RequestMeta {
+pub struct RequestHead {
     /// HTTP method.
     pub method: String,
     /// URL or path.
