@@ -87,27 +87,12 @@ impl Failure {
 
     pub(crate) fn from_info(info: ErrorInfo, status: Option<u16>) -> Self {
         Failure {
-            class: core_class(info.class),
+            class: info.class,
             retry_after: info.retry_after_ms.map(Duration::from_millis),
             status,
             message: info.message,
             refused_by_plugin: false,
         }
-    }
-}
-
-/// The plugin's class as the core's.
-pub(crate) fn core_class(class: stilts_plugin::ErrorClass) -> ErrorClass {
-    use stilts_plugin::ErrorClass as P;
-    match class {
-        P::RateLimited => ErrorClass::RateLimited,
-        P::Server => ErrorClass::Server,
-        P::Timeout => ErrorClass::Timeout,
-        P::ContextLength => ErrorClass::ContextLength,
-        P::ContentFilter => ErrorClass::ContentFilter,
-        P::Auth => ErrorClass::Auth,
-        P::Quota => ErrorClass::Quota,
-        P::BadRequest => ErrorClass::BadRequest,
     }
 }
 
@@ -270,7 +255,7 @@ impl Deployment {
         })
         .unwrap_or_else(|e| {
             ErrorInfo::new(
-                stilts_plugin::ErrorClass::from_status(status.as_u16()),
+                ErrorClass::from_status(status.as_u16()),
                 format!("HTTP {status} (plugin could not classify it: {e})"),
             )
         });

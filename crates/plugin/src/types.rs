@@ -135,74 +135,9 @@ pub struct RequestHead {
     pub headers: Vec<(String, String)>,
 }
 
-/// What kind of failure an upstream answer is. The router acts on the class (see the design's table).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// 429 and Anthropic 529 overload: cool down until Retry-After, fail over.
-    RateLimited = 1,
-    /// 5xx, overload, a mid-stream server error: counts for the breaker; fail over, retry with backoff.
-    Server = 2,
-    /// The upstream was silent (408, a deadline exceeded upstream).
-    Timeout = 3,
-    /// The prompt does not fit the model's context window.
-    ContextLength = 4,
-    /// A content policy refused the prompt or the output.
-    ContentFilter = 5,
-    /// 401/403: the deployment is misconfigured.
-    Auth = 6,
-    /// A spent quota or billing problem (not a rate limit).
-    Quota = 7,
-    /// Any other 4xx: the client's fault.
-    BadRequest = 8,
-}
-
-impl ErrorClass {
-    /// All classes, in numeric order.
-    pub const ALL: [ErrorClass; 8] = [
-        ErrorClass::RateLimited,
-        ErrorClass::Server,
-        ErrorClass::Timeout,
-        ErrorClass::ContextLength,
-        ErrorClass::ContentFilter,
-        ErrorClass::Auth,
-        ErrorClass::Quota,
-        ErrorClass::BadRequest,
-    ];
-
-    /// The snake_case name used in JSON, logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::RateLimited => "rate_limited",
-            ErrorClass::Server => "server",
-            ErrorClass::Timeout => "timeout",
-            ErrorClass::ContextLength => "context_length",
-            ErrorClass::ContentFilter => "content_filter",
-            ErrorClass::Auth => "auth",
-            ErrorClass::Quota => "quota",
-            ErrorClass::BadRequest => "bad_request",
-        }
-    }
-
-    /// The default class of an HTTP status when the body says nothing more specific.
-    pub fn from_status(status: u16) -> ErrorClass {
-        match status {
-            401 | 403 => ErrorClass::Auth,
-            402 => ErrorClass::Quota,
-            408 => ErrorClass::Timeout,
-            429 | 529 => ErrorClass::RateLimited,
-            409 | 500..=599 => ErrorClass::Server,
-            _ => ErrorClass::BadRequest,
-        }
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What kind of failure an upstream answer is: the one class of stilts (the `stilts-class` leaf
+/// crate, shared with the routing engine). Its numbers and names are part of the ABI.
+pub use stilts_class::ErrorClass;
 
 /// A classified upstream error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
