@@ -1,0 +1,734 @@
+//! stilts-config: the gateway's configuration file, its TOML form and the validated form the
+//! gateway runs; the one place a route's TOML (router + deployments) becomes stilts-core's router
+//! config and the deployments' settings, read alike by the gateway and by the simulator (a
+//! scenario whose config is a gateway route).
+//!
+//! Parse, don't validate: [`GatewayConfig`] is what the file says (unknown fields are refused, so a
+//! typo never silently falls back to a default); [`GatewayConfig::validate`] checks every value and
+//! resolves defaults into a [`ValidGateway`], or returns a [`ConfigError`] naming the dotted path of
+//! the field and the fix. Router settings are stilts-core's own [`RouterConfig`] (the `router` table
+//! of a route); deployments add what the gateway needs to reach a provider (plugin, base URL, key
+//! variable, upstream model) to the core's per-provider settings. `docs/configuration.md` documents
+//! every field; `examples/stilts.toml` is a complete commented example.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stilts_core::config::TimeoutsConfig;
+use stilts_core::{ProviderConfig, RouterConfig, ValidConfig};
+
+mod url;
+pub use url::parse_upstream_url;
+
+/// A whole config file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Listener, limits and security.
+    pub server: ServerConfig,
+    /// Routes by name: the `model` a client asks for.
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+/// The `[server]` table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080` (loopback only).
+    pub listen: Option<String>,
+    /// Largest request body accepted, in bytes. Default 4 MiB.
+    pub body_limit_bytes: Option<usize>,
+    /// Environment variables holding client keys. When any is set, requests to `/v1/*` and
+    /// `/status` need `Authorization: Bearer <one of them>`. Default: none (no client auth).
+    pub client_keys_env: Vec<String>,
+    /// Directory searched for plugins named by short name (`plugin = "openai"`). Default: the
+    /// `STILTS_PLUGIN_DIR` environment variable, then the directory of the `stilts` binary.
+    pub plugin_dir: Option<PathBuf>,
+    /// How long a shutdown waits for in-flight requests. Default 30 000.
+    pub shutdown_grace_ms: Option<u64>,
+    /// How often the config file is checked for changes. Default 1 000; 0 disables the watch
+    /// (SIGHUP still reloads).
+    pub reload_poll_ms: Option<u64>,
+    /// Async worker threads. Default: one per core the process may run on; 1 runs the gateway on
+    /// a single-threaded runtime. `stilts serve --worker-threads` overrides it. Read at start.
+    pub worker_threads: Option<usize>,
+    /// Time a client has to send a whole request head, from accept (or from the first byte of a
+    /// later request on a kept-alive connection). Default 10 000. Read at start.
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a client has to send a whole request body once its head arrived. Default 30 000.
+    pub body_read_timeout_ms: Option<u64>,
+    /// Time a kept-alive connection may sit with no request and no bytes. Default 60 000. Read at
+    /// start.
+    pub idle_timeout_ms: Option<u64>,
+    /// Open client connections at most; beyond it a new connection gets a 503 and is closed.
+    /// Default 10 000, lowered at start to half the process's file descriptor limit. Read at start.
+    pub max_connections: Option<usize>,
+    /// Longest a config reload may take (reading plugins, building clients) before it is given up
+    /// and counted as refused, the old config serving on. Default 10 000.
+    pub reload_timeout_ms: Option<u64>,
+    /// Environment variables holding keys for `GET /metrics`. When any is set, scrapes need
+    /// `Authorization: Bearer <one of them>`. Default: none (open, for scrapers on a private
+    /// network).
+    pub metrics_keys_env: Vec<String>,
+}
+
+/// One route: the deployments that can serve it and how to choose among them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Router settings (policy, deadline, breaker, retries, budget, hedging, timeouts, spend).
+    /// Its `providers` list must stay empty: list deployments instead.
+    pub router: RouterConfig,
+    /// The provider deployments, in preference order.
+    pub deployments: Vec<DeploymentTable>,
+}
+
+/// One provider deployment: where and how to call it, and its routing settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploymentTable {
+    /// Unique name in the route; sent back as `X-Provider` and used in metrics.
+    pub name: String,
+    /// The plugin: a short name (`openai` finds `libstilts_plugin_openai.so` in the plugin
+    /// directory) or a path to a shared library (relative to the config file).
+    pub plugin: String,
+    /// Base URL including the API version path, e.g. `https://api.openai.com/v1`. Empty: the
+    /// plugin's default.
+    pub base_url: String,
+    /// Environment variable holding the API key. Unset: no key is sent (local servers).
+    pub api_key_env: Option<String>,
+    /// The upstream model name.
+    pub model: String,
+    /// Headers added to every upstream request.
+    pub extra_headers: BTreeMap<String, String>,
+    /// Plugin-specific options, passed to the plugin as is.
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Relative share for `weighted` and `round_robin`. Default 1.
+    pub weight: Option<u32>,
+    /// Preference tier, lower preferred. Default 0.
+    pub priority: Option<u32>,
+    /// USD per million input tokens. Default 0.
+    pub input_usd_per_mtok: Option<f64>,
+    /// USD per million output tokens. Default 0.
+    pub output_usd_per_mtok: Option<f64>,
+    /// Context window in tokens, if known.
+    pub context_window: Option<u32>,
+    /// Local request limit per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Local token limit per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Opt in to exact continuation of a cut stream on this deployment (the plugin must declare
+    /// the capability). Default false.
+    pub prefill_continuation: Option<bool>,
+    /// Per-stage timeouts overriding the route's.
+    pub timeouts: TimeoutsConfig,
+}
+
+/// A value that is wrong, where it is (the dotted path in the file's terms) and how to fix it:
+/// stilts-core's error, shared by every config of stilts.
+pub use stilts_core::ConfigError;
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path} is not a valid stilts config: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {error}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: ConfigError,
+    },
+}
+
+/// Validated `[server]` settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Body size limit.
+    pub body_limit_bytes: usize,
+    /// Variables holding client keys.
+    pub client_keys_env: Vec<String>,
+    /// Plugin directory, if configured.
+    pub plugin_dir: Option<PathBuf>,
+    /// Drain time at shutdown.
+    pub shutdown_grace: Duration,
+    /// File-watch interval, `None` when disabled.
+    pub reload_poll: Option<Duration>,
+    /// Async worker threads, if set (≥ 1).
+    pub worker_threads: Option<usize>,
+    /// Time for a whole request head.
+    pub header_read_timeout: Duration,
+    /// Time for a whole request body.
+    pub body_read_timeout: Duration,
+    /// Idle keep-alive limit.
+    pub idle_timeout: Duration,
+    /// Client connection limit (before the file descriptor clamp).
+    pub max_connections: usize,
+    /// Reload time limit.
+    pub reload_timeout: Duration,
+    /// Variables holding metrics keys.
+    pub metrics_keys_env: Vec<String>,
+}
+
+/// How a deployment names its plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginRef {
+    /// A short name, found in the plugin directories.
+    Name(String),
+    /// An explicit file.
+    Path(PathBuf),
+}
+
+/// A validated deployment (the routing half lives in the route's [`ValidConfig`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploymentSettings {
+    /// Name (same as the router's provider name at the same index).
+    pub name: String,
+    /// Plugin.
+    pub plugin: PluginRef,
+    /// Base URL, possibly empty.
+    pub base_url: String,
+    /// Key variable.
+    pub api_key_env: Option<String>,
+    /// Upstream model.
+    pub model: String,
+    /// Extra headers.
+    pub extra_headers: Vec<(String, String)>,
+    /// Plugin options.
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Opted in to continuation.
+    pub prefill_continuation: bool,
+}
+
+/// A validated route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidRoute {
+    /// The name clients use as `model`.
+    pub name: String,
+    /// The router's validated config; provider `i` is deployment `i`.
+    pub router: ValidConfig,
+    /// Deployments in config order.
+    pub deployments: Vec<DeploymentSettings>,
+}
+
+/// A whole validated config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidGateway {
+    /// Server settings.
+    pub server: ServerSettings,
+    /// Routes in name order.
+    pub routes: Vec<ValidRoute>,
+    /// The directory of the config file, for relative plugin paths.
+    pub base_dir: PathBuf,
+}
+
+impl ValidGateway {
+    /// Every environment variable the config names that is unset or empty, with the dotted path
+    /// naming it: all of them at once, so a user sets them in one go.
+    pub fn missing_env_vars(&self) -> Vec<(String, String)> {
+        let unset = |var: &str| std::env::var(var).map_or(true, |v| v.trim().is_empty());
+        let mut missing = Vec::new();
+        for (field, vars) in [
+            ("client_keys_env", &self.server.client_keys_env),
+            ("metrics_keys_env", &self.server.metrics_keys_env),
+        ] {
+            for (i, var) in vars.iter().enumerate() {
+                if unset(var) {
+                    missing.push((format!("server.{field}[{i}]"), var.clone()));
+                }
+            }
+        }
+        for route in &self.routes {
+            for (i, d) in route.deployments.iter().enumerate() {
+                if let Some(var) = d.api_key_env.as_deref().filter(|v| unset(v)) {
+                    missing.push((
+                        format!("routes.{}.deployments[{i}].api_key_env", route.name),
+                        var.to_owned(),
+                    ));
+                }
+            }
+        }
+        missing
+    }
+}
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Most async worker threads a config may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
+/// Default body limit: 4 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+
+impl GatewayConfig {
+    /// Parses TOML text. A field the schema does not know or a value of the wrong type is named
+    /// by its line, column and dotted path (`routes.chat.deployments[0].weigth`), with a fix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        serde_path_to_error::deserialize(de).map_err(|e| schema_error(text, &e))
+    }
+
+    /// Reads, parses and validates a file. Relative plugin paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<ValidGateway, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw = Self::parse(&text).map_err(|message| ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        raw.validate(&base)
+            .map_err(|error| ConfigFileError::Invalid {
+                path: path.to_path_buf(),
+                error,
+            })
+    }
+
+    /// Checks every value; `base_dir` anchors relative plugin paths.
+    pub fn validate(&self, base_dir: &Path) -> Result<ValidGateway, ConfigError> {
+        let server = self.server.validate()?;
+        if self.routes.is_empty() {
+            return Err(ConfigError::new(
+                "routes",
+                "is empty",
+                "add at least one [routes.NAME] table with deployments",
+            ));
+        }
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (name, route) in &self.routes {
+            routes.push(route.validate(name)?);
+        }
+        Ok(ValidGateway {
+            server,
+            routes,
+            base_dir: base_dir.to_path_buf(),
+        })
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<ServerSettings, ConfigError> {
+        let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("\"{listen_text}\" is not an IP address and port"),
+                "write it as \"127.0.0.1:8080\" (or \"0.0.0.0:8080\" to listen on every interface)",
+            )
+        })?;
+        let body_limit_bytes = self.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT);
+        if body_limit_bytes < 1024 {
+            return Err(ConfigError::new(
+                "server.body_limit_bytes",
+                format!("{body_limit_bytes} is too small for any chat request"),
+                "use at least 1024, e.g. 4194304 (4 MiB)",
+            ));
+        }
+        for (field, vars) in [
+            ("client_keys_env", &self.client_keys_env),
+            ("metrics_keys_env", &self.metrics_keys_env),
+        ] {
+            for (i, var) in vars.iter().enumerate() {
+                if var.trim().is_empty() {
+                    return Err(ConfigError::new(
+                        format!("server.{field}[{i}]"),
+                        "is empty",
+                        "name an environment variable such as STILTS_CLIENT_KEY",
+                    ));
+                }
+            }
+        }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=MAX_CONNECTIONS_CAP).contains(&max_connections) {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                format!(
+                    "{max_connections} is not a connection count from 1 to {MAX_CONNECTIONS_CAP}"
+                ),
+                "use e.g. 10000, or remove it for the default",
+            ));
+        }
+        Ok(ServerSettings {
+            listen,
+            body_limit_bytes,
+            client_keys_env: self.client_keys_env.clone(),
+            plugin_dir: self.plugin_dir.clone(),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(30_000)),
+            reload_poll: match self.reload_poll_ms.unwrap_or(1_000) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            worker_threads: match self.worker_threads {
+                Some(n) if n == 0 || n > MAX_WORKER_THREADS => {
+                    return Err(ConfigError::new(
+                        "server.worker_threads",
+                        format!("{n} is not a worker count from 1 to {MAX_WORKER_THREADS}"),
+                        "use 1 (a single-threaded runtime) up to the number of cores, or remove it for one per core",
+                    ));
+                }
+                n => n,
+            },
+            header_read_timeout: client_limit(
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                10_000,
+            )?,
+            body_read_timeout: client_limit(
+                "body_read_timeout_ms",
+                self.body_read_timeout_ms,
+                30_000,
+            )?,
+            idle_timeout: client_limit("idle_timeout_ms", self.idle_timeout_ms, 60_000)?,
+            max_connections,
+            reload_timeout: client_limit("reload_timeout_ms", self.reload_timeout_ms, 10_000)?,
+            metrics_keys_env: self.metrics_keys_env.clone(),
+        })
+    }
+}
+
+/// A schema error as `line L, column C: dotted.path: problem; fix: …`.
+fn schema_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let inner = e.inner();
+    let problem = inner.message().trim().to_owned();
+    let mut path = e.path().to_string();
+    // Name an unknown field itself, wherever the deserializer stopped.
+    if let Some(field) = problem
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        if path == "." || path.is_empty() {
+            path = field.to_owned();
+        } else if path.rsplit('.').next() != Some(field) {
+            path = format!("{path}.{field}");
+        }
+    }
+    let fix = if problem.starts_with("unknown field") {
+        "remove it or correct its spelling (the fields this table takes are listed above; docs/configuration.md describes each)"
+    } else if problem.starts_with("invalid type") {
+        "write the value as the type named above (a number without quotes, a string in quotes, a list in [ ])"
+    } else if problem.starts_with("missing field") {
+        "add the field (docs/configuration.md describes it)"
+    } else {
+        "see docs/configuration.md for the values this field takes"
+    };
+    let at = inner.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{path}: {problem}; fix: {fix}", at.unwrap_or_default())
+}
+
+/// Default `server.max_connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest `server.max_connections`.
+const MAX_CONNECTIONS_CAP: usize = 1_000_000;
+
+/// A `[server]` time limit in ms: from 100 ms to a day, or the default.
+fn client_limit(field: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        ms @ 100..=86_400_000 => Ok(Duration::from_millis(ms)),
+        ms => Err(ConfigError::new(
+            format!("server.{field}"),
+            format!("{ms} ms is outside 100 ms to one day"),
+            format!("use a value from 100 to 86400000, or remove it for the default ({default})"),
+        )),
+    }
+}
+
+/// Rewrites a core error path (`providers[1].weight`, `breaker.x`) into the file's terms.
+fn core_error(route: &str, e: stilts_core::ConfigError) -> ConfigError {
+    let path = match e.path.strip_prefix("providers") {
+        Some(rest) if rest.starts_with('[') => format!("routes.{route}.deployments{rest}"),
+        _ => format!("routes.{route}.router.{}", e.path),
+    };
+    ConfigError {
+        path,
+        problem: e.problem,
+        fix: e.fix,
+    }
+}
+
+impl RouteConfig {
+    fn validate(&self, name: &str) -> Result<ValidRoute, ConfigError> {
+        let at = |field: &str| format!("routes.{name}.{field}");
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+            return Err(ConfigError::new(
+                format!("routes.\"{name}\""),
+                "is not a usable route name",
+                "use 1 to 128 printable characters, e.g. \"chat\" or \"gpt-4o-mini\"",
+            ));
+        }
+        if !self.router.providers.is_empty() {
+            return Err(ConfigError::new(
+                at("router.providers"),
+                "is set",
+                format!("list providers as [[routes.{name}.deployments]] instead"),
+            ));
+        }
+        if self.deployments.is_empty() {
+            return Err(ConfigError::new(
+                at("deployments"),
+                "is empty",
+                format!("add at least one [[routes.{name}.deployments]] table"),
+            ));
+        }
+        let mut router = self.router.clone();
+        let mut deployments = Vec::with_capacity(self.deployments.len());
+        for (i, d) in self.deployments.iter().enumerate() {
+            let path = |field: &str| format!("routes.{name}.deployments[{i}].{field}");
+            if d.plugin.trim().is_empty() {
+                return Err(ConfigError::new(
+                    path("plugin"),
+                    "is empty",
+                    "name a plugin such as \"openai\", or give the path of a plugin library",
+                ));
+            }
+            if d.model.trim().is_empty() {
+                return Err(ConfigError::new(
+                    path("model"),
+                    "is empty",
+                    "set the upstream model name, e.g. \"gpt-4o-mini\"",
+                ));
+            }
+            if !d.base_url.is_empty() {
+                if let Err(problem) = crate::url::parse_upstream_url(&d.base_url) {
+                    // A URL with credentials is not echoed: they are secrets.
+                    let shown = if d.base_url.contains('@') {
+                        "the URL".to_owned()
+                    } else {
+                        format!("\"{}\"", d.base_url)
+                    };
+                    return Err(ConfigError::new(
+                        path("base_url"),
+                        format!("{shown} cannot be used: {problem}"),
+                        "write it as \"https://api.openai.com/v1\"",
+                    ));
+                }
+            }
+            if let Some(var) = &d.api_key_env {
+                if var.trim().is_empty() || var.contains('=') {
+                    return Err(ConfigError::new(
+                        path("api_key_env"),
+                        format!("\"{var}\" is not an environment variable name"),
+                        "name the variable that holds the key, e.g. \"OPENAI_API_KEY\" (never the key itself)",
+                    ));
+                }
+            }
+            for header in d.extra_headers.keys() {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    return Err(ConfigError::new(
+                        path(&format!("extra_headers.{header}")),
+                        "is not a valid HTTP header name",
+                        "use letters, digits and dashes",
+                    ));
+                }
+            }
+            let plugin = if d.plugin.contains('/')
+                || d.plugin.contains('\\')
+                || [".so", ".dylib", ".dll"]
+                    .iter()
+                    .any(|ext| d.plugin.ends_with(ext))
+            {
+                PluginRef::Path(PathBuf::from(&d.plugin))
+            } else {
+                PluginRef::Name(d.plugin.clone())
+            };
+            router.providers.push(ProviderConfig {
+                name: d.name.clone(),
+                weight: d.weight,
+                priority: d.priority,
+                input_usd_per_mtok: d.input_usd_per_mtok,
+                output_usd_per_mtok: d.output_usd_per_mtok,
+                context_window: d.context_window,
+                requests_per_minute: d.requests_per_minute,
+                tokens_per_minute: d.tokens_per_minute,
+                prefill_continuation: d.prefill_continuation,
+                timeouts: d.timeouts,
+            });
+            deployments.push(DeploymentSettings {
+                name: d.name.clone(),
+                plugin,
+                base_url: d.base_url.clone(),
+                api_key_env: d.api_key_env.clone(),
+                model: d.model.clone(),
+                extra_headers: d
+                    .extra_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                options: d.options.clone(),
+                prefill_continuation: d.prefill_continuation.unwrap_or(false),
+            });
+        }
+        let valid = router.validate().map_err(|e| core_error(name, e))?;
+        Ok(ValidRoute {
+            name: name.to_owned(),
+            router: valid,
+            deployments,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // reason: tests
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [routes.chat]
+        router = { policy = "priority" }
+        [[routes.chat.deployments]]
+        name = "a"
+        plugin = "openai"
+        model = "m"
+        [[routes.chat.deployments]]
+        name = "b"
+        plugin = "./libx.so"
+        model = "m2"
+        weight = 0
+    "#;
+
+    #[test]
+    fn core_errors_are_reported_in_file_terms() {
+        let raw = GatewayConfig::parse(MINIMAL).unwrap();
+        let e = raw.validate(Path::new(".")).unwrap_err();
+        assert_eq!(e.path, "routes.chat.deployments[1].weight");
+        let mut raw = raw;
+        if let Some(r) = raw.routes.get_mut("chat") {
+            r.deployments[1].weight = None;
+            r.router.breaker.failure_rate = Some(3.0);
+        }
+        let e = raw.validate(Path::new(".")).unwrap_err();
+        assert_eq!(e.path, "routes.chat.router.breaker.failure_rate");
+    }
+
+    #[test]
+    fn defaults_bind_loopback_and_plugin_refs_resolve() {
+        let raw = GatewayConfig::parse(&MINIMAL.replace("weight = 0", "")).unwrap();
+        let v = raw.validate(Path::new(".")).unwrap();
+        assert_eq!(v.server.listen.to_string(), DEFAULT_LISTEN);
+        assert!(v.server.listen.ip().is_loopback());
+        let r = &v.routes[0];
+        assert_eq!(r.deployments[0].plugin, PluginRef::Name("openai".into()));
+        assert_eq!(
+            r.deployments[1].plugin,
+            PluginRef::Path(PathBuf::from("./libx.so"))
+        );
+        assert_eq!(r.router.providers[1].name, "b");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = GatewayConfig::parse("[server]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2, column 1: server.listen_addr: unknown field"),
+            "{e}"
+        );
+        assert!(e.contains("fix: remove it or correct its spelling"), "{e}");
+        let e =
+            GatewayConfig::parse(&MINIMAL.replace("model = \"m\"", "modle = \"m\"")).unwrap_err();
+        assert!(
+            e.contains("routes.chat.deployments[0].modle: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named_by_dotted_path_with_a_fix() {
+        let e =
+            GatewayConfig::parse(&MINIMAL.replace("weight = 0", "weight = \"heavy\"")).unwrap_err();
+        assert!(
+            e.contains("routes.chat.deployments[1].weight: invalid type"),
+            "{e}"
+        );
+        assert!(e.contains("fix: write the value as the type"), "{e}");
+        assert!(e.starts_with("line "), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = GatewayConfig::parse("[server]\nmax_connections = -3\n").unwrap_err();
+        assert!(e.contains("server.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn worker_threads_must_be_from_1_to_the_cap() {
+        let with = |n: usize| {
+            let text = format!(
+                "[server]\nworker_threads = {n}\n{}",
+                MINIMAL.replace("weight = 0", "")
+            );
+            GatewayConfig::parse(&text)
+                .unwrap()
+                .validate(Path::new("."))
+        };
+        assert_eq!(with(1).unwrap().server.worker_threads, Some(1));
+        assert_eq!(
+            with(MAX_WORKER_THREADS).unwrap().server.worker_threads,
+            Some(MAX_WORKER_THREADS)
+        );
+        for bad in [0, MAX_WORKER_THREADS + 1, 100_000] {
+            assert_eq!(
+                with(bad).unwrap_err().path,
+                "server.worker_threads",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_credentials_never_echoed() {
+        let with = |url: &str| {
+            let text = MINIMAL.replace("weight = 0", "").replace(
+                "model = \"m\"\n",
+                &format!("model = \"m\"\nbase_url = \"{url}\"\n"),
+            );
+            GatewayConfig::parse(&text)
+                .unwrap()
+                .validate(Path::new("."))
+        };
+        assert!(with("http://127.0.0.1:11434/v1").is_ok());
+        let e = with("https://api.example.com:99999/v1").unwrap_err();
+        assert_eq!(e.path, "routes.chat.deployments[0].base_url");
+        assert!(e.to_string().contains("port"), "{e}");
+        let e = with("ftp://files.example.com/v1").unwrap_err();
+        assert!(e.to_string().contains("\"ftp\""), "{e}");
+        let e = with("https://user:s3cret@api.example.com/v1").unwrap_err();
+        assert!(e.to_string().contains("credentials"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn providers_in_router_table_are_refused() {
+        let text = "[routes.r.router]\n[[routes.r.router.providers]]\nname = \"x\"\n";
+        let e = GatewayConfig::parse(text)
+            .unwrap()
+            .validate(Path::new("."))
+            .unwrap_err();
+        assert_eq!(e.path, "routes.r.router.providers");
+    }
+}
