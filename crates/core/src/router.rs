@@ -14,7 +14,8 @@ use std::fmt;
 use std::time::Duration;
 
 /// An attempt cut by the client's own deadline is the provider's timeout only if it had already
-/// run this many times the provider's latency estimate (see [`Router::record`]).
+/// run this many times the provider's usual latency: its latency estimate, and at least
+/// `latency.default_ms` (see [`Router::record`]).
 const CLIENT_CUT_FACTOR: u32 = 2;
 
 /// What the caller knows about a request before sending it.
@@ -1001,7 +1002,13 @@ impl Router {
             } if call.client_deadline
                 && now >= call.deadline
                 && index.is_some_and(|i| {
-                    latency < self.loads[i].latency.estimate(now) * CLIENT_CUT_FACTOR
+                    // The usual latency: the estimate, but never below the configured default,
+                    // since the estimate decays toward zero while a provider is idle.
+                    let usual = self.loads[i]
+                        .latency
+                        .estimate(now)
+                        .max(self.config.latency_default);
+                    latency < usual * CLIENT_CUT_FACTOR
                 }) =>
             {
                 // The client's own deadline ended the attempt before the provider had taken

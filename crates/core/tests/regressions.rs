@@ -503,3 +503,35 @@ fn a_client_deadline_that_cuts_a_provider_running_far_past_its_usual_latency_cou
     );
     assert_eq!(r.stats(id).cut_by_client_deadline, 0);
 }
+
+#[test]
+fn a_short_client_deadline_after_a_quiet_minute_is_still_the_clients() {
+    let mut r = router(&["a"], |c| c.breaker.consecutive_failures = Some(3));
+    let id = ProviderId::from_index(0).unwrap();
+    // One answer in 1 s, then a quiet minute: the latency estimate decays toward zero.
+    let mut call = r.begin(RequestMeta::default(), ms(0));
+    let a = send(&mut r, &mut call, ms(0));
+    r.record(&mut call, a, ok(), ms(1_000));
+    let mut now = ms(61_000);
+    for _ in 0..5 {
+        let meta = RequestMeta {
+            deadline: Some(Duration::from_millis(10)),
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let a = send(&mut r, &mut call, now);
+        now = call.deadline();
+        r.record(
+            &mut call,
+            a,
+            Outcome::Failure {
+                class: ErrorClass::Timeout,
+                latency: Duration::from_millis(10),
+                retry_after: None,
+            },
+            now,
+        );
+    }
+    assert_eq!(r.breaker_state(id, now), BreakerState::Closed);
+    assert_eq!(r.stats(id).cut_by_client_deadline, 5);
+}

@@ -18,7 +18,7 @@ use stilts_core::{
     Usage,
 };
 
-use crate::engine::{ChatReply, Clock, Gateway, Route};
+use crate::engine::{ChatReply, Clock, Gateway, Route, RouteState};
 use crate::error::{ApiError, DeadlineSource, TriedAttempt};
 use crate::stream;
 use crate::upstream::{Answer, Deployment, Failure};
@@ -72,10 +72,12 @@ impl CallGuard {
         (decision, deployment, state.continuation)
     }
 
-    /// Records the outcome of `attempt`.
-    pub fn record(&mut self, attempt: Attempt, outcome: Outcome, deployment: &Deployment) {
+    /// Records the outcome of `attempt`. Returns `false` for a failure the router held neutral
+    /// (cut short by the client's own deadline): not the provider's failure, so not counted or
+    /// logged as one.
+    pub fn record(&mut self, attempt: Attempt, outcome: Outcome, deployment: &Deployment) -> bool {
         let Some(at) = self.pending.iter().position(|a| *a == attempt) else {
-            return;
+            return true;
         };
         let _recorded_below = self.pending.swap_remove(at);
         let now = self.clock.now();
@@ -90,7 +92,12 @@ impl CallGuard {
         } else {
             None
         };
+        let cuts = |state: &RouteState| {
+            same.then(|| state.router.stats(attempt.provider).cut_by_client_deadline)
+        };
+        let cuts_before = cuts(&state);
         state.router.record(&mut self.call, attempt, outcome, now);
+        let providers_fault = cuts(&state) == cuts_before;
         if let Some(before) = before {
             if let Some(after) = state.router.health_of(attempt.provider, now) {
                 log_transition(&self.route.name, &deployment.name, before, after, now);
@@ -116,10 +123,13 @@ impl CallGuard {
             }
             Outcome::Failure { class, .. } => {
                 drop(state);
-                deployment.metrics.failures[class.index()].inc();
+                if providers_fault {
+                    deployment.metrics.failures[class.index()].inc();
+                }
             }
             Outcome::Cancelled => {}
         }
+        providers_fault
     }
 
     /// Records every pending attempt as cancelled.
@@ -228,7 +238,9 @@ pub(crate) enum LoopEnd<T> {
     Won(Attempt, Arc<Deployment>, T, Duration),
     Failed(GiveUp),
     /// A plugin refused to translate the client's request (nothing was sent): the client's error.
-    Refused(ApiError),
+    /// Not yet counted: the caller answers it ([`Driver::refusal`]) or, mid-stream, ends the
+    /// stream.
+    Refused(Arc<Deployment>, Failure),
 }
 
 /// A limit on loop turns, far above what `max_attempts` allows: a broken invariant ends the
@@ -298,24 +310,10 @@ impl Driver {
                     self.guard.record(attempt, Outcome::Cancelled, &deployment);
                     self.guard.cancel_pending();
                     self.refused += 1;
-                    return LoopEnd::Refused(self.refusal(&deployment, &failure));
+                    return LoopEnd::Refused(deployment, failure);
                 }
                 Err(failure) => {
-                    tracing::warn!(
-                        route = %self.guard.route.name,
-                        provider = %deployment.name,
-                        class = %failure.class,
-                        status = failure.status,
-                        error = %failure.message,
-                        "attempt failed"
-                    );
-                    self.tried.push(TriedAttempt {
-                        provider: deployment.name.clone(),
-                        class: failure.class.as_str(),
-                        status: failure.status,
-                        message: failure.message.clone(),
-                    });
-                    self.guard.record(
+                    let providers_fault = self.guard.record(
                         attempt,
                         Outcome::Failure {
                             class: failure.class,
@@ -324,6 +322,29 @@ impl Driver {
                         },
                         &deployment,
                     );
+                    if providers_fault {
+                        tracing::warn!(
+                            route = %self.guard.route.name,
+                            provider = %deployment.name,
+                            class = %failure.class,
+                            status = failure.status,
+                            error = %failure.message,
+                            "attempt failed"
+                        );
+                    } else {
+                        tracing::debug!(
+                            route = %self.guard.route.name,
+                            provider = %deployment.name,
+                            error = %failure.message,
+                            "attempt cut short by the client's own deadline"
+                        );
+                    }
+                    self.tried.push(TriedAttempt {
+                        provider: deployment.name.clone(),
+                        class: failure.class.as_str(),
+                        status: failure.status,
+                        message: failure.message.clone(),
+                    });
                 }
             }
         }
@@ -335,7 +356,7 @@ impl Driver {
     }
 
     /// The client's error for a request a plugin could not translate, counted.
-    fn refusal(&mut self, deployment: &Deployment, failure: &Failure) -> ApiError {
+    pub(crate) fn refusal(&mut self, deployment: &Deployment, failure: &Failure) -> ApiError {
         let route = &self.guard.route.name;
         let mut error = ApiError::invalid_request(format!(
             "stilts cannot send this request to {} (plugin {}): {}",
@@ -473,7 +494,7 @@ impl Driver {
                 })
             }
             LoopEnd::Failed(g) => Err(self.give_up(g)),
-            LoopEnd::Refused(e) => Err(e),
+            LoopEnd::Refused(deployment, failure) => Err(self.refusal(&deployment, &failure)),
         }
     }
 
@@ -512,7 +533,7 @@ impl Driver {
                 })
             }
             LoopEnd::Failed(g) => Err(self.give_up(g)),
-            LoopEnd::Refused(e) => Err(e),
+            LoopEnd::Refused(deployment, failure) => Err(self.refusal(&deployment, &failure)),
         }
     }
 }

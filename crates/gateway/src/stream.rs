@@ -179,7 +179,8 @@ impl Live {
                     self.succeed();
                     return Some(Bytes::from_static(DONE));
                 }
-                let message = if TokioInstant::now() >= attempt_deadline {
+                let deadline_passed = TokioInstant::now() >= attempt_deadline;
+                let message = if deadline_passed {
                     "the attempt deadline passed mid-stream".to_owned()
                 } else {
                     format!(
@@ -187,9 +188,13 @@ impl Live {
                         self.attempt.timeouts.stall.as_millis()
                     )
                 };
-                let failure = self
+                let mut failure = self
                     .deployment
                     .failure(Failure::new(ErrorClass::Timeout, message));
+                // Data was flowing (no stall) when the client's own deadline ended it: the
+                // provider did nothing wrong.
+                failure.client_cut =
+                    deadline_passed && self.driver.guard.call.deadline_is_clients();
                 if let Some(bytes) = self.fail(failure).await {
                     return Some(bytes);
                 }
@@ -217,28 +222,39 @@ impl Live {
     /// new reader is in place) or end with an error event (returned).
     async fn fail(&mut self, failure: Failure) -> Option<Bytes> {
         let route = self.driver.guard.route.name.clone();
-        tracing::warn!(
-            route = %route,
-            provider = %self.deployment.name,
-            class = %failure.class,
-            error = %failure.message,
-            "stream broke after bytes reached the client"
-        );
+        if failure.client_cut {
+            tracing::info!(
+                route = %route,
+                provider = %self.deployment.name,
+                "the client's own deadline ended its stream mid-answer"
+            );
+        } else {
+            tracing::warn!(
+                route = %route,
+                provider = %self.deployment.name,
+                class = %failure.class,
+                error = %failure.message,
+                "stream broke after bytes reached the client"
+            );
+        }
         self.driver.tried.push(TriedAttempt {
             provider: self.deployment.name.clone(),
             class: failure.class.as_str(),
             status: failure.status,
             message: failure.message.clone(),
         });
-        self.driver.guard.record(
-            self.attempt,
+        let outcome = if failure.client_cut {
+            Outcome::Cancelled
+        } else {
             Outcome::Failure {
                 class: failure.class,
                 latency: self.sent.elapsed(),
                 retry_after: failure.retry_after,
-            },
-            &self.deployment,
-        );
+            }
+        };
+        self.driver
+            .guard
+            .record(self.attempt, outcome, &self.deployment);
         // Continue elsewhere only where it is exact: plain text of one choice, not finished.
         if let Some(text) = self.reader.text.take() {
             if self.reader.continuable && !self.reader.finished {
@@ -327,7 +343,7 @@ impl Live {
                 self.sent = std::time::Instant::now() - first_token;
                 Some(None)
             }
-            LoopEnd::Failed(_) | LoopEnd::Refused(_) => None,
+            LoopEnd::Failed(_) | LoopEnd::Refused(..) => None,
         }
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct Failure {
     /// The plugin refused to translate the client's request: nothing was sent, and the fault is
     /// the client's, not the provider's.
     pub refused_by_plugin: bool,
+    /// The client's own deadline ended a stream that was still flowing: not the provider's fault.
+    pub client_cut: bool,
 }
 
 impl Failure {
@@ -82,6 +84,7 @@ impl Failure {
             status: None,
             message: message.into(),
             refused_by_plugin: false,
+            client_cut: false,
         }
     }
 
@@ -92,6 +95,7 @@ impl Failure {
             status,
             message: info.message,
             refused_by_plugin: false,
+            client_cut: false,
         }
     }
 }

@@ -71,10 +71,26 @@ async fn a_clients_short_deadline_never_opens_the_breakers_for_everyone_else() {
         }
     }
     let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
-    for p in status["routes"]["chat"]["providers"].as_array().unwrap() {
+    let providers = status["routes"]["chat"]["providers"].as_array().unwrap();
+    for p in providers {
         assert_eq!(p["breaker"]["state"], "closed", "{p}");
         assert_eq!(p["failures"]["timeout"], 0, "{p}");
     }
+    let cut: u64 = providers
+        .iter()
+        .map(|p| p["cut_by_client_deadline"].as_u64().unwrap())
+        .sum();
+    assert!(
+        cut >= 20,
+        "every cut attempt is counted as the client's: {status}"
+    );
+    let metrics = h.get("/metrics").await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.contains("class=\"timeout\"") && !l.ends_with(" 0")),
+        "no provider timeout counted in the metrics:\n{metrics}"
+    );
     // Another client, without a deadline, is served by the primary every time.
     for _ in 0..10 {
         let (code, headers, body) = h.chat(request("chat")).await;
@@ -310,4 +326,42 @@ async fn a_reload_that_blocks_is_abandoned_at_its_limit_and_never_lands_later() 
         metrics.contains("stilts_config_reloads_total{result=\"error\"} 1"),
         "counted once: {metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_client_deadline_ending_a_flowing_stream_is_not_the_providers_failure() {
+    // First token at once, then a chunk every 400 ms: the stream is still flowing when the
+    // client's 2.5 s deadline ends it, longer than twice the provider's usual latency (the 1 s
+    // default), so only knowing it was flowing keeps it off the provider's record.
+    let mut cfg = MockConfig::named("flowing");
+    cfg.faults = Faults {
+        chunk_interval_ms: 400,
+        ..Faults::default()
+    };
+    let up = MockUpstream::start_local(cfg).await.unwrap();
+    let h = Harness::start(&format!(
+        "{SERVER}[routes.midstream.router.breaker]\nconsecutive_failures = 2\n\
+         [[routes.midstream.deployments]]\nname = \"flowing\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"m\"\n",
+        up.base_url()
+    ))
+    .await;
+    for _ in 0..2 {
+        let r = h
+            .http
+            .post(h.url("/v1/chat/completions"))
+            .header("x-stilts-deadline-ms", "2500")
+            .json(&stream_request("midstream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body = r.text().await.unwrap();
+        let (_, done, error) = sse_text(&body);
+        assert_eq!(done, 0, "cut, not complete: {body}");
+        assert!(error.is_some(), "an error event ends it: {body}");
+    }
+    let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
+    let p = &status["routes"]["midstream"]["providers"][0];
+    assert_eq!(p["breaker"]["state"], "closed", "{p}");
+    assert_eq!(p["failures"]["timeout"], 0, "{p}");
 }
