@@ -23,6 +23,20 @@ use crate::error::{ApiError, DeadlineSource, TriedAttempt};
 use crate::stream;
 use crate::upstream::{Answer, Deployment, Failure};
 
+/// The access log line of a request refused before it was routed (401, a malformed header or
+/// body, an unknown route): the same target and fields as [`Driver::finish`], with what is known.
+pub(crate) fn access_refused(route: &str, status: u16, started: std::time::Instant) {
+    tracing::info!(
+        target: "stilts::access",
+        route = %crate::log_safe::escape(route),
+        provider = "none",
+        attempts = 0u32,
+        status,
+        duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        "request"
+    );
+}
+
 /// Retry-budget exhaustion is logged at most once per this many ms per route.
 const BUDGET_LOG_EVERY_MS: u64 = 10_000;
 

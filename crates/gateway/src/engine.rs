@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use stilts_core::{Instant as CoreInstant, RequestMeta, Router};
@@ -121,31 +121,63 @@ struct Shared {
     scrape_turns: tokio::sync::Semaphore,
 }
 
+/// The fate of one reload, decided once: by its worker when it is about to swap the new config
+/// in, or by the caller when its time limit passes. Whichever claims it first wins, so an
+/// abandoned reload never lands and a landing one is never reported as abandoned.
+#[derive(Debug, Default)]
+pub struct ReloadTicket(std::sync::atomic::AtomicU8);
+
+const RELOAD_PENDING: u8 = 0;
+const RELOAD_APPLYING: u8 = 1;
+const RELOAD_ABANDONED: u8 = 2;
+
+impl ReloadTicket {
+    /// The worker's claim, just before the swap: `false` if the reload was abandoned.
+    pub fn claim_apply(&self) -> bool {
+        self.0
+            .compare_exchange(
+                RELOAD_PENDING,
+                RELOAD_APPLYING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The caller's claim, when its time limit passed: `false` if the reload is being applied.
+    pub fn abandon(&self) -> bool {
+        self.0
+            .compare_exchange(
+                RELOAD_PENDING,
+                RELOAD_ABANDONED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Whether the caller abandoned it.
+    pub fn is_abandoned(&self) -> bool {
+        self.0.load(Ordering::Acquire) == RELOAD_ABANDONED
+    }
+}
+
 /// Scrapes of `/metrics` that may wait at once; more are answered 503.
 const MAX_WAITING_SCRAPES: usize = 8;
 
 /// The keys listed in the environment variables `vars` (each may hold several, comma-separated).
-fn keys_from_env(path: &str, vars: &[String]) -> Result<Vec<String>, BuildError> {
-    let mut keys = Vec::new();
-    for var in vars {
-        match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => keys.extend(
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned),
-            ),
-            _ => {
-                return Err(BuildError {
-                    path: path.to_owned(),
-                    problem: format!(
-                        "environment variable {var} is not set; set it or remove it from the list"
-                    ),
-                });
-            }
-        }
-    }
-    Ok(keys)
+/// A variable that is unset is refused before this runs (`ValidGateway::missing_env_vars`).
+fn keys_from_env(vars: &[String]) -> Vec<String> {
+    vars.iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .flat_map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Whether `presented` is one of `keys` (compared in constant time); `true` when `keys` is empty.
@@ -258,7 +290,7 @@ impl Gateway {
             started: config.server.clone(),
         });
         let gateway = Gateway { shared };
-        gateway.apply(config, &AtomicBool::new(false))?;
+        gateway.apply(config, &ReloadTicket::default())?;
         Ok(gateway)
     }
 
@@ -339,18 +371,18 @@ impl Gateway {
     /// Applies a new config, all or nothing. Routes and deployments that keep their names keep
     /// their breaker, latency, cool-down and counters. On error nothing changes.
     pub fn reload(&self, config: &ValidGateway) -> Result<(), BuildError> {
-        self.reload_unless(config, &AtomicBool::new(false))
+        self.reload_unless(config, &ReloadTicket::default())
     }
 
-    /// [`Gateway::reload`], except that nothing is applied once `abandoned` is set: a reload the
-    /// caller stopped waiting for (see `server::reload_bounded`) must not land later.
+    /// [`Gateway::reload`] under `ticket`: nothing is applied once the caller abandoned it (see
+    /// `server::reload_bounded`), so a reload it stopped waiting for never lands later.
     pub fn reload_unless(
         &self,
         config: &ValidGateway,
-        abandoned: &AtomicBool,
+        ticket: &ReloadTicket,
     ) -> Result<(), BuildError> {
-        let result = self.apply(config, abandoned);
-        if abandoned.load(Ordering::SeqCst) {
+        let result = self.apply(config, ticket);
+        if ticket.is_abandoned() {
             // Counted and logged when it was abandoned.
             return result;
         }
@@ -364,7 +396,7 @@ impl Gateway {
         result
     }
 
-    fn apply(&self, config: &ValidGateway, abandoned: &AtomicBool) -> Result<(), BuildError> {
+    fn apply(&self, config: &ValidGateway, ticket: &ReloadTicket) -> Result<(), BuildError> {
         let _serial = self.reload_turn(config.server.reload_timeout)?;
         let missing = config.missing_env_vars();
         if !missing.is_empty() {
@@ -409,9 +441,8 @@ impl Gateway {
         for route in &config.routes {
             built.push((route, self.build_deployments(config, route)?));
         }
-        let client_keys = keys_from_env("server.client_keys_env", &config.server.client_keys_env)?;
-        let metrics_keys =
-            keys_from_env("server.metrics_keys_env", &config.server.metrics_keys_env)?;
+        let client_keys = keys_from_env(&config.server.client_keys_env);
+        let metrics_keys = keys_from_env(&config.server.metrics_keys_env);
         let old = self.generation();
         let mut routes = HashMap::with_capacity(built.len());
         let mut route_names = Vec::with_capacity(built.len());
@@ -441,7 +472,7 @@ impl Gateway {
             routes.insert(route.name.clone(), live);
         }
         route_names.sort();
-        if abandoned.load(Ordering::SeqCst) {
+        if !ticket.claim_apply() {
             return Err(BuildError {
                 path: "server.reload_timeout_ms".to_owned(),
                 problem: "the reload took longer than the limit and was abandoned; nothing applied"
@@ -565,6 +596,7 @@ impl Gateway {
     ) -> Result<ChatReply, ApiError> {
         let started = std::time::Instant::now();
         let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
+            crate::driver::access_refused("-", 400, started);
             ApiError::invalid_request(format!("the body is not a chat completion request: {e}"))
         })?;
         let generation = self.generation();
@@ -582,6 +614,7 @@ impl Gateway {
                     generation.route_names.join(", ")
                 ),
             );
+            crate::driver::access_refused(&peek.model, 404, started);
             e.route = Some(peek.model.into_owned());
             return Err(e);
         };

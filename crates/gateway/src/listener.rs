@@ -9,6 +9,9 @@
 //!   slowloris client dribbling headers is closed);
 //! * **idle** (`server.idle_timeout_ms`): a kept-alive connection with no request in progress
 //!   and no bytes either way is closed;
+//! * **send** (the same `idle_timeout_ms`): a client that stops reading its answer (a stream it
+//!   never drains, a zero TCP window) is disconnected once a write has waited that long, which
+//!   drops the response and cancels its upstream attempt;
 //! * **body read** (`server.body_read_timeout_ms`): enforced by the handler that reads the body
 //!   (a 408 answer), since only it knows a body is expected;
 //! * **connections** (`server.max_connections`): beyond it, a new connection gets an immediate
@@ -81,6 +84,8 @@ pub(crate) enum ClientTimeout {
     HeaderRead,
     /// Nothing happened on a kept-alive connection.
     Idle,
+    /// The client stopped reading its answer.
+    Send,
 }
 
 impl ClientTimeout {
@@ -89,6 +94,7 @@ impl ClientTimeout {
         match self {
             ClientTimeout::HeaderRead => "header_read",
             ClientTimeout::Idle => "idle",
+            ClientTimeout::Send => "send",
         }
     }
 }
@@ -104,6 +110,10 @@ pub(crate) struct ClientIo {
     head_started: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     armed_for: Option<Instant>,
+    /// Since when a write has been waiting for the client to read (its timer fires
+    /// `limits.idle` later).
+    write_blocked: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
     /// Set when a limit closed the connection, for the metric.
     expired: Option<ClientTimeout>,
 }
@@ -119,6 +129,8 @@ impl ClientIo {
             head_started: Some(now),
             timer: Box::pin(tokio::time::sleep_until(now + limits.header_read)),
             armed_for: None,
+            write_blocked: None,
+            write_timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
             expired: None,
         }
     }
@@ -177,13 +189,51 @@ impl AsyncRead for ClientIo {
                             io::ErrorKind::TimedOut,
                             match kind {
                                 ClientTimeout::HeaderRead => "request head not received in time",
-                                ClientTimeout::Idle => "idle connection",
+                                ClientTimeout::Idle | ClientTimeout::Send => "idle connection",
                             },
                         )))
                     }
                     Poll::Pending => Poll::Pending,
                 }
             }
+        }
+    }
+}
+
+impl ClientIo {
+    /// Bookkeeping after a write: activity on progress, the send limit while it waits.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.last_activity = Instant::now();
+                }
+                self.write_blocked = None;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                // The client is not reading: its socket buffer is full.
+                if self.write_blocked.is_none() {
+                    let now = Instant::now();
+                    self.write_blocked = Some(now);
+                    self.write_timer.as_mut().reset(now + self.limits.idle);
+                }
+                match self.write_timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.expired = Some(ClientTimeout::Send);
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client stopped reading its answer",
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            other => other,
         }
     }
 }
@@ -196,10 +246,7 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.tcp).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.last_activity = Instant::now();
-        }
-        r
+        this.after_write(cx, r)
     }
 
     fn poll_write_vectored(
@@ -209,10 +256,7 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.last_activity = Instant::now();
-        }
-        r
+        this.after_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -436,14 +480,17 @@ pub fn raise_fd_limit() -> (Option<u64>, Option<u64>) {
     let (soft, hard) = fd_limit();
     #[cfg(unix)]
     if soft.is_some() && soft != hard {
+        // An unlimited hard limit (common on macOS) cannot be the soft one: aim for a finite
+        // number that every system accepts for open files.
+        let target = hard.unwrap_or(UNLIMITED_FD_TARGET).max(soft.unwrap_or(0));
         let wanted = rustix::process::Rlimit {
-            current: hard,
+            current: Some(target),
             maximum: hard,
         };
         match rustix::process::setrlimit(rustix::process::Resource::Nofile, wanted) {
             Ok(()) => {
-                tracing::info!(from = ?soft, to = ?hard, "raised the open-file limit to the hard limit");
-                return (soft, hard);
+                tracing::info!(from = ?soft, to = target, "raised the open-file limit");
+                return (soft, Some(target));
             }
             Err(e) => {
                 tracing::warn!(error = %e, soft = ?soft, "could not raise the open-file limit");
@@ -452,6 +499,11 @@ pub fn raise_fd_limit() -> (Option<u64>, Option<u64>) {
     }
     (soft, soft)
 }
+
+/// The soft open-file limit aimed for when the hard limit is unlimited (macOS's kernel refuses
+/// more than `kern.maxfilesperproc`, often 10 240 or more; Linux's default `nr_open` is 1 048 576).
+#[cfg(unix)]
+const UNLIMITED_FD_TARGET: u64 = 10_240;
 
 /// `max_connections` clamped to half the open-file limit: the other half is for upstream
 /// connections, plugins and files, so accepting clients can never starve them.

@@ -139,7 +139,7 @@ pub struct ReasonLabels {
 /// Labels of client timeouts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
-    /// `header_read`, `body_read` or `idle`.
+    /// `header_read`, `body_read`, `idle` or `send`.
     pub stage: String,
 }
 
@@ -290,7 +290,7 @@ impl Metrics {
                 reason: reason.to_owned(),
             }));
         }
-        for stage in ["header_read", "body_read", "idle"] {
+        for stage in ["header_read", "body_read", "idle", "send"] {
             drop(client_timeouts.get_or_create(&StageLabels {
                 stage: stage.to_owned(),
             }));
@@ -509,11 +509,11 @@ fn unserved_outcomes() -> impl Iterator<Item = &'static str> {
 }
 
 /// The most series `/metrics` can hold for `routes` routes with `deployments` deployments in all:
-/// 12 process-wide; per route 49 (two histograms of 17 and 19 series, the retry budget, and up to 12
+/// 13 process-wide; per route 49 (two histograms of 17 and 19 series, the retry budget, and up to 12
 /// failure outcomes); per deployment 21 (attempts, 8 failure classes, 2 token kinds, cost, served,
 /// 4 router gauges, 3 interruption actions, a stream cut after it served bytes). Counted lines, not families.
 pub fn series_bound(routes: usize, deployments: usize) -> usize {
-    12 + 49 * routes + 21 * deployments
+    13 + 49 * routes + 21 * deployments
 }
 
 /// A config whose metrics would exceed this many series is logged as a warning at load.
@@ -589,13 +589,13 @@ mod tests {
             );
             assert!(series.contains(&want.as_str()), "missing {want}");
         }
-        // 11 process-wide; per route 17 + 19 histogram series and the unserved outcomes; per
+        // 12 process-wide; per route 17 + 19 histogram series and the unserved outcomes; per
         // deployment 16 counters and the partly served outcomes. The 5 router gauges come from
         // the engine at scrape time.
         let unserved = GIVE_UPS.len() + UNSERVED_OUTCOMES.len();
         assert_eq!(
             series.len(),
-            11 + (17 + 19 + unserved) + (16 + PARTLY_SERVED_OUTCOMES.len()),
+            12 + (17 + 19 + unserved) + (16 + PARTLY_SERVED_OUTCOMES.len()),
             "{text}"
         );
         assert!(series.len() + 1 + 4 <= series_bound(1, 1));

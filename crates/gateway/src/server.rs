@@ -24,11 +24,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::GatewayConfig;
-use crate::engine::{ChatReply, Gateway};
+use crate::engine::{ChatReply, Gateway, ReloadTicket};
 use crate::error::ApiError;
 
 /// The axum app over `gateway`.
@@ -100,12 +99,18 @@ fn check_client(gateway: &Gateway, headers: &HeaderMap) -> Option<Response> {
 }
 
 async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    // The access line of a request refused here, before it names a route.
+    let refused = |response: Response| {
+        crate::driver::access_refused("-", response.status().as_u16(), started);
+        response
+    };
     if let Some(denied) = check_client(&gateway, &headers) {
-        return denied;
+        return refused(denied);
     }
     let deadline = match deadline_header(&headers) {
         Ok(d) => d,
-        Err(refused) => return refused.into_response(),
+        Err(bad) => return refused(bad.into_response()),
     };
     let (limit, body_timeout) = gateway.body_limits();
     let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
@@ -124,7 +129,7 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return refused(response);
     };
     let bytes = match read {
         Ok(b) => b,
@@ -134,7 +139,7 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return ApiError::plain(
+                return refused(ApiError::plain(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "invalid_request_error",
                     "request_too_large",
@@ -142,16 +147,18 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
                         "the request body is larger than {limit} bytes (server.body_limit_bytes)"
                     ),
                 )
-                .into_response();
+                .into_response());
             }
             // The client stopped mid-upload or sent a broken body: its fault, not a size problem.
-            return ApiError::plain(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "unreadable_body",
-                format!("the request body could not be read: {error}"),
-            )
-            .into_response();
+            return refused(
+                ApiError::plain(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "unreadable_body",
+                    format!("the request body could not be read: {error}"),
+                )
+                .into_response(),
+            );
         }
     };
     match gateway.chat(bytes, deadline).await {
@@ -325,14 +332,13 @@ pub async fn shutdown_signal() {
 
 /// Loads `path` and applies it; a bad file is refused (logged, counted) and the old config stays.
 pub fn reload_from_file(gateway: &Gateway, path: &Path) -> bool {
-    reload_unless_abandoned(gateway, path, &AtomicBool::new(false))
+    reload_unless_abandoned(gateway, path, &ReloadTicket::default())
 }
 
-/// [`reload_from_file`], except that nothing is applied once `abandoned` is set (the caller gave
-/// up waiting for this reload).
-fn reload_unless_abandoned(gateway: &Gateway, path: &Path, abandoned: &AtomicBool) -> bool {
+/// [`reload_from_file`] under `ticket`: nothing is applied once the caller abandoned it.
+fn reload_unless_abandoned(gateway: &Gateway, path: &Path, ticket: &ReloadTicket) -> bool {
     match GatewayConfig::load(path) {
-        Err(_) if abandoned.load(Ordering::SeqCst) => false,
+        Err(_) if ticket.is_abandoned() => false,
         Err(e) => {
             gateway.metrics().reload(false);
             tracing::error!(
@@ -355,7 +361,7 @@ fn reload_unless_abandoned(gateway: &Gateway, path: &Path, abandoned: &AtomicBoo
                      restart (where a --worker-threads flag still overrides it)"
                 );
             }
-            gateway.reload_unless(&valid, abandoned).is_ok()
+            gateway.reload_unless(&valid, ticket).is_ok()
         }
     }
 }
@@ -372,19 +378,24 @@ pub async fn reload_bounded(gateway: &Gateway, path: &Path) -> bool {
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
     let limit = gateway.server_settings().reload_timeout;
-    let abandoned = Arc::new(AtomicBool::new(false));
-    let (worker, file, flag) = (gateway.clone(), path.to_path_buf(), Arc::clone(&abandoned));
-    let reload =
-        tokio::task::spawn_blocking(move || reload_unless_abandoned(&worker, &file, &flag));
-    match tokio::time::timeout(limit, reload).await {
-        Ok(Ok(applied)) => applied,
-        Ok(Err(e)) => {
+    let ticket = Arc::new(ReloadTicket::default());
+    let (worker, file, claim) = (gateway.clone(), path.to_path_buf(), Arc::clone(&ticket));
+    let mut reload =
+        tokio::task::spawn_blocking(move || reload_unless_abandoned(&worker, &file, &claim));
+    let finished = match tokio::time::timeout(limit, &mut reload).await {
+        Ok(finished) => Some(finished),
+        // Past the limit, but already swapping the new config in: let it finish.
+        Err(_) if !ticket.abandon() => Some(reload.await),
+        Err(_) => None,
+    };
+    match finished {
+        Some(Ok(applied)) => applied,
+        Some(Err(e)) => {
             gateway.metrics().reload(false);
             tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
             false
         }
-        Err(_) => {
-            abandoned.store(true, Ordering::SeqCst);
+        None => {
             gateway.metrics().reload(false);
             tracing::error!(
                 path = %path.display(),
@@ -400,17 +411,36 @@ pub async fn reload_bounded(gateway: &Gateway, path: &Path) -> bool {
 /// Polls `path` every `every` and reloads when its content differs from what it was when this
 /// function was called (read here, before the returned future first runs, so a change made right
 /// after is never missed). Runs until dropped.
+///
+/// Only a regular file is read: a path that is something else (a FIFO would block the read, and
+/// the watch with it) is skipped with one warning, and SIGHUP still reloads it (bounded by
+/// `server.reload_timeout_ms`).
 pub fn watch_config(
     gateway: Gateway,
     path: PathBuf,
     every: Duration,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let mut last = std::fs::read(&path).ok();
+    let regular = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    let mut last = if regular(&path) {
+        std::fs::read(&path).ok()
+    } else {
+        None
+    };
     async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut warned = false;
         loop {
             tick.tick().await;
+            let is_file = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
+            if !is_file {
+                if !warned && tokio::fs::metadata(&path).await.is_ok() {
+                    tracing::warn!(path = %path.display(), "the config path is not a regular file: the file watch skips it (SIGHUP still reloads)");
+                    warned = true;
+                }
+                continue;
+            }
+            warned = false;
             let now = tokio::fs::read(&path).await.ok();
             if now.is_some() && now != last {
                 tracing::info!(path = %path.display(), "config file changed; reloading");

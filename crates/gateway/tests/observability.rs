@@ -45,6 +45,8 @@ async fn every_request_gets_one_access_line_without_its_prompt_or_key() {
     assert_eq!(status, 404);
     let access = lines_with(&["stilts::access", "route=access-ok"]);
     assert_eq!(access.len(), 2, "one line per request: {access:#?}");
+    let unrouted = lines_with(&["stilts::access", "route=no-such-route", "status=404"]);
+    assert_eq!(unrouted.len(), 1, "a refused request has its line too");
     for line in &access {
         for field in [
             "provider=a",

@@ -240,15 +240,14 @@ impl Harness {
         (status, headers, r.text().await.unwrap())
     }
 
+    /// GETs `path`. A connection the server closed while it sat idle in the client's pool (short
+    /// `idle_timeout_ms` in some tests) is retried once, as a real client would.
     pub async fn get(&self, path: &str) -> String {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let response = match self.http.get(self.url(path)).send().await {
+            Ok(r) => r,
+            Err(_) => self.http.get(self.url(path)).send().await.unwrap(),
+        };
+        response.text().await.unwrap()
     }
 }
 
