@@ -272,6 +272,10 @@ pub struct StepMeta {
 
 /// Helpers for reading HTTP headers and retry hints, shared by plugins.
 pub mod http {
+    /// The longest retry hint the helpers return: 10^9 s (about 31 years) in milliseconds. A longer
+    /// hint is no hint at all (the core caps every cool-down far below it).
+    pub const MAX_RETRY_AFTER_MS: u64 = 1_000_000_000_000;
+
     /// The first value of header `name` (case-insensitive).
     pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         headers
@@ -284,19 +288,21 @@ pub mod http {
     /// (integer or decimal). HTTP-date values are ignored (a translator has no clock to compare with).
     pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
         if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-            if ms.is_finite() && ms >= 0.0 {
+            // NaN and infinities fail the range check too.
+            if (0.0..=MAX_RETRY_AFTER_MS as f64).contains(&ms) {
                 return Some(ms.round() as u64);
             }
         }
         header(headers, "retry-after").and_then(parse_seconds_ms)
     }
 
-    /// Parses `"27"`, `"1.5"`, `"27s"`, `"3.700s"` into milliseconds.
+    /// Parses `"27"`, `"1.5"`, `"27s"`, `"3.700s"` into milliseconds (at most
+    /// [`MAX_RETRY_AFTER_MS`]).
     pub fn parse_seconds_ms(v: &str) -> Option<u64> {
         let v = v.trim();
         let v = v.strip_suffix('s').unwrap_or(v);
         let secs: f64 = v.parse().ok()?;
-        if secs.is_finite() && (0.0..=1.0e9).contains(&secs) {
+        if (0.0..=(MAX_RETRY_AFTER_MS / 1000) as f64).contains(&secs) {
             Some((secs * 1000.0).round() as u64)
         } else {
             None
@@ -364,5 +370,38 @@ mod tests {
         );
         assert_eq!(http::parse_seconds_ms("3.700s"), Some(3700));
         assert_eq!(http::parse_seconds_ms("-1"), None);
+    }
+
+    /// Found by fuzzing (crates/plugin/tests/fuzz.rs): `retry-after-ms` had no upper bound, so
+    /// `9223372036854775807` or `1e300` came back as a hint of up to u64::MAX ms, while
+    /// `retry-after` in seconds was bounded.
+    #[test]
+    fn regression_retry_after_ms_is_bounded_like_retry_after() {
+        let h = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
+        for v in [
+            "9223372036854775807",
+            "1e300",
+            "1000000000001",
+            "inf",
+            "NaN",
+            "-1",
+        ] {
+            assert_eq!(http::retry_after_ms(&h("retry-after-ms", v)), None, "{v}");
+        }
+        assert_eq!(
+            http::retry_after_ms(&h("retry-after-ms", "1000000000000")),
+            Some(http::MAX_RETRY_AFTER_MS)
+        );
+        assert_eq!(
+            http::parse_seconds_ms("1000000000"),
+            Some(http::MAX_RETRY_AFTER_MS)
+        );
+        assert_eq!(http::parse_seconds_ms("1000000000.001"), None);
+        // An unusable `retry-after-ms` falls back to `retry-after`.
+        let both = vec![
+            ("retry-after-ms".to_owned(), "1e300".to_owned()),
+            ("retry-after".to_owned(), "7".to_owned()),
+        ];
+        assert_eq!(http::retry_after_ms(&both), Some(7000));
     }
 }

@@ -443,6 +443,7 @@ impl Translator for Anthropic {
         let message = err
             .and_then(|e| e.get("message"))
             .and_then(Value::as_str)
+            .filter(|m| !m.trim().is_empty())
             .map(str::to_owned);
         let mut info = classify_kind(status, kind.as_deref(), message.as_deref().unwrap_or(""));
         info.message = message.unwrap_or_else(|| {
@@ -630,6 +631,7 @@ impl Translator for Anthropic {
                 let msg = err
                     .and_then(|e| e.get("message"))
                     .and_then(Value::as_str)
+                    .filter(|m| !m.trim().is_empty())
                     .unwrap_or("stream error");
                 let mut info = classify_kind(0, kind, msg);
                 info.message = msg.to_owned();

@@ -309,7 +309,10 @@ impl Translator for Gemini {
             cfg.model.as_str()
         };
         let model = model.strip_prefix("models/").unwrap_or(model);
-        if model.is_empty() || model.contains(['/', '?', '#', ':']) {
+        // The name becomes a path segment of the URL: letters, digits, `-`, `.` and `_` only (no
+        // `/`, `?`, `#`, `:` or `%` to reach another resource, no space or control character).
+        let segment_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+        if model.is_empty() || !model.chars().all(segment_safe) {
             return Err(bad(format!("invalid Gemini model name {model:?}")));
         }
         let (system, contents) = translate_messages(&req.messages)?;
@@ -664,7 +667,7 @@ fn classify_status_value(status: u16, err: &Value) -> ErrorInfo {
         class,
         retry_after_ms,
         provider_code: code,
-        message: if message.is_empty() {
+        message: if message.trim().is_empty() {
             "Gemini error".to_owned()
         } else {
             message

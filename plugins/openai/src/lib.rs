@@ -192,11 +192,15 @@ impl Translator for OpenAi {
             });
         }
         // Peek at the few fields that matter without building a full JSON tree (the chunk itself is
-        // forwarded byte for byte); serde still validates the whole event.
+        // forwarded byte for byte); serde still validates the whole event, except the UTF-8 of the
+        // strings it skips, checked first.
         if !starts_an_object(data) {
             return StreamStep::cut("stream event is not valid JSON: not an object");
         }
-        let peek: Peek = match serde_json::from_slice(data) {
+        let Ok(data_str) = std::str::from_utf8(data) else {
+            return StreamStep::cut("stream event is not valid JSON: not UTF-8");
+        };
+        let peek: Peek = match serde_json::from_str(data_str) {
             Ok(p) => p,
             Err(e) => return StreamStep::cut(format!("stream event is not valid JSON: {e}")),
         };
@@ -307,7 +311,10 @@ fn peek_response(body: &[u8]) -> Option<ParsedResponse> {
     if !starts_an_object(body) {
         return None;
     }
-    let peek: ResponsePeek<'_> = serde_json::from_slice(body).ok()?;
+    // serde_json does not check the UTF-8 of the strings it skips (`IgnoredAny`, unknown fields):
+    // a body that is not UTF-8 is left to the full path, which refuses it.
+    let body_str = std::str::from_utf8(body).ok()?;
+    let peek: ResponsePeek<'_> = serde_json::from_str(body_str).ok()?;
     if peek.error.is_some() || peek.object == Some("error") {
         return None;
     }
@@ -371,9 +378,13 @@ fn classify_value(status: u16, headers: &[(String, String)], v: &Value) -> Error
         _ => None,
     };
     let message = match v.get("error") {
-        Some(Value::String(s)) => s.clone(),
-        _ => field("message").unwrap_or_else(|| format!("HTTP {status}")),
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => field("message"),
     };
+    // A blank message says nothing: the status stands in for it.
+    let message = message
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| format!("HTTP {status}"));
     let code = field("code").filter(|c| c.parse::<u16>().is_err());
     let kind = field("type");
     let has = |s: &str| code.as_deref() == Some(s) || kind.as_deref() == Some(s);
@@ -456,6 +467,44 @@ mod tests {
                 matches!(step.done, Some(StreamEnd::Cut { .. })),
                 "{}",
                 String::from_utf8_lossy(data)
+            );
+        }
+    }
+
+    /// Found by fuzzing (plugins/openai/tests/fuzz.rs): serde_json skips the strings of unknown
+    /// fields without checking their UTF-8, so a body or an event with a byte like 0x80 inside
+    /// such a string passed the peeks and was forwarded to the client as if it were JSON.
+    #[test]
+    fn regression_invalid_utf8_in_a_skipped_string_is_not_json() {
+        let body = b"{\"id\":\"\x80x\",\"model\":\"m\",\"choices\":[{\"finish_reason\":\"stop\"}]}";
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        assert!(peek_response(body).is_none());
+        assert!(matches!(
+            OpenAi.parse_response(200, &[], body),
+            Err(PluginError::BadInput(_))
+        ));
+        let event = b"{\"model\":\"\x80m\",\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}";
+        let mut state = OpenAi.stream_open();
+        let step = OpenAi.stream_event(&mut state, None, event);
+        assert!(step.chunks.is_empty());
+        assert!(matches!(step.done, Some(StreamEnd::Cut { .. })), "{step:?}");
+    }
+
+    /// Found by fuzzing (plugins/openai/tests/fuzz.rs): an error body whose `message` was empty
+    /// or blank gave an error without a message.
+    #[test]
+    fn regression_a_blank_error_message_is_replaced_by_the_status() {
+        for body in [
+            &br#"{"error":{"code":"rate_limit_exceeded","message":"","type":"tokens"}}"#[..],
+            br#"{"error":" "}"#,
+            br#"{"object":"error","message":"\n"}"#,
+        ] {
+            let info = classify(429, &[], body);
+            assert_eq!(
+                info.message,
+                "HTTP 429",
+                "{}",
+                String::from_utf8_lossy(body)
             );
         }
     }

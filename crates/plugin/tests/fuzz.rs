@@ -1,0 +1,365 @@
+//! Fuzzing the parsers of stilts-plugin and the plugin ABI: arbitrary bytes and mutations of the
+//! seed corpus (`tests/fuzz-corpus/`, shared with the plugins' own fuzz tests; see
+//! `tests/fuzz/mutate.rs`) through
+//!
+//! * the SSE framer (`fuzz_sse_framer`): any split of the bytes gives the same events, the events
+//!   are well formed and bounded, and writing them out again frames to the same events;
+//! * the canonical request deserializer (`fuzz_canonical_request`): what it accepts round-trips,
+//!   and reads the same from bytes and from a JSON tree;
+//! * the retry hints of response headers (`fuzz_retry_after`): bounded, and taken from one header;
+//! * the three workspace plugins loaded from their shared libraries (`fuzz_loaded_plugins`):
+//!   arbitrary buffers through the real C ABI into every entry point, where every answer is a
+//!   result or a clear refusal, never a panic or a broken contract, and an error about the
+//!   deployment config never shows its key.
+//!
+//! A short run in `cargo test`; `scripts/fuzz.sh` runs it long (docs/testing.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod common;
+#[path = "../../../tests/fuzz/mutate.rs"]
+mod mutate;
+
+use std::sync::OnceLock;
+
+use mutate::{Input, JSON, Structure, corpus, inputs};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use serde_json::Value;
+use stilts_plugin::canonical::ChatRequest;
+use stilts_plugin::host::{CallError, Plugin, encode_config};
+use stilts_plugin::sse::{SseEvent, SseFramer, frame_all};
+use stilts_plugin::testing::check_error_info;
+use stilts_plugin::types::http::{self, MAX_RETRY_AFTER_MS};
+use stilts_plugin::{ApiKey, DeploymentConfig, StreamEnd};
+
+const SSE_DICT: &[&str] = &[
+    "data:",
+    "data: ",
+    "event:",
+    "event: ",
+    "id: 1",
+    "retry: 10",
+    ":",
+    ": ping",
+    "\n",
+    "\r",
+    "\r\n",
+    "\n\n",
+    "\r\r",
+    "\r\n\r\n",
+    "[DONE]",
+    " ",
+    "\u{feff}",
+];
+
+/// Frames `bytes` read in pieces cut at `cuts`; the events of every piece, and the error if one
+/// piece was refused (the framer is not fed after that, as the host cuts the stream there).
+fn frame_in_pieces(
+    bytes: &[u8],
+    cuts: &[Index],
+    limit: usize,
+) -> (Vec<SseEvent>, Result<bool, ()>) {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut f = SseFramer::new(limit);
+    let mut events = Vec::new();
+    let mut last = 0;
+    for p in points.into_iter().chain(std::iter::once(bytes.len())) {
+        match f.push(&bytes[last..p]) {
+            Ok(evs) => events.extend(evs),
+            Err(_) => return (events, Err(())),
+        }
+        last = p;
+    }
+    (events, Ok(f.finish()))
+}
+
+/// Writes events out as an SSE transcript.
+fn encode(events: &[SseEvent]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for ev in events {
+        if let Some(name) = &ev.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        for line in ev.data.split(|&b| b == b'\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+fn check_framer(bytes: &[u8], cuts: &[Index], limit: usize) {
+    let mut whole = SseFramer::new(limit);
+    let whole_events = whole.push(bytes);
+    let whole_pending = whole.finish();
+    let (events, end) = frame_in_pieces(bytes, cuts, limit);
+    let (unlimited, _) = frame_all(bytes).expect("no line of a fuzz input is 8 MiB long");
+    match (&whole_events, &end) {
+        (Ok(w), Ok(pending)) => {
+            assert_eq!(&events, w, "the events depend on how the bytes were split");
+            assert_eq!(
+                *pending, whole_pending,
+                "the pending flag depends on the split"
+            );
+        }
+        (Err(_), Err(())) => {
+            // Refused in both readings; what was delivered before is a prefix of the events
+            // the bytes hold.
+            assert!(
+                unlimited.starts_with(&events),
+                "delivered events that are not the transcript's"
+            );
+        }
+        (w, e) => panic!("refused in one reading only: whole {w:?}, pieces {e:?}"),
+    }
+    for ev in &events {
+        assert!(!ev.data.contains(&b'\r'), "a CR in event data: {ev:?}");
+        assert!(ev.data.len() <= limit, "event data over the limit: {ev:?}");
+        if let Some(name) = &ev.event {
+            assert!(
+                !name.contains(['\r', '\n']),
+                "a line break in an event name: {ev:?}"
+            );
+        }
+    }
+    let again = frame_all(&encode(&events)).expect("short lines");
+    assert_eq!(
+        again,
+        (events, false),
+        "written out and framed again, the events changed"
+    );
+}
+
+fn headers_with(value: String) -> impl Strategy<Value = Vec<(String, String)>> {
+    let name = prop::sample::select(vec![
+        "retry-after",
+        "Retry-After",
+        "retry-after-ms",
+        "Retry-After-Ms",
+        "x-other",
+    ]);
+    let values = prop_oneof![
+        Just(value),
+        prop::sample::select(mutate::NUMBERS.to_vec()).prop_map(str::to_owned),
+        "\\PC{0,12}",
+    ];
+    prop::collection::vec((name.prop_map(str::to_owned), values), 0..4)
+}
+
+/// The three workspace plugins, built by cargo and loaded once per test binary.
+fn plugins() -> &'static [Plugin] {
+    static PLUGINS: OnceLock<Vec<Plugin>> = OnceLock::new();
+    PLUGINS.get_or_init(|| {
+        [
+            "stilts-plugin-openai",
+            "stilts-plugin-anthropic",
+            "stilts-plugin-gemini",
+        ]
+        .iter()
+        .map(|pkg| Plugin::load(common::workspace_plugin(pkg, false)).unwrap())
+        .collect()
+    })
+}
+
+/// Every seed of every plugin and of the requests, for the ABI target.
+fn abi_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for p in ["openai", "anthropic", "gemini"] {
+        for kind in ["response", "error", "stream"] {
+            seeds.extend(corpus(&format!("{p}-{kind}")));
+        }
+    }
+    seeds.extend(corpus("request"));
+    seeds
+}
+
+const SECRET: &str = "sk-fuzz-SECRET-7f3a";
+
+fn deployment_json() -> Vec<u8> {
+    encode_config(&DeploymentConfig {
+        base_url: "http://127.0.0.1:9/v1".to_owned(),
+        model: "gpt-4o-mini".to_owned(),
+        api_key: Some(ApiKey::new(SECRET)),
+        extra_headers: vec![("x-team".to_owned(), "fuzz".to_owned())],
+        options: Default::default(),
+    })
+    .unwrap()
+}
+
+/// A refusal is fine; a panic or a broken contract is not.
+fn clear<T: std::fmt::Debug>(what: &str, r: &Result<T, CallError>) {
+    match r {
+        Ok(_) | Err(CallError::BadInput(_)) => {}
+        Err(CallError::Upstream(info)) => check_error_info(info),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+proptest! {
+    #[test]
+    fn fuzz_sse_framer(
+        bytes in inputs(corpus("sse"), SSE_DICT, Structure::Bytes),
+        cuts in prop::collection::vec(any::<Index>(), 0..8),
+        limit in prop_oneof![Just(SseFramer::DEFAULT_MAX_LINE_BYTES), 1usize..300],
+    ) {
+        check_framer(&bytes, &cuts, limit);
+    }
+
+    #[test]
+    fn fuzz_canonical_request(body in inputs(corpus("request"), REQUEST_DICT, Structure::Whole(JSON))) {
+        let Ok(req) = serde_json::from_slice::<ChatRequest>(&body) else {
+            return Ok(());
+        };
+        let out = serde_json::to_vec(&req).unwrap();
+        let back: ChatRequest = serde_json::from_slice(&out).unwrap();
+        prop_assert_eq!(&back, &req, "serialised and read again, the request changed");
+        let tree: Value = serde_json::from_slice(&body).unwrap();
+        let from_tree: ChatRequest = serde_json::from_value(tree).unwrap();
+        prop_assert_eq!(&from_tree, &req, "read from a JSON tree, the request differs");
+        let from_reader: ChatRequest = serde_json::from_reader(&body[..]).unwrap();
+        prop_assert_eq!(&from_reader, &req, "read from a reader, the request differs");
+    }
+
+    #[test]
+    fn fuzz_retry_after(
+        value in inputs(corpus("retry-after"), &["s", ".", "-", "+", "e", "E", " ", "0", "9"], Structure::Bytes),
+        headers in inputs(corpus("retry-after"), &[], Structure::Bytes)
+            .prop_flat_map(|v: Input| headers_with(String::from_utf8_lossy(&v).into_owned())),
+    ) {
+        let value = String::from_utf8_lossy(&value);
+        if let Some(ms) = http::parse_seconds_ms(&value) {
+            prop_assert!(ms <= MAX_RETRY_AFTER_MS, "{value:?} gave {ms} ms");
+        }
+        let got = http::retry_after_ms(&headers);
+        if let Some(ms) = got {
+            prop_assert!(ms <= MAX_RETRY_AFTER_MS, "{headers:?} gave {ms} ms");
+            let from_ms = http::header(&headers, "retry-after-ms")
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|v| v.round());
+            let from_secs = http::header(&headers, "retry-after").and_then(http::parse_seconds_ms);
+            prop_assert!(
+                from_ms == Some(ms as f64) || from_secs == Some(ms),
+                "{headers:?} gave {ms} ms, from neither header"
+            );
+        }
+    }
+
+    #[test]
+    fn fuzz_loaded_plugins(
+        which in 0usize..3,
+        status in prop_oneof![Just(200u16), Just(0u16), Just(429u16), any::<u16>()],
+        bytes in inputs(abi_seeds(), REQUEST_DICT, Structure::SseJson),
+        other in inputs(abi_seeds(), REQUEST_DICT, Structure::Whole(JSON)),
+        cfg in inputs(vec![deployment_json()], &["base_url", "model", "api_key", "extra_headers", "options", "null", "\""], Structure::Whole(JSON)),
+        names in prop::collection::vec(prop::option::of("\\PC{0,16}"), 0..4),
+    ) {
+        let plugin = &plugins()[which];
+        let headers = vec![("retry-after".to_owned(), "3".to_owned())];
+        clear("parse_response", &plugin.parse_response(status, &headers, &other));
+        match plugin.classify_error(status, &headers, &other) {
+            Ok(info) => check_error_info(&info),
+            Err(e) => panic!("classify_error: {e}"),
+        }
+        let built = plugin.build_request_with_config_json(&other, &cfg);
+        clear("build_request", &built);
+        if let Err(e) = &built {
+            prop_assert!(!e.to_string().contains(SECRET), "the key in an error: {e}");
+        }
+        // The bytes as a stream: framed as the host frames them, with event names of the
+        // transcript or arbitrary ones.
+        let (events, _) = frame_all(&bytes).unwrap();
+        let mut state = plugin.stream_open().unwrap();
+        let mut end = None;
+        for (i, ev) in events.iter().enumerate() {
+            let name = match names.get(i) {
+                Some(n) => n.as_deref(),
+                None => ev.event.as_deref(),
+            };
+            let step = match plugin.stream_event(&mut state, name, &ev.data) {
+                Ok(step) => step,
+                Err(e) => panic!("stream_event: {e}"),
+            };
+            if let Some(StreamEnd::Error { error }) = &step.done {
+                check_error_info(error);
+            }
+            if end.is_some() {
+                prop_assert!(step.chunks.is_empty(), "chunks after the end");
+            }
+            end = end.or(step.done);
+        }
+        match plugin.stream_close(state) {
+            Ok(closed) => {
+                if let Some(end) = end {
+                    prop_assert_eq!(closed, end);
+                }
+            }
+            Err(e) => panic!("stream_close: {e}"),
+        }
+        prop_assert_eq!(plugin.panic_count(), 0);
+    }
+}
+
+/// Tokens of the canonical request, for mutations to insert.
+const REQUEST_DICT: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "null",
+    "true",
+    "model",
+    "messages",
+    "role",
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "content",
+    "name",
+    "tool_calls",
+    "tool_call_id",
+    "id",
+    "type",
+    "function",
+    "arguments",
+    "text",
+    "image_url",
+    "url",
+    "detail",
+    "input_audio",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "tools",
+    "tool_choice",
+    "auto",
+    "required",
+    "none",
+    "parameters",
+    "description",
+    "seed",
+    "choices",
+    "delta",
+    "finish_reason",
+    "usage",
+    "error",
+    "message_start",
+    "content_block_delta",
+    "message_stop",
+    "candidates",
+    "finishReason",
+];
