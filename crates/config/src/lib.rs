@@ -126,6 +126,26 @@ pub struct DeploymentTable {
     pub timeouts: TimeoutsConfig,
 }
 
+impl DeploymentTable {
+    /// The deployment as the router sees it: its routing fields. The one place they are read,
+    /// by the gateway (`RouteConfig::validate`) and by the simulator (a scenario config that is a
+    /// gateway route), so a routing field cannot mean one thing in one and another in the other.
+    pub fn provider_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            name: self.name.clone(),
+            weight: self.weight,
+            priority: self.priority,
+            input_usd_per_mtok: self.input_usd_per_mtok,
+            output_usd_per_mtok: self.output_usd_per_mtok,
+            context_window: self.context_window,
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            prefill_continuation: self.prefill_continuation,
+            timeouts: self.timeouts,
+        }
+    }
+}
+
 /// A value that is wrong, where it is (the dotted path in the file's terms) and how to fix it:
 /// stilts-core's error, shared by every config of stilts.
 pub use stilts_core::ConfigError;
@@ -560,18 +580,7 @@ impl RouteConfig {
             } else {
                 PluginRef::Name(d.plugin.clone())
             };
-            router.providers.push(ProviderConfig {
-                name: d.name.clone(),
-                weight: d.weight,
-                priority: d.priority,
-                input_usd_per_mtok: d.input_usd_per_mtok,
-                output_usd_per_mtok: d.output_usd_per_mtok,
-                context_window: d.context_window,
-                requests_per_minute: d.requests_per_minute,
-                tokens_per_minute: d.tokens_per_minute,
-                prefill_continuation: d.prefill_continuation,
-                timeouts: d.timeouts,
-            });
+            router.providers.push(d.provider_config());
             deployments.push(DeploymentSettings {
                 name: d.name.clone(),
                 plugin,
@@ -642,6 +651,39 @@ mod tests {
             PluginRef::Path(PathBuf::from("./libx.so"))
         );
         assert_eq!(r.router.providers[1].name, "b");
+    }
+
+    /// Every routing field of a provider is a deployment field, read by `provider_config` (which
+    /// the gateway and the simulator both use). A field added to `ProviderConfig` breaks this
+    /// struct literal; once added here, the deployment table must accept it (unknown fields are
+    /// refused) and `provider_config` must carry it, or the test fails.
+    #[test]
+    fn every_routing_field_of_a_deployment_reaches_the_router() {
+        let full = ProviderConfig {
+            name: "a".into(),
+            weight: Some(3),
+            priority: Some(2),
+            input_usd_per_mtok: Some(1.5),
+            output_usd_per_mtok: Some(6.0),
+            context_window: Some(128_000),
+            requests_per_minute: Some(500),
+            tokens_per_minute: Some(90_000),
+            prefill_continuation: Some(true),
+            timeouts: TimeoutsConfig {
+                connect_ms: Some(1_500),
+                headers_ms: Some(7_000),
+                first_token_ms: Some(6_000),
+                stall_ms: Some(4_000),
+                attempt_ms: Some(90_000),
+                plain_headers_ms_per_output_token: Some(40),
+            },
+        };
+        let mut table = serde_json::to_value(&full).unwrap();
+        table["plugin"] = "openai".into();
+        table["model"] = "m".into();
+        let deployment: DeploymentTable = serde_json::from_value(table)
+            .expect("a ProviderConfig field the deployment table does not have");
+        assert_eq!(deployment.provider_config(), full);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! file, such as the gateway's own config.
 //!
 //! When the table is the `router` of a gateway route (`routes.NAME.router`), the route's
-//! deployments are its providers, as in the gateway. Either way the config is checked by
+//! deployments are its providers, read by stilts-config exactly as the gateway reads them. Either way the config is checked by
 //! stilts-core, its providers are matched to the world's, and its errors are placed in the file
 //! they are in, under the path they are written at.
 
@@ -12,18 +12,6 @@ use super::model::{BASELINES, ConfigUnderTest, ProviderModel};
 use super::raw::RawConfig;
 use std::path::{Path, PathBuf};
 use stilts_core::RouterConfig;
-
-/// The fields of a gateway deployment that only matter to its HTTP calls. The others are its
-/// routing settings, with the same names and meanings as a router provider's (`ProviderConfig`),
-/// so a typo among them is refused as the gateway refuses it.
-const DEPLOYMENT_HTTP_KEYS: &[&str] = &[
-    "plugin",
-    "base_url",
-    "api_key_env",
-    "model",
-    "extra_headers",
-    "options",
-];
 
 /// The keys of a TOML dotted key such as `routes."gpt-4.1".router` (quoted parts may hold dots).
 fn dotted_keys(table: &str) -> Result<Vec<String>, String> {
@@ -147,7 +135,7 @@ fn router_from_file(
     // A gateway route: its deployments are the providers.
     let route_path = dotted_path(&keys[..keys.len() - 1]);
     let at = |field: &str| format!("{route_path}.{field}");
-    let mut router_table = match value {
+    let router_table = match value {
         toml::Value::Table(t) => t,
         _ => {
             return Err(in_file(invalid(
@@ -178,28 +166,22 @@ fn router_from_file(
             )));
         }
     };
+    // Each deployment is read as the gateway reads it (stilts-config's `DeploymentTable`, one by
+    // one so that an error names its deployment), and becomes a provider through the same
+    // `provider_config` the gateway uses: no field list is kept here.
     let mut providers = Vec::with_capacity(deployments.len());
     for (j, deployment) in deployments.into_iter().enumerate() {
-        let provider = match deployment {
-            toml::Value::Table(t) => toml::Value::Table(
-                t.into_iter()
-                    .filter(|(k, _)| !DEPLOYMENT_HTTP_KEYS.contains(&k.as_str()))
-                    .collect(),
-            ),
-            other => other,
-        };
-        // Typed one by one, so that an error names its deployment.
-        if let Err(e) = provider.clone().try_into::<stilts_core::ProviderConfig>() {
-            return Err(in_file(invalid(
-                at(&format!("deployments[{j}]")),
-                e.message().trim(),
-                "fix the deployment's routing fields (see docs/configuration.md)",
-            )));
-        }
-        providers.push(provider);
+        let deployment: stilts_config::DeploymentTable =
+            deployment.try_into().map_err(|e: toml::de::Error| {
+                in_file(invalid(
+                    at(&format!("deployments[{j}]")),
+                    e.message().trim(),
+                    "fix the deployment's fields (see docs/configuration.md)",
+                ))
+            })?;
+        providers.push(deployment.provider_config());
     }
-    router_table.insert("providers".to_owned(), toml::Value::Array(providers));
-    let router: RouterConfig =
+    let mut router: RouterConfig =
         toml::Value::Table(router_table)
             .try_into()
             .map_err(|e: toml::de::Error| {
@@ -209,6 +191,7 @@ fn router_from_file(
                     "it must be a router table (see docs/routing.md)",
                 ))
             })?;
+    router.providers = providers;
     Ok((router, table_path, Some((file_path, text)), true))
 }
 
