@@ -119,6 +119,8 @@ struct Shared {
     scrape: tokio::sync::Mutex<Option<(std::time::Instant, crate::metrics::Exposition)>>,
     /// Scrapes waiting or rendering, at most [`MAX_WAITING_SCRAPES`].
     scrape_turns: tokio::sync::Semaphore,
+    /// Held while the gauges are refreshed and everything is encoded.
+    render: Mutex<()>,
 }
 
 /// The fate of one reload, decided once: by its worker when it is about to swap the new config
@@ -283,6 +285,7 @@ impl Gateway {
             })),
             scrape: tokio::sync::Mutex::new(None),
             scrape_turns: tokio::sync::Semaphore::new(MAX_WAITING_SCRAPES),
+            render: Mutex::new(()),
             plugins: PluginCache::default(),
             clock: Clock::default(),
             metrics: Metrics::new(),
@@ -714,6 +717,13 @@ impl Gateway {
     /// Refreshes the gauges that mirror router state, then encodes every metric in both text
     /// forms.
     pub fn metrics_text(&self) -> crate::metrics::Exposition {
+        // One render at a time: a render orphaned by a scraper that left (its blocking task runs
+        // on) must not clear the gauges while another encodes them.
+        let _one_render = self
+            .shared
+            .render
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let m = &self.shared.metrics;
         m.breaker.clear();
         m.breaker_trips.clear();
