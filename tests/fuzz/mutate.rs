@@ -303,7 +303,15 @@ fn tree_op() -> impl Strategy<Value = TreeOp> {
         1 => prop::collection::vec(i(), 0..6).prop_map(TreeAction::Transplant),
         1 => prop_oneof![1usize..8, Just(200usize)].prop_map(TreeAction::Nest),
     ];
-    (prop::collection::vec(i(), 0..7), action).prop_map(|(path, action)| TreeOp { path, action })
+    // A path of one step picks any node of the document with the same chance (a config's header
+    // value is as likely as its root); a longer one walks down from the root, one member or
+    // element per step, and stops at the first scalar; an empty one is the root.
+    let path = prop_oneof![
+        1 => Just(Vec::new()),
+        4 => i().prop_map(|k| vec![k]),
+        2 => prop::collection::vec(i(), 2..12),
+    ];
+    (path, action).prop_map(|(path, action)| TreeOp { path, action })
 }
 
 fn boundary_values() -> Vec<Value> {
@@ -324,6 +332,12 @@ fn boundary_values() -> Vec<Value> {
         json!(" "),
         json!("\u{0}\u{1f}\u{7f}\u{fffd}é😀"),
         json!("x".repeat(5000)),
+        json!("\n"),
+        json!("\r\n"),
+        json!("\t"),
+        json!("\u{0}"),
+        json!("a\r\nx-injected: 1"),
+        json!("%2F..%2F"),
         json!([]),
         json!({}),
         json!([null]),
@@ -371,11 +385,7 @@ fn mutate_tree(b: &[u8], ops: &[TreeOp], dict: &[String], structure: Structure) 
                 let Ok(mut v) = serde_json::from_slice::<Value>(&line[5..end]) else {
                     continue;
                 };
-                let sub = TreeOp {
-                    path: op.path.iter().skip(1).cloned().collect(),
-                    action: op.action.clone(),
-                };
-                apply_tree_op(&mut v, &sub, dict);
+                apply_tree_op(&mut v, op, dict);
                 let mut out = b"data: ".to_vec();
                 out.extend(serde_json::to_vec(&v).unwrap_or_default());
                 out.extend_from_slice(&line[end..]);
@@ -402,7 +412,12 @@ pub fn apply_tree_op(root: &mut Value, op: &TreeOp, dict: &[String]) {
     // Where the path leads (it stops early at a scalar or an empty container).
     let mut segs: Vec<Seg> = Vec::new();
     let mut v: &Value = root;
-    for step in &op.path {
+    if let [pick] = op.path.as_slice() {
+        let mut all = Vec::new();
+        every_node(root, &mut Vec::new(), &mut all);
+        segs = all.swap_remove(pick.index(all.len()));
+    }
+    for step in op.path.iter().filter(|_| op.path.len() > 1) {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 let (k, next) = m.iter().nth(step.index(m.len())).unwrap();
@@ -437,9 +452,32 @@ pub fn apply_tree_op(root: &mut Value, op: &TreeOp, dict: &[String]) {
     }
 }
 
+#[derive(Clone)]
 enum Seg {
     Key(String),
     Index(usize),
+}
+
+/// The paths of `v` and of every node below it, in document order.
+fn every_node(v: &Value, at: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
+    out.push(at.clone());
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                at.push(Seg::Key(k.clone()));
+                every_node(child, at, out);
+                at.pop();
+            }
+        }
+        Value::Array(a) => {
+            for (k, child) in a.iter().enumerate() {
+                at.push(Seg::Index(k));
+                every_node(child, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 fn walk<'v>(mut v: &'v Value, path: &[Index]) -> &'v Value {

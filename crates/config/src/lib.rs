@@ -561,12 +561,21 @@ impl RouteConfig {
                     ));
                 }
             }
-            for header in d.extra_headers.keys() {
+            for (header, value) in &d.extra_headers {
                 if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                     return Err(ConfigError::new(
                         path(&format!("extra_headers.{header}")),
                         "is not a valid HTTP header name",
                         "use letters, digits and dashes",
+                    ));
+                }
+                // Refused here, not by every request: an upstream request with this header could
+                // never be sent. The value is not echoed (a header may hold a secret).
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(ConfigError::new(
+                        path(&format!("extra_headers.{header}")),
+                        "is not a valid HTTP header value (it holds a line break or another control character)",
+                        "write the value on one line, of visible characters, spaces and tabs",
                     ));
                 }
             }

@@ -16,6 +16,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
 mod common;
+#[path = "../../../tests/fuzz/host.rs"]
+mod host;
 #[path = "../../../tests/fuzz/mutate.rs"]
 mod mutate;
 
@@ -24,12 +26,9 @@ use std::sync::OnceLock;
 use mutate::{Input, JSON, Structure, corpus, inputs};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use serde_json::Value;
-use stilts_plugin::canonical::ChatRequest;
 use stilts_plugin::host::{CallError, Plugin, encode_config};
-use stilts_plugin::sse::{SseEvent, SseFramer, frame_all};
+use stilts_plugin::sse::{SseFramer, frame_all};
 use stilts_plugin::testing::check_error_info;
-use stilts_plugin::types::http::{self, MAX_RETRY_AFTER_MS};
 use stilts_plugin::{ApiKey, DeploymentConfig, StreamEnd};
 
 const SSE_DICT: &[&str] = &[
@@ -51,89 +50,6 @@ const SSE_DICT: &[&str] = &[
     " ",
     "\u{feff}",
 ];
-
-/// Frames `bytes` read in pieces cut at `cuts`; the events of every piece, and the error if one
-/// piece was refused (the framer is not fed after that, as the host cuts the stream there).
-fn frame_in_pieces(
-    bytes: &[u8],
-    cuts: &[Index],
-    limit: usize,
-) -> (Vec<SseEvent>, Result<bool, ()>) {
-    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
-    points.sort_unstable();
-    let mut f = SseFramer::new(limit);
-    let mut events = Vec::new();
-    let mut last = 0;
-    for p in points.into_iter().chain(std::iter::once(bytes.len())) {
-        match f.push(&bytes[last..p]) {
-            Ok(evs) => events.extend(evs),
-            Err(_) => return (events, Err(())),
-        }
-        last = p;
-    }
-    (events, Ok(f.finish()))
-}
-
-/// Writes events out as an SSE transcript.
-fn encode(events: &[SseEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for ev in events {
-        if let Some(name) = &ev.event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'\n');
-        }
-        for line in ev.data.split(|&b| b == b'\n') {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-    }
-    out
-}
-
-fn check_framer(bytes: &[u8], cuts: &[Index], limit: usize) {
-    let mut whole = SseFramer::new(limit);
-    let whole_events = whole.push(bytes);
-    let whole_pending = whole.finish();
-    let (events, end) = frame_in_pieces(bytes, cuts, limit);
-    let (unlimited, _) = frame_all(bytes).expect("no line of a fuzz input is 8 MiB long");
-    match (&whole_events, &end) {
-        (Ok(w), Ok(pending)) => {
-            assert_eq!(&events, w, "the events depend on how the bytes were split");
-            assert_eq!(
-                *pending, whole_pending,
-                "the pending flag depends on the split"
-            );
-        }
-        (Err(_), Err(())) => {
-            // Refused in both readings; what was delivered before is a prefix of the events
-            // the bytes hold.
-            assert!(
-                unlimited.starts_with(&events),
-                "delivered events that are not the transcript's"
-            );
-        }
-        (w, e) => panic!("refused in one reading only: whole {w:?}, pieces {e:?}"),
-    }
-    for ev in &events {
-        assert!(!ev.data.contains(&b'\r'), "a CR in event data: {ev:?}");
-        assert!(ev.data.len() <= limit, "event data over the limit: {ev:?}");
-        if let Some(name) = &ev.event {
-            assert!(
-                !name.contains(['\r', '\n']),
-                "a line break in an event name: {ev:?}"
-            );
-        }
-    }
-    let again = frame_all(&encode(&events)).expect("short lines");
-    assert_eq!(
-        again,
-        (events, false),
-        "written out and framed again, the events changed"
-    );
-}
 
 fn headers_with(value: String) -> impl Strategy<Value = Vec<(String, String)>> {
     let name = prop::sample::select(vec![
@@ -207,46 +123,21 @@ proptest! {
         cuts in prop::collection::vec(any::<Index>(), 0..8),
         limit in prop_oneof![Just(SseFramer::DEFAULT_MAX_LINE_BYTES), 1usize..300],
     ) {
-        check_framer(&bytes, &cuts, limit);
+        let cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        host::check_framer(&bytes, &cuts, limit);
     }
 
     #[test]
     fn fuzz_canonical_request(body in inputs(corpus("request"), REQUEST_DICT, Structure::Whole(JSON))) {
-        let Ok(req) = serde_json::from_slice::<ChatRequest>(&body) else {
-            return Ok(());
-        };
-        let out = serde_json::to_vec(&req).unwrap();
-        let back: ChatRequest = serde_json::from_slice(&out).unwrap();
-        prop_assert_eq!(&back, &req, "serialised and read again, the request changed");
-        let tree: Value = serde_json::from_slice(&body).unwrap();
-        let from_tree: ChatRequest = serde_json::from_value(tree).unwrap();
-        prop_assert_eq!(&from_tree, &req, "read from a JSON tree, the request differs");
-        let from_reader: ChatRequest = serde_json::from_reader(&body[..]).unwrap();
-        prop_assert_eq!(&from_reader, &req, "read from a reader, the request differs");
+        host::check_canonical_request(&body);
     }
 
     #[test]
     fn fuzz_retry_after(
-        value in inputs(corpus("retry-after"), &["s", ".", "-", "+", "e", "E", " ", "0", "9"], Structure::Bytes),
-        headers in inputs(corpus("retry-after"), &[], Structure::Bytes)
+        headers in inputs(corpus("retry-after"), &["s", ".", "-", "+", "e", "E", " ", "0", "9"], Structure::Bytes)
             .prop_flat_map(|v: Input| headers_with(String::from_utf8_lossy(&v).into_owned())),
     ) {
-        let value = String::from_utf8_lossy(&value);
-        if let Some(ms) = http::parse_seconds_ms(&value) {
-            prop_assert!(ms <= MAX_RETRY_AFTER_MS, "{value:?} gave {ms} ms");
-        }
-        let got = http::retry_after_ms(&headers);
-        if let Some(ms) = got {
-            prop_assert!(ms <= MAX_RETRY_AFTER_MS, "{headers:?} gave {ms} ms");
-            let from_ms = http::header(&headers, "retry-after-ms")
-                .and_then(|v| v.parse::<f64>().ok())
-                .map(|v| v.round());
-            let from_secs = http::header(&headers, "retry-after").and_then(http::parse_seconds_ms);
-            prop_assert!(
-                from_ms == Some(ms as f64) || from_secs == Some(ms),
-                "{headers:?} gave {ms} ms, from neither header"
-            );
-        }
+        host::check_retry_after(&headers);
     }
 
     #[test]

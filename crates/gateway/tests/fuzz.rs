@@ -1,0 +1,205 @@
+//! Fuzzing the chat request body as the gateway reads it: arbitrary bytes and mutations of the
+//! seed corpus (`tests/fuzz-corpus/request`) sent to `Gateway::chat`, over the real openai plugin
+//! (loaded from its shared library) and a healthy mock upstream (`fuzz_gateway_chat_body`).
+//!
+//! The gateway peeks at a few fields (route, stream, token limits) and the plugin reads the whole
+//! body with the canonical deserializer. Whatever the body: no panic; a body the canonical
+//! deserializer refuses is a 4xx; a canonical body naming the route is never refused by the peek;
+//! no answer is a 5xx (the upstream is healthy); and no body counts against the provider (no
+//! failure but `bad_request`, the breaker stays closed). A short run in `cargo test`;
+//! `scripts/fuzz.sh` runs it long (docs/testing.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod common;
+#[path = "../../../tests/fuzz/mutate.rs"]
+mod mutate;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use mutate::{JSON, Structure, corpus, inputs};
+use proptest::prelude::*;
+use serde_json::Value;
+use stilts_gateway::mock::{MockConfig, MockUpstream};
+use stilts_gateway::{ChatReply, Gateway, GatewayConfig};
+use stilts_plugin::canonical::ChatRequest;
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    gateway: Gateway,
+    _mock: MockUpstream,
+}
+
+/// One gateway over one healthy mock upstream, for every case of the test binary.
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let plugin = common::openai_plugin();
+        let (gateway, mock) = rt.block_on(async {
+            let mock = MockUpstream::start_local(MockConfig::named("fuzz"))
+                .await
+                .unwrap();
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nreload_poll_ms = 0\n\
+                 [routes.chat]\nrouter = {{ policy = \"priority\" }}\n\
+                 [[routes.chat.deployments]]\nname = \"mock\"\nplugin = \"{}\"\n\
+                 base_url = \"http://{}/v1\"\nmodel = \"mock-model\"\n",
+                plugin.display(),
+                mock.addr()
+            );
+            let valid = GatewayConfig::parse(&text)
+                .unwrap()
+                .validate(std::path::Path::new("."))
+                .unwrap();
+            (Gateway::new(&valid).unwrap(), mock)
+        });
+        World {
+            rt,
+            gateway,
+            _mock: mock,
+        }
+    })
+}
+
+/// The body, with `model` set to the route when `to_route` (so most cases get past the route
+/// lookup) and `stream` forced when `stream` is set.
+fn aimed(body: &[u8], to_route: bool, stream: Option<bool>) -> Vec<u8> {
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    if to_route {
+        obj.insert("model".into(), Value::from("chat"));
+    }
+    if let Some(s) = stream {
+        obj.insert("stream".into(), Value::from(s));
+    }
+    serde_json::to_vec(&obj).unwrap()
+}
+
+fn check(body: Vec<u8>) {
+    let w = world();
+    let canonical = serde_json::from_slice::<ChatRequest>(&body);
+    let names_route = canonical.as_ref().is_ok_and(|r| r.model == "chat");
+    let result = w.rt.block_on(async {
+        let reply = w.gateway.chat(Bytes::from(body.clone()), None).await;
+        // A stream is read to its end, as a client would.
+        if let Ok(ChatReply::Stream { stream, .. }) = reply {
+            let drained = tokio::time::timeout(Duration::from_secs(30), stream.count()).await;
+            assert!(drained.is_ok(), "a stream did not end");
+            return Ok(());
+        }
+        reply.map(|_| ())
+    });
+    let shown = body.escape_ascii().to_string();
+    match result {
+        Ok(()) => assert!(
+            canonical.is_ok(),
+            "answered a body the canonical deserializer refuses: {shown}"
+        ),
+        Err(e) => {
+            assert!(
+                e.status.is_client_error(),
+                "{} for {shown}: {}",
+                e.status,
+                e.message
+            );
+            if names_route {
+                assert!(
+                    !e.message
+                        .starts_with("the body is not a chat completion request"),
+                    "the peek refused a canonical request: {shown}: {}",
+                    e.message
+                );
+            }
+        }
+    }
+    let status = w.gateway.status_json();
+    let provider = &status["routes"]["chat"]["providers"][0];
+    assert_eq!(provider["breaker"]["state"], "closed", "{status}");
+    for (class, n) in provider["failures"].as_object().unwrap() {
+        if class != "bad_request" {
+            assert_eq!(
+                n, 0,
+                "a client's body counted as a {class} failure: {shown}"
+            );
+        }
+    }
+}
+
+/// The harness reaches the upstream: every seed, aimed at the route, is answered (so the fuzz
+/// target cannot pass by refusing everything at the door).
+#[test]
+fn fuzz_seeds_are_answered() {
+    let w = world();
+    for seed in corpus("request") {
+        for stream in [false, true] {
+            let body = aimed(&seed, true, Some(stream));
+            let reply = w.rt.block_on(w.gateway.chat(Bytes::from(body), None));
+            assert!(reply.is_ok(), "{reply:?}");
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn fuzz_gateway_chat_body(
+        body in inputs(corpus("request"), REQUEST_DICT, Structure::Whole(JSON)),
+        to_route in prop::bool::weighted(0.9),
+        stream in prop::option::of(any::<bool>()),
+    ) {
+        check(aimed(&body, to_route, stream));
+    }
+}
+
+/// Tokens of the canonical request, for mutations to insert.
+const REQUEST_DICT: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "null",
+    "true",
+    "chat",
+    "model",
+    "messages",
+    "role",
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "content",
+    "name",
+    "tool_calls",
+    "tool_call_id",
+    "id",
+    "type",
+    "function",
+    "arguments",
+    "text",
+    "image_url",
+    "url",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "tools",
+    "tool_choice",
+    "auto",
+    "required",
+    "none",
+];
