@@ -598,10 +598,15 @@ impl Gateway {
         deadline: Option<Duration>,
     ) -> Result<ChatReply, ApiError> {
         let started = std::time::Instant::now();
-        let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
-            crate::driver::access_refused("-", 400, started);
-            ApiError::invalid_request(format!("the body is not a chat completion request: {e}"))
-        })?;
+        // UTF-8 first: serde_json skips the strings of the fields the peek ignores (the
+        // messages) without checking it.
+        let peek: Peek<'_> = std::str::from_utf8(&body)
+            .map_err(<serde_json::Error as serde::de::Error>::custom)
+            .and_then(serde_json::from_str)
+            .map_err(|e| {
+                crate::driver::access_refused("-", 400, started);
+                ApiError::invalid_request(format!("the body is not a chat completion request: {e}"))
+            })?;
         let generation = self.generation();
         let Some(route) = generation.routes.get(peek.model.as_ref()).cloned() else {
             self.shared

@@ -52,6 +52,14 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// Reads a request body: JSON text in UTF-8. Use it rather than `serde_json::from_slice`,
+    /// which skips the strings of fields it ignores (an unknown field of a tool, say) without
+    /// checking their UTF-8, and so accepts bytes that are not JSON.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        let text = std::str::from_utf8(body).map_err(<serde_json::Error as de::Error>::custom)?;
+        serde_json::from_str(text)
+    }
+
     /// The output token limit the client asked for, under either name.
     pub fn max_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -934,6 +942,27 @@ mod tests {
             }
             same_as_derived(&Value::Object(request).to_string());
         }
+    }
+
+    /// Found by fuzzing (AFL++ on `canonical-request`, see docs/testing.md): serde_json skips the
+    /// value of an ignored field (an unknown field of a tool, of a tool call, of an image) without
+    /// checking its UTF-8, so a body with a byte like 0x80 there was read as a request, and the
+    /// field dropped. `from_json`, which the plugin SDK reads requests with, refuses it.
+    #[test]
+    fn regression_a_body_with_invalid_utf8_in_an_ignored_field_is_refused() {
+        let body = b"{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\",\"kype\":\"f\x86\",\"function\":{\"name\":\"f\"}}]}";
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        assert!(
+            serde_json::from_slice::<ChatRequest>(body).is_ok(),
+            "serde_json's laxness, which from_json guards against"
+        );
+        let e = ChatRequest::from_json(body).unwrap_err();
+        assert!(e.to_string().contains("utf-8"), "{e}");
+        let good = br#"{"model":"m","messages":[],"tools":[{"type":"function","kype":"f","function":{"name":"f"}}]}"#;
+        assert_eq!(
+            ChatRequest::from_json(good).unwrap(),
+            serde_json::from_slice::<ChatRequest>(good).unwrap()
+        );
     }
 
     #[test]

@@ -384,7 +384,7 @@ pub mod __ffi {
         guard(out, || {
             // SAFETY: the host lends both slices for the duration of this call (ABI contract).
             let (req, cfg) = unsafe { (req.as_slice(), cfg.as_slice()) };
-            let req: ChatRequest = match serde_json::from_slice(req) {
+            let req = match ChatRequest::from_json(req) {
                 Ok(r) => r,
                 Err(e) => {
                     return (
