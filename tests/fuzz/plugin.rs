@@ -167,7 +167,7 @@ pub fn options() -> impl Strategy<Value = serde_json::Map<String, serde_json::Va
 
 /// `build_request` for the request in `body` (when it is a canonical request at all).
 pub fn build_request<T: Translator>(t: &T, body: &[u8], cfg: &DeploymentConfig) {
-    if let Ok(req) = serde_json::from_slice::<ChatRequest>(body) {
+    if let Ok(req) = ChatRequest::from_json(body) {
         let _ = check_build_request(t, &req, cfg);
     }
 }
