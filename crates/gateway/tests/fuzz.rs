@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use mutate::{JSON, Structure, corpus, inputs};
+use mutate::{JSON, REQUEST_DICT, Structure, corpus, inputs};
 use proptest::prelude::*;
 use serde_json::Value;
 use stilts_gateway::mock::{MockConfig, MockUpstream};
@@ -175,49 +175,3 @@ proptest! {
         check(aimed(&body, to_route, stream));
     }
 }
-
-/// Tokens of the canonical request, for mutations to insert.
-const REQUEST_DICT: &[&str] = &[
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "\"",
-    "null",
-    "true",
-    "chat",
-    "model",
-    "messages",
-    "role",
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "content",
-    "name",
-    "tool_calls",
-    "tool_call_id",
-    "id",
-    "type",
-    "function",
-    "arguments",
-    "text",
-    "image_url",
-    "url",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "stream",
-    "stream_options",
-    "include_usage",
-    "tools",
-    "tool_choice",
-    "auto",
-    "required",
-    "none",
-];

@@ -23,7 +23,7 @@ mod mutate;
 
 use std::sync::OnceLock;
 
-use mutate::{Input, JSON, Structure, corpus, inputs};
+use mutate::{Input, JSON, REQUEST_DICT, Structure, corpus, inputs};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use stilts_plugin::host::{CallError, Plugin, encode_config};
@@ -194,63 +194,3 @@ proptest! {
         prop_assert_eq!(plugin.panic_count(), 0);
     }
 }
-
-/// Tokens of the canonical request, for mutations to insert.
-const REQUEST_DICT: &[&str] = &[
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "\"",
-    "null",
-    "true",
-    "model",
-    "messages",
-    "role",
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "content",
-    "name",
-    "tool_calls",
-    "tool_call_id",
-    "id",
-    "type",
-    "function",
-    "arguments",
-    "text",
-    "image_url",
-    "url",
-    "detail",
-    "input_audio",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "stream",
-    "stream_options",
-    "include_usage",
-    "tools",
-    "tool_choice",
-    "auto",
-    "required",
-    "none",
-    "parameters",
-    "description",
-    "seed",
-    "choices",
-    "delta",
-    "finish_reason",
-    "usage",
-    "error",
-    "message_start",
-    "content_block_delta",
-    "message_stop",
-    "candidates",
-    "finishReason",
-];

@@ -89,7 +89,7 @@ proptest! {
     }
 
     #[test]
-    fn fuzz_build_request(body in inputs(corpus("request"), plugin::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
+    fn fuzz_build_request(body in inputs(corpus("request"), mutate::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
         plugin::build_request(&Gemini, &body, &plugin::deployment(&model, options));
     }
 }

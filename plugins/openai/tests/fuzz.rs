@@ -83,7 +83,7 @@ proptest! {
     }
 
     #[test]
-    fn fuzz_build_request(body in inputs(corpus("request"), plugin::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
+    fn fuzz_build_request(body in inputs(corpus("request"), mutate::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
         plugin::build_request(&OpenAi, &body, &plugin::deployment(&model, options));
     }
 }
