@@ -479,23 +479,7 @@ fn a_client_deadline_that_cuts_a_provider_running_far_past_its_usual_latency_cou
     }
     // Now it hangs; clients give up after 2 s, twenty times its usual latency.
     for _ in 0..3 {
-        let meta = RequestMeta {
-            deadline: Some(Duration::from_secs(2)),
-            ..RequestMeta::default()
-        };
-        let mut call = r.begin(meta, now);
-        let a = send(&mut r, &mut call, now);
-        now = call.deadline();
-        r.record(
-            &mut call,
-            a,
-            Outcome::Failure {
-                class: ErrorClass::Timeout,
-                latency: Duration::from_secs(2),
-                retry_after: None,
-            },
-            now,
-        );
+        now = timeout_at_client_deadline(&mut r, now, Duration::from_secs(2));
     }
     assert!(
         matches!(r.breaker_state(id, now), BreakerState::Open { .. }),
@@ -514,24 +498,31 @@ fn a_short_client_deadline_after_a_quiet_minute_is_still_the_clients() {
     r.record(&mut call, a, ok(), ms(1_000));
     let mut now = ms(61_000);
     for _ in 0..5 {
-        let meta = RequestMeta {
-            deadline: Some(Duration::from_millis(10)),
-            ..RequestMeta::default()
-        };
-        let mut call = r.begin(meta, now);
-        let a = send(&mut r, &mut call, now);
-        now = call.deadline();
-        r.record(
-            &mut call,
-            a,
-            Outcome::Failure {
-                class: ErrorClass::Timeout,
-                latency: Duration::from_millis(10),
-                retry_after: None,
-            },
-            now,
-        );
+        now = timeout_at_client_deadline(&mut r, now, Duration::from_millis(10));
     }
     assert_eq!(r.breaker_state(id, now), BreakerState::Closed);
     assert_eq!(r.stats(id).cut_by_client_deadline, 5);
+}
+
+/// One call with the client's own `deadline`, whose only attempt times out at that deadline.
+/// Returns the time it ended.
+fn timeout_at_client_deadline(r: &mut Router, now: Instant, deadline: Duration) -> Instant {
+    let meta = RequestMeta {
+        deadline: Some(deadline),
+        ..RequestMeta::default()
+    };
+    let mut call = r.begin(meta, now);
+    let a = send(r, &mut call, now);
+    let end = call.deadline();
+    r.record(
+        &mut call,
+        a,
+        Outcome::Failure {
+            class: ErrorClass::Timeout,
+            latency: deadline,
+            retry_after: None,
+        },
+        end,
+    );
+    end
 }
