@@ -71,6 +71,8 @@ pub use scenario::{
     ScenarioError, Traffic,
 };
 
+pub use world::{Arrivals, Fate, Mishap, Request};
+
 use strategy::{Naive, SeedRouter, Single, Stilts};
 
 /// Where a simulation is, for progress bars.

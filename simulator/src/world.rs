@@ -13,22 +13,26 @@ use stilts_core::ErrorClass;
 
 /// One request, as the world generated it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Request {
+pub struct Request {
     /// Sequence number from 0.
     pub index: u64,
     /// Arrival time, ns.
     pub arrival: u64,
     /// When the client stops waiting, ns.
     pub deadline: u64,
+    /// Input (prompt) tokens.
     pub input_tokens: u32,
+    /// Output tokens the answer has when it completes.
     pub output_tokens: u32,
+    /// Whether the client asks for a stream.
     pub stream: bool,
-    pub key: Key,
+    pub(crate) key: Key,
 }
 
 /// What a stream (or body) suffers on an otherwise good answer.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Mishap {
+pub enum Mishap {
+    /// The answer arrives whole.
     None,
     /// The connection closes at this fraction of the generation.
     Cut(f64),
@@ -40,28 +44,37 @@ pub(crate) enum Mishap {
 
 /// What the provider does with one attempt, before capacity and client timeouts.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Fate {
+pub enum Fate {
     /// Connection refused after `after` ns. Uses no capacity.
-    Refused { after: u64 },
+    Refused {
+        /// ns after the send.
+        after: u64,
+    },
     /// An error response after `after` ns.
     Error {
+        /// The provider's error, as stilts classifies it.
         class: ErrorClass,
+        /// ns after the attempt starts being served.
         after: u64,
+        /// The Retry-After sent with it, ns.
         retry_after: Option<u64>,
     },
     /// No response at all. Uses no capacity.
     Hang,
     /// An answer: first token after `ttft` ns, the rest over `generation` ns.
     Answer {
+        /// Time to the first token, ns.
         ttft: u64,
+        /// Time from the first token to the last, ns.
         generation: u64,
+        /// What goes wrong with it, if anything.
         mishap: Mishap,
     },
 }
 
 impl Fate {
     /// How long the attempt occupies a capacity slot, if it takes one.
-    pub(crate) fn service_ns(&self) -> Option<u64> {
+    pub fn service_ns(&self) -> Option<u64> {
         match *self {
             Fate::Refused { .. } | Fate::Hang => None,
             Fate::Error { after, .. } => Some(after),
@@ -98,8 +111,10 @@ fn span_ns(ns: f64) -> u64 {
 const ORACLE_PIECES_MAX: usize = 256;
 
 impl Scenario {
-    /// What happens to attempt `k` (1-based, per provider) of `req` on provider `p`, sent at `t`.
-    pub(crate) fn fate(&self, req: &Request, p: usize, k: u32, t: u64) -> Fate {
+    /// What happens to attempt `k` (1-based, per provider) of `req` on provider `p`, sent at `t`
+    /// (ns): the same for every driver that makes that attempt then (the simulator's engine, or
+    /// `stilts replay`'s fake upstreams), before capacity and the client's timeouts.
+    pub fn fate(&self, req: &Request, p: usize, k: u32, t: u64) -> Fate {
         let key = req.key.attempt(p, k);
         let m = &self.providers[p];
         let error_after = || span_ns(m.error_latency.at(key.normal(Purpose::ErrorLatency)) * 1e6);
@@ -358,7 +373,7 @@ impl Scenario {
 
 /// The arrival process: a non-homogeneous Poisson process by thinning, keyed by candidate number.
 #[derive(Clone, Debug)]
-pub(crate) struct Arrivals<'a> {
+pub struct Arrivals<'a> {
     scenario: &'a Scenario,
     root: Key,
     candidate: u64,
@@ -368,7 +383,8 @@ pub(crate) struct Arrivals<'a> {
 }
 
 impl<'a> Arrivals<'a> {
-    pub(crate) fn new(scenario: &'a Scenario, seed: u64) -> Self {
+    /// The requests of `scenario` with `seed`, in arrival order.
+    pub fn new(scenario: &'a Scenario, seed: u64) -> Self {
         Arrivals {
             scenario,
             root: Key::root(seed),

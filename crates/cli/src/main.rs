@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod plugin_cmd;
 mod plugin_new;
+mod replay_cmd;
 mod serve_cmd;
 mod sim_cmd;
 
@@ -45,6 +46,9 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Replay outage scenarios against the router in virtual time and report.
     Sim(sim_cmd::SimArgs),
+    /// Replay a scenario through the real gateway against fault-injecting loopback upstreams and
+    /// compare with the simulator's prediction.
+    Replay(replay_cmd::ReplayArgs),
     /// Run a fault-injecting fake OpenAI-dialect upstream (for tests, benches and demos).
     MockUpstream(serve_cmd::MockUpstreamArgs),
     /// Provider plugin tools.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Replay(args) => replay_cmd::run(args),
         Command::MockUpstream(args) => serve_cmd::mock_upstream(args),
         Command::Plugin(PluginCommand::Check(args)) => {
             plugin_cmd::run(&args).map(|()| ExitCode::SUCCESS)

@@ -12,7 +12,7 @@
 //!
 //! Time: the core's [`CoreInstant`] is nanoseconds since the gateway's [`Clock`] origin, a
 //! process-start `std::time::Instant`; the same origin converts the router's deadlines back into
-//! tokio timers.
+//! tokio timers. Replay runs the clock faster than wall time ([`Clock::compressed`]).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -33,29 +33,70 @@ use crate::stream::ChunkStream;
 use crate::upstream::Deployment;
 
 /// Nanosecond time for the core, from one process-wide origin.
+///
+/// Normally core time is wall time. [`Clock::compressed`] makes it run `speed` times faster, for
+/// `stilts replay`: every limit the router decides (stage timeouts, breaker open times,
+/// cool-downs, backoffs, hedge delays, deadlines) then passes `speed` times sooner in wall time,
+/// so a scenario's hour is replayed in minutes with the same decisions due. Only the core's time is
+/// compressed: the server's own limits (header read, idle, connect) and the metrics stay in wall
+/// time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     origin: std::time::Instant,
+    /// Core nanoseconds per wall nanosecond (1 outside replay).
+    speed: f64,
 }
 
 impl Default for Clock {
     fn default() -> Self {
         Clock {
             origin: std::time::Instant::now(),
+            speed: 1.0,
         }
     }
 }
 
 impl Clock {
+    /// A clock on which core time runs `speed` times faster than wall time (from now). A speed
+    /// that is not a finite number ≥ 1 is taken as 1.
+    pub fn compressed(speed: f64) -> Self {
+        Clock {
+            origin: std::time::Instant::now(),
+            speed: if speed.is_finite() && speed >= 1.0 {
+                speed
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Core nanoseconds per wall nanosecond.
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
     /// Now, for the core.
     pub fn now(&self) -> CoreInstant {
-        CoreInstant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        let wall = self.origin.elapsed();
+        let nanos = if self.speed == 1.0 {
+            u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX)
+        } else {
+            // f64 holds 2^53 ns (104 days) exactly; a replay lasts minutes.
+            (wall.as_nanos() as f64 * self.speed) as u64
+        };
+        CoreInstant::from_nanos(nanos)
     }
 
     /// A core instant as a tokio timer deadline.
     pub fn tokio(&self, at: CoreInstant) -> TokioInstant {
-        let at = Duration::from_nanos(at.as_nanos()).min(Duration::from_secs(86_400 * 365));
-        TokioInstant::from_std(self.origin) + at
+        let core = Duration::from_nanos(at.as_nanos()).min(Duration::from_secs(86_400 * 365));
+        let wall = if self.speed == 1.0 {
+            core
+        } else {
+            // Round up: a timer must never fire before the core instant it stands for.
+            Duration::from_nanos((core.as_nanos() as f64 / self.speed).ceil() as u64)
+        };
+        TokioInstant::from_std(self.origin) + wall
     }
 }
 
@@ -275,6 +316,11 @@ const DEFAULT_OUTPUT_TOKENS: u32 = 512;
 impl Gateway {
     /// Builds a gateway from a validated config: loads plugins, reads keys, makes clients.
     pub fn new(config: &ValidGateway) -> Result<Self, BuildError> {
+        Self::with_clock(config, Clock::default())
+    }
+
+    /// Like [`Gateway::new`], with the router on `clock` (a [`Clock::compressed`] one for replay).
+    pub fn with_clock(config: &ValidGateway, clock: Clock) -> Result<Self, BuildError> {
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(Generation {
                 routes: HashMap::new(),
@@ -287,7 +333,7 @@ impl Gateway {
             scrape_turns: tokio::sync::Semaphore::new(MAX_WAITING_SCRAPES),
             render: Mutex::new(()),
             plugins: PluginCache::default(),
-            clock: Clock::default(),
+            clock,
             metrics: Metrics::new(),
             reload: Mutex::new(()),
             started: config.server.clone(),

@@ -69,8 +69,75 @@ pub struct Schedule {
     pub rate_limit_every: u64,
 }
 
+/// What a fake upstream does with one request: the [`Faults`] with exact timings, plus what only a
+/// [`Planner`] asks for. [`Plan::from_faults`] is the plan of the standing faults and the script.
+#[derive(Default)]
+pub struct Plan {
+    /// Status, error code, Retry-After, hang, cut, stall, malformed chunk, missing `[DONE]` (their
+    /// `*_ms` timings are replaced by the fields below).
+    pub faults: Faults,
+    /// Delay before the response headers.
+    pub latency: Duration,
+    /// Streams: delay between the headers and the first content chunk.
+    pub first_token: Duration,
+    /// Streams: delay between content chunks.
+    pub chunk_interval: Duration,
+    /// Answer the headers, then break the connection before any body: a connection that fails,
+    /// as a client sees a refused or reset one.
+    pub reset: bool,
+    /// Plain answers: a body that is not JSON.
+    pub malformed_body: bool,
+    /// Content chunks of a stream (each a word of the reply, repeated as needed); default: one per
+    /// word of the reply.
+    pub content_chunks: Option<u32>,
+    /// `usage` reported as (prompt, completion) tokens; default: estimated from the sizes.
+    pub usage: Option<(u64, u64)>,
+    /// Held until the answer ends or the client goes away (e.g. a provider's capacity slot).
+    pub hold: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("faults", &self.faults)
+            .field("latency", &self.latency)
+            .field("first_token", &self.first_token)
+            .field("chunk_interval", &self.chunk_interval)
+            .field("reset", &self.reset)
+            .field("malformed_body", &self.malformed_body)
+            .field("content_chunks", &self.content_chunks)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plan {
+    /// The plan of `faults`, with their millisecond timings.
+    pub fn from_faults(faults: Faults) -> Self {
+        Plan {
+            latency: Duration::from_millis(faults.latency_ms),
+            first_token: Duration::from_millis(faults.first_token_ms),
+            chunk_interval: Duration::from_millis(faults.chunk_interval_ms),
+            faults,
+            ..Plan::default()
+        }
+    }
+}
+
+/// Decides each request's [`Plan`] from its JSON body, instead of the standing faults: how
+/// `stilts replay` makes a fake upstream play a scenario provider's fate for each attempt. It may
+/// wait (a provider's queue) before answering.
+pub trait Planner: Send + Sync + 'static {
+    /// The plan for `request` (the parsed body), arrived at this upstream's `path`.
+    fn plan(
+        &self,
+        path: &'static str,
+        request: &serde_json::Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Plan> + Send + '_>>;
+}
+
 /// How to run a fake upstream.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MockConfig {
     /// Name, used in the answer text and logs.
     pub name: String,
@@ -82,6 +149,19 @@ pub struct MockConfig {
     pub schedule: Schedule,
     /// Require `Authorization: Bearer <key>`.
     pub require_key: Option<String>,
+    /// Plans each request (replaces the faults, the script and the schedule).
+    pub planner: Option<Arc<dyn Planner>>,
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("name", &self.name)
+            .field("faults", &self.faults)
+            .field("schedule", &self.schedule)
+            .field("planner", &self.planner.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MockConfig {
@@ -93,6 +173,7 @@ impl MockConfig {
             faults: Faults::default(),
             schedule: Schedule::default(),
             require_key: None,
+            planner: None,
         }
     }
 }
@@ -249,6 +330,8 @@ impl MockState {
 struct Abandon {
     state: Arc<MockState>,
     done: AtomicBool,
+    /// The plan's [`Plan::hold`], released with the request.
+    hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Abandon {
@@ -282,11 +365,16 @@ async fn stats(State(state): State<Arc<MockState>>) -> axum::Json<MockStats> {
     axum::Json(state.stats())
 }
 
-fn error_response(status: u16, faults: &Faults, message: String) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = match status.as_u16() {
+/// The error a fake upstream sends for `status` with `faults`' error code and Retry-After: its
+/// headers and its OpenAI-style JSON body. `Retry-After` is sent in seconds and `retry-after-ms`
+/// in milliseconds, as OpenAI does.
+pub fn error_parts(
+    status: u16,
+    faults: &Faults,
+    message: &str,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let kind = match status {
         429 => "rate_limit_error",
-        401 | 403 => "invalid_request_error",
         400..=499 => "invalid_request_error",
         _ => "server_error",
     };
@@ -296,10 +384,27 @@ fn error_response(status: u16, faults: &Faults, message: String) -> Response {
         "param": null,
         "code": faults.error_code,
     }});
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Some(after) = faults.retry_after_s {
-        if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    if let Some(after) = faults.retry_after_s.filter(|s| s.is_finite() && *s >= 0.0) {
+        headers.push(("retry-after".to_owned(), after.to_string()));
+        headers.push((
+            "retry-after-ms".to_owned(),
+            ((after * 1000.0).round() as u64).to_string(),
+        ));
+    }
+    (headers, body.to_string().into_bytes())
+}
+
+fn error_response(status: u16, faults: &Faults, message: String) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (headers, body) = error_parts(code.as_u16(), faults, &message);
+    let mut response = (code, body).into_response();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
         }
     }
     response
@@ -307,9 +412,10 @@ fn error_response(status: u16, faults: &Faults, message: String) -> Response {
 
 async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let guard = Abandon {
+    let mut guard = Abandon {
         state: Arc::clone(&state),
         done: AtomicBool::new(false),
+        hold: None,
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -322,11 +428,15 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let faults = state.faults_for(n);
+    let mut plan = match &state.config.planner {
+        Some(planner) => planner.plan("/v1/chat/completions", &request).await,
+        None => Plan::from_faults(state.faults_for(n)),
+    };
+    guard.hold = plan.hold.take();
     if let Some(key) = &state.config.require_key {
         if auth.as_deref() != Some(&format!("Bearer {key}")) {
             guard.done();
-            let shown = if faults.echo_key {
+            let shown = if plan.faults.echo_key {
                 auth.clone().unwrap_or_default()
             } else {
                 "***".to_owned()
@@ -354,11 +464,16 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         .and_then(|v| v.as_bool())
         == Some(true);
     *lock(&state.last_request) = Some(request);
-    if faults.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
     }
+    let faults = &plan.faults;
     if faults.hang {
         std::future::pending::<()>().await;
+    }
+    if plan.reset {
+        guard.done();
+        return reset_response();
     }
     if let Some(status) = faults.status {
         guard.done();
@@ -373,13 +488,15 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             Some("rate_limit_exceeded") => "Rate limit reached for requests".to_owned(),
             _ => format!("{} injected fault: HTTP {status}", state.config.name),
         };
-        return error_response(status, &faults, message);
+        return error_response(status, faults, message);
     }
     let created = 1_700_000_000u64;
     let id = format!("chatcmpl-{}-{n}", state.config.name);
     let reply = state.config.reply.clone();
-    let prompt_tokens = (body.len() / 4) as u64;
-    let completion_tokens = reply.split_whitespace().count() as u64;
+    let (prompt_tokens, completion_tokens) = plan.usage.unwrap_or((
+        (body.len() / 4) as u64,
+        reply.split_whitespace().count() as u64,
+    ));
     let usage = serde_json::json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -387,6 +504,13 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
     });
     if !stream {
         guard.done();
+        if plan.malformed_body {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"choices\": [{\"message\": {\"content\": \"brok",
+            )
+                .into_response();
+        }
         let body = serde_json::json!({
             "id": id,
             "object": "chat.completion",
@@ -397,10 +521,17 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         });
         return axum::Json(body).into_response();
     }
-    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
+    let mut words: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
+    if let Some(n) = plan.content_chunks {
+        let n = n.max(1) as usize;
+        words = words.iter().cycle().take(n).cloned().collect();
+    }
     let plan = StreamPlan {
         guard,
-        faults,
+        faults: plan.faults,
+        first_token: plan.first_token,
+        chunk_interval: plan.chunk_interval,
+        headers_sent: tokio::time::Instant::now(),
         id,
         model,
         created,
@@ -419,9 +550,21 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
     response
 }
 
+/// Headers, then a broken connection.
+fn reset_response() -> Response {
+    let body = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::other("injected connection failure"))
+    });
+    Response::new(Body::from_stream(body))
+}
+
 struct StreamPlan {
     guard: Abandon,
     faults: Faults,
+    first_token: Duration,
+    chunk_interval: Duration,
+    /// When the headers were sent: the origin of the chunk schedule.
+    headers_sent: tokio::time::Instant,
     id: String,
     model: String,
     created: u64,
@@ -462,13 +605,12 @@ impl StreamPlan {
             if self.faults.stall_after == Some(sent) {
                 std::future::pending::<()>().await;
             }
-            let delay = if step == 1 {
-                self.faults.first_token_ms
-            } else {
-                self.faults.chunk_interval_ms
-            };
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+            // Each chunk is due at an absolute time (headers + first token + k intervals), so
+            // timer rounding does not add up over a long stream.
+            let due =
+                self.headers_sent + self.first_token + self.chunk_interval.saturating_mul(sent);
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
             }
             let mut out = Vec::new();
             if self.faults.malformed_after == Some(sent) {

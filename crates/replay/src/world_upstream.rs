@@ -1,0 +1,273 @@
+//! The fake upstreams of a replay: one loopback [`MockUpstream`] per scenario provider, whose
+//! [`Planner`] plays the world's fate for each attempt.
+//!
+//! The simulator's world says what happens to the `k`-th attempt of request `r` on provider `p`
+//! sent at virtual time `t` ([`Scenario::fate`]). The replay client writes `r` into the request
+//! (a marker in the first message, which every dialect carries through), the planner counts `k`
+//! per request, reads `t` from the gateway's compressed clock and turns the fate into a [`Plan`]
+//! with wall-clock timings (virtual durations divided by the speed). A provider's capacity
+//! (concurrency and queue) is enforced here as the simulator's engine does.
+//!
+//! How a fate is played:
+//! - refused connection: response headers, then a broken connection (the client sees a failed
+//!   connection after the provider's connect time);
+//! - error: the status and error code the provider's plugin classifies as that class (checked at
+//!   start, see [`check_error_mapping`]), with `retry-after-ms` and `Retry-After` in virtual time;
+//! - hang: no answer;
+//! - answer: a plain answer's headers and body when the whole answer is generated; a stream's
+//!   headers at once, the first content chunk at the time to first token, the rest spread over the
+//!   generation; a cut, stall or malformed event after the chunk where the fraction falls.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stilts_core::ErrorClass;
+use stilts_gateway::Clock;
+use stilts_gateway::mock::{Faults, Plan, Planner};
+use stilts_sim::{Fate, Mishap, Request, Scenario};
+
+/// What the replay client writes before a request's index in its first message.
+pub(crate) const MARKER: &str = "stilts-replay-request ";
+
+/// Longest gap between stream chunks, in virtual time: far below any stall limit.
+const CHUNK_GAP_NS: u64 = 250_000_000;
+/// Most content chunks in one streamed answer.
+const MAX_CHUNKS: u64 = 64;
+/// How long a provider takes to reject an attempt its queue has no room for (the simulator's).
+const REJECT_NS: u64 = 5_000_000;
+
+/// The HTTP status and OpenAI error code that stand for each class.
+pub(crate) fn openai_error(class: ErrorClass) -> (u16, &'static str) {
+    match class {
+        ErrorClass::RateLimited => (429, "rate_limit_exceeded"),
+        ErrorClass::Server => (500, "server_error"),
+        ErrorClass::Timeout => (504, "timeout"),
+        ErrorClass::ContextLength => (400, "context_length_exceeded"),
+        ErrorClass::ContentFilter => (400, "content_filter"),
+        ErrorClass::Auth => (401, "invalid_api_key"),
+        ErrorClass::Quota => (429, "insufficient_quota"),
+        ErrorClass::BadRequest => (400, "invalid_request_error"),
+    }
+}
+
+/// The capacity state of one provider.
+#[derive(Default)]
+struct Slots {
+    busy: u32,
+    /// Attempts waiting for a slot, first come first served, with their service time.
+    queue: VecDeque<(tokio::sync::oneshot::Sender<()>, Duration)>,
+}
+
+/// Plays one scenario provider.
+pub(crate) struct WorldPlanner {
+    pub scenario: Arc<Scenario>,
+    pub provider: usize,
+    pub requests: Arc<Vec<Request>>,
+    pub clock: Clock,
+    /// Attempts seen per request index.
+    tries: Mutex<HashMap<u64, u32>>,
+    slots: Arc<Mutex<Slots>>,
+}
+
+impl WorldPlanner {
+    pub(crate) fn new(
+        scenario: Arc<Scenario>,
+        provider: usize,
+        requests: Arc<Vec<Request>>,
+        clock: Clock,
+    ) -> Self {
+        WorldPlanner {
+            scenario,
+            provider,
+            requests,
+            clock,
+            tries: Mutex::new(HashMap::new()),
+            slots: Arc::new(Mutex::new(Slots::default())),
+        }
+    }
+
+    fn wall(&self, virtual_ns: u64) -> Duration {
+        Duration::from_nanos((virtual_ns as f64 / self.clock.speed()).round() as u64)
+    }
+
+    /// Takes a capacity slot for `service_ns` (virtual), waiting in the queue if need be; `Err`
+    /// if the queue is full.
+    async fn serve(&self, service_ns: u64) -> Result<(), ()> {
+        let Some(cap) = self.scenario.providers[self.provider].capacity else {
+            return Ok(());
+        };
+        let wall = self.wall(service_ns);
+        let waiter = {
+            let mut slots = lock(&self.slots);
+            if slots.busy < cap.concurrency {
+                slots.busy += 1;
+                None
+            } else if slots.queue.len() < cap.queue as usize {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                slots.queue.push_back((tx, wall));
+                Some(rx)
+            } else {
+                return Err(());
+            }
+        };
+        if let Some(rx) = waiter {
+            // The slot is handed over by a release; a closed channel cannot happen while the
+            // planner lives.
+            if rx.await.is_err() {
+                return Err(());
+            }
+        }
+        // The slot is busy for the service time whether or not the client stays (a provider
+        // cannot tell); then it passes to the first waiter still waiting.
+        release_after(Arc::clone(&self.slots), cap.serve_abandoned, wall);
+        Ok(())
+    }
+
+    fn plan_fate(&self, fate: Fate, request: &Request) -> Plan {
+        let mut plan = Plan {
+            usage: Some((
+                u64::from(request.input_tokens),
+                u64::from(request.output_tokens),
+            )),
+            ..Plan::default()
+        };
+        match fate {
+            Fate::Refused { after } => {
+                plan.latency = self.wall(after);
+                plan.reset = true;
+            }
+            Fate::Error {
+                class,
+                after,
+                retry_after,
+            } => {
+                let (status, code) = openai_error(class);
+                plan.latency = self.wall(after);
+                plan.faults = Faults {
+                    status: Some(status),
+                    error_code: Some(code.to_owned()),
+                    retry_after_s: retry_after.map(|ns| ns as f64 / 1e9),
+                    ..Faults::default()
+                };
+            }
+            Fate::Hang => plan.faults.hang = true,
+            Fate::Answer {
+                ttft,
+                generation,
+                mishap,
+            } => {
+                if !request.stream {
+                    plan.latency = self.wall(ttft.saturating_add(generation));
+                    plan.malformed_body = matches!(mishap, Mishap::Malformed(_));
+                    return plan;
+                }
+                let chunks = (generation / CHUNK_GAP_NS + 2).min(MAX_CHUNKS);
+                plan.first_token = self.wall(ttft);
+                plan.chunk_interval = self.wall(generation / (chunks - 1));
+                plan.content_chunks = Some(chunks as u32);
+                // Chunk k (1-based) is sent at ttft + (k-1) * interval: the mishap at fraction f
+                // falls after chunk floor(f * (chunks-1)) + 1, so the client always saw the first.
+                let after =
+                    |f: f64| ((f * (chunks - 1) as f64).floor() as u32 + 1).min(chunks as u32);
+                match mishap {
+                    Mishap::None => {}
+                    Mishap::Cut(f) => plan.faults.cut_after = Some(after(f)),
+                    Mishap::Stall(f) => plan.faults.stall_after = Some(after(f)),
+                    Mishap::Malformed(f) => plan.faults.malformed_after = Some(after(f)),
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// Frees a slot after `wall`: hands it to the first waiter still there, else marks it idle. With
+/// `serve_abandoned`, a waiter that left is served anyway (its slot busy for its service time), as
+/// a provider that cannot tell does.
+fn release_after(slots: Arc<Mutex<Slots>>, serve_abandoned: bool, wall: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(wall).await;
+        let mut s = lock(&slots);
+        while let Some((next, service)) = s.queue.pop_front() {
+            if next.send(()).is_ok() {
+                return;
+            }
+            if serve_abandoned {
+                drop(s);
+                release_after(slots, serve_abandoned, service);
+                return;
+            }
+        }
+        s.busy = s.busy.saturating_sub(1);
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The request index the replay client wrote into `request`, if any.
+pub(crate) fn request_index(request: &serde_json::Value) -> Option<u64> {
+    let messages = request.get("messages")?.as_array()?;
+    messages.iter().find_map(|m| {
+        let text = match m.get("content")? {
+            serde_json::Value::String(s) => s.as_str(),
+            serde_json::Value::Array(parts) => parts
+                .iter()
+                .find_map(|p| p.get("text")?.as_str().filter(|t| t.contains(MARKER)))?,
+            _ => return None,
+        };
+        let rest = &text[text.find(MARKER)? + MARKER.len()..];
+        let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+        digits.parse().ok()
+    })
+}
+
+impl Planner for WorldPlanner {
+    fn plan(
+        &self,
+        _path: &'static str,
+        request: &serde_json::Value,
+    ) -> Pin<Box<dyn Future<Output = Plan> + Send + '_>> {
+        let index = request_index(request);
+        Box::pin(async move {
+            let Some(req) = index.and_then(|i| self.requests.get(i as usize)) else {
+                return Plan {
+                    faults: Faults {
+                        status: Some(400),
+                        error_code: Some("invalid_request_error".to_owned()),
+                        ..Faults::default()
+                    },
+                    ..Plan::default()
+                };
+            };
+            let k = {
+                let mut tries = lock(&self.tries);
+                let k = tries.entry(req.index).or_insert(0);
+                *k = k.saturating_add(1);
+                *k
+            };
+            let sent = self.clock.now().as_nanos();
+            let fate = self.scenario.fate(req, self.provider, k, sent);
+            if let Some(service) = fate.service_ns() {
+                if self.serve(service).await.is_err() {
+                    let cap = self.scenario.providers[self.provider].capacity;
+                    let (class, retry_after) = cap.map_or((ErrorClass::Server, None), |c| {
+                        (c.overload, c.retry_after_ns)
+                    });
+                    return self.plan_fate(
+                        Fate::Error {
+                            class,
+                            after: REJECT_NS,
+                            retry_after,
+                        },
+                        req,
+                    );
+                }
+            }
+            self.plan_fate(fate, req)
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! `stilts replay` end to end: the real gateway, the real openai plugin (a cdylib built by cargo),
+//! loopback fake upstreams playing the world's fates, and the simulator's prediction beside it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+#[path = "../../gateway/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use stilts_replay::{ReplayError, ReplayOptions, replay};
+use stilts_sim::Scenario;
+
+/// Two providers; the primary refuses connections for 20 of 60 seconds, and the plain and streamed
+/// traffic has the usual background errors. `primary-only` is the config a user would get wrong.
+const OUTAGE: &str = r#"
+name = "replay-test-outage"
+seed = 3
+duration_s = 60
+
+[traffic]
+rate_rps = 20
+input_tokens = { p50 = 300, p99 = 2000 }
+output_tokens = { p50 = 80, p99 = 300 }
+stream_share = 0.5
+deadline_ms = 30000
+
+[[providers]]
+name = "primary"
+model = "gpt-4o-mini"
+ttft_ms = { p50 = 300, p99 = 1200 }
+tokens_per_s = 120
+errors = { server = 0.01, rate_limited = 0.005 }
+
+[[providers]]
+name = "backup"
+model = "gpt-4.1-mini"
+ttft_ms = { p50 = 400, p99 = 1500 }
+tokens_per_s = 100
+errors = { server = 0.01 }
+
+[[events]]
+kind = "outage"
+mode = "refused"
+provider = "primary"
+start_s = 15
+duration_s = 20
+
+[[events]]
+kind = "rate_limit"
+fraction = 0.5
+retry_after_ms = 3000
+provider = "backup"
+start_s = 40
+duration_s = 10
+
+[[configs]]
+name = "stilts"
+[configs.router]
+policy = "priority"
+providers = [{ name = "primary" }, { name = "backup" }]
+
+[[configs]]
+name = "primary-only"
+[configs.router]
+policy = "priority"
+providers = [{ name = "primary" }]
+"#;
+
+fn options() -> ReplayOptions {
+    ReplayOptions {
+        speed: 10.0,
+        plugin_dir: common::openai_plugin().parent().map(Path::to_path_buf),
+        ..ReplayOptions::default()
+    }
+}
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::parse(text, Path::new("replay-test.toml")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_does_what_the_simulator_predicts() {
+    let options = ReplayOptions {
+        configs: vec!["stilts".to_owned()],
+        ..options()
+    };
+    let report = replay(&scenario(OUTAGE), &options, &|_| {}).await.unwrap();
+    let text = report.to_string();
+    assert!(report.passed, "{text}");
+    let c = &report.configs[0];
+    // The run is not trivial: the outage and the 429s happened, and failover answered them.
+    assert!(c.measured.requests > 1000, "{text}");
+    assert!(
+        c.measured
+            .attempt_errors
+            .get("server")
+            .copied()
+            .unwrap_or(0)
+            > 50,
+        "{text}"
+    );
+    assert!(
+        c.measured
+            .attempt_errors
+            .get("rate_limited")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{text}"
+    );
+    assert!(c.measured.availability > 0.99, "{text}");
+    assert_eq!(c.measured.lost, 0, "{text}");
+    assert!(
+        text.contains("the gateway did what the simulator predicted"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_config_fails_the_comparison() {
+    // Predict `stilts` (with failover), serve `primary-only`: the outage third is lost.
+    let options = ReplayOptions {
+        configs: vec!["stilts".to_owned()],
+        serve_config: Some("primary-only".to_owned()),
+        until_s: Some(40.0),
+        ..options()
+    };
+    let report = replay(&scenario(OUTAGE), &options, &|_| {}).await.unwrap();
+    let text = report.to_string();
+    assert!(!report.passed, "{text}");
+    let failed: Vec<&str> = report.configs[0]
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.metric.as_str())
+        .collect();
+    assert!(failed.contains(&"availability"), "{text}");
+    assert!(failed.contains(&"share backup"), "{text}");
+    assert!(text.contains("DIFFERS"), "{text}");
+}
+
+#[tokio::test]
+async fn what_cannot_be_played_is_refused_by_name() {
+    let with_capacity_event = OUTAGE.replace(
+        "errors = { server = 0.01 }\n",
+        "errors = { server = 0.01 }\ncapacity = { concurrency = 50, queue = 100 }\n",
+    );
+    let with_capacity_event = with_capacity_event.replace(
+        "[[configs]]\nname = \"stilts\"",
+        "[[events]]\nkind = \"capacity\"\nfactor = 0.5\nprovider = \"backup\"\nstart_s = 5\nduration_s = 5\n\n[[configs]]\nname = \"stilts\"",
+    );
+    let err = replay(&scenario(&with_capacity_event), &options(), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ReplayError::Unsupported { .. }), "{err}");
+    assert!(
+        err.to_string().contains("events[2] (kind = \"capacity\")"),
+        "{err}"
+    );
+    let bad_speed = ReplayOptions {
+        speed: 0.5,
+        ..options()
+    };
+    let err = replay(&scenario(OUTAGE), &bad_speed, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--speed"), "{err}");
+    let unknown = ReplayOptions {
+        configs: vec!["nope".to_owned()],
+        ..options()
+    };
+    let err = replay(&scenario(OUTAGE), &unknown, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no config named \"nope\""),
+        "{err}"
+    );
+}
