@@ -210,6 +210,7 @@ pub fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
         faults: Faults {
             status: args.status,
             error_code: args.error_code.clone(),
+            error_message: None,
             retry_after_s: args.retry_after,
             latency_ms: args.latency_ms,
             hang: args.hang,

@@ -54,6 +54,8 @@ pub struct ProviderMeasured {
     pub share: f64,
     /// Spend the gateway accounted, USD.
     pub cost_usd: f64,
+    /// Times its breaker opened.
+    pub breaker_trips: u64,
 }
 
 /// What the gateway did with the scenario's traffic.
@@ -198,6 +200,7 @@ pub(crate) fn measure(
             successes: p["successes"].as_u64().unwrap_or(0),
             share: 0.0,
             cost_usd: p["cost_usd"].as_f64().unwrap_or(0.0),
+            breaker_trips: p["breaker_trips"].as_u64().unwrap_or(0),
         });
         for class in ErrorClass::ALL {
             let n = p["failures"][class.as_str()].as_u64().unwrap_or(0)
@@ -397,6 +400,20 @@ impl fmt::Display for ReplayReport {
                 "  {:<26} {:>12.4} {:>12.4}",
                 "cost per 1k requests ($)", p.cost_per_1k_usd, m.cost_per_1k_usd
             )?;
+            for pp in &p.providers {
+                let trips = m
+                    .providers
+                    .iter()
+                    .find(|x| x.name == pp.name)
+                    .map_or(0, |x| x.breaker_trips);
+                writeln!(
+                    f,
+                    "  {:<26} {:>12} {:>12}",
+                    format!("breaker trips: {}", pp.name),
+                    pp.breaker_trips,
+                    trips
+                )?;
+            }
             let classes: std::collections::BTreeSet<&str> = p
                 .attempt_errors
                 .keys()

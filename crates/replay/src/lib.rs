@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stilts_config::{DeploymentSettings, GatewayConfig, PluginRef, ValidRoute};
 use stilts_core::ErrorClass;
-use stilts_gateway::mock::{Faults, MockConfig, MockUpstream, error_parts};
+use stilts_gateway::mock::{Dialect, Faults, MockConfig, MockUpstream, error_parts};
 use stilts_gateway::{Clock, Gateway};
 use stilts_sim::{Arrivals, ConfigUnderTest, EventKind, Scenario};
 
@@ -224,17 +224,6 @@ fn check_playable(scenario: &Scenario) -> Result<(), ReplayError> {
             });
         }
     }
-    for config in &scenario.configs {
-        for (i, p) in config.config.providers.iter().enumerate() {
-            if p.prefill_continuation {
-                return Err(ReplayError::Unsupported {
-                    place: format!("configs \"{}\" providers[{i}] ({})", config.name, p.name),
-                    problem: "prefill_continuation needs a fake upstream whose plugin continues a prefilled answer, and the replay's fake upstreams speak the OpenAI dialect, whose plugin does not".to_owned(),
-                    fix: "replay another config with --config".to_owned(),
-                });
-            }
-        }
-    }
     Ok(())
 }
 
@@ -279,19 +268,37 @@ fn classes_played(scenario: &Scenario) -> BTreeSet<ErrorClass> {
     classes
 }
 
-/// Checks that the plugin classifies each error a fake upstream sends as the class the world
-/// meant, so an error is replayed as itself or refused by name.
+/// The plugin and dialect a deployment is replayed with: the Anthropic dialect where the config
+/// asks for exact continuation (its plugin continues a prefilled answer; the openai plugin does
+/// not), the OpenAI dialect elsewhere.
+fn dialect_of(prefill_continuation: bool) -> (Dialect, &'static str) {
+    if prefill_continuation {
+        (Dialect::Anthropic, "anthropic")
+    } else {
+        (Dialect::OpenAi, "openai")
+    }
+}
+
+/// Checks that `plugin` classifies each error a fake upstream sends in `dialect` as the class the
+/// world meant, so an error is replayed as itself or refused by name.
 fn check_error_mapping(
     scenario: &Scenario,
+    dialect: Dialect,
+    plugin_name: &str,
     plugin: &stilts_plugin::host::Plugin,
 ) -> Result<(), ReplayError> {
     for class in classes_played(scenario) {
-        let (status, code) = world_upstream::openai_error(class);
+        let (status, code, message) = world_upstream::upstream_error(dialect, class);
         let faults = Faults {
             error_code: Some(code.to_owned()),
             ..Faults::default()
         };
-        let (headers, body) = error_parts(status, &faults, "replayed fault");
+        let (headers, body) = error_parts(
+            dialect,
+            status,
+            &faults,
+            message.unwrap_or("replayed fault"),
+        );
         let got = plugin
             .classify_error(status, &headers, &body)
             .map(|info| info.class)
@@ -300,7 +307,7 @@ fn check_error_mapping(
             return Err(ReplayError::Unsupported {
                 place: format!("scenario \"{}\"", scenario.name),
                 problem: format!(
-                    "the error class {class} is played as HTTP {status} ({code}), which the openai plugin classifies as {got}"
+                    "the error class {class} is played as HTTP {status} ({code}), which the {plugin_name} plugin classifies as {got}"
                 ),
                 fix: "simulate this scenario only, or change the class".to_owned(),
             });
@@ -331,15 +338,24 @@ async fn run_config(
         upstreams.push(MockUpstream::start_local(mock).await?);
     }
     let valid = gateway_config(scenario, config, &upstreams, options)?;
-    let plugin_path = stilts_gateway::plugins::resolve(
-        &PluginRef::Name("openai".to_owned()),
-        valid.server.plugin_dir.as_deref(),
-        &valid.base_dir,
-    )
-    .map_err(|e| ReplayError::Gateway(e.to_string()))?;
-    let plugin = stilts_plugin::host::Plugin::load(&plugin_path)
-        .map_err(|e| ReplayError::Gateway(format!("{}: {e}", plugin_path.display())))?;
-    check_error_mapping(scenario, &plugin)?;
+    let dialects: BTreeSet<bool> = config
+        .config
+        .providers
+        .iter()
+        .map(|p| p.prefill_continuation)
+        .collect();
+    for prefill in dialects {
+        let (dialect, name) = dialect_of(prefill);
+        let plugin_path = stilts_gateway::plugins::resolve(
+            &PluginRef::Name(name.to_owned()),
+            valid.server.plugin_dir.as_deref(),
+            &valid.base_dir,
+        )
+        .map_err(|e| ReplayError::Gateway(e.to_string()))?;
+        let plugin = stilts_plugin::host::Plugin::load(&plugin_path)
+            .map_err(|e| ReplayError::Gateway(format!("{}: {e}", plugin_path.display())))?;
+        check_error_mapping(scenario, dialect, name, &plugin)?;
+    }
     let gateway =
         Gateway::with_clock(&valid, clock).map_err(|e| ReplayError::Gateway(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -405,7 +421,7 @@ fn gateway_config(
         .zip(upstreams)
         .map(|((p, &world), upstream)| DeploymentSettings {
             name: p.name.clone(),
-            plugin: PluginRef::Name("openai".to_owned()),
+            plugin: PluginRef::Name(dialect_of(p.prefill_continuation).1.to_owned()),
             base_url: upstream.base_url(),
             api_key_env: None,
             model: scenario.providers[world].model.clone(),

@@ -11,8 +11,8 @@
 //! How a fate is played:
 //! - refused connection: response headers, then a broken connection (the client sees a failed
 //!   connection after the provider's connect time);
-//! - error: the status and error code the provider's plugin classifies as that class (checked at
-//!   start, see [`check_error_mapping`]), with `retry-after-ms` and `Retry-After` in virtual time;
+//! - error: the status and error code the deployment's plugin classifies as that class (checked
+//!   at start, see `check_error_mapping`), with `retry-after-ms` and `Retry-After` in virtual time;
 //! - hang: no answer;
 //! - answer: a plain answer's headers and body when the whole answer is generated; a stream's
 //!   headers at once, the first content chunk at the time to first token, the rest spread over the
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stilts_core::ErrorClass;
 use stilts_gateway::Clock;
-use stilts_gateway::mock::{Faults, Plan, Planner};
+use stilts_gateway::mock::{Dialect, Faults, Plan, Planner};
 use stilts_sim::{Fate, Mishap, Request, Scenario};
 
 /// What the replay client writes before a request's index in its first message.
@@ -38,17 +38,43 @@ const MAX_CHUNKS: u64 = 64;
 /// How long a provider takes to reject an attempt its queue has no room for (the simulator's).
 const REJECT_NS: u64 = 5_000_000;
 
-/// The HTTP status and OpenAI error code that stand for each class.
-pub(crate) fn openai_error(class: ErrorClass) -> (u16, &'static str) {
-    match class {
-        ErrorClass::RateLimited => (429, "rate_limit_exceeded"),
-        ErrorClass::Server => (500, "server_error"),
-        ErrorClass::Timeout => (504, "timeout"),
-        ErrorClass::ContextLength => (400, "context_length_exceeded"),
-        ErrorClass::ContentFilter => (400, "content_filter"),
-        ErrorClass::Auth => (401, "invalid_api_key"),
-        ErrorClass::Quota => (429, "insufficient_quota"),
-        ErrorClass::BadRequest => (400, "invalid_request_error"),
+/// The HTTP status, error code (OpenAI's `error.code`, Anthropic's `error.type`) and, where the
+/// code alone does not say it, the message that stand for each class in `dialect`.
+pub(crate) fn upstream_error(
+    dialect: Dialect,
+    class: ErrorClass,
+) -> (u16, &'static str, Option<&'static str>) {
+    match dialect {
+        Dialect::OpenAi => match class {
+            ErrorClass::RateLimited => (429, "rate_limit_exceeded", None),
+            ErrorClass::Server => (500, "server_error", None),
+            ErrorClass::Timeout => (504, "timeout", None),
+            ErrorClass::ContextLength => (400, "context_length_exceeded", None),
+            ErrorClass::ContentFilter => (400, "content_filter", None),
+            ErrorClass::Auth => (401, "invalid_api_key", None),
+            ErrorClass::Quota => (429, "insufficient_quota", None),
+            ErrorClass::BadRequest => (400, "invalid_request_error", None),
+        },
+        Dialect::Anthropic => match class {
+            ErrorClass::RateLimited => (429, "rate_limit_error", None),
+            ErrorClass::Server => (500, "api_error", None),
+            ErrorClass::Timeout => (504, "timeout_error", None),
+            ErrorClass::ContextLength => (
+                400,
+                "invalid_request_error",
+                Some("prompt is too long: 210000 tokens > 200000 maximum"),
+            ),
+            // Anthropic has no content-filter error: played as a bad request, refused at start.
+            ErrorClass::ContentFilter | ErrorClass::BadRequest => {
+                (400, "invalid_request_error", None)
+            }
+            ErrorClass::Auth => (401, "authentication_error", None),
+            ErrorClass::Quota => (
+                400,
+                "billing_error",
+                Some("Your credit balance is too low to access the Anthropic API."),
+            ),
+        },
     }
 }
 
@@ -125,7 +151,7 @@ impl WorldPlanner {
         Ok(())
     }
 
-    fn plan_fate(&self, fate: Fate, request: &Request) -> Plan {
+    fn plan_fate(&self, dialect: Dialect, fate: Fate, request: &Request) -> Plan {
         let mut plan = Plan {
             usage: Some((
                 u64::from(request.input_tokens),
@@ -143,11 +169,12 @@ impl WorldPlanner {
                 after,
                 retry_after,
             } => {
-                let (status, code) = openai_error(class);
+                let (status, code, message) = upstream_error(dialect, class);
                 plan.latency = self.wall(after);
                 plan.faults = Faults {
                     status: Some(status),
                     error_code: Some(code.to_owned()),
+                    error_message: message.map(str::to_owned),
                     retry_after_s: retry_after.map(|ns| ns as f64 / 1e9),
                     ..Faults::default()
                 };
@@ -228,10 +255,15 @@ pub(crate) fn request_index(request: &serde_json::Value) -> Option<u64> {
 impl Planner for WorldPlanner {
     fn plan(
         &self,
-        _path: &'static str,
+        path: &'static str,
         request: &serde_json::Value,
     ) -> Pin<Box<dyn Future<Output = Plan> + Send + '_>> {
         let index = request_index(request);
+        let dialect = if path == Dialect::Anthropic.path() {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        };
         Box::pin(async move {
             let Some(req) = index.and_then(|i| self.requests.get(i as usize)) else {
                 return Plan {
@@ -258,6 +290,7 @@ impl Planner for WorldPlanner {
                         (c.overload, c.retry_after_ns)
                     });
                     return self.plan_fate(
+                        dialect,
                         Fate::Error {
                             class,
                             after: REJECT_NS,
@@ -267,7 +300,7 @@ impl Planner for WorldPlanner {
                     );
                 }
             }
-            self.plan_fate(fate, req)
+            self.plan_fate(dialect, fate, req)
         })
     }
 }

@@ -1,7 +1,10 @@
-//! A fault-injecting fake upstream that speaks the OpenAI Chat Completions dialect.
+//! A fault-injecting fake upstream that speaks the OpenAI Chat Completions and the Anthropic
+//! Messages dialects.
 //!
-//! Used by the embedded demo, the integration tests, the bench and `stilts mock-upstream`. It
-//! answers `POST /v1/chat/completions` (plain and `stream: true`) with a short canned answer and
+//! Used by the embedded demo, the integration tests, the bench, `stilts mock-upstream` and
+//! `stilts replay`. It answers `POST /v1/chat/completions` and `POST /v1/messages` (plain and
+//! `stream: true`, each in its API's own body, event and error shapes: see `wire`) with a short
+//! canned answer and
 //! injects the faults an LLM provider shows in practice, each a knob of [`Faults`]: an error
 //! status (with an OpenAI error `code` and `Retry-After`), latency before the headers, a hang, a
 //! slow first token, a cut connection, a stall, a malformed chunk and a missing `[DONE]`. A
@@ -26,15 +29,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod wire;
+use wire::Answer;
+pub use wire::{Dialect, error_parts};
+
 /// The faults applied to a request.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Answer with this HTTP error status.
     pub status: Option<u16>,
-    /// `error.code` of the error body (`rate_limit_exceeded`, `insufficient_quota`,
-    /// `context_length_exceeded`, …).
+    /// `error.code` of an OpenAI error body (`rate_limit_exceeded`, `insufficient_quota`,
+    /// `context_length_exceeded`, …), or `error.type` of an Anthropic one (`overloaded_error`,
+    /// `billing_error`, …).
     pub error_code: Option<String>,
+    /// The error's message (default: one that fits the code).
+    pub error_message: Option<String>,
     /// `Retry-After` header, in seconds.
     pub retry_after_s: Option<f64>,
     /// Delay before the response headers.
@@ -237,6 +247,7 @@ impl MockUpstream {
         });
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/messages", post(messages))
             .route("/_mock/faults", post(set_faults))
             .route("/_mock/script", post(set_script))
             .route("/_mock/stats", get(stats))
@@ -365,39 +376,9 @@ async fn stats(State(state): State<Arc<MockState>>) -> axum::Json<MockStats> {
     axum::Json(state.stats())
 }
 
-/// The error a fake upstream sends for `status` with `faults`' error code and Retry-After: its
-/// headers and its OpenAI-style JSON body. `Retry-After` is sent in seconds and `retry-after-ms`
-/// in milliseconds, as OpenAI does.
-pub fn error_parts(
-    status: u16,
-    faults: &Faults,
-    message: &str,
-) -> (Vec<(String, String)>, Vec<u8>) {
-    let kind = match status {
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
-    };
-    let body = serde_json::json!({"error": {
-        "message": message,
-        "type": kind,
-        "param": null,
-        "code": faults.error_code,
-    }});
-    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    if let Some(after) = faults.retry_after_s.filter(|s| s.is_finite() && *s >= 0.0) {
-        headers.push(("retry-after".to_owned(), after.to_string()));
-        headers.push((
-            "retry-after-ms".to_owned(),
-            ((after * 1000.0).round() as u64).to_string(),
-        ));
-    }
-    (headers, body.to_string().into_bytes())
-}
-
-fn error_response(status: u16, faults: &Faults, message: String) -> Response {
+fn error_response(dialect: Dialect, status: u16, faults: &Faults, message: String) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (headers, body) = error_parts(code.as_u16(), faults, &message);
+    let (headers, body) = error_parts(dialect, code.as_u16(), faults, &message);
     let mut response = (code, body).into_response();
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (
@@ -411,6 +392,23 @@ fn error_response(status: u16, faults: &Faults, message: String) -> Response {
 }
 
 async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(Dialect::OpenAi, state, headers, body).await
+}
+
+async fn messages(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(Dialect::Anthropic, state, headers, body).await
+}
+
+async fn answer(
+    dialect: Dialect,
+    state: Arc<MockState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let mut guard = Abandon {
         state: Arc::clone(&state),
@@ -421,15 +419,26 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         Ok(v) => v,
         Err(e) => {
             guard.done();
-            return error_response(400, &Faults::default(), format!("invalid JSON: {e}"));
+            return error_response(
+                dialect,
+                400,
+                &Faults::default(),
+                format!("invalid JSON: {e}"),
+            );
         }
     };
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let auth = match dialect {
+        Dialect::OpenAi => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        Dialect::Anthropic => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|k| format!("Bearer {k}")),
+    };
     let mut plan = match &state.config.planner {
-        Some(planner) => planner.plan("/v1/chat/completions", &request).await,
+        Some(planner) => planner.plan(dialect.path(), &request).await,
         None => Plan::from_faults(state.faults_for(n)),
     };
     guard.hold = plan.hold.take();
@@ -442,10 +451,15 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
                 "***".to_owned()
             };
             *lock(&state.last_auth) = auth;
+            let code = match dialect {
+                Dialect::OpenAi => "invalid_api_key",
+                Dialect::Anthropic => "authentication_error",
+            };
             return error_response(
+                dialect,
                 401,
                 &Faults {
-                    error_code: Some("invalid_api_key".to_owned()),
+                    error_code: Some(code.to_owned()),
                     ..Faults::default()
                 },
                 format!("Incorrect API key provided: {shown}"),
@@ -459,10 +473,11 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         .unwrap_or("mock")
         .to_owned();
     let stream = request.get("stream").and_then(|s| s.as_bool()) == Some(true);
-    let include_usage = request
-        .pointer("/stream_options/include_usage")
-        .and_then(|v| v.as_bool())
-        == Some(true);
+    let include_usage = dialect == Dialect::Anthropic
+        || request
+            .pointer("/stream_options/include_usage")
+            .and_then(|v| v.as_bool())
+            == Some(true);
     *lock(&state.last_request) = Some(request);
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
@@ -478,9 +493,13 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
     if let Some(status) = faults.status {
         guard.done();
         let message = match faults.error_code.as_deref() {
+            _ if faults.error_message.is_some() => faults.error_message.clone().unwrap_or_default(),
             Some("insufficient_quota") => {
                 "You exceeded your current quota, please check your plan and billing details."
                     .to_owned()
+            }
+            Some("billing_error") => {
+                "Your credit balance is too low to access the Anthropic API.".to_owned()
             }
             Some("context_length_exceeded") => {
                 "This model's maximum context length is 4096 tokens.".to_owned()
@@ -488,38 +507,32 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             Some("rate_limit_exceeded") => "Rate limit reached for requests".to_owned(),
             _ => format!("{} injected fault: HTTP {status}", state.config.name),
         };
-        return error_response(status, faults, message);
+        return error_response(dialect, status, faults, message);
     }
-    let created = 1_700_000_000u64;
-    let id = format!("chatcmpl-{}-{n}", state.config.name);
     let reply = state.config.reply.clone();
-    let (prompt_tokens, completion_tokens) = plan.usage.unwrap_or((
-        (body.len() / 4) as u64,
-        reply.split_whitespace().count() as u64,
-    ));
-    let usage = serde_json::json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    });
+    let wire = Answer {
+        dialect,
+        id: match dialect {
+            Dialect::OpenAi => format!("chatcmpl-{}-{n}", state.config.name),
+            Dialect::Anthropic => format!("msg_{}_{n}", state.config.name),
+        },
+        model,
+        created: 1_700_000_000,
+        usage: plan.usage.unwrap_or((
+            (body.len() / 4) as u64,
+            reply.split_whitespace().count() as u64,
+        )),
+    };
     if !stream {
         guard.done();
         if plan.malformed_body {
             return (
                 [(header::CONTENT_TYPE, "application/json")],
-                "{\"choices\": [{\"message\": {\"content\": \"brok",
+                wire.malformed_plain(),
             )
                 .into_response();
         }
-        let body = serde_json::json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": usage,
-        });
-        return axum::Json(body).into_response();
+        return axum::Json(wire.plain(&reply)).into_response();
     }
     let mut words: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
     if let Some(n) = plan.content_chunks {
@@ -532,11 +545,9 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         first_token: plan.first_token,
         chunk_interval: plan.chunk_interval,
         headers_sent: tokio::time::Instant::now(),
-        id,
-        model,
-        created,
+        wire,
+        include_usage,
         words,
-        usage: include_usage.then_some(usage),
         step: 0,
     };
     let body = futures_util::stream::unfold(plan, |mut plan| async move {
@@ -565,33 +576,20 @@ struct StreamPlan {
     chunk_interval: Duration,
     /// When the headers were sent: the origin of the chunk schedule.
     headers_sent: tokio::time::Instant,
-    id: String,
-    model: String,
-    created: u64,
+    wire: Answer,
+    include_usage: bool,
     words: Vec<String>,
-    usage: Option<serde_json::Value>,
-    /// 0: role chunk; 1..=words: content; then finish, usage, done, end.
+    /// 0: the start events; 1..=words: content; then the end events; then the end.
     step: usize,
 }
 
 impl StreamPlan {
-    fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> Bytes {
-        let v = serde_json::json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        Bytes::from(format!("data: {v}\n\n"))
-    }
-
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         let step = self.step;
         self.step += 1;
         let n_words = self.words.len();
         if step == 0 {
-            return Some(Ok(self.chunk(
-                serde_json::json!({"role": "assistant", "content": ""}),
-                None,
-            )));
+            return Some(Ok(self.wire.stream_start()));
         }
         if (1..=n_words).contains(&step) {
             let sent = (step - 1) as u32;
@@ -614,31 +612,17 @@ impl StreamPlan {
             }
             let mut out = Vec::new();
             if self.faults.malformed_after == Some(sent) {
-                out.extend_from_slice(b"data: {\"choices\": [{\"delta\": {\"content\": \"brok\n\n");
+                out.extend_from_slice(self.wire.stream_malformed());
             }
-            out.extend_from_slice(
-                &self.chunk(serde_json::json!({"content": self.words[step - 1]}), None),
-            );
+            out.extend_from_slice(&self.wire.stream_text(&self.words[step - 1]));
             return Some(Ok(Bytes::from(out)));
         }
-        let after = step - n_words - 1;
-        match after {
-            0 => Some(Ok(self.chunk(serde_json::json!({}), Some("stop")))),
-            1 => match self.usage.take() {
-                Some(usage) => {
-                    let v = serde_json::json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": usage,
-                    });
-                    Some(Ok(Bytes::from(format!("data: {v}\n\n"))))
-                }
-                None => Some(Ok(Bytes::new())),
-            },
-            2 if !self.faults.no_done => Some(Ok(Bytes::from_static(b"data: [DONE]\n\n"))),
-            _ => {
-                self.guard.done();
-                None
-            }
+        if step == n_words + 1 {
+            return Some(Ok(self
+                .wire
+                .stream_end(self.include_usage, self.faults.no_done)));
         }
+        self.guard.done();
+        None
     }
 }
