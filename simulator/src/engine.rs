@@ -9,19 +9,24 @@
 //!
 //! For each attempt the engine takes the world's fate ([`Scenario::fate`]), applies the provider's
 //! capacity (a free slot, else the queue, else a rejection; work keeps its slot until done even when
-//! the client has gone, which is what sustains a metastable overload), and then the client's
-//! limits: no headers by `headers`, no first token by `first_token`, a stream silent for `stall`,
-//! or the attempt's deadline each turn the attempt into a `Timeout` at that limit. Every attempt is
-//! recorded with the strategy exactly once: its outcome, or `Cancelled` when its call ends first.
+//! the client has gone, which is what sustains a metastable overload), and then walks the fate's
+//! milestones through the attempt's timer, the core's [`AttemptTimer`] that the gateway runs too
+//! (see [`resolve`]): where the timer falls due before the next milestone, the attempt ends there as
+//! a `Timeout`. No limit is computed here. Every attempt is recorded with the strategy exactly
+//! once: its outcome, or `Cancelled` when its call ends first.
 
 use crate::metrics::Metrics;
 use crate::scenario::Scenario;
-use crate::strategy::{Limits, SendAttempt, Step, Strategy};
-use crate::world::{Arrivals, Fate, Mishap, Request};
+use crate::strategy::{SendAttempt, Step, Strategy};
+use crate::world::{Arrivals, Fate, Request};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
-use stilts_core::{ErrorClass, Outcome, Usage};
+use stilts_core::{AttemptTimer, ErrorClass, Outcome, Usage};
+
+mod resolve;
+
+use resolve::{End, Resolution, resolve};
 
 /// How long a provider takes to reject an attempt it has no room for.
 const REJECT_NS: u64 = 5_000_000;
@@ -114,115 +119,6 @@ impl<T> Slab<T> {
     }
 }
 
-/// How an attempt ends, as the client sees it.
-#[derive(Clone, Copy, Debug)]
-struct Resolution {
-    at: u64,
-    success: bool,
-    class: ErrorClass,
-    retry_after: Option<u64>,
-    /// When the first stream token reached the client, if one did.
-    first_token: Option<u64>,
-}
-
-/// Applies the client's limits to a fate. `start` is when the provider began serving (after any
-/// queueing); every limit counts from `send`.
-fn resolve(
-    fate: Fate,
-    send: u64,
-    start: u64,
-    deadline: u64,
-    limits: Limits,
-    stream: bool,
-) -> Resolution {
-    let fail = |at: u64, class: ErrorClass, retry_after, first_token| Resolution {
-        at,
-        success: false,
-        class,
-        retry_after,
-        first_token,
-    };
-    // Core timeouts may be huge (u64::MAX ns): every sum saturates instead of overflowing.
-    let silent_limit = send.saturating_add(if stream {
-        limits.headers.min(limits.first_token)
-    } else {
-        limits.headers
-    });
-    let headers_limit = send.saturating_add(limits.headers);
-    let mut r = match fate {
-        Fate::Refused { after } => {
-            fail(start.saturating_add(after), ErrorClass::Server, None, None)
-        }
-        Fate::Error {
-            class,
-            after,
-            retry_after,
-        } => {
-            let at = start.saturating_add(after);
-            if at > headers_limit {
-                fail(headers_limit, ErrorClass::Timeout, None, None)
-            } else {
-                fail(at, class, retry_after, None)
-            }
-        }
-        Fate::Hang => fail(silent_limit, ErrorClass::Timeout, None, None),
-        Fate::Answer {
-            ttft,
-            generation,
-            mishap,
-        } => {
-            let first = start.saturating_add(ttft);
-            if !stream {
-                let total = first.saturating_add(generation);
-                if total > headers_limit {
-                    fail(headers_limit, ErrorClass::Timeout, None, None)
-                } else if let Mishap::Malformed(_) = mishap {
-                    fail(total, ErrorClass::Server, None, None)
-                } else {
-                    Resolution {
-                        at: total,
-                        success: true,
-                        class: ErrorClass::Server,
-                        retry_after: None,
-                        first_token: None,
-                    }
-                }
-            } else if first > silent_limit {
-                fail(silent_limit, ErrorClass::Timeout, None, None)
-            } else {
-                let part = |f: f64| first.saturating_add((generation as f64 * f) as u64);
-                match mishap {
-                    Mishap::None => Resolution {
-                        at: first.saturating_add(generation),
-                        success: true,
-                        class: ErrorClass::Server,
-                        retry_after: None,
-                        first_token: Some(first),
-                    },
-                    Mishap::Cut(f) | Mishap::Malformed(f) => {
-                        fail(part(f), ErrorClass::Server, None, Some(first))
-                    }
-                    Mishap::Stall(f) => fail(
-                        part(f).saturating_add(limits.stall),
-                        ErrorClass::Timeout,
-                        None,
-                        Some(first),
-                    ),
-                }
-            }
-        }
-    };
-    if r.at > deadline {
-        r = fail(
-            deadline,
-            ErrorClass::Timeout,
-            None,
-            r.first_token.filter(|t| *t <= deadline),
-        );
-    }
-    r
-}
-
 struct ReqState<C> {
     call: C,
     req: Request,
@@ -240,8 +136,8 @@ struct AttemptState<A> {
     attempt: A,
     provider: usize,
     send: u64,
-    deadline: u64,
-    limits: Limits,
+    /// The attempt's timer as made at its send (each resolution walks a copy).
+    timer: AttemptTimer,
     stream: bool,
     fate: Fate,
     res: Resolution,
@@ -520,9 +416,7 @@ impl<S: Strategy> Engine<'_, S> {
         let req = rs.req;
         let fate = self.scenario.fate(&req, p, k, now);
         self.metrics.attempt_sent(p, now);
-        let resolve_at = |fate: Fate, start: u64| {
-            resolve(fate, now, start, send.deadline, send.limits, req.stream)
-        };
+        let resolve_at = |fate: Fate, start: u64| resolve(fate, start, send.timer, req.stream);
         let mut queued_service = None;
         let res = match (self.scenario.providers[p].capacity, fate.service_ns()) {
             (Some(cap), Some(service)) => {
@@ -556,8 +450,7 @@ impl<S: Strategy> Engine<'_, S> {
             attempt: send.attempt,
             provider: p,
             send: now,
-            deadline: send.deadline,
-            limits: send.limits,
+            timer: send.timer,
             stream: req.stream,
             fate,
             res,
@@ -590,10 +483,11 @@ impl<S: Strategy> Engine<'_, S> {
             };
             match self.atts.get_mut(att, generation) {
                 Some(a) => {
-                    // The queued attempt's resolution was a placeholder (a hang at the client's
-                    // silent limit); now that it is served, its real resolution replaces it,
-                    // whether earlier or later. `complete` ignores the stale heap entry.
-                    let mut res = resolve(a.fate, a.send, now, a.deadline, a.limits, a.stream);
+                    // The queued attempt's resolution was a placeholder (a hang: a timeout when
+                    // its timer falls due); now that it is served, its real resolution (a fresh
+                    // walk of its timer, as made at the send) replaces it, whether earlier or
+                    // later. `complete` ignores the stale heap entry.
+                    let mut res = resolve(a.fate, now, a.timer, a.stream);
                     res.at = res.at.max(now);
                     let moved = res.at != a.res.at;
                     a.res = res;
@@ -641,7 +535,7 @@ impl<S: Strategy> Engine<'_, S> {
             rs.n_live -= 1;
         }
         let latency = Duration::from_nanos(now - a.send);
-        let outcome = if a.res.success {
+        let outcome = if let End::Answered = a.res.end {
             let price = self.scenario.price(a.provider, &rs.req);
             self.metrics.attempt_succeeded(a.provider, price);
             if let Some(t) = a.res.first_token {
@@ -656,16 +550,20 @@ impl<S: Strategy> Engine<'_, S> {
                 },
             }
         } else {
-            self.metrics.attempt_failed(a.res.class);
+            let (class, retry_after) = match a.res.end {
+                End::Failed { class, retry_after } => (class, retry_after),
+                End::Expired { .. } | End::Answered => (ErrorClass::Timeout, None),
+            };
+            self.metrics.attempt_failed(class);
             if let Some(t) = a.res.first_token {
                 // Bytes of a stream reached the client: only exact continuation may follow.
                 rs.first_token_at = Some(rs.first_token_at.map_or(t, |f| f.min(t)));
                 self.strategy.commit_stream(&mut rs.call);
             }
             Outcome::Failure {
-                class: a.res.class,
+                class,
                 latency,
-                retry_after: a.res.retry_after.map(Duration::from_nanos),
+                retry_after: retry_after.map(Duration::from_nanos),
             }
         };
         self.strategy.record(&mut rs.call, a.attempt, outcome, now);
@@ -713,103 +611,6 @@ impl<S: Strategy> Engine<'_, S> {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
 mod tests {
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        headers: 10_000,
-        first_token: 5_000,
-        stall: 2_000,
-    };
-
-    #[test]
-    fn client_limits_turn_slowness_into_timeouts_at_the_limit() {
-        let answer = |ttft, generation, mishap| Fate::Answer {
-            ttft,
-            generation,
-            mishap,
-        };
-        // Non-stream: headers come with the whole body.
-        let r = resolve(
-            answer(4_000, 7_000, Mishap::None),
-            0,
-            0,
-            100_000,
-            LIMITS,
-            false,
-        );
-        assert_eq!(
-            (r.at, r.success, r.class),
-            (10_000, false, ErrorClass::Timeout)
-        );
-        let r = resolve(
-            answer(4_000, 5_000, Mishap::None),
-            0,
-            0,
-            100_000,
-            LIMITS,
-            false,
-        );
-        assert_eq!((r.at, r.success), (9_000, true));
-        // Stream: the first token must come within min(headers, first_token).
-        let r = resolve(
-            answer(6_000, 1_000, Mishap::None),
-            0,
-            0,
-            100_000,
-            LIMITS,
-            true,
-        );
-        assert_eq!((r.at, r.class), (5_000, ErrorClass::Timeout));
-        let r = resolve(
-            answer(1_000, 50_000, Mishap::None),
-            0,
-            0,
-            100_000,
-            LIMITS,
-            true,
-        );
-        assert_eq!(
-            (r.at, r.success, r.first_token),
-            (51_000, true, Some(1_000))
-        );
-        // Queueing counts against the limits.
-        let r = resolve(
-            answer(1_000, 1_000, Mishap::None),
-            0,
-            4_500,
-            100_000,
-            LIMITS,
-            true,
-        );
-        assert_eq!((r.at, r.class), (5_000, ErrorClass::Timeout));
-        // A stall is detected `stall` after the last token; the client already had bytes.
-        let r = resolve(
-            answer(1_000, 10_000, Mishap::Stall(0.5)),
-            0,
-            0,
-            100_000,
-            LIMITS,
-            true,
-        );
-        assert_eq!(
-            (r.at, r.class, r.first_token),
-            (8_000, ErrorClass::Timeout, Some(1_000))
-        );
-        // A hang waits for the silent limit; the attempt deadline clips everything.
-        let r = resolve(Fate::Hang, 0, 0, 100_000, LIMITS, false);
-        assert_eq!(r.at, 10_000);
-        let r = resolve(
-            answer(1_000, 50_000, Mishap::None),
-            0,
-            0,
-            20_000,
-            LIMITS,
-            true,
-        );
-        assert_eq!(
-            (r.at, r.class, r.first_token),
-            (20_000, ErrorClass::Timeout, Some(1_000))
-        );
-    }
 
     #[test]
     fn heap_pops_by_time_then_sequence() {

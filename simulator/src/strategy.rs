@@ -17,39 +17,11 @@
 use crate::draw::{Key, Purpose};
 use crate::scenario::{Baselines, ConfigUnderTest, ProviderModel};
 use crate::world::Request;
+use std::time::Duration;
 use stilts_core::{
-    Attempt, Call, Decision, ErrorClass, Instant, Outcome, RequestMeta, Router, Timeouts,
+    Attempt, AttemptTimer, Call, Decision, ErrorClass, Instant, Outcome, RequestMeta, Router,
+    Timeouts,
 };
-
-/// Per-attempt client-side limits, ns from the send.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub headers: u64,
-    pub first_token: u64,
-    pub stall: u64,
-}
-
-impl Limits {
-    fn from_timeouts(t: &Timeouts) -> Self {
-        Limits {
-            headers: nanos(t.headers),
-            first_token: nanos(t.first_token),
-            stall: nanos(t.stall),
-        }
-    }
-
-    fn single(timeout: u64) -> Self {
-        Limits {
-            headers: timeout,
-            first_token: timeout,
-            stall: timeout,
-        }
-    }
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// An attempt a strategy asks for.
 #[derive(Clone, Copy, Debug)]
@@ -57,9 +29,22 @@ pub(crate) struct SendAttempt<A> {
     pub attempt: A,
     /// World provider index.
     pub provider: usize,
-    /// Absolute time at which the attempt is abandoned as a timeout.
-    pub deadline: u64,
-    pub limits: Limits,
+    /// The core's timer of the attempt, from its send: every limit it runs under.
+    pub timer: AttemptTimer,
+}
+
+/// A baseline's limits: one timeout for every stage and for the whole attempt, as an SDK's
+/// `timeout=` is applied (the headers of a plain answer come with its body).
+fn single_timeouts(timeout_ns: u64) -> Timeouts {
+    let t = Duration::from_nanos(timeout_ns);
+    Timeouts {
+        connect: t,
+        headers: t,
+        plain_headers_per_output_token: Duration::ZERO,
+        first_token: t,
+        stall: t,
+        attempt: t,
+    }
 }
 
 /// What to do next for a request.
@@ -132,8 +117,7 @@ impl Strategy for Stilts<'_> {
         match self.router.next_attempt(call, Instant::from_nanos(now)) {
             Decision::Send(attempt) => Step::Send(SendAttempt {
                 provider: self.config.world_index[attempt.provider.index()],
-                deadline: attempt.deadline.as_nanos(),
-                limits: Limits::from_timeouts(&attempt.timeouts),
+                timer: attempt.timer(Instant::from_nanos(now)),
                 attempt,
             }),
             Decision::Wait { until } => Step::WakeAt(until.as_nanos()),
@@ -190,6 +174,7 @@ impl Single {
 /// A baseline's per-request state.
 pub(crate) struct BaselineCall {
     deadline: u64,
+    stream: bool,
     key: Key,
     attempts: u32,
     step: usize,
@@ -203,6 +188,7 @@ impl BaselineCall {
     fn new(req: &Request) -> Self {
         BaselineCall {
             deadline: req.deadline,
+            stream: req.stream,
             key: req.key,
             attempts: 0,
             step: 0,
@@ -239,8 +225,12 @@ impl BaselineCall {
         Step::Send(SendAttempt {
             attempt: (),
             provider,
-            deadline: (now + timeout).min(self.deadline),
-            limits: Limits::single(timeout),
+            timer: AttemptTimer::with_limits(
+                &single_timeouts(timeout),
+                self.stream,
+                Instant::from_nanos(now),
+                Instant::from_nanos(self.deadline),
+            ),
         })
     }
 
@@ -499,7 +489,6 @@ impl Strategy for SeedRouter {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on broken fixtures
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const SECOND: u64 = 1_000_000_000;
 

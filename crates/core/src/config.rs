@@ -170,7 +170,8 @@ pub struct HedgeConfig {
     pub delay_ms: Option<u64>,
 }
 
-/// Per-attempt timeouts, enforced by the driver.
+/// Per-attempt timeouts, enforced by the core's [`AttemptTimer`](crate::AttemptTimer) (connect:
+/// by the driver's HTTP connector).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {

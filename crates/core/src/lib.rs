@@ -5,7 +5,8 @@
 //! rate limits) and cost. It does no I/O, reads no clock and owns no thread: time comes in as an
 //! [`Instant`] argument, randomness from a seeded [`RouterRng`], and decisions and outcomes go in
 //! and out as values. The gateway drives it with real time and HTTP; the simulator drives the
-//! same code in virtual time. Start at [`Router`].
+//! same code in virtual time. Start at [`Router`]; each attempt it plans runs under an
+//! [`AttemptTimer`], which tells the driver when to wake it and decides when a stage ran out.
 //!
 //! ```
 //! use stilts_core::{Decision, Instant, Outcome, ProviderConfig, RequestMeta, Router, RouterConfig, Usage};
@@ -28,6 +29,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod attempt;
 mod breaker;
 mod budget;
 mod class;
@@ -38,8 +40,10 @@ mod provider;
 mod rng;
 mod router;
 mod time;
+pub mod timer;
 mod window;
 
+pub use attempt::Attempt;
 pub use breaker::BreakerState;
 pub use class::ErrorClass;
 pub use config::{ConfigError, PolicyKind, ProviderConfig, RouterConfig, Timeouts, ValidConfig};
@@ -47,7 +51,8 @@ pub use ewma::PeakEwma;
 pub use provider::{ProviderId, ProviderSet};
 pub use rng::RouterRng;
 pub use router::{
-    Attempt, Call, Cooldown, Decision, GiveUp, GiveUpReason, Outcome, ProviderStats,
-    ProviderStatus, RequestMeta, Router, Usage,
+    Call, Cooldown, Decision, GiveUp, GiveUpReason, Outcome, ProviderStats, ProviderStatus,
+    RequestMeta, Router, Usage,
 };
 pub use time::Instant;
+pub use timer::{AttemptTimer, Cause, Expiry, Stage};

@@ -1,9 +1,10 @@
 //! The router: one route's providers, their health, and the decisions for each request.
 
+use crate::attempt::Attempt;
 use crate::breaker::{Breaker, BreakerState, ProbeEpoch};
 use crate::budget::RetryBudget;
 use crate::class::ErrorClass;
-use crate::config::{PolicyKind, ProviderSettings, Timeouts, ValidConfig};
+use crate::config::{PolicyKind, ProviderSettings, ValidConfig};
 use crate::ewma::PeakEwma;
 use crate::policy::{self, Policy, PolicyView, ProviderLoad};
 use crate::provider::{ProviderId, ProviderSet};
@@ -64,25 +65,6 @@ pub enum Outcome {
     },
     /// The caller abandoned the attempt (another one won, or the client left). Neutral for health.
     Cancelled,
-}
-
-/// One attempt the router asked for. Pass it back to [`Router::record`] exactly once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "every attempt must be performed and recorded"]
-pub struct Attempt {
-    /// Where to send it.
-    pub provider: ProviderId,
-    /// 1 for the first attempt of the call, then 2, 3, ...
-    pub number: u32,
-    /// Whether this is a hedge sent while an earlier attempt is still in flight.
-    pub is_hedge: bool,
-    /// When the attempt must be abandoned (recorded as a timeout): the attempt timeout, clipped to
-    /// the call's deadline.
-    pub deadline: Instant,
-    /// The provider's timeouts for each stage, for this request ([`Timeouts::for_request`]).
-    pub timeouts: Timeouts,
-    provider_uid: u64,
-    probe: Option<ProbeEpoch>,
 }
 
 /// Why the router stopped trying.
@@ -349,7 +331,7 @@ const MINUTE_NANOS: u64 = 60_000_000_000;
 /// let mut call = router.begin(meta, now);
 /// loop {
 ///     match router.next_attempt(&mut call, now) {
-///         Send(attempt)    => perform it (respecting attempt.deadline), then
+///         Send(attempt)    => perform it under attempt.timer(now) (AttemptTimer), then
 ///                             router.record(&mut call, attempt, outcome, now)
 ///         Wait { until }   => sleep until `until`
 ///         Hedge { at }     => wait for the in-flight outcome, or until `at`
@@ -940,6 +922,8 @@ impl Router {
                 .for_request(call.stream, call.output_tokens),
             provider_uid: self.uids[i],
             probe,
+            stream: call.stream,
+            by_call: call.deadline <= now + settings.timeouts.attempt,
         })
     }
 

@@ -474,16 +474,15 @@ impl Driver {
                 let body = shared_body.clone();
                 let local = Arc::clone(&local);
                 Box::pin(async move {
-                    let sent = std::time::Instant::now();
-                    let result = deployment
-                        .complete(
-                            &body,
-                            &attempt.timeouts,
-                            clock.tokio(attempt.deadline),
-                            &local,
-                        )
-                        .await;
-                    (attempt, deployment, result, sent.elapsed())
+                    let sent = clock.now();
+                    let mut timer = attempt.timer(sent);
+                    let result = deployment.complete(&body, &mut timer, clock, &local).await;
+                    (
+                        attempt,
+                        deployment,
+                        result,
+                        clock.now().saturating_since(sent),
+                    )
                 })
             })
             .await;
@@ -525,21 +524,27 @@ impl Driver {
                 let body = shared_body.clone();
                 let local = Arc::clone(&local);
                 Box::pin(async move {
-                    let sent = std::time::Instant::now();
+                    let sent = clock.now();
+                    let timer = attempt.timer(sent);
                     let result =
-                        stream::open(&deployment, &body, &attempt, clock, options, local).await;
-                    (attempt, deployment, result, sent.elapsed())
+                        stream::open(&deployment, &body, timer, clock, options, local).await;
+                    (
+                        attempt,
+                        deployment,
+                        result,
+                        clock.now().saturating_since(sent),
+                    )
                 })
             })
             .await;
         match end {
-            LoopEnd::Won(attempt, deployment, reader, first_token) => {
+            LoopEnd::Won(attempt, deployment, opened, first_token) => {
                 // Other attempts (hedges) lose: the stream's provider is chosen.
                 let keep: Vec<Attempt> = vec![attempt];
                 self.guard.cancel_pending_except(&keep);
                 let provider = deployment.name.clone();
                 let attempts = self.attempts_sent();
-                let live = stream::Live::new(self, body, attempt, deployment, reader, first_token);
+                let live = stream::Live::new(self, body, attempt, deployment, opened, first_token);
                 Ok(ChatReply::Stream {
                     provider,
                     attempts,

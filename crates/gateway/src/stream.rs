@@ -4,14 +4,15 @@
 //! a stream attempt is like any other: a time-to-first-token limit, a stall limit and every
 //! failure lead to the next attempt, and nothing was sent. [`open`] performs that phase.
 //!
-//! After that, [`Live`] forwards chunks as they arrive, under the stall limit and the attempt
-//! deadline. If the stream then breaks (cut connection, stall, an upstream error event, an event
-//! that is not valid data), the router is told the attempt failed and that only providers able to
-//! continue exactly may be used (`require_continuation`); if one is available (a deployment opted
-//! in and its plugin declares prefill continuation), the request is sent again with the text so
-//! far as a final assistant message and the new chunks continue the same answer. Otherwise the
-//! stream ends with an OpenAI-style error event (`data: {"error":…}`) and no `[DONE]`, so no
-//! client mistakes a truncated answer for a complete one.
+//! After that, [`Live`] forwards chunks as they arrive, under the same attempt timer (the core's
+//! [`AttemptTimer`]: the stall limit and the attempt deadline). If the stream then breaks (cut
+//! connection, stall, an upstream error event, an event that is not valid data), the router is
+//! told the attempt failed and that only providers able to continue exactly may be used
+//! (`require_continuation`); if one is available (a deployment opted in and its plugin declares
+//! prefill continuation), the request is sent again with the text so far as a final assistant
+//! message and the new chunks continue the same answer. Otherwise the stream ends with an
+//! OpenAI-style error event (`data: {"error":…}`) and no `[DONE]`, so no client mistakes a
+//! truncated answer for a complete one.
 //!
 //! A client that goes away drops the stream; dropping [`Live`] drops the upstream response (the
 //! connection closes) and the call guard records the attempt as cancelled.
@@ -22,58 +23,44 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use stilts_core::{Attempt, ErrorClass, Outcome};
+use stilts_core::{Attempt, AttemptTimer, Cause, ErrorClass, Outcome};
 use stilts_plugin::types::StreamEnd;
-use tokio::time::Instant as TokioInstant;
 
 use crate::driver::{Driver, LoopEnd};
 use crate::engine::Clock;
 use crate::error::TriedAttempt;
-use crate::upstream::{Deployment, Failure, ReadOptions, StreamReader, stage_timeout, usage_of};
+use crate::upstream::{Deployment, Failure, ReadOptions, StreamReader, until_expiry, usage_of};
 
 /// The SSE bytes of a live stream.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
-/// Sends a stream attempt and reads it until its first informative chunk (kept in the reader's
-/// queue) or its end.
+/// A stream past its first token: the reader (the token in its queue) and the attempt's timer.
+pub(crate) type Opened = (StreamReader, AttemptTimer);
+
+/// Sends a stream attempt under `timer` (made when the attempt was sent) and reads it until its
+/// first informative chunk (kept in the reader's queue) or its end.
 pub(crate) async fn open(
     deployment: &Deployment,
     body: &[u8],
-    attempt: &Attempt,
+    mut timer: AttemptTimer,
     clock: Clock,
     options: ReadOptions,
     local: Arc<AtomicU64>,
-) -> Result<StreamReader, Failure> {
-    let deadline = clock.tokio(attempt.deadline);
-    let sent = TokioInstant::now();
-    let response = deployment
-        .send(body, &attempt.timeouts, deadline, &local)
-        .await?;
+) -> Result<Opened, Failure> {
+    let response = deployment.send(body, &mut timer, clock, &local).await?;
     let mut reader = StreamReader::new(response, deployment.plugin.clone(), options, local)?;
-    let first_limit = sent + attempt.timeouts.first_token;
-    let first_deadline = first_limit.min(deadline);
     while !reader.informative && reader.end.is_none() {
-        let stall_limit = TokioInstant::now() + attempt.timeouts.stall;
-        if reader.pump(stall_limit.min(first_deadline)).await.is_err() {
-            return Err(if stall_limit < first_deadline {
-                stage_timeout(
-                    "the stream stalled before the first token: no data",
-                    attempt.timeouts.stall,
-                    stall_limit,
-                    deadline,
-                )
-            } else {
-                stage_timeout(
-                    "no first token",
-                    attempt.timeouts.first_token,
-                    first_limit,
-                    deadline,
-                )
-            });
+        until_expiry(&mut timer, clock, reader.pump())
+            .await
+            .map_err(|expiry| Failure::expired(&expiry))?;
+        if reader.informative {
+            timer.on_first_token(clock.now());
+        } else {
+            timer.on_data(clock.now());
         }
     }
     match &reader.end {
-        None | Some(StreamEnd::Clean) => Ok(reader),
+        None | Some(StreamEnd::Clean) => Ok((reader, timer)),
         Some(StreamEnd::Cut { reason }) => Err(deployment.failure(Failure::new(
             ErrorClass::Server,
             format!("the stream broke before the first token: {reason}"),
@@ -91,7 +78,8 @@ pub(crate) struct Live {
     attempt: Attempt,
     deployment: Arc<Deployment>,
     reader: StreamReader,
-    sent: std::time::Instant,
+    /// The attempt's timer, from its send: the stall limit and the deadline, and its latency.
+    timer: AttemptTimer,
     first_token: Duration,
     /// Text sent to the client by earlier attempts of a continued stream.
     text: String,
@@ -106,7 +94,7 @@ impl Live {
         body: Bytes,
         attempt: Attempt,
         deployment: Arc<Deployment>,
-        reader: StreamReader,
+        (reader, timer): Opened,
         first_token: Duration,
     ) -> Self {
         Live {
@@ -115,7 +103,7 @@ impl Live {
             attempt,
             deployment,
             reader,
-            sent: std::time::Instant::now() - first_token,
+            timer,
             first_token,
             text: String::new(),
             finished: false,
@@ -167,47 +155,43 @@ impl Live {
                 None => {}
             }
             let clock = self.driver.guard.clock();
-            let attempt_deadline = clock.tokio(self.attempt.deadline);
-            let deadline =
-                (TokioInstant::now() + self.attempt.timeouts.stall).min(attempt_deadline);
             let t0 = std::time::Instant::now();
-            let read = self.reader.pump(deadline).await;
+            let read = until_expiry(&mut self.timer, clock, self.reader.pump()).await;
             self.driver.waited += t0.elapsed();
-            if read.is_err() {
+            if let Err(expiry) = read {
                 if self.reader.finished {
                     // Finished, then silent without [DONE]: a complete answer.
                     self.succeed();
                     return Some(Bytes::from_static(DONE));
                 }
-                let deadline_passed = TokioInstant::now() >= attempt_deadline;
-                let message = if deadline_passed {
-                    "the attempt deadline passed mid-stream".to_owned()
-                } else {
-                    format!(
-                        "the stream stalled: no data for {} ms",
-                        self.attempt.timeouts.stall.as_millis()
-                    )
-                };
-                let mut failure = self
-                    .deployment
-                    .failure(Failure::new(ErrorClass::Timeout, message));
+                let mut failure = self.deployment.failure(Failure::expired(&expiry));
                 // Data was flowing (no stall) when the client's own deadline ended it: the
                 // provider did nothing wrong.
-                failure.client_cut =
-                    deadline_passed && self.driver.guard.call.deadline_is_clients();
+                failure.client_cut = expiry.cause == Cause::CallDeadline
+                    && self.driver.guard.call.deadline_is_clients();
                 if let Some(bytes) = self.fail(failure).await {
                     return Some(bytes);
                 }
+            } else {
+                self.timer.on_data(clock.now());
             }
         }
     }
 
+    /// Time from the current attempt's send to now, on the core's clock.
+    fn latency(&mut self) -> Duration {
+        let now = self.driver.guard.clock().now();
+        self.timer.on_end(now);
+        now.saturating_since(self.timer.sent())
+    }
+
     fn succeed(&mut self) {
         let usage = usage_of(self.reader.usage.as_ref());
+        let latency = self.latency();
         self.driver.guard.record(
             self.attempt,
             Outcome::Success {
-                latency: self.sent.elapsed(),
+                latency,
                 first_token: Some(self.first_token),
                 usage,
             },
@@ -248,7 +232,7 @@ impl Live {
         } else {
             Outcome::Failure {
                 class: failure.class,
-                latency: self.sent.elapsed(),
+                latency: self.latency(),
                 retry_after: failure.retry_after,
             }
         };
@@ -316,14 +300,20 @@ impl Live {
                 let body = shared.clone();
                 let local = Arc::clone(&local);
                 Box::pin(async move {
-                    let sent = std::time::Instant::now();
-                    let result = open(&deployment, &body, &attempt, clock, options, local).await;
-                    (attempt, deployment, result, sent.elapsed())
+                    let sent = clock.now();
+                    let timer = attempt.timer(sent);
+                    let result = open(&deployment, &body, timer, clock, options, local).await;
+                    (
+                        attempt,
+                        deployment,
+                        result,
+                        clock.now().saturating_since(sent),
+                    )
                 })
             })
             .await;
         match end {
-            LoopEnd::Won(attempt, deployment, reader, first_token) => {
+            LoopEnd::Won(attempt, deployment, (reader, timer), first_token) => {
                 self.driver.guard.cancel_pending_except(&[attempt]);
                 self.driver.gateway.metrics().stream_interrupted(
                     &self.driver.guard.route.name,
@@ -339,8 +329,8 @@ impl Live {
                 self.attempt = attempt;
                 self.deployment = deployment;
                 self.reader = reader;
+                self.timer = timer;
                 self.first_token = first_token;
-                self.sent = std::time::Instant::now() - first_token;
                 Some(None)
             }
             LoopEnd::Failed(_) | LoopEnd::Refused(..) => None,

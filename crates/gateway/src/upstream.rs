@@ -1,24 +1,29 @@
 //! One upstream attempt: build the request with the plugin, send it with the deployment's
-//! [`HttpClient`] under the per-stage timeouts, and turn what came back into a canonical answer or a classified failure.
+//! [`HttpClient`] under the attempt's timer, and turn what came back into a canonical answer or a
+//! classified failure.
 //!
-//! Stages and their limits: connect (the deployment's client `connect_timeout`), response headers
-//! (`headers_ms`), the whole body of a plain answer (the attempt deadline), the first token of a
-//! stream (`first_token_ms`) and the gap between stream reads (`stall_ms`). Transport failures are
-//! classified here (refused/reset: `server`; a stage limit: `timeout`); HTTP errors are classified
-//! by the plugin. Every message that leaves this module is scrubbed of the deployment's key.
+//! Stage limits are the core's: each attempt runs under its [`AttemptTimer`], told when the
+//! headers and each chunk arrive; the one tokio timer of a wait ([`until_expiry`]) is armed at the
+//! timer's `poll_timeout` and an expiry is the timer's decision (response headers, a stream's first
+//! token, a gap between data, the attempt's deadline). Only connect is enforced here, by the
+//! deployment's client (`connect_timeout`, from the core's `timeouts.connect`): the pooled client
+//! does not say when it opens a connection. Transport failures are classified here
+//! (refused/reset: `server`; a limit: `timeout`); HTTP errors are classified by the plugin. Every
+//! message that leaves this module is scrubbed of the deployment's key.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use stilts_core::{ErrorClass, Timeouts, Usage};
+use stilts_core::{AttemptTimer, ErrorClass, Expiry, Usage};
 use stilts_plugin::host::{CallError, Plugin, StreamState};
 use stilts_plugin::sse::SseFramer;
 use stilts_plugin::types::{ErrorInfo, StreamEnd};
-use tokio::time::{Instant as TokioInstant, timeout_at};
 
+use crate::engine::Clock;
 use crate::http_client::{
     HttpClient, TransportError, TransportKind, UpstreamBody, next_chunk, parse_upstream_url,
 };
@@ -86,6 +91,11 @@ impl Failure {
             refused_by_plugin: false,
             client_cut: false,
         }
+    }
+
+    /// An attempt whose timer expired: a timeout, with the timer's account of which limit.
+    pub(crate) fn expired(expiry: &Expiry) -> Self {
+        Failure::new(ErrorClass::Timeout, expiry.to_string())
     }
 
     pub(crate) fn from_info(info: ErrorInfo, status: Option<u16>) -> Self {
@@ -163,13 +173,13 @@ impl Deployment {
         f
     }
 
-    /// Sends the request for `body` and waits for the response headers. Error statuses are read
-    /// and classified here.
+    /// Sends the request for `body` and waits for the response headers, under `timer` (told when
+    /// they arrive). Error statuses are read and classified here.
     pub async fn send(
         &self,
         body: &[u8],
-        timeouts: &Timeouts,
-        deadline: TokioInstant,
+        timer: &mut AttemptTimer,
+        clock: Clock,
         local: &AtomicU64,
     ) -> Result<http::Response<UpstreamBody>, Failure> {
         let t0 = std::time::Instant::now();
@@ -232,28 +242,21 @@ impl Deployment {
             headers.append(name, value);
         }
         local.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let headers_limit = TokioInstant::now() + timeouts.headers;
-        let response =
-            match timeout_at(headers_limit.min(deadline), self.client.send(request)).await {
-                Err(_) => {
-                    return Err(stage_timeout(
-                        "no response headers",
-                        timeouts.headers,
-                        headers_limit,
-                        deadline,
-                    ));
-                }
-                Ok(Err(e)) => return Err(self.failure(transport_failure(&e))),
-                Ok(Ok(r)) => r,
-            };
+        let response = match until_expiry(timer, clock, self.client.send(request)).await {
+            Err(expiry) => return Err(Failure::expired(&expiry)),
+            Ok(Err(e)) => return Err(self.failure(transport_failure(&e))),
+            Ok(Ok(r)) => r,
+        };
+        timer.on_headers(clock.now());
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let headers = header_pairs(&response);
-        let body = read_body(response, deadline)
+        let body = read_body(response, timer, clock)
             .await
             .map_err(|f| self.failure(f))?;
+        timer.on_end(clock.now());
         let info = timed(local, || {
             self.plugin.classify_error(status.as_u16(), &headers, &body)
         })
@@ -266,20 +269,21 @@ impl Deployment {
         Err(self.failure(Failure::from_info(info, Some(status.as_u16()))))
     }
 
-    /// A plain (non-stream) attempt.
+    /// A plain (non-stream) attempt, under `timer`.
     pub async fn complete(
         &self,
         body: &[u8],
-        timeouts: &Timeouts,
-        deadline: TokioInstant,
+        timer: &mut AttemptTimer,
+        clock: Clock,
         local: &AtomicU64,
     ) -> Result<Answer, Failure> {
-        let response = self.send(body, timeouts, deadline, local).await?;
+        let response = self.send(body, timer, clock, local).await?;
         let status = response.status().as_u16();
         let headers = timed(local, || header_pairs(&response));
-        let bytes = read_body(response, deadline)
+        let bytes = read_body(response, timer, clock)
             .await
             .map_err(|f| self.failure(f))?;
+        timer.on_end(clock.now());
         match timed(local, || {
             self.plugin.parse_response(status, &headers, &bytes)
         }) {
@@ -296,23 +300,29 @@ impl Deployment {
     }
 }
 
-/// The failure of a stage that ran out of time. It names the stage's own limit when that limit
-/// expired, and the attempt's deadline when the deadline came first (a short request deadline or
-/// little time left in the call: not a slow stage).
-pub(crate) fn stage_timeout(
-    what: &str,
-    limit: Duration,
-    limit_at: TokioInstant,
-    deadline: TokioInstant,
-) -> Failure {
-    let message = if limit_at <= deadline {
-        format!("{what} within {} ms", limit.as_millis())
-    } else {
-        format!(
-            "{what} before the attempt's deadline (the request's deadline or the attempt limit, attempt_ms)"
-        )
-    };
-    Failure::new(ErrorClass::Timeout, message)
+/// Runs `work` until it completes or the attempt's timer expires: the one tokio timer of an
+/// attempt's wait, armed where the core says ([`AttemptTimer::poll_timeout`]). Whether a wake-up
+/// means an expiry is the core's decision ([`AttemptTimer::handle_timeout`]); a wake-up a little
+/// early (clock rounding) arms the timer again. When both are ready, the work wins: what arrived
+/// in time counts.
+pub(crate) async fn until_expiry<F: Future>(
+    timer: &mut AttemptTimer,
+    clock: Clock,
+    work: F,
+) -> Result<F::Output, Expiry> {
+    tokio::pin!(work);
+    loop {
+        let wake = clock.tokio(timer.poll_timeout());
+        tokio::select! {
+            biased;
+            out = &mut work => return Ok(out),
+            () = tokio::time::sleep_until(wake) => {
+                if let Some(expiry) = timer.handle_timeout(clock.now()) {
+                    return Err(expiry);
+                }
+            }
+        }
+    }
 }
 
 fn header_pairs<B>(response: &http::Response<B>) -> Vec<(String, String)> {
@@ -323,24 +333,22 @@ fn header_pairs<B>(response: &http::Response<B>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Reads a whole body, telling `timer` of each chunk (a body may not stall either).
 async fn read_body(
     response: http::Response<UpstreamBody>,
-    deadline: TokioInstant,
+    timer: &mut AttemptTimer,
+    clock: Clock,
 ) -> Result<Bytes, Failure> {
     let mut body = response.into_body();
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        match timeout_at(deadline, next_chunk(&mut body)).await {
-            Err(_) => {
-                return Err(Failure::new(
-                    ErrorClass::Timeout,
-                    "the response body did not complete before the attempt deadline",
-                ));
-            }
+        match until_expiry(timer, clock, next_chunk(&mut body)).await {
+            Err(expiry) => return Err(Failure::expired(&expiry)),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(transport_failure(&e)),
             Ok(Some(Ok(chunk))) => {
+                timer.on_data(clock.now());
                 if first.is_none() && buf.is_empty() {
                     first = Some(chunk);
                     continue;
@@ -380,10 +388,6 @@ pub(crate) struct ReadOptions {
     /// for accounting.
     pub usage_chunks: bool,
 }
-
-/// Why a stream read produced nothing.
-#[derive(Debug)]
-pub(crate) struct Stalled;
 
 /// Reads a stream: frames SSE, runs each event through the plugin, and queues the canonical
 /// chunks as SSE bytes for the client.
@@ -443,20 +447,17 @@ impl StreamReader {
         })
     }
 
-    /// Reads once from the network (waiting until `deadline` at most) and processes what came.
-    pub async fn pump(&mut self, deadline: TokioInstant) -> Result<(), Stalled> {
+    /// Reads once from the network and processes what came. Cancel-safe: the caller runs it
+    /// under the attempt's timer ([`until_expiry`]) and tells the timer what it read.
+    pub async fn pump(&mut self) {
         if self.end.is_some() {
-            return Ok(());
+            return;
         }
-        let read = match timeout_at(deadline, next_chunk(&mut self.body)).await {
-            Err(_) => return Err(Stalled),
-            Ok(read) => read,
-        };
+        let read = next_chunk(&mut self.body).await;
         let t0 = std::time::Instant::now();
         self.process(read);
         self.local
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        Ok(())
     }
 
     fn process(&mut self, read: Option<Result<Bytes, TransportError>>) {

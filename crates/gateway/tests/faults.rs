@@ -555,3 +555,49 @@ async fn attempts_header_counts_a_cancelled_hedge_on_an_error() {
     );
     assert_eq!(header(&headers, "x-stilts-attempts"), "2", "{body}");
 }
+
+#[tokio::test]
+async fn each_stage_limit_is_the_cores_timer_and_names_its_stage() {
+    let a = mock("a").await;
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route(
+            "chat",
+            &[("a", &a)],
+            "max_attempts = 1\n[routes.chat.router.timeouts]\nheaders_ms = 400\nplain_headers_ms_per_output_token = 0\nfirst_token_ms = 250\nstall_ms = 100\n"
+        )
+    ))
+    .await;
+    let message = |body: &Value| body["error"]["message"].as_str().unwrap_or("").to_owned();
+    // Plain: no headers within headers_ms.
+    a.set_faults(Faults {
+        latency_ms: 5_000,
+        ..Faults::default()
+    });
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert!(status >= 500, "{body}");
+    assert!(
+        message(&body).contains("a: timeout (no response headers within 400 ms)"),
+        "{body}"
+    );
+    // Stream: the first-token limit runs from the send, while the headers are awaited too.
+    let (status, _, body) = h.chat(stream_request("chat")).await;
+    assert!(status >= 500, "{body}");
+    assert!(
+        message(&body).contains("a: timeout (no first token within 250 ms)"),
+        "{body}"
+    );
+    // Stream: headers and the role chunk at once, then silence longer than stall_ms.
+    a.set_faults(Faults {
+        first_token_ms: 5_000,
+        ..Faults::default()
+    });
+    let (status, _, body) = h.chat(stream_request("chat")).await;
+    assert!(status >= 500, "{body}");
+    assert!(
+        message(&body).contains(
+            "a: timeout (the stream stalled before the first token: no data within 100 ms)"
+        ),
+        "{body}"
+    );
+}
