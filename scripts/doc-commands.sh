@@ -6,7 +6,7 @@
 #   binary just built). `NAME=value` and `export` lines apply to the lines after them.
 # - Commands that serve (`... serve ...`) run in the background until they print their banner, get
 #   one request on /healthz, and are stopped.
-# - `cargo test` lines are left to CI's own test step; docs/plugins.md is run, file by file, by
+# - `cargo test` lines are left to CI's own test step, `scripts/replay-gate.sh` to its replay step; docs/plugins.md is run, file by file, by
 #   crates/cli/tests/plugin_new.rs. `cargo bench` lines run each benchmark once (criterion's
 #   `--test` mode): CI checks that they work, scripts/bench-*.sh measure.
 # - Files a command writes are removed afterwards: new untracked files in the repository, and a
@@ -24,6 +24,7 @@ run_line() { # $1 = doc, $2 = the command line
   local doc=$1 line=$2
   case "$line" in
     "cargo test"*) echo "skip (CI's test step runs it): $line"; return 0 ;;
+    "scripts/replay-gate.sh"*) echo "skip (CI's replay step runs it): $line"; return 0 ;;
   esac
   if printf '%s' "$line" | grep -qE '^(export +)?[A-Za-z_][A-Za-z0-9_]*=[^ ]*( +[A-Za-z_][A-Za-z0-9_]*=[^ ]*)*$'; then
     echo "+ $line"; eval "export ${line#export }"; return 0

@@ -193,6 +193,32 @@ pub fn simulate(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(Progres
     }
 }
 
+/// Runs the config named `name` in the world of `world_seed` with its router seeded by
+/// `router_seed` (`simulate` uses one seed for both): the same world met by other router draws
+/// (open-time jitter, weighted picks, backoffs). `stilts replay` runs several to know how far the
+/// router's own randomness alone moves a prediction. `None` if no config has that name.
+pub fn simulate_config(
+    scenario: &Scenario,
+    world_seed: u64,
+    router_seed: u64,
+    name: &str,
+) -> Option<RunReport> {
+    let c = scenario.configs.iter().find(|c| c.name == name)?;
+    let m = engine::run(
+        scenario,
+        world_seed,
+        Stilts::new(c, router_seed, scenario.traffic.max_tokens),
+        &mut |_| {},
+    );
+    Some(report::run_report(
+        scenario,
+        name,
+        "config",
+        Some(c.config.policy.as_str()),
+        &m,
+    ))
+}
+
 /// Runs only the config named `name` (or a baseline) and returns its report: for benchmarks and
 /// sweeps over one policy. `None` if no run has that name.
 pub fn simulate_one(scenario: &Scenario, seed: u64, name: &str) -> Option<RunReport> {

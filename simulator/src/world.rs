@@ -260,7 +260,7 @@ impl Scenario {
     }
 
     /// The share of provider `p`'s concurrency available at `t` (capacity events).
-    pub(crate) fn capacity_factor(&self, p: usize, t: u64) -> f64 {
+    pub fn capacity_factor(&self, p: usize, t: u64) -> f64 {
         let mut factor = 1.0;
         for &i in &self.providers[p].events {
             let e = &self.events[i];
@@ -303,8 +303,8 @@ impl Scenario {
         next
     }
 
-    /// Times at which capacity changes (for the engine to start queued work).
-    pub(crate) fn capacity_changes(&self, p: usize) -> Vec<u64> {
+    /// Times at which provider `p`'s capacity changes (for a driver to start queued work).
+    pub fn capacity_changes(&self, p: usize) -> Vec<u64> {
         self.providers[p]
             .events
             .iter()

@@ -149,6 +149,8 @@ struct Shared {
     current: RwLock<Arc<Generation>>,
     plugins: PluginCache,
     clock: Clock,
+    /// Seeds every route's router, when set ([`Gateway::with_clock`]).
+    router_seed: Option<u64>,
     metrics: Metrics,
     /// Serialises reloads.
     reload: Mutex<()>,
@@ -316,11 +318,19 @@ const DEFAULT_OUTPUT_TOKENS: u32 = 512;
 impl Gateway {
     /// Builds a gateway from a validated config: loads plugins, reads keys, makes clients.
     pub fn new(config: &ValidGateway) -> Result<Self, BuildError> {
-        Self::with_clock(config, Clock::default())
+        Self::with_clock(config, Clock::default(), None)
     }
 
-    /// Like [`Gateway::new`], with the router on `clock` (a [`Clock::compressed`] one for replay).
-    pub fn with_clock(config: &ValidGateway, clock: Clock) -> Result<Self, BuildError> {
+    /// Like [`Gateway::new`], with the routers on `clock` (a [`Clock::compressed`] one for
+    /// replay) and, with `router_seed`, every route's router seeded with it: `stilts replay`
+    /// passes the simulator's seed, so the gateway's routers make the same random draws (open-time
+    /// jitter, weighted picks, backoffs) as the simulator's. `None`: a seed per route and process,
+    /// so replicas do not march in step.
+    pub fn with_clock(
+        config: &ValidGateway,
+        clock: Clock,
+        router_seed: Option<u64>,
+    ) -> Result<Self, BuildError> {
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(Generation {
                 routes: HashMap::new(),
@@ -334,6 +344,7 @@ impl Gateway {
             render: Mutex::new(()),
             plugins: PluginCache::default(),
             clock,
+            router_seed,
             metrics: Metrics::new(),
             reload: Mutex::new(()),
             started: config.server.clone(),
@@ -509,7 +520,12 @@ impl Gateway {
                 None => Arc::new(Route {
                     name: route.name.clone(),
                     state: Mutex::new(RouteState {
-                        router: Router::new(route.router.clone(), seed_for(&route.name)),
+                        router: Router::new(
+                            route.router.clone(),
+                            self.shared
+                                .router_seed
+                                .unwrap_or_else(|| seed_for(&route.name)),
+                        ),
                         deployments,
                         continuation,
                     }),

@@ -1,5 +1,12 @@
 //! What a replay measured, the simulator's prediction beside it, and the verdict.
 //!
+//! The prediction of a gated number is the range of the simulator's values over several router
+//! seeds in the same world (the world's own seed first): the gateway's router makes the same
+//! kinds of random draws, but real time orders events a little differently from the simulator's
+//! queue, so its draws fall on other requests; where one draw decides a lot (a breaker probe that
+//! meets a rare error keeps a provider out for 30 s) only that spread says what the simulator
+//! promises. The measurement may lie outside the range by at most the tolerance.
+//!
 //! Gated, with [`Tolerances`]: availability (percentage points), attempts per request, each
 //! provider's share of attempts (percentage points), requests lost (no answer and no error
 //! within the deadline plus a margin: none may be), and how late the client sent requests (a
@@ -100,11 +107,14 @@ pub struct Measured {
 pub struct Check {
     /// What is compared.
     pub metric: String,
-    /// The simulator's value.
+    /// The simulator's value with the world's own router seed.
     pub predicted: f64,
+    /// The simulator's lowest and highest value over the router seeds.
+    pub predicted_range: (f64, f64),
     /// The gateway's value.
     pub measured: f64,
-    /// |predicted − measured|, in the tolerance's unit.
+    /// How far the measurement lies outside the predicted range, in the tolerance's unit (0
+    /// inside it).
     pub difference: f64,
     /// The largest difference allowed.
     pub tolerance: f64,
@@ -119,8 +129,10 @@ pub struct ConfigReplay {
     pub name: String,
     /// The config the gateway served (the same unless `serve_config` was set).
     pub served: String,
-    /// The simulator's run.
+    /// The simulator's run with the world's own router seed.
     pub predicted: RunReport,
+    /// Router seeds the predicted ranges were taken over.
+    pub router_seeds: usize,
     /// The gateway's run.
     pub measured: Measured,
     /// The gated comparisons.
@@ -250,65 +262,75 @@ pub(crate) fn measure(
     }
 }
 
-/// The gated checks of one config.
+/// The gated checks of one config: `predicted` is the simulator's run with the world's own router
+/// seed, `others` the same world with other router seeds.
 pub(crate) fn compare(
     name: &str,
     served: &str,
     predicted: RunReport,
+    others: &[RunReport],
     measured: Measured,
     tolerances: &Tolerances,
 ) -> ConfigReplay {
-    let check = |metric: String, predicted: f64, measured: f64, scale: f64, tolerance: f64| {
-        let difference = ((predicted - measured) * scale).abs();
-        Check {
-            metric,
-            predicted,
-            measured,
-            difference,
-            tolerance,
-            passed: difference <= tolerance + 1e-9,
-        }
+    let range = |f: &dyn Fn(&RunReport) -> f64| {
+        others
+            .iter()
+            .map(f)
+            .fold((f(&predicted), f(&predicted)), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
     };
     let mut checks = vec![
         check(
-            "send lateness p99 (ms)".to_owned(),
+            "send lateness p99 (ms)",
             0.0,
+            (0.0, 0.0),
             measured.send_lateness_ms_p99,
             1.0,
             tolerances.send_lateness_ms_p99,
         ),
         check(
-            "availability".to_owned(),
+            "availability",
             predicted.availability,
+            range(&|r| r.availability),
             measured.availability,
             100.0,
             tolerances.availability_points,
         ),
         check(
-            "attempts per request".to_owned(),
+            "attempts per request",
             predicted.amplification,
+            range(&|r| r.amplification),
             measured.attempts_per_request,
             1.0,
             tolerances.attempts_per_request,
         ),
     ];
     for p in &predicted.providers {
+        let share_of = |r: &RunReport| {
+            r.providers
+                .iter()
+                .find(|x| x.name == p.name)
+                .map_or(0.0, |x| x.share)
+        };
         let got = measured
             .providers
             .iter()
             .find(|m| m.name == p.name)
             .map_or(0.0, |m| m.share);
         checks.push(check(
-            format!("share {}", p.name),
+            &format!("share {}", p.name),
             p.share,
+            range(&share_of),
             got,
             100.0,
             tolerances.share_points,
         ));
     }
     checks.push(check(
-        "requests lost".to_owned(),
+        "requests lost",
         0.0,
+        (0.0, 0.0),
         measured.lost as f64,
         1.0,
         0.0,
@@ -318,8 +340,38 @@ pub(crate) fn compare(
         served: served.to_owned(),
         passed: checks.iter().all(|c| c.passed),
         predicted,
+        router_seeds: 1 + others.len(),
         measured,
         checks,
+    }
+}
+
+/// A check of `measured` against the predicted range, in the tolerance's unit (`scale`).
+fn check(
+    metric: &str,
+    predicted: f64,
+    predicted_range: (f64, f64),
+    measured: f64,
+    scale: f64,
+    tolerance: f64,
+) -> Check {
+    let (lo, hi) = predicted_range;
+    let outside = if measured < lo {
+        lo - measured
+    } else if measured > hi {
+        measured - hi
+    } else {
+        0.0
+    };
+    let difference = outside * scale;
+    Check {
+        metric: metric.to_owned(),
+        predicted,
+        predicted_range,
+        measured,
+        difference,
+        tolerance,
+        passed: difference <= tolerance + 1e-9,
     }
 }
 
@@ -347,30 +399,40 @@ impl fmt::Display for ReplayReport {
             }
             writeln!(
                 f,
-                "  {:<26} {:>12} {:>12} {:>10} {:>10}",
-                "gated", "simulator", "gateway", "diff", "tolerance"
+                "  {:<26} {:>26} {:>10} {:>10} {:>10}",
+                format!("gated ({} router seeds)", c.router_seeds),
+                "simulator [range]",
+                "gateway",
+                "outside",
+                "tolerance"
             )?;
             for k in &c.checks {
+                let (lo, hi) = k.predicted_range;
                 let (p, m, unit) = if k.metric == "availability" || k.metric.starts_with("share ") {
                     (
-                        format!("{:.2} %", k.predicted * 100.0),
+                        format!(
+                            "{:.2} % [{:.2}, {:.2}]",
+                            k.predicted * 100.0,
+                            lo * 100.0,
+                            hi * 100.0
+                        ),
                         format!("{:.2} %", k.measured * 100.0),
                         " pt",
                     )
                 } else if k.metric == "requests lost" {
-                    (format!("{}", k.predicted), format!("{}", k.measured), "")
+                    ("0".to_owned(), format!("{}", k.measured), "")
                 } else if k.metric.starts_with("send lateness") {
                     ("-".to_owned(), format!("{:.0}", k.measured), "")
                 } else {
                     (
-                        format!("{:.3}", k.predicted),
+                        format!("{:.3} [{lo:.3}, {hi:.3}]", k.predicted),
                         format!("{:.3}", k.measured),
                         "",
                     )
                 };
                 writeln!(
                     f,
-                    "  {:<26} {:>12} {:>12} {:>7.2}{unit:<3} {:>7}{unit:<3} {}",
+                    "  {:<26} {:>26} {:>10} {:>7.2}{unit:<3} {:>7}{unit:<3} {}",
                     k.metric,
                     p,
                     m,
@@ -380,7 +442,11 @@ impl fmt::Display for ReplayReport {
                 )?;
             }
             let (p, m) = (&c.predicted, &c.measured);
-            writeln!(f, "  {:<26} {:>12} {:>12}", "shown", "simulator", "gateway")?;
+            writeln!(
+                f,
+                "  {:<26} {:>12} {:>12}",
+                "shown (world's seed)", "simulator", "gateway"
+            )?;
             writeln!(
                 f,
                 "  {:<26} {:>12} {:>12}",

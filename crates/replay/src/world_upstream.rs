@@ -114,6 +114,40 @@ impl WorldPlanner {
         }
     }
 
+    /// Attempts the provider serves at once now: its concurrency times the capacity events' factor
+    /// (the simulator's engine rounds the same way).
+    fn concurrency_now(&self, concurrency: u32) -> u32 {
+        let factor = self
+            .scenario
+            .capacity_factor(self.provider, self.clock.now().as_nanos());
+        (f64::from(concurrency) * factor).floor() as u32
+    }
+
+    /// At each time the provider's capacity changes, queued attempts start while slots are free
+    /// (as the simulator's engine does on its capacity events).
+    pub(crate) fn watch_capacity(self: &Arc<Self>) {
+        let Some(cap) = self.scenario.providers[self.provider].capacity else {
+            return;
+        };
+        for at in self.scenario.capacity_changes(self.provider) {
+            let planner = Arc::clone(self);
+            tokio::spawn(async move {
+                let due = planner.clock.tokio(stilts_core::Instant::from_nanos(at));
+                tokio::time::sleep_until(due).await;
+                let limit = planner.concurrency_now(cap.concurrency);
+                let mut slots = lock(&planner.slots);
+                while slots.busy < limit {
+                    let Some((next, _)) = slots.queue.pop_front() else {
+                        break;
+                    };
+                    if next.send(()).is_ok() {
+                        slots.busy += 1;
+                    }
+                }
+            });
+        }
+    }
+
     fn wall(&self, virtual_ns: u64) -> Duration {
         Duration::from_nanos((virtual_ns as f64 / self.clock.speed()).round() as u64)
     }
@@ -125,9 +159,10 @@ impl WorldPlanner {
             return Ok(());
         };
         let wall = self.wall(service_ns);
+        let limit = self.concurrency_now(cap.concurrency);
         let waiter = {
             let mut slots = lock(&self.slots);
-            if slots.busy < cap.concurrency {
+            if slots.busy < limit {
                 slots.busy += 1;
                 None
             } else if slots.queue.len() < cap.queue as usize {
@@ -147,7 +182,14 @@ impl WorldPlanner {
         }
         // The slot is busy for the service time whether or not the client stays (a provider
         // cannot tell); then it passes to the first waiter still waiting.
-        release_after(Arc::clone(&self.slots), cap.serve_abandoned, wall);
+        release_after(Arc::clone(&self.slots), cap.serve_abandoned, wall, {
+            let scenario = Arc::clone(&self.scenario);
+            let (provider, clock, concurrency) = (self.provider, self.clock, cap.concurrency);
+            Arc::new(move || {
+                let factor = scenario.capacity_factor(provider, clock.now().as_nanos());
+                (f64::from(concurrency) * factor).floor() as u32
+            })
+        });
         Ok(())
     }
 
@@ -210,21 +252,27 @@ impl WorldPlanner {
     }
 }
 
-/// Frees a slot after `wall`: hands it to the first waiter still there, else marks it idle. With
-/// `serve_abandoned`, a waiter that left is served anyway (its slot busy for its service time), as
-/// a provider that cannot tell does.
-fn release_after(slots: Arc<Mutex<Slots>>, serve_abandoned: bool, wall: Duration) {
+/// The provider's concurrency now.
+type Limit = Arc<dyn Fn() -> u32 + Send + Sync>;
+
+/// Frees a slot after `wall`: hands it to the first waiter still there (unless the capacity has
+/// since shrunk below what is busy), else marks it idle. With `serve_abandoned`, a waiter that
+/// left is served anyway (its slot busy for its service time), as a provider that cannot tell
+/// does.
+fn release_after(slots: Arc<Mutex<Slots>>, serve_abandoned: bool, wall: Duration, limit: Limit) {
     tokio::spawn(async move {
         tokio::time::sleep(wall).await;
         let mut s = lock(&slots);
-        while let Some((next, service)) = s.queue.pop_front() {
-            if next.send(()).is_ok() {
-                return;
-            }
-            if serve_abandoned {
-                drop(s);
-                release_after(slots, serve_abandoned, service);
-                return;
+        if s.busy <= limit() {
+            while let Some((next, service)) = s.queue.pop_front() {
+                if next.send(()).is_ok() {
+                    return;
+                }
+                if serve_abandoned {
+                    drop(s);
+                    release_after(slots, serve_abandoned, service, limit);
+                    return;
+                }
             }
         }
         s.busy = s.busy.saturating_sub(1);
