@@ -22,7 +22,7 @@ use crate::world::{Arrivals, Fate, Request};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
-use stilts_core::{AttemptTimer, ErrorClass, Outcome, Usage};
+use stilts_core::{AttemptTimer, Cause, ErrorClass, Outcome, Usage};
 
 mod resolve;
 
@@ -549,6 +549,23 @@ impl<S: Strategy> Engine<'_, S> {
                     output_tokens: u64::from(rs.req.output_tokens),
                 },
             }
+        } else if a.res.first_token.is_some()
+            && matches!(
+                a.res.end,
+                End::Expired {
+                    cause: Cause::CallDeadline,
+                    ..
+                }
+            )
+            && self.strategy.deadline_is_clients(&rs.call)
+        {
+            // A stream was flowing when the client's own deadline ended it: not the provider's
+            // failure (the gateway records it so too).
+            if let Some(t) = a.res.first_token {
+                rs.first_token_at = Some(rs.first_token_at.map_or(t, |f| f.min(t)));
+            }
+            self.metrics.cancelled += 1;
+            Outcome::Cancelled
         } else {
             let (class, retry_after) = match a.res.end {
                 End::Failed { class, retry_after } => (class, retry_after),

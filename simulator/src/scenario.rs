@@ -88,11 +88,11 @@ impl Scenario {
                 None => (origin.to_path_buf(), text),
             };
             ScenarioError {
-                position: locate(text, &inv.path).map(|offset| line_column(text, offset)),
+                position: locate(text, &inv.error.path).map(|offset| line_column(text, offset)),
                 file,
-                path: inv.path,
-                problem: inv.problem,
-                fix: inv.fix,
+                path: inv.error.path,
+                problem: inv.error.problem,
+                fix: inv.error.fix,
             }
         })
     }

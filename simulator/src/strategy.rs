@@ -70,6 +70,11 @@ pub(crate) trait Strategy {
     fn record(&mut self, call: &mut Self::Call, attempt: Self::Attempt, outcome: Outcome, now: u64);
     /// Stream bytes reached the client: only exact continuation may follow.
     fn commit_stream(&mut self, call: &mut Self::Call);
+    /// Whether the call's deadline is the client's own (then a flowing stream it ends is not the
+    /// provider's failure, as in the gateway). The baselines have no such notion.
+    fn deadline_is_clients(&self, _call: &Self::Call) -> bool {
+        false
+    }
     /// Breaker trips and hedges per world provider at the end of the run.
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64);
 }
@@ -136,6 +141,10 @@ impl Strategy for Stilts<'_> {
 
     fn commit_stream(&mut self, call: &mut Call) {
         call.require_continuation();
+    }
+
+    fn deadline_is_clients(&self, call: &Call) -> bool {
+        call.deadline_is_clients()
     }
 
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64) {

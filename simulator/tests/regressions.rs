@@ -437,3 +437,52 @@ fn token_distributions_are_bounded_in_tokens_not_milliseconds() {
         "{e}"
     );
 }
+
+/// Streams of a healthy provider outlast the clients' own 3 s deadline (about 8 s of generation).
+fn streams_outlasting_the_clients_deadline(route_deadline_ms: u64) -> String {
+    format!(
+        r#"
+name = "client-deadline"
+duration_s = 120
+[traffic]
+rate_rps = 10
+stream_share = 1.0
+deadline_ms = 3000
+output_tokens = {{ p50 = 400, p99 = 500 }}
+[[providers]]
+name = "a"
+ttft_ms = {{ p50 = 300, p99 = 400 }}
+tokens_per_s = 50
+[[providers]]
+name = "b"
+ttft_ms = {{ p50 = 300, p99 = 400 }}
+tokens_per_s = 50
+[[configs]]
+name = "stilts"
+[configs.router]
+policy = "priority"
+deadline_ms = {route_deadline_ms}
+providers = [{{ name = "a" }}, {{ name = "b" }}]
+"#
+    )
+}
+
+/// The gateway records a flowing stream ended by the client's own deadline as cancelled (neutral);
+/// the simulator recorded it as the provider's timeout, so every client with a short deadline
+/// tripped a healthy provider's breaker there and nowhere else.
+#[test]
+fn a_flowing_stream_ended_by_the_clients_own_deadline_is_not_the_providers_failure() {
+    let report = run(&streams_outlasting_the_clients_deadline(30_000));
+    let stilts = named(&report, "stilts");
+    assert_eq!(stilts.attempt_errors.get("timeout"), None, "{stilts:?}");
+    assert_eq!(stilts.providers[0].breaker_trips, 0, "{stilts:?}");
+    assert!(stilts.providers[0].share > 0.99, "{stilts:?}");
+    // The route's own deadline is no client's: there the cut is the provider's timeout.
+    let report = run(&streams_outlasting_the_clients_deadline(3_000));
+    let stilts = named(&report, "stilts");
+    assert!(
+        stilts.attempt_errors.get("timeout").copied().unwrap_or(0) > 50,
+        "{stilts:?}"
+    );
+    assert!(stilts.providers[0].breaker_trips > 0, "{stilts:?}");
+}

@@ -25,10 +25,11 @@ pub(super) enum End {
         class: ErrorClass,
         retry_after: Option<u64>,
     },
-    /// The attempt's timer ran out: a `Timeout`. Which limit ran out (the stage's own, or the
-    /// deadline first) is not in the report; the tests read it.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The attempt's timer ran out: a `Timeout`, except a flowing stream ended by the client's
+    /// own deadline (`cause` is the call's deadline), which is neutral, as in the gateway.
     Expired {
+        /// Read by the tests (which stage ran out).
+        #[cfg_attr(not(test), allow(dead_code))]
         stage: Stage,
         cause: Cause,
     },

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use stilts_core::ConfigError;
 
 /// A scenario that cannot be loaded: where the problem is and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,14 +39,20 @@ impl fmt::Display for ScenarioError {
     }
 }
 
-/// A problem found by validation, before it is placed in a file.
+/// A problem found by validation, before it is placed in a file: stilts' one "place, problem,
+/// fix" error ([`ConfigError`], the core's, which the gateway's config reports with too), and the
+/// included file it is in, if not the scenario.
 #[derive(Debug)]
 pub(super) struct Invalid {
-    pub(super) path: String,
-    pub(super) problem: String,
-    pub(super) fix: String,
+    pub(super) error: ConfigError,
     /// The problem is in an included config file (with this text), not in the scenario.
     pub(super) file: Option<(PathBuf, String)>,
+}
+
+impl From<ConfigError> for Invalid {
+    fn from(error: ConfigError) -> Self {
+        Invalid { error, file: None }
+    }
 }
 
 pub(super) fn invalid(
@@ -53,12 +60,7 @@ pub(super) fn invalid(
     problem: impl Into<String>,
     fix: impl Into<String>,
 ) -> Invalid {
-    Invalid {
-        path: path.into(),
-        problem: problem.into(),
-        fix: fix.into(),
-        file: None,
-    }
+    ConfigError::new(path, problem, fix).into()
 }
 
 /// The 1-based line and column of byte `offset` in `text` (the end, if past it).
