@@ -26,6 +26,10 @@ const CALLS: usize = 0;
 const FAILURES: usize = 1;
 const SLOW: usize = 2;
 
+/// A provider whose recent calls failed at most this often is healthy: a failover to it is free
+/// of the retry budget (see `Router::send`).
+const HEALTHY_FAILURE_RATIO: f64 = 0.1;
+
 /// The externally visible state of a breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerState {
@@ -111,6 +115,16 @@ impl Breaker {
             breaker.consecutive_failures = 0;
         }
         breaker
+    }
+
+    /// Whether the provider is healthy enough to take a failover without the retry budget: closed,
+    /// and at most `HEALTHY_FAILURE_RATIO` of the calls in the breaker's window failed.
+    pub(crate) fn has_headroom(&mut self, now: Instant) -> bool {
+        if self.state(now) != BreakerState::Closed {
+            return false;
+        }
+        let totals = self.window.totals(now);
+        totals[FAILURES] as f64 <= HEALTHY_FAILURE_RATIO * totals[CALLS] as f64
     }
 
     /// How many times this breaker has opened since it was created.

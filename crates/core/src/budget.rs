@@ -6,7 +6,8 @@
 //! retry or hedge withdraws one, and deposits expire after `window`. A floor of `min_per_second`
 //! retries keeps low-traffic routes able to retry. This is Finagle's `RetryBudget` (also tower's
 //! `TpsBudget` and Linkerd's), here on the caller's clock: over any window,
-//! `retries ≤ ratio × requests + min_per_second × window`.
+//! `retries ≤ ratio × requests + min_per_second × window`. The router does not charge a failover
+//! to a provider with headroom (see `Router::send`): the budget protects struggling providers.
 
 use crate::config::BudgetSettings;
 use crate::time::Instant;

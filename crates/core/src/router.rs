@@ -260,6 +260,9 @@ pub struct ProviderStats {
     pub cancelled: u64,
     /// Attempts ended by the client's own deadline (neutral for health, not failures).
     pub cut_by_client_deadline: u64,
+    /// Failovers it received that the retry budget did not charge (it had headroom: not tried by
+    /// the call, breaker closed, few recent failures).
+    pub free_failovers: u64,
     /// Input tokens billed.
     pub input_tokens: u64,
     /// Output tokens billed.
@@ -883,7 +886,16 @@ impl Router {
     }
 
     fn send(&mut self, call: &mut Call, p: ProviderId, is_hedge: bool, now: Instant) -> Decision {
-        if call.attempts > 0 && !self.budget.try_withdraw(now) {
+        // The budget protects a struggling provider from extra load. A failover to a provider this
+        // call has not tried, whose breaker is closed and whose recent calls mostly succeed, adds
+        // load only where there is headroom: it is free, or a spike would keep requests away from
+        // an idle, healthy fallback (as Envoy's per-cluster budgets charge the cluster that
+        // receives the retry). Retries of a tried provider, hedges and failovers to a failing
+        // provider are charged.
+        let free_failover = !is_hedge
+            && !call.tried.contains(p)
+            && self.health[p.index()].breaker.has_headroom(now);
+        if call.attempts > 0 && !free_failover && !self.budget.try_withdraw(now) {
             if is_hedge {
                 return Decision::Pending;
             }
@@ -907,6 +919,7 @@ impl Router {
         let stats = &mut self.stats[i];
         stats.attempts += 1;
         stats.hedges += u64::from(is_hedge);
+        stats.free_failovers += u64::from(free_failover && call.attempts > 0);
         call.tried.insert(p);
         call.attempts += 1;
         call.in_flight += 1;

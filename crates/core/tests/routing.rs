@@ -280,9 +280,66 @@ fn the_retry_budget_stops_a_retry_storm() {
         attempts += t.sent.len();
         now = now + Duration::from_millis(5);
     }
-    // 1 000 requests in 5 s, window 10 s: at most 100 retries.
-    assert!(attempts <= 1_100, "{attempts} attempts");
+    // 1 000 requests in 5 s, window 10 s: at most 100 retries, plus the first failover, to `b`
+    // while it had not failed yet (free: a healthy provider with headroom).
+    assert!(attempts <= 1_101, "{attempts} attempts");
     assert!(attempts >= 1_090, "the budget should be used: {attempts}");
+}
+
+#[test]
+fn the_retry_budget_never_keeps_a_failover_from_an_idle_healthy_fallback() {
+    // No budget at all: no retry or failover may be charged.
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.budget.ratio = Some(0.0);
+        c.budget.min_per_second = Some(0.0);
+        c.breaker.consecutive_failures = Some(0);
+        c.breaker.minimum_calls = Some(1_000_000);
+    });
+    let mut now = Instant::ZERO;
+    for _ in 0..200 {
+        // The primary fails every call; the healthy fallback has headroom: every call fails over.
+        let t = run_call(&mut r, now, |p, _| {
+            if p == "a" {
+                fail(ErrorClass::Server)
+            } else {
+                ok(10)
+            }
+        });
+        assert_eq!(t.sent, ["a", "b"]);
+        assert_eq!(t.end.as_deref(), Ok("b"));
+        now = now + Duration::from_millis(50);
+    }
+    // Once the fallback fails too (more than 10% of its recent calls), failovers to it are extra
+    // load on a struggling provider again: charged, and refused without budget.
+    // Its window still holds 200 successes: the 23rd failure takes it past 10%.
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        let t = run_call(&mut r, now, |_, _| fail(ErrorClass::Server));
+        refused.push(t.sent == ["a"]);
+        if t.sent == ["a"] {
+            assert_eq!(t.end.unwrap_err().reason, GiveUpReason::BudgetExhausted);
+        }
+        now = now + Duration::from_millis(50);
+    }
+    let first = refused
+        .iter()
+        .position(|r| *r)
+        .expect("failovers are refused at last");
+    assert!((20..30).contains(&first), "first refusal at call {first}");
+    assert!(refused[first..].iter().all(|r| *r), "{refused:?}");
+}
+
+#[test]
+fn a_retry_of_the_same_provider_is_always_charged() {
+    let mut r = router(&["a"], |c| {
+        c.budget.ratio = Some(0.0);
+        c.budget.min_per_second = Some(0.0);
+        c.breaker.consecutive_failures = Some(0);
+    });
+    let t = run_call(&mut r, Instant::ZERO, |_, _| fail(ErrorClass::Server));
+    assert_eq!(t.sent, ["a"]);
+    assert_eq!(t.end.unwrap_err().reason, GiveUpReason::BudgetExhausted);
 }
 
 #[test]

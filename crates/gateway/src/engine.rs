@@ -757,6 +757,7 @@ impl Gateway {
                         "latency_ms": p.latency.as_secs_f64() * 1e3,
                         "attempts": p.stats.attempts,
                         "cut_by_client_deadline": p.stats.cut_by_client_deadline,
+                        "free_failovers": p.stats.free_failovers,
                         "successes": p.stats.successes,
                         "failures": stilts_core::ErrorClass::ALL.iter()
                             .map(|c| (c.as_str().to_owned(), serde_json::json!(p.stats.failures[c.index()])))
