@@ -393,11 +393,11 @@ mod tests {
         b.on_success(at(15_300), FAST, p3, &s, &mut rng);
         b.on_success(at(15_400), FAST, p4, &s, &mut rng);
         assert_eq!(b.state(at(15_400)), BreakerState::Closed);
-        // Re-tripping soon after keeps growing; open time is capped at 30 s.
+        // Re-tripping soon after would double again (20 s); open time is capped at 10 s.
         b.on_failure(at(16_000), FAST, None, &s, &mut rng);
         assert_eq!(
             b.state(at(16_000)),
-            BreakerState::Open { until: at(36_000) }
+            BreakerState::Open { until: at(26_000) }
         );
     }
 

@@ -118,7 +118,7 @@ pub struct BreakerConfig {
     pub minimum_calls: Option<u32>,
     /// Open time after the first trip. Default 5 000.
     pub open_base_ms: Option<u64>,
-    /// Open time cap. Default 30 000.
+    /// Open time cap. Default 10 000.
     pub open_max_ms: Option<u64>,
     /// Open time multiplier on each re-trip. Default 2.0.
     pub open_multiplier: Option<f64>,
@@ -525,7 +525,7 @@ impl RouterConfig {
         }
         let b = &self.breaker;
         let open_base = positive_ms("breaker.open_base_ms", b.open_base_ms, 5_000)?;
-        let open_max = positive_ms("breaker.open_max_ms", b.open_max_ms, 30_000)?;
+        let open_max = positive_ms("breaker.open_max_ms", b.open_max_ms, 10_000)?;
         if open_max < open_base {
             return Err(ConfigError::new(
                 "breaker.open_max_ms",
@@ -773,7 +773,7 @@ mod tests {
             (b.window, b.window_buckets, b.minimum_calls),
             (secs(30), 10, 20)
         );
-        assert_eq!((b.open_base, b.open_max), (secs(5), secs(30)));
+        assert_eq!((b.open_base, b.open_max), (secs(5), secs(10)));
         assert_eq!((b.open_multiplier, b.open_jitter), (2.0, 0.2));
         assert_eq!(b.half_open_probes, 2);
         let r = &v.retry;

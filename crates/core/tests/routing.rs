@@ -330,6 +330,40 @@ fn the_retry_budget_never_keeps_a_failover_from_an_idle_healthy_fallback() {
     assert!(refused[first..].iter().all(|r| *r), "{refused:?}");
 }
 
+/// A primary down for 60 s gets traffic back within 15 s of its recovery at the defaults, even when
+/// its last probe failed just before: the recovery instant is swept across a whole probe period.
+#[test]
+fn a_recovered_primary_gets_traffic_back_within_15_s() {
+    for offset_ms in (0..12_000).step_by(500) {
+        let mut r = router(&["a", "b"], priority);
+        let down_from = Instant::from_secs(10);
+        let up_at = Instant::from_secs(70) + Duration::from_millis(offset_ms);
+        let mut now = Instant::ZERO;
+        let mut back_at = None;
+        // A request every 100 ms.
+        while now < up_at + Duration::from_secs(30) {
+            let down = now >= down_from && now < up_at;
+            let t = run_call(&mut r, now, |p, _| {
+                if p == "a" && down {
+                    fail(ErrorClass::Server)
+                } else {
+                    ok(10)
+                }
+            });
+            if now >= up_at && t.end.as_deref() == Ok("a") && back_at.is_none() {
+                back_at = Some(now);
+            }
+            now = now + Duration::from_millis(100);
+        }
+        let back = back_at.expect("the primary never got traffic back");
+        let after = back.saturating_since(up_at);
+        assert!(
+            after <= Duration::from_secs(15),
+            "recovered at +{offset_ms} ms: traffic back only {after:?} later"
+        );
+    }
+}
+
 #[test]
 fn a_retry_of_the_same_provider_is_always_charged() {
     let mut r = router(&["a"], |c| {
