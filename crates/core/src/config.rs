@@ -147,6 +147,10 @@ pub struct RetryConfig {
     pub quota_cooldown_ms: Option<u64>,
     /// Fail over after a content-filter refusal instead of returning it. Default false.
     pub content_filter_failover: Option<bool>,
+    /// Quick retries of the preferred provider after an isolated error (it failed loudly, its
+    /// breaker is closed and its recent calls mostly succeed) before a lower tier is used; equal
+    /// peers still fail over at once. Default 1; 0 falls to the next tier at once.
+    pub preferred_retries: Option<u32>,
 }
 
 /// Retry budget settings (Finagle's `RetryBudget`). See `docs/routing.md#retry-budget`.
@@ -287,6 +291,8 @@ pub struct RetrySettings {
     pub quota_cooldown: Duration,
     /// Fail over after a content-filter refusal.
     pub content_filter_failover: bool,
+    /// Quick retries of the preferred provider after an isolated error, ≤ 5.
+    pub preferred_retries: u32,
 }
 
 /// Validated retry budget.
@@ -617,6 +623,16 @@ impl RouterConfig {
             auth_cooldown: positive_ms("retry.auth_cooldown_ms", r.auth_cooldown_ms, 300_000)?,
             quota_cooldown: positive_ms("retry.quota_cooldown_ms", r.quota_cooldown_ms, 900_000)?,
             content_filter_failover: r.content_filter_failover.unwrap_or(false),
+            preferred_retries: match r.preferred_retries.unwrap_or(1) {
+                n @ 0..=5 => n,
+                n => {
+                    return Err(ConfigError::new(
+                        "retry.preferred_retries",
+                        format!("must be at most 5, got {n}"),
+                        "use 1 (one quick retry before a lower tier) or 0 (fall to it at once)",
+                    ));
+                }
+            },
         };
         let window = ms(self.budget.window_ms, 10_000);
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&window) {

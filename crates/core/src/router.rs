@@ -633,6 +633,23 @@ impl Router {
             return self.send(call, p, false, now);
         }
 
+        if let Some(p) = self.preferred_worth_retrying(call, available, best_untried, now) {
+            if !call.backoff_served {
+                call.backoff_served = true;
+                let delay = self.backoff(call.same_provider_retries);
+                let until = now + delay;
+                if delay > Duration::ZERO && until < call.deadline {
+                    if !self.retry_affordable(call, now) {
+                        return Self::give_up(call, GiveUpReason::BudgetExhausted);
+                    }
+                    call.wait_until = until;
+                    return Decision::Wait { until };
+                }
+            }
+            call.same_provider_retries += 1;
+            return self.send(call, p, false, now);
+        }
+
         let provider = if !untried.is_empty() {
             self.choose(untried, call, now)
         } else {
@@ -661,6 +678,35 @@ impl Router {
             Some(p) => self.send(call, p, false, now),
             None => self.nothing_available(call, &blocked, now),
         }
+    }
+
+    /// The preferred provider, when it deserves a quick retry before a lower tier: it is the
+    /// best tier among the available providers, better than every untried one, this call tried it
+    /// and it failed loudly (not a timeout: a silent provider costs a whole wait), its breaker is
+    /// closed with few recent failures (an isolated error, not an outage), and the call has
+    /// retries of it left (`retry.preferred_retries`).
+    fn preferred_worth_retrying(
+        &mut self,
+        call: &Call,
+        available: ProviderSet,
+        best_untried: Option<u64>,
+        now: Instant,
+    ) -> Option<ProviderId> {
+        if call.same_provider_retries >= self.config.retry.preferred_retries {
+            return None;
+        }
+        let tried_loud = available.and(call.tried).minus(call.silent);
+        let best_tried = self.best_preference(tried_loud)?;
+        if best_untried.is_some_and(|u| u <= best_tried) {
+            return None;
+        }
+        let p = tried_loud
+            .iter()
+            .find(|p| self.preference(*p) == best_tried)?;
+        self.health[p.index()]
+            .breaker
+            .has_headroom(now)
+            .then_some(p)
     }
 
     fn plan_hedge(&mut self, call: &mut Call, now: Instant) -> Decision {

@@ -364,6 +364,116 @@ fn a_recovered_primary_gets_traffic_back_within_15_s() {
     }
 }
 
+/// Warms `r` up: 50 calls answered by the preferred provider, so its breaker window is healthy.
+fn warm(r: &mut stilts_core::Router) -> Instant {
+    let mut now = Instant::ZERO;
+    for _ in 0..50 {
+        let t = run_call(r, now, |_, _| ok(10));
+        assert_eq!(t.end.as_deref(), Ok("a"));
+        now = now + Duration::from_millis(100);
+    }
+    now
+}
+
+#[test]
+fn an_isolated_error_on_the_preferred_provider_gets_one_quick_retry_before_a_lower_tier() {
+    let mut r = router(&["a", "b"], priority);
+    let now = warm(&mut r);
+    let t = run_call(&mut r, now, |p, n| {
+        if p == "a" && n == 1 {
+            fail(ErrorClass::Server)
+        } else {
+            ok(10)
+        }
+    });
+    assert_eq!(t.sent, ["a", "a"]);
+    assert_eq!(t.end.as_deref(), Ok("a"));
+    assert_eq!(
+        t.waited.len(),
+        1,
+        "a full-jitter backoff first: {:?}",
+        t.waited
+    );
+    assert!(t.waited[0] <= Duration::from_millis(100), "{:?}", t.waited);
+    // A second error on it: the lower tier.
+    let t = run_call(&mut r, t.end_at, |p, _| {
+        if p == "a" {
+            fail(ErrorClass::Server)
+        } else {
+            ok(10)
+        }
+    });
+    assert_eq!(t.sent, ["a", "a", "b"]);
+}
+
+#[test]
+fn no_quick_retry_for_a_timeout_an_outage_equal_peers_or_when_turned_off() {
+    let fail_a_once = |p: &str, n: u32| {
+        if p == "a" && n == 1 {
+            fail(ErrorClass::Server)
+        } else {
+            ok(10)
+        }
+    };
+    // Turned off.
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.retry.preferred_retries = Some(0);
+    });
+    let now = warm(&mut r);
+    assert_eq!(run_call(&mut r, now, fail_a_once).sent, ["a", "b"]);
+    // A silent failure (timeout) costs a whole wait: fail over at once.
+    let mut r = router(&["a", "b"], priority);
+    let now = warm(&mut r);
+    let t = run_call(&mut r, now, |p, n| {
+        if p == "a" && n == 1 {
+            fail(ErrorClass::Timeout)
+        } else {
+            ok(10)
+        }
+    });
+    assert_eq!(t.sent, ["a", "b"]);
+    // A provider failing more than 10% of its recent calls is not having an isolated error.
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.breaker.consecutive_failures = Some(0);
+        c.breaker.minimum_calls = Some(1_000_000);
+    });
+    let mut now = warm(&mut r);
+    for _ in 0..10 {
+        let t = run_call(&mut r, now, |p, _| {
+            if p == "a" {
+                fail(ErrorClass::Server)
+            } else {
+                ok(10)
+            }
+        });
+        now = t.end_at + Duration::from_millis(100);
+    }
+    assert_eq!(run_call(&mut r, now, fail_a_once).sent, ["a", "b"]);
+    // Equal peers (one tier): the other peer at once.
+    let mut r = router(&["a", "b"], |c| {
+        c.providers[1].weight = Some(1);
+    });
+    let mut now = Instant::ZERO;
+    for _ in 0..50 {
+        let _ = run_call(&mut r, now, |_, _| ok(10));
+        now = now + Duration::from_millis(100);
+    }
+    for _ in 0..20 {
+        let t = run_call(&mut r, now, |_, n| {
+            if n == 1 {
+                fail(ErrorClass::Server)
+            } else {
+                ok(10)
+            }
+        });
+        assert_eq!(t.sent.len(), 2, "{:?}", t.sent);
+        assert_ne!(t.sent[0], t.sent[1], "equal peers fail over: {:?}", t.sent);
+        now = t.end_at + Duration::from_millis(100);
+    }
+}
+
 #[test]
 fn a_retry_of_the_same_provider_is_always_charged() {
     let mut r = router(&["a"], |c| {

@@ -9,8 +9,9 @@ use std::path::Path;
 use stilts_replay::{ReplayError, ReplayOptions, replay};
 use stilts_sim::Scenario;
 
-/// Two providers; the primary refuses connections for 20 of 60 seconds, and the plain and streamed
-/// traffic has the usual background errors. `primary-only` is the config a user would get wrong.
+/// Two providers; the primary refuses connections for 20 of 60 seconds while the backup answers
+/// half its requests with 429 for 10 of them, and the plain and streamed traffic has the usual
+/// background errors. `primary-only` is the config a user would get wrong.
 const OUTAGE: &str = r#"
 name = "replay-test-outage"
 seed = 3
@@ -49,7 +50,7 @@ kind = "rate_limit"
 fraction = 0.5
 retry_after_ms = 3000
 provider = "backup"
-start_s = 40
+start_s = 22
 duration_s = 10
 
 [[configs]]
