@@ -634,17 +634,8 @@ impl Router {
         }
 
         if let Some(p) = self.preferred_worth_retrying(call, available, best_untried, now) {
-            if !call.backoff_served {
-                call.backoff_served = true;
-                let delay = self.backoff(call.same_provider_retries);
-                let until = now + delay;
-                if delay > Duration::ZERO && until < call.deadline {
-                    if !self.retry_affordable(call, now) {
-                        return Self::give_up(call, GiveUpReason::BudgetExhausted);
-                    }
-                    call.wait_until = until;
-                    return Decision::Wait { until };
-                }
+            if let Some(wait) = self.backoff_first(call, now) {
+                return wait;
             }
             call.same_provider_retries += 1;
             return self.send(call, p, false, now);
@@ -659,18 +650,13 @@ impl Router {
             if candidates.is_empty() {
                 return self.nothing_available(call, &blocked, now);
             }
-            if !call.backoff_served {
-                call.backoff_served = true;
-                let delay = self.backoff(call.same_provider_retries);
+            let first_visit = !call.backoff_served;
+            let wait = self.backoff_first(call, now);
+            if first_visit {
                 call.same_provider_retries += 1;
-                let until = now + delay;
-                if delay > Duration::ZERO && until < call.deadline {
-                    if !self.retry_affordable(call, now) {
-                        return Self::give_up(call, GiveUpReason::BudgetExhausted);
-                    }
-                    call.wait_until = until;
-                    return Decision::Wait { until };
-                }
+            }
+            if let Some(wait) = wait {
+                return wait;
             }
             self.choose(candidates, call, now)
         };
@@ -678,6 +664,26 @@ impl Router {
             Some(p) => self.send(call, p, false, now),
             None => self.nothing_available(call, &blocked, now),
         }
+    }
+
+    /// Before retrying a provider the call already tried: one full-jitter backoff per retry
+    /// (`same_provider_retries` sets its size). `Some` is the wait, or the give-up when the budget
+    /// could not pay for the retry after it; `None`: send now.
+    fn backoff_first(&mut self, call: &mut Call, now: Instant) -> Option<Decision> {
+        if call.backoff_served {
+            return None;
+        }
+        call.backoff_served = true;
+        let delay = self.backoff(call.same_provider_retries);
+        let until = now + delay;
+        if delay > Duration::ZERO && until < call.deadline {
+            if !self.retry_affordable(call, now) {
+                return Some(Self::give_up(call, GiveUpReason::BudgetExhausted));
+            }
+            call.wait_until = until;
+            return Some(Decision::Wait { until });
+        }
+        None
     }
 
     /// The preferred provider, when it deserves a quick retry before a lower tier: it is the

@@ -26,6 +26,19 @@ async fn mock(name: &str, faults: Faults) -> MockUpstream {
     MockUpstream::start_local(cfg).await.unwrap()
 }
 
+/// A route with a broken Anthropic primary (`faults`) and a healthy OpenAI fallback.
+async fn anthropic_then_openai(faults: Faults) -> (MockUpstream, MockUpstream, Harness) {
+    let bad = mock("claude", faults).await;
+    let good = mock("gpt", Faults::default()).await;
+    let h = Harness::start(&format!(
+        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}{}",
+        anthropic_route("claude", &bad.base_url(), 0, false),
+        openai_route("gpt", &good.base_url(), 1)
+    ))
+    .await;
+    (bad, good, h)
+}
+
 #[tokio::test]
 async fn the_anthropic_dialect_answers_plain_and_streamed_through_the_anthropic_plugin() {
     let up = mock("claude", Faults::default()).await;
@@ -60,21 +73,11 @@ async fn anthropic_errors_are_classified_and_fail_over() {
         (500, "api_error", "server"),
         (401, "authentication_error", "auth"),
     ] {
-        let bad = mock(
-            "claude",
-            Faults {
-                status: Some(status),
-                error_code: Some(kind.to_owned()),
-                ..Faults::default()
-            },
-        )
-        .await;
-        let good = mock("gpt", Faults::default()).await;
-        let h = Harness::start(&format!(
-            "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}{}",
-            anthropic_route("claude", &bad.base_url(), 0, false),
-            openai_route("gpt", &good.base_url(), 1)
-        ))
+        let (_bad, _good, h) = anthropic_then_openai(Faults {
+            status: Some(status),
+            error_code: Some(kind.to_owned()),
+            ..Faults::default()
+        })
         .await;
         let (code, headers, body) = h.chat(request("chat")).await;
         assert_eq!(code, 200, "{kind}: {body}");
@@ -134,20 +137,10 @@ async fn a_cut_stream_continues_exactly_on_an_anthropic_deployment() {
 
 #[tokio::test]
 async fn a_malformed_anthropic_event_before_the_first_token_fails_over() {
-    let bad = mock(
-        "claude",
-        Faults {
-            malformed_after: Some(0),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let good = mock("gpt", Faults::default()).await;
-    let h = Harness::start(&format!(
-        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}{}",
-        anthropic_route("claude", &bad.base_url(), 0, false),
-        openai_route("gpt", &good.base_url(), 1)
-    ))
+    let (_bad, _good, h) = anthropic_then_openai(Faults {
+        malformed_after: Some(0),
+        ..Faults::default()
+    })
     .await;
     let (status, headers, sse) = h.stream(stream_request("chat")).await;
     assert_eq!(status, 200, "{sse}");

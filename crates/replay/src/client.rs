@@ -140,16 +140,7 @@ async fn one(
         let status = response.status();
         if !status.is_success() {
             let bytes = response.bytes().await.unwrap_or_default();
-            let code = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    let e = v.get("error")?;
-                    e.get("code")
-                        .and_then(|c| c.as_str())
-                        .or_else(|| e.get("type").and_then(|t| t.as_str()))
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+            let code = error_code(&bytes).unwrap_or_else(|| format!("http_{}", status.as_u16()));
             return Err(code);
         }
         if !req.stream {
@@ -208,15 +199,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// `stream:CODE` from an in-band error event (`{"error": {"code": ...}}` up to the line's end).
 fn stream_error_code(event: &[u8]) -> String {
     let line = event.split(|b| *b == b'\n').next().unwrap_or(event);
-    let code = serde_json::from_slice::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| {
-            let e = v.get("error")?;
-            e.get("code")
-                .and_then(|c| c.as_str())
-                .or_else(|| e.get("type").and_then(|t| t.as_str()))
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "error_event".to_owned());
+    let code = error_code(line).unwrap_or_else(|| "error_event".to_owned());
     format!("stream:{code}")
+}
+
+/// The `error.code` (else `error.type`) of a JSON error body or event.
+fn error_code(json: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let e = v.get("error")?;
+    e.get("code")
+        .and_then(|c| c.as_str())
+        .or_else(|| e.get("type").and_then(|t| t.as_str()))
+        .map(str::to_owned)
 }
