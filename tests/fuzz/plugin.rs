@@ -171,3 +171,35 @@ pub fn build_request<T: Translator>(t: &T, body: &[u8], cfg: &DeploymentConfig) 
         let _ = check_build_request(t, &req, cfg);
     }
 }
+
+/// The four fuzz targets of a plugin: `fuzz_parse_response`, `fuzz_classify_error`, `fuzz_stream`
+/// (over the seed corpus `tests/fuzz-corpus/<prefix>-{response,error,stream}` mutated with the
+/// dialect's tokens `$dict`) and `fuzz_build_request` (over the shared canonical requests), each
+/// answer checked as the functions above check it. `$output` is the plugin's promise about its
+/// output. Needs `mutate` and `plugin` (this module) in scope, and proptest's prelude.
+#[macro_export]
+macro_rules! plugin_fuzz_targets {
+    ($translator:expr, $prefix:literal, $dict:expr, $output:expr) => {
+        proptest! {
+            #[test]
+            fn fuzz_parse_response(body in mutate::inputs(mutate::corpus(concat!($prefix, "-response")), $dict, mutate::Structure::Whole(mutate::JSON)), status in plugin::success(), headers in plugin::headers()) {
+                plugin::parse_response(&$translator, $output, status, &headers, &body);
+            }
+
+            #[test]
+            fn fuzz_classify_error(body in mutate::inputs(mutate::corpus(concat!($prefix, "-error")), $dict, mutate::Structure::Whole(mutate::JSON)), status in plugin::statuses(), headers in plugin::headers()) {
+                plugin::classify_error(&$translator, status, &headers, &body);
+            }
+
+            #[test]
+            fn fuzz_stream(sse in mutate::inputs(mutate::corpus(concat!($prefix, "-stream")), $dict, mutate::Structure::SseJson)) {
+                plugin::stream(&$translator, $output, &sse);
+            }
+
+            #[test]
+            fn fuzz_build_request(body in mutate::inputs(mutate::corpus("request"), mutate::REQUEST_DICT, mutate::Structure::Whole(mutate::JSON)), model in plugin::models(), options in plugin::options()) {
+                plugin::build_request(&$translator, &body, &plugin::deployment(&model, options));
+            }
+        }
+    };
+}

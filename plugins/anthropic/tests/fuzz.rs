@@ -9,8 +9,7 @@ mod mutate;
 #[path = "../../../tests/fuzz/plugin.rs"]
 mod plugin;
 
-use mutate::{JSON, Structure, corpus, inputs};
-use plugin::{Output, headers, models, options, statuses, success};
+use plugin::Output;
 use proptest::prelude::*;
 use stilts_plugin_anthropic::Anthropic;
 
@@ -74,27 +73,7 @@ const DICT: &[&str] = &[
     "credit balance",
 ];
 
-proptest! {
-    #[test]
-    fn fuzz_parse_response(body in inputs(corpus("anthropic-response"), DICT, Structure::Whole(JSON)), status in success(), headers in headers()) {
-        plugin::parse_response(&Anthropic, Output::Canonical, status, &headers, &body);
-    }
-
-    #[test]
-    fn fuzz_classify_error(body in inputs(corpus("anthropic-error"), DICT, Structure::Whole(JSON)), status in statuses(), headers in headers()) {
-        plugin::classify_error(&Anthropic, status, &headers, &body);
-    }
-
-    #[test]
-    fn fuzz_stream(sse in inputs(corpus("anthropic-stream"), DICT, Structure::SseJson)) {
-        plugin::stream(&Anthropic, Output::Canonical, &sse);
-    }
-
-    #[test]
-    fn fuzz_build_request(body in inputs(corpus("request"), mutate::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
-        plugin::build_request(&Anthropic, &body, &plugin::deployment(&model, options));
-    }
-}
+plugin_fuzz_targets!(Anthropic, "anthropic", DICT, Output::Canonical);
 
 /// Found by fuzzing (`fuzz_classify_error`): an error whose `message` was empty gave an error
 /// without a message; the body stands in for it now, as for a body that is not JSON. The same

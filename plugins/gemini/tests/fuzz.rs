@@ -9,8 +9,7 @@ mod mutate;
 #[path = "../../../tests/fuzz/plugin.rs"]
 mod plugin;
 
-use mutate::{JSON, Structure, corpus, inputs};
-use plugin::{Output, headers, models, options, statuses, success};
+use plugin::Output;
 use proptest::prelude::*;
 use stilts_plugin_gemini::Gemini;
 
@@ -72,27 +71,7 @@ const DICT: &[&str] = &[
     "google.rpc.ErrorInfo",
 ];
 
-proptest! {
-    #[test]
-    fn fuzz_parse_response(body in inputs(corpus("gemini-response"), DICT, Structure::Whole(JSON)), status in success(), headers in headers()) {
-        plugin::parse_response(&Gemini, Output::Canonical, status, &headers, &body);
-    }
-
-    #[test]
-    fn fuzz_classify_error(body in inputs(corpus("gemini-error"), DICT, Structure::Whole(JSON)), status in statuses(), headers in headers()) {
-        plugin::classify_error(&Gemini, status, &headers, &body);
-    }
-
-    #[test]
-    fn fuzz_stream(sse in inputs(corpus("gemini-stream"), DICT, Structure::SseJson)) {
-        plugin::stream(&Gemini, Output::Canonical, &sse);
-    }
-
-    #[test]
-    fn fuzz_build_request(body in inputs(corpus("request"), mutate::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
-        plugin::build_request(&Gemini, &body, &plugin::deployment(&model, options));
-    }
-}
+plugin_fuzz_targets!(Gemini, "gemini", DICT, Output::Canonical);
 
 /// Found by fuzzing (`fuzz_build_request`): a model name with a space (or a control character,
 /// or `%`) went into the URL's path as it was, making a URL no client sends. Only letters,

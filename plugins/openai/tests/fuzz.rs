@@ -9,8 +9,7 @@ mod mutate;
 #[path = "../../../tests/fuzz/plugin.rs"]
 mod plugin;
 
-use mutate::{JSON, Structure, corpus, inputs};
-use plugin::{Output, headers, models, options, statuses, success};
+use plugin::Output;
 use proptest::prelude::*;
 use stilts_plugin_openai::OpenAi;
 
@@ -66,24 +65,4 @@ const DICT: &[&str] = &[
     "server_error",
 ];
 
-proptest! {
-    #[test]
-    fn fuzz_parse_response(body in inputs(corpus("openai-response"), DICT, Structure::Whole(JSON)), status in success(), headers in headers()) {
-        plugin::parse_response(&OpenAi, Output::PassThrough, status, &headers, &body);
-    }
-
-    #[test]
-    fn fuzz_classify_error(body in inputs(corpus("openai-error"), DICT, Structure::Whole(JSON)), status in statuses(), headers in headers()) {
-        plugin::classify_error(&OpenAi, status, &headers, &body);
-    }
-
-    #[test]
-    fn fuzz_stream(sse in inputs(corpus("openai-stream"), DICT, Structure::SseJson)) {
-        plugin::stream(&OpenAi, Output::PassThrough, &sse);
-    }
-
-    #[test]
-    fn fuzz_build_request(body in inputs(corpus("request"), mutate::REQUEST_DICT, Structure::Whole(JSON)), model in models(), options in options()) {
-        plugin::build_request(&OpenAi, &body, &plugin::deployment(&model, options));
-    }
-}
+plugin_fuzz_targets!(OpenAi, "openai", DICT, Output::PassThrough);
