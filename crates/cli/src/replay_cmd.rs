@@ -3,7 +3,9 @@
 //! (stilts-replay).
 //!
 //! Exit codes: 0 when every config agrees within the tolerances; 1 when one differs (the table
-//! says where); 2 (through `main`) for a scenario that cannot be loaded or replayed, named.
+//! says where); 2 (through `main`) for a scenario that cannot be loaded or replayed, named; 3 when
+//! the machine did not keep up with the compressed clock, so nothing could be compared (lower
+//! `--speed`).
 
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
@@ -87,6 +89,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if report.passed {
         ExitCode::SUCCESS
+    } else if !report.comparable {
+        eprintln!(
+            "replay: this machine did not keep up with the compressed clock (requests left late), so the gateway's numbers say nothing about the router; lower --speed (it was {})",
+            report.speed
+        );
+        ExitCode::from(3)
     } else {
         eprintln!(
             "replay: the gateway differs from the simulator's prediction for {}",

@@ -118,7 +118,7 @@ pub struct BreakerConfig {
     pub minimum_calls: Option<u32>,
     /// Open time after the first trip. Default 5 000.
     pub open_base_ms: Option<u64>,
-    /// Open time cap. Default 10 000.
+    /// Open time cap. Default 10 000 (or `open_base_ms`, if longer).
     pub open_max_ms: Option<u64>,
     /// Open time multiplier on each re-trip. Default 2.0.
     pub open_multiplier: Option<f64>,
@@ -531,7 +531,12 @@ impl RouterConfig {
         }
         let b = &self.breaker;
         let open_base = positive_ms("breaker.open_base_ms", b.open_base_ms, 5_000)?;
-        let open_max = positive_ms("breaker.open_max_ms", b.open_max_ms, 10_000)?;
+        // The default cap is 10 s, or the base when a config sets a longer base and no cap.
+        let open_max = positive_ms(
+            "breaker.open_max_ms",
+            b.open_max_ms,
+            b.open_base_ms.unwrap_or(0).max(10_000),
+        )?;
         if open_max < open_base {
             return Err(ConfigError::new(
                 "breaker.open_max_ms",
@@ -821,6 +826,17 @@ mod tests {
                 stall: secs(10),
                 attempt: secs(60),
             }
+        );
+    }
+
+    #[test]
+    fn a_longer_open_base_alone_raises_the_default_cap() {
+        let mut c = two_providers();
+        c.breaker.open_base_ms = Some(20_000);
+        let b = c.validate().unwrap().breaker;
+        assert_eq!(
+            (b.open_base, b.open_max),
+            (Duration::from_secs(20), Duration::from_secs(20))
         );
     }
 

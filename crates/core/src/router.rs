@@ -688,9 +688,10 @@ impl Router {
 
     /// The preferred provider, when it deserves a quick retry before a lower tier: it is the
     /// best tier among the available providers, better than every untried one, this call tried it
-    /// and it failed loudly (not a timeout: a silent provider costs a whole wait), its breaker is
-    /// closed with few recent failures (an isolated error, not an outage), and the call has
-    /// retries of it left (`retry.preferred_retries`).
+    /// and it failed loudly (not a timeout: a silent provider costs a whole wait; not a 429, whose
+    /// own rule decides), its breaker is closed with few recent failures (an isolated error, not
+    /// an outage), the call has retries of it left (`retry.preferred_retries`), and the budget can
+    /// pay for the retry (else the free failover to a provider with headroom is the better use).
     fn preferred_worth_retrying(
         &mut self,
         call: &Call,
@@ -701,18 +702,21 @@ impl Router {
         if call.same_provider_retries >= self.config.retry.preferred_retries {
             return None;
         }
-        let tried_loud = available.and(call.tried).minus(call.silent);
-        let best_tried = self.best_preference(tried_loud)?;
-        if best_untried.is_some_and(|u| u <= best_tried) {
+        let best = self.best_preference(available)?;
+        if best_untried.is_some_and(|u| u <= best) {
             return None;
         }
-        let p = tried_loud
+        let p = available
+            .and(call.tried)
+            .minus(call.silent)
+            .minus(call.rate_limited)
+            .minus(call.waited_out)
             .iter()
-            .find(|p| self.preference(*p) == best_tried)?;
-        self.health[p.index()]
-            .breaker
-            .has_headroom(now)
-            .then_some(p)
+            .find(|p| self.preference(*p) == best)?;
+        if !self.health[p.index()].breaker.has_headroom(now) || !self.retry_affordable(call, now) {
+            return None;
+        }
+        Some(p)
     }
 
     fn plan_hedge(&mut self, call: &mut Call, now: Instant) -> Decision {

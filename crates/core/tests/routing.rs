@@ -407,6 +407,25 @@ fn an_isolated_error_on_the_preferred_provider_gets_one_quick_retry_before_a_low
 }
 
 #[test]
+fn with_the_budget_spent_the_free_failover_wins_over_the_quick_retry() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.budget.ratio = Some(0.0);
+        c.budget.min_per_second = Some(0.0);
+    });
+    let now = warm(&mut r);
+    let t = run_call(&mut r, now, |p, n| {
+        if p == "a" && n == 1 {
+            fail(ErrorClass::Server)
+        } else {
+            ok(10)
+        }
+    });
+    assert_eq!(t.sent, ["a", "b"]);
+    assert_eq!(t.end.as_deref(), Ok("b"));
+}
+
+#[test]
 fn no_quick_retry_for_a_timeout_an_outage_equal_peers_or_when_turned_off() {
     let fail_a_once = |p: &str, n: u32| {
         if p == "a" && n == 1 {

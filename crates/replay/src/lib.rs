@@ -175,7 +175,7 @@ pub async fn replay(
         // router draws: real time orders events a little differently from the simulator's
         // queue, so the gateway's router draws fall on other requests, and where one draw
         // decides a lot (a breaker probe that meets a rare error keeps a provider out for
-        // 30 s) only the spread over router seeds says what the simulator promises.
+        // another open period) only the spread over router seeds says what the simulator promises.
         let mut predictions = Vec::with_capacity(ROUTER_SEEDS as usize);
         for k in 0..ROUTER_SEEDS {
             let router_seed = if k == 0 {
@@ -223,6 +223,7 @@ pub async fn replay(
         duration_s: scenario.duration_ns as f64 / 1e9,
         requests: requests.len() as u64,
         passed: configs.iter().all(|c| c.passed),
+        comparable: configs.iter().all(|c| c.comparable),
         configs,
     })
 }

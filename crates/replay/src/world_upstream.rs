@@ -33,8 +33,8 @@ pub(crate) const MARKER: &str = "stilts-replay-request ";
 
 /// Longest gap between stream chunks, in virtual time: far below any stall limit.
 const CHUNK_GAP_NS: u64 = 250_000_000;
-/// Most content chunks in one streamed answer.
-const MAX_CHUNKS: u64 = 64;
+/// Most content chunks in one streamed answer (a 17-minute generation at the gap above).
+const MAX_CHUNKS: u64 = 4096;
 /// How long a provider takes to reject an attempt its queue has no room for (the simulator's).
 const REJECT_NS: u64 = 5_000_000;
 
@@ -134,18 +134,38 @@ impl WorldPlanner {
             tokio::spawn(async move {
                 let due = planner.clock.tokio(stilts_core::Instant::from_nanos(at));
                 tokio::time::sleep_until(due).await;
-                let limit = planner.concurrency_now(cap.concurrency);
+                let limit = planner.limit();
                 let mut slots = lock(&planner.slots);
-                while slots.busy < limit {
-                    let Some((next, _)) = slots.queue.pop_front() else {
+                while slots.busy < limit() {
+                    let Some((next, service)) = slots.queue.pop_front() else {
                         break;
                     };
-                    if next.send(()).is_ok() {
+                    // A waiter that left is served anyway when the provider cannot tell.
+                    if next.send(()).is_ok() || cap.serve_abandoned {
                         slots.busy += 1;
+                        release_after(
+                            Arc::clone(&planner.slots),
+                            cap.serve_abandoned,
+                            service,
+                            Arc::clone(&limit),
+                        );
                     }
                 }
             });
         }
+    }
+
+    /// The provider's concurrency at the moment it is called.
+    fn limit(&self) -> Limit {
+        let scenario = Arc::clone(&self.scenario);
+        let (provider, clock) = (self.provider, self.clock);
+        let concurrency = scenario.providers[provider]
+            .capacity
+            .map_or(u32::MAX, |c| c.concurrency);
+        Arc::new(move || {
+            let factor = scenario.capacity_factor(provider, clock.now().as_nanos());
+            (f64::from(concurrency) * factor).floor() as u32
+        })
     }
 
     fn wall(&self, virtual_ns: u64) -> Duration {
@@ -173,24 +193,23 @@ impl WorldPlanner {
                 return Err(());
             }
         };
-        if let Some(rx) = waiter {
-            // The slot is handed over by a release; a closed channel cannot happen while the
+        match waiter {
+            // A slot handed over by a release, whose end is already timed from the hand-over (so
+            // a client that leaves now cannot keep it); a closed channel cannot happen while the
             // planner lives.
-            if rx.await.is_err() {
-                return Err(());
+            Some(rx) => rx.await.map_err(|_| ()),
+            None => {
+                // The slot is busy for the service time whether or not the client stays (a
+                // provider cannot tell); then it passes to the first waiter still waiting.
+                release_after(
+                    Arc::clone(&self.slots),
+                    cap.serve_abandoned,
+                    wall,
+                    self.limit(),
+                );
+                Ok(())
             }
         }
-        // The slot is busy for the service time whether or not the client stays (a provider
-        // cannot tell); then it passes to the first waiter still waiting.
-        release_after(Arc::clone(&self.slots), cap.serve_abandoned, wall, {
-            let scenario = Arc::clone(&self.scenario);
-            let (provider, clock, concurrency) = (self.provider, self.clock, cap.concurrency);
-            Arc::new(move || {
-                let factor = scenario.capacity_factor(provider, clock.now().as_nanos());
-                (f64::from(concurrency) * factor).floor() as u32
-            })
-        });
-        Ok(())
     }
 
     fn plan_fate(&self, dialect: Dialect, fate: Fate, request: &Request) -> Plan {
@@ -256,19 +275,16 @@ impl WorldPlanner {
 type Limit = Arc<dyn Fn() -> u32 + Send + Sync>;
 
 /// Frees a slot after `wall`: hands it to the first waiter still there (unless the capacity has
-/// since shrunk below what is busy), else marks it idle. With `serve_abandoned`, a waiter that
-/// left is served anyway (its slot busy for its service time), as a provider that cannot tell
-/// does.
+/// since shrunk below what is busy), its own service time starting at the hand-over, as the
+/// simulator's engine times it; else marks it idle. With `serve_abandoned`, a waiter that left is
+/// served anyway (the slot busy for its service time), as a provider that cannot tell does.
 fn release_after(slots: Arc<Mutex<Slots>>, serve_abandoned: bool, wall: Duration, limit: Limit) {
     tokio::spawn(async move {
         tokio::time::sleep(wall).await;
         let mut s = lock(&slots);
         if s.busy <= limit() {
             while let Some((next, service)) = s.queue.pop_front() {
-                if next.send(()).is_ok() {
-                    return;
-                }
-                if serve_abandoned {
+                if next.send(()).is_ok() || serve_abandoned {
                     drop(s);
                     release_after(slots, serve_abandoned, service, limit);
                     return;
