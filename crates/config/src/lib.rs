@@ -19,7 +19,9 @@ use std::time::Duration;
 use stilts_core::config::TimeoutsConfig;
 use stilts_core::{ProviderConfig, RouterConfig, ValidConfig};
 
+mod cluster;
 mod url;
+pub use cluster::{ClusterConfig, ClusterSettings};
 pub use url::parse_upstream_url;
 
 /// A whole config file.
@@ -30,6 +32,8 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     /// Routes by name: the `model` a client asks for.
     pub routes: BTreeMap<String, RouteConfig>,
+    /// Shared state between replicas, through Redis. Default: none (one process, in memory).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The `[server]` table.
@@ -259,6 +263,8 @@ pub struct ValidGateway {
     pub server: ServerSettings,
     /// Routes in name order.
     pub routes: Vec<ValidRoute>,
+    /// Shared state between replicas, when configured.
+    pub cluster: Option<ClusterSettings>,
     /// The directory of the config file, for relative plugin paths.
     pub base_dir: PathBuf,
 }
@@ -278,6 +284,14 @@ impl ValidGateway {
                     missing.push((format!("server.{field}[{i}]"), var.clone()));
                 }
             }
+        }
+        if let Some(var) = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.password_env.as_deref())
+            .filter(|v| unset(v))
+        {
+            missing.push(("cluster.password_env".to_owned(), var.to_owned()));
         }
         for route in &self.routes {
             for (i, d) in route.deployments.iter().enumerate() {
@@ -343,9 +357,15 @@ impl GatewayConfig {
         for (name, route) in &self.routes {
             routes.push(route.validate(name)?);
         }
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(ClusterConfig::validate)
+            .transpose()?;
         Ok(ValidGateway {
             server,
             routes,
+            cluster,
             base_dir: base_dir.to_path_buf(),
         })
     }

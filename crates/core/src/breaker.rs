@@ -74,6 +74,10 @@ pub(crate) struct Breaker {
     trips: u32,
     total_trips: u64,
     closed_at: Instant,
+    /// When it last opened (by its own trip or a sibling replica's), for shared state.
+    opened_at: Option<Instant>,
+    /// When it last closed after being open.
+    recovered_at: Option<Instant>,
 }
 
 impl Breaker {
@@ -89,6 +93,8 @@ impl Breaker {
             trips: 0,
             total_trips: 0,
             closed_at: Instant::ZERO,
+            opened_at: None,
+            recovered_at: None,
         }
     }
 
@@ -272,15 +278,65 @@ impl Breaker {
             _ => until,
         };
         self.state = BreakerState::Open { until };
+        self.opened_at = Some(now);
         self.consecutive_failures = 0;
         self.window.clear();
     }
 
     fn close(&mut self, now: Instant) {
+        if self.state != BreakerState::Closed {
+            self.recovered_at = Some(now);
+        }
         self.state = BreakerState::Closed;
         self.consecutive_failures = 0;
         self.window.clear();
         self.closed_at = now;
+    }
+
+    /// The last opening, `(when, until)`, while it is still open at `now`; and the last recovery.
+    /// What a replica tells its siblings.
+    pub(crate) fn transitions(
+        &mut self,
+        now: Instant,
+    ) -> (Option<(Instant, Instant)>, Option<Instant>) {
+        let open = match (self.state(now), self.opened_at) {
+            (BreakerState::Open { until }, Some(at)) => Some((at, until)),
+            _ => None,
+        };
+        (open, self.recovered_at)
+    }
+
+    /// A sibling replica's breaker for the same provider opened at `at` until `until`. Newer than
+    /// anything this breaker saw (its own last opening or recovery) and still running at `now`, it
+    /// opens this one too, never for less than it already is; an older one changes nothing.
+    pub(crate) fn sibling_opened(&mut self, at: Instant, until: Instant, now: Instant) {
+        let newer =
+            self.opened_at.is_none_or(|o| at > o) && self.recovered_at.is_none_or(|r| at > r);
+        if !newer || until <= now {
+            return;
+        }
+        let until = match self.state(now) {
+            BreakerState::Open { until: current } => current.max(until),
+            _ => until,
+        };
+        self.state = BreakerState::Open { until };
+        self.opened_at = Some(at);
+        self.consecutive_failures = 0;
+        self.window.clear();
+    }
+
+    /// A sibling replica's breaker for the same provider closed at `at` after its probes passed.
+    /// Newer than this breaker's last opening, it closes this one: the provider is back.
+    pub(crate) fn sibling_recovered(&mut self, at: Instant, now: Instant) {
+        if self.recovered_at.is_some_and(|r| at <= r) || self.opened_at.is_some_and(|o| at <= o) {
+            return;
+        }
+        if self.state(now) == BreakerState::Closed {
+            self.recovered_at = Some(at);
+            return;
+        }
+        self.close(now);
+        self.recovered_at = Some(at);
     }
 }
 

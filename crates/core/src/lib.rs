@@ -50,6 +50,7 @@ pub use config::{ConfigError, PolicyKind, ProviderConfig, RouterConfig, Timeouts
 pub use ewma::PeakEwma;
 pub use provider::{ProviderId, ProviderSet};
 pub use rng::RouterRng;
+pub use router::shared::{Opening, ProviderReport, ReplicaReport, SharedProvider, SharedView};
 pub use router::{
     Call, Cooldown, Decision, GiveUp, GiveUpReason, Outcome, ProviderStats, ProviderStatus,
     RequestMeta, Router, Usage,

@@ -14,6 +14,8 @@ use crate::window::SlidingWindow;
 use std::fmt;
 use std::time::Duration;
 
+pub mod shared;
+
 /// An attempt cut by the client's own deadline is the provider's timeout only if it had already
 /// run this many times the provider's usual latency: its latency estimate, and at least
 /// `latency.default_ms` (see [`Router::record`]).
@@ -298,6 +300,8 @@ struct Health {
     cooldown: Option<(Cooldown, Instant)>,
     /// Requests and tokens over the last minute, when local limits are set.
     minute: Option<SlidingWindow<2>>,
+    /// Requests and tokens sibling replicas sent it over their last minute (shared state).
+    siblings_minute: [u64; 2],
 }
 
 #[derive(Default)]
@@ -359,6 +363,8 @@ pub struct Router {
     budget: RetryBudget,
     spend_period: u64,
     spent_usd: f64,
+    /// Sibling replicas' spend in `spend_period` (shared state).
+    siblings_spent_usd: f64,
     all: ProviderSet,
     /// Bumped by every reload.
     generation: u32,
@@ -403,6 +409,7 @@ impl Router {
             budget: RetryBudget::new(&config.budget),
             spend_period: 0,
             spent_usd: 0.0,
+            siblings_spent_usd: 0.0,
             all: ProviderSet::first_n(n),
             generation: 0,
             previous_ids: Vec::new(),
@@ -423,6 +430,7 @@ impl Router {
             cooldown: None,
             minute: (p.requests_per_minute.is_some() || p.tokens_per_minute.is_some())
                 .then(|| SlidingWindow::new(MINUTE_NANOS, 12)),
+            siblings_minute: [0, 0],
         }
     }
 
@@ -872,8 +880,9 @@ impl Router {
         if index != self.spend_period {
             self.spend_period = index;
             self.spent_usd = 0.0;
+            self.siblings_spent_usd = 0.0;
         }
-        self.spent_usd >= limit
+        self.spent_usd + self.siblings_spent_usd >= limit
     }
 
     /// The providers usable for `call` at `now`, and why the others are not.
@@ -924,6 +933,10 @@ impl Router {
             }
             if let Some(minute) = &mut health.minute {
                 let [requests, tokens] = minute.totals(now);
+                let [requests, tokens] = [
+                    requests.saturating_add(health.siblings_minute[0]),
+                    tokens.saturating_add(health.siblings_minute[1]),
+                ];
                 let tokens_needed = u64::from(call.input_tokens) + u64::from(call.output_tokens);
                 if settings
                     .requests_per_minute

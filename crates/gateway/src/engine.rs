@@ -10,9 +10,12 @@
 //! always resolved against the config that produced it. The lock is held only around a decision or
 //! a record (about 100 ns), never across an await. Each request then runs in `crate::driver`.
 //!
-//! Time: the core's [`CoreInstant`] is nanoseconds since the gateway's [`Clock`] origin, a
-//! process-start `std::time::Instant`; the same origin converts the router's deadlines back into
-//! tokio timers. Replay runs the clock faster than wall time ([`Clock::compressed`]).
+//! Time: the core's [`CoreInstant`] is nanoseconds since the Unix epoch, read once at start and
+//! then advanced by a monotonic `std::time::Instant` (a wall-clock step never moves it), so
+//! replicas on different hosts share one time line (for shared state, see `crate::cluster`) and
+//! spend periods turn at UTC multiples of their length. The same origin converts the router's
+//! deadlines back into tokio timers. Replay runs the clock faster than wall time from zero
+//! ([`Clock::compressed`]).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -43,14 +46,20 @@ use crate::upstream::Deployment;
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     origin: std::time::Instant,
+    /// Core time at `origin`: nanoseconds since the Unix epoch (0 for a compressed clock).
+    epoch: u64,
     /// Core nanoseconds per wall nanosecond (1 outside replay).
     speed: f64,
 }
 
 impl Default for Clock {
     fn default() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Clock {
             origin: std::time::Instant::now(),
+            epoch: u64::try_from(since_epoch.as_nanos()).unwrap_or(0),
             speed: 1.0,
         }
     }
@@ -62,6 +71,7 @@ impl Clock {
     pub fn compressed(speed: f64) -> Self {
         Clock {
             origin: std::time::Instant::now(),
+            epoch: 0,
             speed: if speed.is_finite() && speed >= 1.0 {
                 speed
             } else {
@@ -84,12 +94,13 @@ impl Clock {
             // f64 holds 2^53 ns (104 days) exactly; a replay lasts minutes.
             (wall.as_nanos() as f64 * self.speed) as u64
         };
-        CoreInstant::from_nanos(nanos)
+        CoreInstant::from_nanos(self.epoch.saturating_add(nanos))
     }
 
     /// A core instant as a tokio timer deadline.
     pub fn tokio(&self, at: CoreInstant) -> TokioInstant {
-        let core = Duration::from_nanos(at.as_nanos()).min(Duration::from_secs(86_400 * 365));
+        let core = Duration::from_nanos(at.as_nanos().saturating_sub(self.epoch))
+            .min(Duration::from_secs(86_400 * 365));
         let wall = if self.speed == 1.0 {
             core
         } else {
@@ -157,6 +168,10 @@ struct Shared {
     /// The server settings the gateway was built with: the ones a restart-only change (listen
     /// address, workers) is compared with.
     started: ServerSettings,
+    /// `[cluster]` as the gateway was built with (read at start).
+    cluster: Option<stilts_config::ClusterSettings>,
+    /// Whether the shared-state exchange runs (it is started once).
+    cluster_running: std::sync::atomic::AtomicBool,
     /// The last `/metrics` rendering (both text forms) and when it began: scrapes that arrived
     /// before it began wait for it and share it, so a storm of scrapes costs one or two renders.
     scrape: tokio::sync::Mutex<Option<(std::time::Instant, crate::metrics::Exposition)>>,
@@ -345,9 +360,11 @@ impl Gateway {
             plugins: PluginCache::default(),
             clock,
             router_seed,
-            metrics: Metrics::new(),
+            metrics: Metrics::with_cluster(config.cluster.is_some()),
             reload: Mutex::new(()),
             started: config.server.clone(),
+            cluster: config.cluster.clone(),
+            cluster_running: std::sync::atomic::AtomicBool::new(false),
         });
         let gateway = Gateway { shared };
         gateway.apply(config, &ReloadTicket::default())?;
@@ -360,6 +377,48 @@ impl Gateway {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// `[cluster]` as the gateway was built with.
+    pub fn cluster_settings(&self) -> Option<&stilts_config::ClusterSettings> {
+        self.shared.cluster.as_ref()
+    }
+
+    /// Claims the one shared-state exchange of this gateway: `true` the first time only.
+    pub(crate) fn claim_cluster(&self) -> bool {
+        !self.shared.cluster_running.swap(true, Ordering::SeqCst)
+    }
+
+    /// Every route's [`stilts_core::ReplicaReport`] at `now`, for the sibling replicas.
+    pub(crate) fn shared_reports(
+        &self,
+        now: CoreInstant,
+    ) -> Vec<(String, stilts_core::ReplicaReport)> {
+        let generation = self.generation();
+        generation
+            .route_names
+            .iter()
+            .filter_map(|name| {
+                let route = generation.routes.get(name)?;
+                let report = route.lock().router.shared_report(now);
+                Some((name.clone(), report))
+            })
+            .collect()
+    }
+
+    /// Hands each route the view its siblings' reports make (`view_of` is asked per route).
+    pub(crate) fn apply_shared(
+        &self,
+        now: CoreInstant,
+        mut view_of: impl FnMut(&str) -> stilts_core::SharedView,
+    ) {
+        let generation = self.generation();
+        for name in &generation.route_names {
+            if let Some(route) = generation.routes.get(name) {
+                let view = view_of(name);
+                route.lock().router.apply_shared(&view, now);
+            }
+        }
     }
 
     /// The metrics registry.

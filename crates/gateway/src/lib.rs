@@ -13,6 +13,7 @@
 //! * `upstream` / `stream`: one attempt over HTTP; streams with failover before the first token and
 //!   exact continuation or an error event after it.
 //! * [`server`]: the axum endpoints, graceful shutdown, file-watch and SIGHUP reloads.
+//! * [`cluster`]: shared state between replicas through Redis (`[cluster]`), off the request path.
 //! * [`listener`]: accepting client connections under time and count limits, and draining.
 //! * [`metrics`]: Prometheus metrics.
 //! * [`log_safe`]: escaping outside text for logs, and scrubbing keys in every encoding.
@@ -21,6 +22,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod demo;
 mod driver;

@@ -126,6 +126,27 @@ pub struct Metrics {
     client_refused: Family<ReasonLabels, Counter>,
     client_timeouts: Family<StageLabels, Counter>,
     scrapes_refused: Counter,
+    /// Shared-state exchange through Redis, when `[cluster]` is configured.
+    pub(crate) cluster: Option<ClusterMetrics>,
+}
+
+/// The `stilts_cluster_*` series: present only when `[cluster]` is configured.
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    /// 1 while the last exchange with Redis succeeded.
+    pub(crate) connected: Gauge,
+    /// Round-trip time of each exchange.
+    pub(crate) sync_seconds: Histogram,
+    /// Seconds since the last successful exchange (refreshed at scrape).
+    pub(crate) last_sync_age: FloatGauge,
+    /// Times the replica fell back to local state (Redis unreachable, slow or garbled).
+    pub(crate) fallbacks: Counter,
+    /// Exchanges that failed.
+    pub(crate) sync_failures: Counter,
+    /// Sibling entries in Redis that could not be read (garbage, another version).
+    pub(crate) bad_entries: Counter,
+    /// Replicas whose state arrived within the last ten exchange periods, this one included.
+    pub(crate) replicas: Gauge,
 }
 
 /// Labels of refused client connections.
@@ -168,7 +189,61 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family.
+    /// Every family, and the `stilts_cluster_*` ones when `cluster` is set.
+    pub fn with_cluster(cluster: bool) -> Self {
+        let mut metrics = Self::new();
+        if cluster {
+            let c = ClusterMetrics {
+                connected: Gauge::default(),
+                sync_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+                last_sync_age: FloatGauge::default(),
+                fallbacks: Counter::default(),
+                sync_failures: Counter::default(),
+                bad_entries: Counter::default(),
+                replicas: Gauge::default(),
+            };
+            let r = &mut metrics.registry;
+            r.register(
+                "cluster_connected",
+                "1 while the last exchange of shared state with Redis succeeded, 0 while the replica runs on local state",
+                c.connected.clone(),
+            );
+            r.register(
+                "cluster_sync_seconds",
+                "Round-trip time of each exchange of shared state with Redis (the sync lag beyond sync_ms)",
+                c.sync_seconds.clone(),
+            );
+            r.register(
+                "cluster_last_sync_age_seconds",
+                "Seconds since the last successful exchange of shared state",
+                c.last_sync_age.clone(),
+            );
+            r.register(
+                "cluster_fallbacks",
+                "Times the replica lost Redis and fell back to its local state",
+                c.fallbacks.clone(),
+            );
+            r.register(
+                "cluster_sync_failures",
+                "Exchanges of shared state that failed (Redis unreachable, slow or answering garbage)",
+                c.sync_failures.clone(),
+            );
+            r.register(
+                "cluster_bad_entries",
+                "Sibling entries in Redis that could not be read and were skipped",
+                c.bad_entries.clone(),
+            );
+            r.register(
+                "cluster_replicas",
+                "Replicas whose shared state is fresh, this one included",
+                c.replicas.clone(),
+            );
+            metrics.cluster = Some(c);
+        }
+        metrics
+    }
+
+    /// Registers every family (no cluster series).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("stilts");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -332,6 +407,7 @@ impl Metrics {
             client_refused,
             client_timeouts,
             scrapes_refused,
+            cluster: None,
         }
     }
 

@@ -289,6 +289,8 @@ pub async fn serve(
         idle: settings.idle_timeout,
         max_connections: crate::listener::effective_max_connections(settings.max_connections),
     };
+    // Shared state with sibling replicas, when configured; it stops with the server.
+    let _cluster = crate::cluster::spawn(&gateway);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = app(gateway.clone());
     let mut server = tokio::spawn(crate::listener::run(

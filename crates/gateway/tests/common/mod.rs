@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 use stilts_gateway::{Gateway, GatewayConfig, server};
 
+pub mod redis_server;
+
 /// Builds `stilts-plugin-openai` as a cdylib with cargo (once per test binary) and returns the
 /// library's path, read from cargo's JSON artifact messages. Never linked statically.
 pub fn openai_plugin() -> PathBuf {

@@ -1,0 +1,291 @@
+//! State shared between replicas: what one router learns steers its siblings, once the driver
+//! carries reports between them (here by hand, as the simulator does).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use std::time::Duration;
+use stilts_core::{
+    BreakerState, Cooldown, ErrorClass, Instant, Opening, PolicyKind, ProviderReport,
+    ReplicaReport, Router, RouterConfig, SharedView,
+};
+
+fn priority(c: &mut RouterConfig) {
+    c.policy = PolicyKind::Priority;
+}
+
+/// Replica `to` takes in what `from` knows.
+fn sync(from: &mut Router, to: &mut Router, now: Instant) {
+    let report = from.shared_report(now);
+    to.apply_shared(&SharedView::merge([&report]), now);
+}
+
+#[test]
+fn a_breaker_opened_on_one_replica_steers_the_other() {
+    let mut a = router(&["primary", "backup"], priority);
+    let mut b = router(&["primary", "backup"], priority);
+    for i in 0..5 {
+        let t = run_call(
+            &mut a,
+            Instant::from_millis(i * 100),
+            |name, _| match name {
+                "primary" => fail(ErrorClass::Server),
+                _ => ok(10),
+            },
+        );
+        assert_eq!(t.end, Ok("backup".to_string()));
+    }
+    let now = Instant::from_secs(1);
+    assert!(matches!(
+        a.breaker_state(id(&a, "primary"), now),
+        BreakerState::Open { .. }
+    ));
+    // Before the exchange, b still sends to the broken primary first.
+    assert_eq!(
+        b.breaker_state(id(&b, "primary"), now),
+        BreakerState::Closed
+    );
+    sync(&mut a, &mut b, now);
+    let t = run_call(&mut b, now, |_, _| ok(10));
+    assert_eq!(t.sent, ["backup"], "b must skip the primary a found broken");
+    // The same view again changes nothing more: the deadline is a's, not extended.
+    let before = b.breaker_state(id(&b, "primary"), now);
+    sync(&mut a, &mut b, now);
+    assert_eq!(b.breaker_state(id(&b, "primary"), now), before);
+}
+
+#[test]
+fn a_recovery_seen_by_one_replica_closes_the_others_breaker() {
+    let mut a = router(&["primary", "backup"], priority);
+    let mut b = router(&["primary", "backup"], priority);
+    for i in 0..5 {
+        run_call(
+            &mut a,
+            Instant::from_millis(i * 100),
+            |name, _| match name {
+                "primary" => fail(ErrorClass::Server),
+                _ => ok(10),
+            },
+        );
+    }
+    sync(&mut a, &mut b, Instant::from_secs(1));
+    // a's breaker half-opens after its open time; its probes succeed and close it.
+    let mut later = Instant::from_secs(20);
+    while a.breaker_state(id(&a, "primary"), later) != BreakerState::Closed {
+        let t = run_call(&mut a, later, |_, _| ok(10));
+        assert_eq!(t.sent, ["primary"]);
+        later = later + Duration::from_millis(100);
+        assert!(
+            later < Instant::from_secs(21),
+            "the probes did not close a's breaker"
+        );
+    }
+    assert_eq!(
+        a.breaker_state(id(&a, "primary"), later),
+        BreakerState::Closed
+    );
+    // b was opened by a's report; a's recovery closes it without a probe of its own.
+    sync(&mut a, &mut b, later);
+    assert_eq!(
+        b.breaker_state(id(&b, "primary"), later),
+        BreakerState::Closed
+    );
+    // An old opening replayed after the recovery does not reopen it.
+    let stale = ReplicaReport {
+        spend_period: 0,
+        spent_usd: 0.0,
+        providers: vec![ProviderReport {
+            name: "primary".into(),
+            opened: Some(Opening {
+                at: Instant::from_millis(400),
+                until: Instant::from_secs(60),
+            }),
+            recovered_at: None,
+            cooldown: None,
+            minute: [0, 0],
+        }],
+    };
+    b.apply_shared(&SharedView::merge([&stale]), later);
+    assert_eq!(
+        b.breaker_state(id(&b, "primary"), later),
+        BreakerState::Closed
+    );
+}
+
+#[test]
+fn a_retry_after_reaches_the_siblings() {
+    let mut a = router(&["primary", "backup"], priority);
+    let mut b = router(&["primary", "backup"], priority);
+    let t = run_call(&mut a, Instant::ZERO, |name, _| match name {
+        "primary" => rate_limited(30_000),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "backup"]);
+    let now = Instant::from_secs(1);
+    sync(&mut a, &mut b, now);
+    let t = run_call(&mut b, now, |_, _| ok(10));
+    assert_eq!(t.sent, ["backup"]);
+    let status = b.status(now);
+    assert_eq!(
+        status[0].cooldown.map(|(kind, _)| kind),
+        Some(Cooldown::RateLimited)
+    );
+    // It ends when a's ends.
+    let t = run_call(&mut b, Instant::from_millis(30_100), |_, _| ok(10));
+    assert_eq!(t.sent, ["primary"]);
+}
+
+#[test]
+fn a_per_minute_limit_counts_the_siblings_traffic() {
+    let limited = |c: &mut RouterConfig| {
+        priority(c);
+        c.providers[0].requests_per_minute = Some(10);
+    };
+    let mut a = router(&["a", "b"], limited);
+    let mut b = router(&["a", "b"], limited);
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.extend(run_call(&mut a, Instant::from_millis(i * 100), |_, _| ok(10)).sent);
+    }
+    let now = Instant::from_secs(1);
+    sync(&mut a, &mut b, now);
+    for i in 0..6 {
+        let at = now + Duration::from_millis(i * 100);
+        sent.extend(run_call(&mut b, at, |_, _| ok(10)).sent);
+    }
+    assert_eq!(sent.iter().filter(|s| *s == "a").count(), 10, "{sent:?}");
+    assert_eq!(sent.iter().filter(|s| *s == "b").count(), 2, "{sent:?}");
+}
+
+#[test]
+fn the_spend_limit_is_global() {
+    let paid = |c: &mut RouterConfig| {
+        priority(c);
+        c.providers[0].input_usd_per_mtok = Some(1_000.0);
+        c.spend.limit_usd = Some(0.35);
+    };
+    let mut a = router(&["paid", "local"], paid);
+    let mut b = router(&["paid", "local"], paid);
+    // Each success costs $0.10; a spends $0.20.
+    for i in 0..2 {
+        assert_eq!(
+            run_call(&mut a, Instant::from_secs(i), |_, _| ok(10)).sent,
+            ["paid"]
+        );
+    }
+    let now = Instant::from_secs(10);
+    sync(&mut a, &mut b, now);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.extend(run_call(&mut b, now + Duration::from_secs(i), |_, _| ok(10)).sent);
+    }
+    assert_eq!(sent, ["paid", "paid", "local"]);
+    // The next period starts from zero on both.
+    let tomorrow = Instant::from_secs(86_400);
+    sync(&mut a, &mut b, tomorrow);
+    assert_eq!(run_call(&mut b, tomorrow, |_, _| ok(10)).sent, ["paid"]);
+}
+
+#[test]
+fn a_report_from_another_config_only_touches_providers_by_name() {
+    let mut a = router(&["x", "primary"], priority);
+    let mut b = router(&["primary", "backup"], priority);
+    let now = Instant::from_secs(1);
+    for i in 0..5 {
+        run_call(
+            &mut a,
+            Instant::from_millis(i * 100),
+            |name, _| match name {
+                "x" => fail(ErrorClass::Server),
+                _ => ok(10),
+            },
+        );
+    }
+    sync(&mut a, &mut b, now);
+    assert_eq!(
+        b.breaker_state(id(&b, "primary"), now),
+        BreakerState::Closed
+    );
+    assert_eq!(b.breaker_state(id(&b, "backup"), now), BreakerState::Closed);
+}
+
+fn report() -> impl Strategy<Value = ReplicaReport> {
+    let provider = (
+        prop::sample::select(vec!["a", "b", "c"]),
+        prop::option::of((0u64..100, 1u64..100)),
+        prop::option::of(0u64..100),
+        prop::option::of((any::<bool>(), 0u64..100)),
+        (0u64..50, 0u64..5000),
+    )
+        .prop_map(
+            |(name, opened, recovered, cooldown, minute)| ProviderReport {
+                name: name.into(),
+                opened: opened.map(|(at, len)| Opening {
+                    at: Instant::from_secs(at),
+                    until: Instant::from_secs(at + len),
+                }),
+                recovered_at: recovered.map(Instant::from_secs),
+                cooldown: cooldown.map(|(rate, until)| {
+                    let kind = if rate {
+                        Cooldown::RateLimited
+                    } else {
+                        Cooldown::Auth
+                    };
+                    (kind, Instant::from_secs(until))
+                }),
+                minute: [minute.0, minute.1],
+            },
+        );
+    (0u64..3, 0u32..100, prop::collection::vec(provider, 0..4)).prop_map(
+        |(spend_period, cents, providers)| ReplicaReport {
+            spend_period,
+            spent_usd: f64::from(cents) / 100.0,
+            providers,
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The merge does not depend on the order reports arrive in (spend up to rounding).
+    #[test]
+    fn merging_ignores_report_order(reports in prop::collection::vec(report(), 0..5)) {
+        let forward = SharedView::merge(&reports);
+        let backward = SharedView::merge(reports.iter().rev());
+        prop_assert_eq!(forward.spend_period, backward.spend_period);
+        prop_assert!((forward.spent_usd - backward.spent_usd).abs() < 1e-9);
+        for p in &forward.providers {
+            let q = backward.providers.iter().find(|q| q.name == p.name).unwrap();
+            prop_assert_eq!(p.recovered_at, q.recovered_at);
+            prop_assert_eq!(p.minute, q.minute);
+            prop_assert_eq!(p.opened.map(|o| o.at), q.opened.map(|o| o.at));
+            prop_assert_eq!(p.cooldown.map(|c| c.1), q.cooldown.map(|c| c.1));
+        }
+    }
+
+    /// Applying a view twice leaves a router as applying it once, and a breaker opened by a view
+    /// never opens past the view's latest deadline.
+    #[test]
+    fn applying_a_view_is_idempotent(reports in prop::collection::vec(report(), 1..4), now in 0u64..120) {
+        let now = Instant::from_secs(now);
+        let view = SharedView::merge(&reports);
+        let mut once = router(&["a", "b", "c"], |_| {});
+        once.apply_shared(&view, now);
+        let mut twice = router(&["a", "b", "c"], |_| {});
+        twice.apply_shared(&view, now);
+        twice.apply_shared(&view, now);
+        prop_assert_eq!(once.status(now), twice.status(now));
+        prop_assert_eq!(once.shared_report(now), twice.shared_report(now));
+        for status in once.status(now) {
+            if let BreakerState::Open { until } = status.breaker {
+                let latest = view.providers.iter().find(|p| p.name == status.name)
+                    .and_then(|p| p.opened).map(|o| o.until);
+                prop_assert_eq!(Some(until), latest);
+            }
+        }
+    }
+}
