@@ -15,6 +15,10 @@
 #   NGINX=1 scripts/bench-gateway.sh         # also nginx as a plain reverse proxy (keep-alive to
 #                                            # the same upstream, same placement): what one proxy
 #                                            # hop costs on this machine, with no work per request
+#   CLUSTER=1 scripts/bench-gateway.sh       # also a gateway with [cluster] (a loopback
+#                                            # redis-server, sync_ms 100, one idle sibling
+#                                            # replica), same placement and load: what shared
+#                                            # state costs per request
 #   DOC=docs/benchmarks-gateway.md scripts/bench-gateway.sh   # also write the results there
 #   CALLGRIND=2000 scripts/bench-gateway.sh  # instructions per request instead (valgrind
 #                                            # callgrind, 2000 requests at 300 req/s, 16 conns):
@@ -33,6 +37,10 @@ CALLGRIND="${CALLGRIND:-}"
 SATURATE="${SATURATE:-1}"
 NGINX="${NGINX:-0}"
 NGINX_PORT="${NGINX_PORT:-19103}"
+CLUSTER="${CLUSTER:-0}"
+REDIS_PORT="${REDIS_PORT:-19104}"
+CLUSTER_PORT="${CLUSTER_PORT:-19105}"
+SIBLING_PORT="${SIBLING_PORT:-19106}"
 WORK="$(mktemp -d)"
 # Placement: the gateway alone on the last core this script may use, everything else on the others
 # (the allowed cores are read from the affinity mask: a container's cpuset need not start at 0).
@@ -94,6 +102,20 @@ else
 fi
 GW_PID=$!
 PIDS+=("$GW_PID")
+if [ "$CLUSTER" = 1 ]; then
+    command -v redis-server >/dev/null || { echo "CLUSTER=1 needs redis-server (Debian: apt-get install redis-server)"; exit 1; }
+    ${ON_REST[@]+"${ON_REST[@]}"} redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+    PIDS+=($!)
+    for port in "$CLUSTER_PORT" "$SIBLING_PORT"; do
+        sed "s/127.0.0.1:$GW_PORT/127.0.0.1:$port/" "$WORK/bench.toml" >"$WORK/cluster-$port.toml"
+        printf '\n[cluster]\nredis_url = "redis://127.0.0.1:%s"\nsync_ms = 100\nkey_prefix = "bench:"\n' "$REDIS_PORT" >>"$WORK/cluster-$port.toml"
+    done
+    RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} "$BIN" serve --config "$WORK/cluster-$CLUSTER_PORT.toml" >"$WORK/gw-cluster.log" 2>&1 &
+    CLUSTER_PID=$!
+    PIDS+=("$CLUSTER_PID")
+    RUST_LOG=warn ${ON_REST[@]+"${ON_REST[@]}"} "$BIN" serve --config "$WORK/cluster-$SIBLING_PORT.toml" >"$WORK/gw-sibling.log" 2>&1 &
+    PIDS+=($!)
+fi
 if [ "$NGINX" = 1 ]; then
     command -v nginx >/dev/null || { echo "NGINX=1 needs nginx (Debian: apt-get install nginx-light)"; exit 1; }
     mkdir -p "$WORK/nginx"
@@ -124,6 +146,7 @@ fi
 BODY='{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi in five words."}],"max_tokens":16}'
 PORTS=("$MOCK_PORT" "$GW_PORT")
 [ "$NGINX" = 1 ] && PORTS+=("$NGINX_PORT")
+[ "$CLUSTER" = 1 ] && PORTS+=("$CLUSTER_PORT")
 for port in "${PORTS[@]}"; do
     for _ in $(seq 100); do
         if curl -sf -o /dev/null "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' -d "$BODY"; then
@@ -180,6 +203,16 @@ if [ "$NGINX" = 1 ]; then
     run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
     NGINX_TICKS=$(( $(cpu_ticks "$NGINX_WORKER") - NGINX_T0 ))
 fi
+CLUSTER_TICKS=0
+if [ "$CLUSTER" = 1 ]; then
+    echo "== through stilts with [cluster] (Redis on loopback, one idle sibling): $RATE req/s for $DURATION"
+    DURATION=3s run warm-cluster "http://127.0.0.1:$CLUSTER_PORT/v1/chat/completions"
+    curl -s "http://127.0.0.1:$CLUSTER_PORT/metrics" | grep -q '^stilts_cluster_replicas 2$' \
+        || { echo "the [cluster] gateway does not see its sibling"; curl -s "http://127.0.0.1:$CLUSTER_PORT/metrics" | grep cluster; exit 1; }
+    CLUSTER_T0="$(cpu_ticks "$CLUSTER_PID")"
+    run cluster "http://127.0.0.1:$CLUSTER_PORT/v1/chat/completions"
+    CLUSTER_TICKS=$(( $(cpu_ticks "$CLUSTER_PID") - CLUSTER_T0 ))
+fi
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 SAT_TICKS=0
 SAT_SECONDS=10
@@ -196,10 +229,11 @@ HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")"
 RSS_KB="$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")"
 curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.txt"
 
-python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_TICKS" "$SATURATE" "$SAT_TICKS" "$SAT_SECONDS" "$GW_SCOPE" <<'PY'
+python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_TICKS" "$SATURATE" "$SAT_TICKS" "$SAT_SECONDS" "$GW_SCOPE" "$CLUSTER" "$CLUSTER_TICKS" <<'PY'
 import json, sys, re, platform, subprocess, datetime
 work, rate, duration, conns, hwm_kb, rss_kb, doc, gw_ticks, mock_ticks, hz, loadavg = sys.argv[1:12]
 placement, nginx, nginx_ticks, saturate, sat_ticks, sat_seconds, gw_scope = sys.argv[12:19]
+cluster, cluster_ticks = sys.argv[19:21]
 def load(name):
     j = json.load(open(f"{work}/{name}.json"))
     p = j["latencyPercentiles"]
@@ -221,6 +255,12 @@ lines = [
     f"| through stilts | {t['p50']:.0f} µs | {t['p90']:.0f} µs | {t['p99']:.0f} µs | {t['rps']:.0f} | {t['ok']*100:.2f} % |",
     f"| **added by stilts** | **{t['p50']-d['p50']:.0f} µs** | {t['p90']-d['p90']:.0f} µs | **{t['p99']-d['p99']:.0f} µs** | | |",
 ]
+if cluster == "1":
+    c = load("cluster")
+    lines += [
+        f"| through stilts with [cluster] | {c['p50']:.0f} µs | {c['p90']:.0f} µs | {c['p99']:.0f} µs | {c['rps']:.0f} | {c['ok']*100:.2f} % |",
+        f"| added by stilts with [cluster] | {c['p50']-d['p50']:.0f} µs | {c['p90']-d['p90']:.0f} µs | {c['p99']-d['p99']:.0f} µs | | |",
+    ]
 if nginx == "1":
     n = load("nginx")
     lines += [
@@ -235,6 +275,12 @@ lines += [
     f"- CPU per request (user + system, from /proc): gateway {int(gw_ticks) / int(hz) / t['count'] * 1e6:.0f} µs, fake upstream {int(mock_ticks) / int(hz) / t['count'] * 1e6:.0f} µs",
     f"- status codes through stilts: {t['codes']}",
 ]
+if cluster == "1":
+    plain_us = int(gw_ticks) / int(hz) / t['count'] * 1e6
+    cluster_us = int(cluster_ticks) / int(hz) / c['count'] * 1e6
+    lines.append(f"- with [cluster] (loopback redis-server, sync_ms 100, one idle sibling; same placement and load): gateway CPU per request "
+                 f"{cluster_us:.0f} µs against {plain_us:.0f} µs without ({(cluster_us / max(plain_us, 1e-9) - 1) * 100:+.0f}%), "
+                 f"status codes {c['codes']}")
 if nginx == "1":
     lines.append(f"- nginx worker CPU per request (user + system): {int(nginx_ticks) / int(hz) / n['count'] * 1e6:.0f} µs")
 if saturate == "1":

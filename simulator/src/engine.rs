@@ -148,6 +148,8 @@ struct ProviderRuntime {
     busy: u32,
     queue: VecDeque<(u32, u32, u64)>,
     has_capacity_events: bool,
+    /// The account's rate limit, when it has one.
+    rate_window: Option<crate::world::RateWindow>,
 }
 
 struct Engine<'a, S: Strategy> {
@@ -234,6 +236,9 @@ pub(crate) fn run<S: Strategy>(
     for p in 0..n {
         let changes = scenario.capacity_changes(p);
         engine.providers[p].has_capacity_events = !changes.is_empty();
+        engine.providers[p].rate_window = scenario.providers[p]
+            .requests_per_minute
+            .map(crate::world::RateWindow::new);
         for at in changes {
             engine.push(at, Ev::CapacityChange { provider: p as u8 });
         }
@@ -414,7 +419,17 @@ impl<S: Strategy> Engine<'_, S> {
         rs.tries[p] = rs.tries[p].saturating_add(1);
         let k = rs.tries[p];
         let req = rs.req;
-        let fate = self.scenario.fate(&req, p, k, now);
+        let mut fate = self.scenario.fate(&req, p, k, now);
+        if let Some(window) = &mut self.providers[p].rate_window {
+            // The account's rate limit is checked at the door, before any queue.
+            if let Err(wait) = window.admit(now) {
+                fate = Fate::Error {
+                    class: ErrorClass::RateLimited,
+                    after: REJECT_NS,
+                    retry_after: Some(wait),
+                };
+            }
+        }
         self.metrics.attempt_sent(p, now);
         let resolve_at = |fate: Fate, start: u64| resolve(fate, start, send.timer, req.stream);
         let mut queued_service = None;

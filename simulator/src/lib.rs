@@ -67,11 +67,11 @@ pub use report::{
 };
 pub use scenario::{
     BASELINES, Baselines, Capacity, ConfigUnderTest, Event, EventKind, EventKindName, Expectation,
-    MAX_ATTEMPTS, MAX_WORLD_PROVIDERS, OutageMode, ProviderModel, Rate, ReportSettings, Scenario,
-    ScenarioError, Traffic,
+    MAX_ATTEMPTS, MAX_WORLD_PROVIDERS, OutageMode, ProviderModel, Rate, Replicas, ReportSettings,
+    Scenario, ScenarioError, Traffic,
 };
 
-pub use world::{Arrivals, Fate, Mishap, Request};
+pub use world::{Arrivals, Fate, Mishap, RateWindow, Request};
 
 use strategy::{Naive, SeedRouter, Single, Stilts};
 

@@ -28,7 +28,7 @@ mod validate;
 pub use error::ScenarioError;
 pub use model::{
     BASELINES, Baselines, Capacity, ConfigUnderTest, Event, EventKind, EventKindName, Expectation,
-    OutageMode, ProviderModel, Rate, ReportSettings, Scenario, Traffic,
+    OutageMode, ProviderModel, Rate, Replicas, ReportSettings, Scenario, Traffic,
 };
 
 use error::{line_column, locate};

@@ -19,8 +19,8 @@ use crate::scenario::{Baselines, ConfigUnderTest, ProviderModel};
 use crate::world::Request;
 use std::time::Duration;
 use stilts_core::{
-    Attempt, AttemptTimer, Call, Decision, ErrorClass, Instant, Outcome, RequestMeta, Router,
-    Timeouts,
+    Attempt, AttemptTimer, Call, Decision, ErrorClass, Instant, Outcome, ReplicaReport,
+    RequestMeta, Router, SharedView, Timeouts,
 };
 
 /// An attempt a strategy asks for.
@@ -82,31 +82,86 @@ pub(crate) trait Strategy {
 /// Output tokens the gateway tells the router to expect when a request sets no `max_tokens`.
 pub(crate) const GATEWAY_DEFAULT_OUTPUT_TOKENS: u32 = 512;
 
-/// The real router.
+/// The real router: one per gateway replica (a round-robin load balancer in front), exchanging
+/// their shared state every `sync_ns` of virtual time when the config says they share it, as the
+/// gateway's `[cluster]` does through Redis.
 pub(crate) struct Stilts<'a> {
-    router: Router,
+    routers: Vec<Router>,
     config: &'a ConfigUnderTest,
     /// What the router is told to expect as output: what the gateway passes (the request's
     /// `max_tokens`, else 512), never the realised length, which nobody knows in advance.
     expected_output_tokens: u32,
+    /// The replica the next request goes to.
+    next_replica: usize,
+    /// The exchange period, and when the next exchange is due.
+    sync_ns: Option<u64>,
+    next_sync: u64,
 }
 
 impl<'a> Stilts<'a> {
+    /// Replica `r`'s router is seeded with `seed + r` (replica 0 with `seed`, as one gateway).
     pub(crate) fn new(config: &'a ConfigUnderTest, seed: u64, max_tokens: Option<u32>) -> Self {
+        let routers = (0..u64::from(config.replicas.count.max(1)))
+            .map(|r| Router::new(config.config.clone(), seed.wrapping_add(r)))
+            .collect();
         Stilts {
-            router: Router::new(config.config.clone(), seed),
+            routers,
             config,
             expected_output_tokens: max_tokens.unwrap_or(GATEWAY_DEFAULT_OUTPUT_TOKENS),
+            next_replica: 0,
+            sync_ns: config.replicas.sync_ns,
+            next_sync: config.replicas.sync_ns.unwrap_or(u64::MAX),
         }
+    }
+
+    /// Runs the exchange if one is due: every replica reports at `now`, then each takes in the
+    /// merge of the others' reports (as the gateway's exchange does, with no network delay).
+    #[inline]
+    fn sync_due(&mut self, now: u64) {
+        if now < self.next_sync {
+            return;
+        }
+        self.exchange(now);
+    }
+
+    #[cold]
+    fn exchange(&mut self, now: u64) {
+        let Some(period) = self.sync_ns else {
+            return;
+        };
+        let at = Instant::from_nanos(now);
+        let reports: Vec<ReplicaReport> = self
+            .routers
+            .iter_mut()
+            .map(|r| r.shared_report(at))
+            .collect();
+        for (i, router) in self.routers.iter_mut().enumerate() {
+            let others = reports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, r)| r);
+            router.apply_shared(&SharedView::merge(others), at);
+        }
+        self.next_sync = (now / period + 1).saturating_mul(period);
     }
 }
 
+/// A request's call on its replica's router.
+pub(crate) struct ReplicaCall {
+    replica: usize,
+    call: Call,
+}
+
 impl Strategy for Stilts<'_> {
-    type Call = Call;
+    type Call = ReplicaCall;
     type Attempt = Attempt;
 
-    fn begin(&mut self, req: &Request, now: u64) -> Call {
-        self.router.begin(
+    fn begin(&mut self, req: &Request, now: u64) -> ReplicaCall {
+        self.sync_due(now);
+        let replica = self.next_replica;
+        self.next_replica = (replica + 1) % self.routers.len();
+        let call = self.routers[replica].begin(
             RequestMeta {
                 input_tokens: req.input_tokens,
                 output_tokens: self.expected_output_tokens,
@@ -114,12 +169,14 @@ impl Strategy for Stilts<'_> {
                 deadline: Some(std::time::Duration::from_nanos(req.deadline - req.arrival)),
             },
             Instant::from_nanos(now),
-        )
+        );
+        ReplicaCall { replica, call }
     }
 
     #[inline]
-    fn next(&mut self, call: &mut Call, now: u64) -> Step<Attempt> {
-        match self.router.next_attempt(call, Instant::from_nanos(now)) {
+    fn next(&mut self, call: &mut ReplicaCall, now: u64) -> Step<Attempt> {
+        self.sync_due(now);
+        match self.routers[call.replica].next_attempt(&mut call.call, Instant::from_nanos(now)) {
             Decision::Send(attempt) => Step::Send(SendAttempt {
                 provider: self.config.world_index[attempt.provider.index()],
                 timer: attempt.timer(Instant::from_nanos(now)),
@@ -134,25 +191,32 @@ impl Strategy for Stilts<'_> {
     }
 
     #[inline]
-    fn record(&mut self, call: &mut Call, attempt: Attempt, outcome: Outcome, now: u64) {
-        self.router
-            .record(call, attempt, outcome, Instant::from_nanos(now));
+    fn record(&mut self, call: &mut ReplicaCall, attempt: Attempt, outcome: Outcome, now: u64) {
+        self.sync_due(now);
+        self.routers[call.replica].record(
+            &mut call.call,
+            attempt,
+            outcome,
+            Instant::from_nanos(now),
+        );
     }
 
-    fn commit_stream(&mut self, call: &mut Call) {
-        call.require_continuation();
+    fn commit_stream(&mut self, call: &mut ReplicaCall) {
+        call.call.require_continuation();
     }
 
-    fn deadline_is_clients(&self, call: &Call) -> bool {
-        call.deadline_is_clients()
+    fn deadline_is_clients(&self, call: &ReplicaCall) -> bool {
+        call.call.deadline_is_clients()
     }
 
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64) {
         let mut trips = vec![0; providers];
         let mut hedges = 0;
-        for status in self.router.status(Instant::from_nanos(now)) {
-            trips[self.config.world_index[status.id.index()]] += status.breaker_trips;
-            hedges += status.stats.hedges;
+        for router in &mut self.routers {
+            for status in router.status(Instant::from_nanos(now)) {
+                trips[self.config.world_index[status.id.index()]] += status.breaker_trips;
+                hedges += status.stats.hedges;
+            }
         }
         (trips, hedges)
     }

@@ -523,3 +523,62 @@ class = "{class}"
         assert_eq!(e.position.map(|p| p.0), Some(12), "{e}");
     }
 }
+
+/// A provider account's rate limit as the provider enforces it: at most `limit` attempts admitted
+/// over any trailing minute. Shared by the engine and `stilts replay`'s fake upstreams, so both
+/// reject the same attempts.
+#[derive(Clone, Debug)]
+pub struct RateWindow {
+    limit: usize,
+    /// Admission times (ns) within the last minute, oldest first.
+    admitted: std::collections::VecDeque<u64>,
+}
+
+/// The window of [`RateWindow`].
+const RATE_WINDOW_NS: u64 = 60_000_000_000;
+
+impl RateWindow {
+    /// A window admitting `requests_per_minute`.
+    pub fn new(requests_per_minute: u32) -> Self {
+        RateWindow {
+            limit: requests_per_minute.max(1) as usize,
+            admitted: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Admits an attempt at `now`, or refuses it with the wait until a slot frees (the
+    /// Retry-After a provider sends).
+    pub fn admit(&mut self, now: u64) -> Result<(), u64> {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|&t| t.saturating_add(RATE_WINDOW_NS) <= now)
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() >= self.limit {
+            let oldest = self.admitted.front().copied().unwrap_or(now);
+            return Err(oldest
+                .saturating_add(RATE_WINDOW_NS)
+                .saturating_sub(now)
+                .max(1));
+        }
+        self.admitted.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod rate_window_tests {
+    use super::RateWindow;
+
+    #[test]
+    fn admits_the_limit_per_trailing_minute_and_says_when_a_slot_frees() {
+        let mut w = RateWindow::new(2);
+        assert_eq!(w.admit(0), Ok(()));
+        assert_eq!(w.admit(10_000_000_000), Ok(()));
+        assert_eq!(w.admit(20_000_000_000), Err(40_000_000_000));
+        assert_eq!(w.admit(60_000_000_000), Ok(()));
+        assert_eq!(w.admit(65_000_000_000), Err(5_000_000_000));
+    }
+}

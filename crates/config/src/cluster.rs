@@ -65,7 +65,10 @@ impl ClusterConfig {
             return Err(ConfigError::new(
                 "cluster.sync_ms",
                 format!("{sync_ms} is outside {MIN_SYNC_MS} to {MAX_SYNC_MS}"),
-                format!("use e.g. {DEFAULT_SYNC_MS} (state at most 0.1 s stale)"),
+                format!(
+                    "use e.g. {DEFAULT_SYNC_MS} (a sibling's news reaches a replica within two \
+                     periods and a Redis round trip)"
+                ),
             ));
         }
         let key_prefix = self.key_prefix.clone().unwrap_or_else(|| "stilts:".into());
@@ -117,6 +120,12 @@ fn check_redis_url(text: &str) -> Result<(), (String, String)> {
             "use redis:// (plain) or rediss:// (TLS)".into(),
         ));
     }
+    if rest.contains(['?', '#']) {
+        return Err((
+            "it has a query or fragment (? or #), which stilts does not read".into(),
+            "remove it: the URL is redis[s]://[user@]host[:port][/db]".into(),
+        ));
+    }
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let host_port = match authority.rsplit_once('@') {
         Some((user, host)) => {
@@ -130,9 +139,20 @@ fn check_redis_url(text: &str) -> Result<(), (String, String)> {
         }
         None => authority,
     };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || host_port.starts_with('[') => (h, Some(p)),
-        _ => (host_port, None),
+    // An IPv6 address is bracketed: its colons are not a port separator.
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, rest)) => match rest.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => ("", None),
+            },
+            None => ("", None),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
     };
     if host.is_empty() {
         return Err((
@@ -184,6 +204,7 @@ mod tests {
             "rediss://cache.example:6380",
             "redis://default@10.0.0.1:6379",
             "redis://[::1]:6379",
+            "redis://[::1]",
         ] {
             assert!(with_url(url).validate().is_ok(), "{url}");
         }
@@ -200,6 +221,9 @@ mod tests {
             ("redis://host:0", "port"),
             ("redis://host:port", "port"),
             ("redis://host:6379/x", "database number"),
+            ("rediss://host#insecure", "fragment"),
+            ("redis://host?db=1", "query"),
+            ("redis://[::1", "no host"),
         ] {
             let e = with_url(url).validate().unwrap_err();
             assert_eq!(e.path, "cluster.redis_url", "{url}");

@@ -21,7 +21,7 @@ use stilts_core::{ProviderConfig, RouterConfig, ValidConfig};
 
 mod cluster;
 mod url;
-pub use cluster::{ClusterConfig, ClusterSettings};
+pub use cluster::{ClusterConfig, ClusterSettings, DEFAULT_SYNC_MS, MAX_SYNC_MS, MIN_SYNC_MS};
 pub use url::parse_upstream_url;
 
 /// A whole config file.

@@ -158,6 +158,42 @@ fn a_per_minute_limit_counts_the_siblings_traffic() {
     }
     assert_eq!(sent.iter().filter(|s| *s == "a").count(), 10, "{sent:?}");
     assert_eq!(sent.iter().filter(|s| *s == "b").count(), 2, "{sent:?}");
+    // A view without the sibling (it left, its report aged out) gives its share back.
+    let later = Instant::from_secs(2);
+    b.apply_shared(&SharedView::default(), later);
+    assert_eq!(run_call(&mut b, later, |_, _| ok(10)).sent, ["a"]);
+}
+
+#[test]
+fn a_siblings_deadline_is_capped_as_this_routers_own_would_be() {
+    let mut b = router(&["primary", "backup"], priority);
+    let now = Instant::from_secs(1);
+    let far = Instant::from_secs(1_000_000);
+    let forged = ReplicaReport {
+        spend_period: 0,
+        spent_usd: 0.0,
+        providers: vec![ProviderReport {
+            name: "primary".into(),
+            opened: Some(Opening {
+                at: now,
+                until: far,
+            }),
+            recovered_at: None,
+            cooldown: Some((Cooldown::Auth, far)),
+            minute: [0, 0],
+        }],
+    };
+    b.apply_shared(&SharedView::merge([&forged]), now);
+    let status = &b.status(now)[0];
+    // open_max (10 s) and the longest cool-down (quota_cooldown, 900 s by default) from now.
+    assert_eq!(
+        status.breaker,
+        BreakerState::Open {
+            until: now + Duration::from_secs(10)
+        }
+    );
+    let (_, until) = status.cooldown.unwrap();
+    assert_eq!(until, now + Duration::from_secs(900));
 }
 
 #[test]
@@ -268,7 +304,7 @@ proptest! {
     }
 
     /// Applying a view twice leaves a router as applying it once, and a breaker opened by a view
-    /// never opens past the view's latest deadline.
+    /// opens until the view's latest deadline, never past the router's own cap (open_max, 10 s).
     #[test]
     fn applying_a_view_is_idempotent(reports in prop::collection::vec(report(), 1..4), now in 0u64..120) {
         let now = Instant::from_secs(now);
@@ -283,7 +319,7 @@ proptest! {
         for status in once.status(now) {
             if let BreakerState::Open { until } = status.breaker {
                 let latest = view.providers.iter().find(|p| p.name == status.name)
-                    .and_then(|p| p.opened).map(|o| o.until);
+                    .and_then(|p| p.opened).map(|o| o.until.min(now + Duration::from_secs(10)));
                 prop_assert_eq!(Some(until), latest);
             }
         }

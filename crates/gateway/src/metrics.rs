@@ -137,7 +137,8 @@ pub struct ClusterMetrics {
     pub(crate) connected: Gauge,
     /// Round-trip time of each exchange.
     pub(crate) sync_seconds: Histogram,
-    /// Seconds since the last successful exchange (refreshed at scrape).
+    /// Seconds since the last successful exchange (refreshed at every exchange attempt, each
+    /// `sync_ms`, whether it succeeds or not).
     pub(crate) last_sync_age: FloatGauge,
     /// Times the replica fell back to local state (Redis unreachable, slow or garbled).
     pub(crate) fallbacks: Counter,

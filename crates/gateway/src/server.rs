@@ -363,6 +363,11 @@ fn reload_unless_abandoned(gateway: &Gateway, path: &Path, ticket: &ReloadTicket
                      restart (where a --worker-threads flag still overrides it)"
                 );
             }
+            if valid.cluster.as_ref() != gateway.cluster_settings() {
+                tracing::warn!(
+                    "[cluster] differs from the table at start: it applies at the next restart"
+                );
+            }
             gateway.reload_unless(&valid, ticket).is_ok()
         }
     }

@@ -347,6 +347,16 @@ async fn run_config(
     options: &ReplayOptions,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Measured, ReplayError> {
+    if config.replicas.count > 1 {
+        return Err(ReplayError::Unsupported {
+            place: format!("config \"{}\"", config.name),
+            problem: format!(
+                "it runs {} replicas; replay drives one gateway",
+                config.replicas.count
+            ),
+            fix: "replay another config (--config NAME), or simulate this one only".to_owned(),
+        });
+    }
     let clock = Clock::compressed(options.speed);
     let mut upstreams = Vec::with_capacity(config.world_index.len());
     for &world in &config.world_index {

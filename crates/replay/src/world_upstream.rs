@@ -95,6 +95,8 @@ pub(crate) struct WorldPlanner {
     /// Attempts seen per request index.
     tries: Mutex<HashMap<u64, u32>>,
     slots: Arc<Mutex<Slots>>,
+    /// The account's rate limit, checked before the capacity (as the simulator's engine does).
+    rate_window: Option<Mutex<stilts_sim::RateWindow>>,
 }
 
 impl WorldPlanner {
@@ -105,12 +107,15 @@ impl WorldPlanner {
         clock: Clock,
     ) -> Self {
         WorldPlanner {
-            scenario,
             provider,
             requests,
             clock,
             tries: Mutex::new(HashMap::new()),
             slots: Arc::new(Mutex::new(Slots::default())),
+            rate_window: scenario.providers[provider]
+                .requests_per_minute
+                .map(|rpm| Mutex::new(stilts_sim::RateWindow::new(rpm))),
+            scenario,
         }
     }
 
@@ -347,6 +352,19 @@ impl Planner for WorldPlanner {
             };
             let sent = self.clock.now().as_nanos();
             let fate = self.scenario.fate(req, self.provider, k, sent);
+            if let Some(window) = &self.rate_window {
+                if let Err(wait) = lock(window).admit(sent) {
+                    return self.plan_fate(
+                        dialect,
+                        Fate::Error {
+                            class: ErrorClass::RateLimited,
+                            after: REJECT_NS,
+                            retry_after: Some(wait),
+                        },
+                        req,
+                    );
+                }
+            }
             if let Some(service) = fate.service_ns() {
                 if self.serve(service).await.is_err() {
                     let cap = self.scenario.providers[self.provider].capacity;

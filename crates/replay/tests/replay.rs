@@ -158,6 +158,45 @@ async fn bad_options_are_refused_by_name() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("--until"), "{err}");
+    let replicas = OUTAGE.replace(
+        "[[configs]]\nname = \"stilts\"\n",
+        "[[configs]]\nname = \"stilts\"\nreplicas = 3\n",
+    );
+    let err = replay(&scenario(&replicas), &options(), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ReplayError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("3 replicas"), "{err}");
+}
+
+/// The primary's account admits 240 requests a minute while it is offered about 600: the fake
+/// upstream turns the excess away with 429s and the wait until a slot frees, as the simulator's
+/// engine does, and the router's answer to them is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_rate_limit_is_replayed() {
+    let text = OUTAGE.replace(
+        "errors = { server = 0.01, rate_limited = 0.005 }\n",
+        "errors = { server = 0.01, rate_limited = 0.005 }\nrequests_per_minute = 240\n",
+    );
+    let options = ReplayOptions {
+        configs: vec!["stilts".to_owned()],
+        until_s: Some(40.0),
+        ..options()
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let report = replay(&scenario(&text), &options, &|_| {}).await.unwrap();
+    let text = report.to_string();
+    assert!(report.passed, "{text}");
+    let c = &report.configs[0];
+    assert!(
+        c.predicted
+            .attempt_errors
+            .get("rate_limited")
+            .copied()
+            .unwrap_or(0)
+            > 5,
+        "the account limit bites: {text}"
+    );
 }
 
 /// A provider with a queue whose capacity halves for 10 s, while the primary is down: the

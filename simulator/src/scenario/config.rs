@@ -8,7 +8,7 @@
 
 use super::MAX_ATTEMPTS;
 use super::error::{Invalid, invalid};
-use super::model::{BASELINES, ConfigUnderTest, ProviderModel};
+use super::model::{BASELINES, ConfigUnderTest, ProviderModel, Replicas};
 use super::raw::RawConfig;
 use std::path::{Path, PathBuf};
 use stilts_core::RouterConfig;
@@ -284,10 +284,67 @@ pub(super) fn validate_config(
             format!("use at most {MAX_ATTEMPTS} attempts per request"),
         )));
     }
+    let replicas = replicas_of(&path, raw.replicas, raw.sync_ms, raw.shared)?;
     Ok(ConfigUnderTest {
         name: raw.name,
         config: valid,
         world_index,
+        replicas,
+    })
+}
+
+/// Most replicas a config may run.
+const MAX_REPLICAS: u32 = 64;
+
+/// `replicas`, `sync_ms` and `shared` of a config: replicas share state (every `sync_ms`, default
+/// 100 as `[cluster]`'s) unless `shared = false`.
+fn replicas_of(
+    path: &dyn Fn(&str) -> String,
+    count: Option<u32>,
+    sync_ms: Option<u64>,
+    shared: Option<bool>,
+) -> Result<Replicas, Invalid> {
+    let count = count.unwrap_or(1);
+    if !(1..=MAX_REPLICAS).contains(&count) {
+        return Err(invalid(
+            path("replicas"),
+            format!("{count} is not a replica count from 1 to {MAX_REPLICAS}"),
+            "use e.g. 4, or remove it for one gateway",
+        ));
+    }
+    if count == 1 && (sync_ms.is_some() || shared.is_some()) {
+        return Err(invalid(
+            path(if sync_ms.is_some() {
+                "sync_ms"
+            } else {
+                "shared"
+            }),
+            "only means something with several replicas",
+            "set replicas = N (N > 1), or remove it",
+        ));
+    }
+    if shared == Some(false) && sync_ms.is_some() {
+        return Err(invalid(
+            path("sync_ms"),
+            "is set but shared = false: the replicas exchange nothing",
+            "remove sync_ms, or shared = false",
+        ));
+    }
+    let sync_ms = sync_ms.unwrap_or(stilts_config::DEFAULT_SYNC_MS);
+    if !(stilts_config::MIN_SYNC_MS..=stilts_config::MAX_SYNC_MS).contains(&sync_ms) {
+        return Err(invalid(
+            path("sync_ms"),
+            format!(
+                "{sync_ms} is outside {} to {} (the gateway's [cluster] range)",
+                stilts_config::MIN_SYNC_MS,
+                stilts_config::MAX_SYNC_MS
+            ),
+            "use e.g. 100",
+        ));
+    }
+    Ok(Replicas {
+        count,
+        sync_ns: (count > 1 && shared != Some(false)).then_some(sync_ms * 1_000_000),
     })
 }
 

@@ -99,6 +99,9 @@ pub struct ProviderModel {
     pub rate_limit_retry_after_ns: Option<u64>,
     /// Concurrency limit and queue.
     pub capacity: Option<Capacity>,
+    /// The account's rate limit: attempts admitted over any trailing minute; beyond it a 429
+    /// whose Retry-After is the time until the oldest admitted attempt leaves the minute.
+    pub requests_per_minute: Option<u32>,
     /// The real context window.
     pub context_window: Option<u32>,
     /// List price, USD per million input tokens.
@@ -311,6 +314,26 @@ pub struct ConfigUnderTest {
     pub config: ValidConfig,
     /// For each of the config's providers, the index of the world provider it names.
     pub world_index: Vec<usize>,
+    /// Gateway replicas behind a round-robin load balancer, each with its own router.
+    pub replicas: Replicas,
+}
+
+/// How many gateway replicas run a config, and whether they share state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicas {
+    /// Replicas (1: one gateway).
+    pub count: u32,
+    /// With `[cluster]`: the replicas exchange their routers' shared state every this many
+    /// nanoseconds (`stilts_core::SharedView`); `None`: each keeps its own.
+    pub sync_ns: Option<u64>,
+}
+
+impl Replicas {
+    /// One gateway.
+    pub const ONE: Replicas = Replicas {
+        count: 1,
+        sync_ns: None,
+    };
 }
 
 /// Settings of the simulator-side baselines.

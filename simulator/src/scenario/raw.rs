@@ -98,6 +98,7 @@ pub(super) struct RawProvider {
     pub(super) errors: BTreeMap<ErrorClass, f64>,
     pub(super) rate_limit_retry_after_ms: Option<u64>,
     pub(super) capacity: Option<RawCapacity>,
+    pub(super) requests_per_minute: Option<u32>,
     pub(super) context_window: Option<u32>,
     pub(super) input_usd_per_mtok: Option<f64>,
     pub(super) output_usd_per_mtok: Option<f64>,
@@ -142,6 +143,9 @@ pub(super) struct RawConfig {
     pub(super) router: Option<RouterConfig>,
     pub(super) file: Option<String>,
     pub(super) table: Option<String>,
+    pub(super) replicas: Option<u32>,
+    pub(super) sync_ms: Option<u64>,
+    pub(super) shared: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -514,6 +514,13 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
             ))
         }
     };
+    if p.requests_per_minute == Some(0) {
+        return Err(invalid(
+            path("requests_per_minute"),
+            "must be at least 1",
+            "remove it for a provider without a rate limit",
+        ));
+    }
     if p.context_window == Some(0) {
         return Err(invalid(
             path("context_window"),
@@ -561,6 +568,7 @@ fn validate_provider(i: usize, p: &RawProvider) -> Result<ProviderModel, Invalid
             .map(|ms| millis(&path("rate_limit_retry_after_ms"), ms))
             .transpose()?,
         capacity,
+        requests_per_minute: p.requests_per_minute,
         context_window: p.context_window,
         input_usd_per_mtok: price("input_usd_per_mtok", p.input_usd_per_mtok)?,
         output_usd_per_mtok: price("output_usd_per_mtok", p.output_usd_per_mtok)?,

@@ -157,9 +157,12 @@ impl Router {
         }
     }
 
-    /// Takes in what the siblings know (see the module doc for the rules). A provider the view
-    /// does not name keeps its own state; one the view names but this router does not have is
-    /// ignored. Applying the same view twice changes nothing more.
+    /// Takes in what the siblings know (see the module doc for the rules). The view replaces the
+    /// siblings' usage and spend (a provider it does not name had none); a provider it names but
+    /// this router does not have is ignored. A sibling's deadline is never taken further than this
+    /// router would set one itself (`breaker.open_max`, the longest cool-down), so a sibling with
+    /// a clock far ahead, or a forged entry, cannot block a provider for longer. Applying the same
+    /// view twice changes nothing more.
     pub fn apply_shared(&mut self, view: &SharedView, now: Instant) {
         let _ = self.spend_reached(now);
         self.siblings_spent_usd = if view.spend_period == self.spend_period {
@@ -167,6 +170,12 @@ impl Router {
         } else {
             0.0
         };
+        for health in &mut self.health {
+            health.siblings_minute = [0, 0];
+        }
+        let longest_open = now + self.config.breaker.open_max;
+        let retry = &self.config.retry;
+        let longest_cooldown = now + retry.quota_cooldown.max(retry.auth_cooldown);
         for shared in &view.providers {
             let Some(i) = self
                 .config
@@ -178,7 +187,13 @@ impl Router {
             };
             let health = &mut self.health[i];
             // In the order they happened, so an opening and a later recovery end closed.
-            let opened = shared.opened.filter(|o| o.until > now);
+            let opened = shared
+                .opened
+                .map(|o| Opening {
+                    at: o.at,
+                    until: o.until.min(longest_open),
+                })
+                .filter(|o| o.until > now);
             match (opened, shared.recovered_at) {
                 (Some(o), Some(r)) if r > o.at => {
                     health.breaker.sibling_opened(o.at, o.until, now);
@@ -194,6 +209,7 @@ impl Router {
                 }
             }
             if let Some((kind, until)) = shared.cooldown {
+                let until = until.min(longest_cooldown);
                 let longer = health
                     .cooldown
                     .is_none_or(|(_, own)| own <= now || until > own);
