@@ -1193,9 +1193,14 @@ impl Router {
         self.budget.available(now)
     }
 
-    /// Spend in the current period, in USD (0 when no spend limit is set).
+    /// Spend in the current period, in USD (0 when no spend limit is set): this router's own.
     pub fn spent_usd(&self) -> f64 {
         self.spent_usd
+    }
+
+    /// Sibling replicas' spend in the current period as last shared (0 without shared state).
+    pub fn siblings_spent_usd(&self) -> f64 {
+        self.siblings_spent_usd
     }
 
     /// Counters of provider `id`.

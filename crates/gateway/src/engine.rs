@@ -792,6 +792,7 @@ impl Gateway {
             let budget = state.router.retry_budget_available(now);
             let policy = state.router.config().policy.as_str();
             let spent = state.router.spent_usd();
+            let siblings_spent = state.router.siblings_spent_usd();
             let providers: Vec<serde_json::Value> = state
                 .router
                 .status(now)
@@ -834,6 +835,7 @@ impl Gateway {
                     "policy": policy,
                     "retry_budget_available": budget,
                     "spent_usd": spent,
+                    "siblings_spent_usd": siblings_spent,
                     "providers": providers,
                 }),
             );

@@ -281,6 +281,14 @@ async fn the_spend_limit_holds_across_replicas() {
         "primary served {served} of 45 under a spend limit of 10 requests (bound 10 + {bound})"
     );
     assert!(served >= 10, "the limit wasted budget: {served}");
+    // Each replica's /status shows its own spend and what its siblings reported.
+    let route = &all[0].gateway.status_json()["routes"]["chat"];
+    let own = route["spent_usd"].as_f64().unwrap();
+    let siblings = route["siblings_spent_usd"].as_f64().unwrap();
+    assert!(
+        own > 0.0 && siblings > own,
+        "own {own}, siblings {siblings}"
+    );
     assert!(
         served <= 10 + bound,
         "{served} paid requests passed a shared limit of 10 (bound {bound}); unshared it would be 30"
@@ -363,6 +371,49 @@ async fn killing_redis_loses_no_request_and_restarting_it_reconverges() {
         })
         .await
     );
+}
+
+#[tokio::test]
+async fn a_slow_redis_slows_no_request() {
+    let redis = RedisServer::start();
+    let primary = mock("primary").await;
+    let backup = mock("backup").await;
+    let all = replicas(2, |id| {
+        replica_config(&redis, id, &primary, &backup, "", "")
+    })
+    .await;
+    // Redis stops answering for 1.5 s (it is busy, not gone: connections stay open).
+    let port = redis.port;
+    let sleeper = tokio::task::spawn_blocking(move || {
+        let busy = RedisServer::attach(port);
+        busy.command(&["DEBUG", "SLEEP", "1.5"])
+    });
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(1_500) {
+        for h in &all {
+            let t0 = std::time::Instant::now();
+            assert_eq!(served_by(h).await, "primary");
+            slowest = slowest.max(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("slowest request while Redis slept: {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(1_000),
+        "a request waited for Redis: {slowest:?}"
+    );
+    assert!(metric(&all[0], "stilts_cluster_sync_failures_total") >= 1.0);
+    sleeper.await.unwrap();
+    for h in &all {
+        assert!(
+            eventually(Duration::from_secs(10), || metric(
+                h,
+                "stilts_cluster_connected"
+            ) == 1.0)
+            .await
+        );
+    }
 }
 
 #[tokio::test]

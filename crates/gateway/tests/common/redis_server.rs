@@ -23,6 +23,11 @@ impl RedisServer {
         server
     }
 
+    /// A handle on a server started elsewhere (not killed when dropped).
+    pub fn attach(port: u16) -> RedisServer {
+        RedisServer { port, child: None }
+    }
+
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -42,6 +47,8 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            // DEBUG SLEEP plays a Redis that stops answering for a while.
+            .args(["--enable-debug-command", "yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
