@@ -231,6 +231,42 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What the official SDKs should do with this error (`x-should-retry`, which both read
+    /// before their own rules): `false` where the gateway already failed over and a client retry
+    /// would only repeat it (and a deadline would be waited out again), `true` where waiting for
+    /// `Retry-After` helps, `None` to leave it to the SDK (it never retries other 4xx).
+    pub fn should_retry(&self) -> Option<bool> {
+        match self.code {
+            "upstream_failed"
+            | "deadline_exceeded"
+            | "retry_budget_exhausted"
+            | "spend_limit"
+            | "stream_interrupted" => Some(false),
+            "rate_limit_exceeded" | "no_healthy_provider" => Some(true),
+            _ => None,
+        }
+    }
+
+    /// The headers every dialect's error answer carries: `Retry-After`, `x-should-retry` and
+    /// `X-Stilts-Attempts`.
+    pub(crate) fn tag_headers(&self, headers: &mut axum::http::HeaderMap) {
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if let Some(retry) = self.should_retry() {
+            headers.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
+        }
+        headers.insert("x-stilts-attempts", HeaderValue::from(self.attempts));
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body()).into_response();
@@ -239,13 +275,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(after) = self.retry_after {
-            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                headers.insert(header::RETRY_AFTER, v);
-            }
-        }
-        headers.insert("x-stilts-attempts", HeaderValue::from(self.attempts));
+        self.tag_headers(headers);
         response
     }
 }

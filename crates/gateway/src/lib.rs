@@ -12,6 +12,8 @@
 //! * `driver`: the request loop (one request's routing state, its attempts, its end).
 //! * `upstream` / `stream`: one attempt over HTTP; streams with failover before the first token and
 //!   exact continuation or an error event after it.
+//! * [`ingress`]: the client dialects other than the canonical one (Anthropic Messages), each
+//!   translated to the canonical format and back.
 //! * [`server`]: the axum endpoints, graceful shutdown, file-watch and SIGHUP reloads.
 //! * [`cluster`]: shared state between replicas through Redis (`[cluster]`), off the request path.
 //! * [`listener`]: accepting client connections under time and count limits, and draining.
@@ -29,6 +31,7 @@ mod driver;
 pub mod engine;
 pub mod error;
 mod http_client;
+pub mod ingress;
 pub mod listener;
 pub mod log_safe;
 pub mod metrics;

@@ -16,11 +16,9 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,12 +27,16 @@ use std::time::Duration;
 use crate::config::GatewayConfig;
 use crate::engine::{ChatReply, Gateway, ReloadTicket};
 use crate::error::ApiError;
+use crate::ingress;
 
 /// The axum app over `gateway`.
 pub fn app(gateway: Gateway) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(ingress::messages::handle))
+        .route("/v1/responses", post(ingress::responses::handle))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -44,7 +46,7 @@ pub fn app(gateway: Gateway) -> axum::Router {
 
 /// The token of an `Authorization: Bearer <token>` header. The scheme name is case-insensitive
 /// (RFC 9110 section 11.1), and any run of spaces may separate it from the token.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
@@ -53,115 +55,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The client's `X-Stilts-Deadline-Ms`: a whole number of milliseconds from 1. A value above the
-/// route's own deadline changes nothing (the route's applies). A malformed value is the client's
-/// error, named, never silently ignored.
-fn deadline_header(headers: &HeaderMap) -> Result<Option<Duration>, Box<ApiError>> {
-    let Some(value) = headers.get(X_STILTS_DEADLINE_MS) else {
-        return Ok(None);
-    };
-    let ms = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|ms| *ms >= 1);
-    match ms {
-        Some(ms) => Ok(Some(Duration::from_millis(ms))),
-        None => Err(Box::new(ApiError::plain(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_deadline",
-            format!(
-                "the X-Stilts-Deadline-Ms header must be a whole number of milliseconds, at least 1; got {:?}",
-                crate::log_safe::escape(&String::from_utf8_lossy(value.as_bytes()))
-            ),
-        ))),
-    }
-}
-
 /// The 401 answer when the client is not allowed.
 fn check_client(gateway: &Gateway, headers: &HeaderMap) -> Option<Response> {
-    if gateway.client_allowed(bearer(headers)) {
-        None
-    } else {
-        Some(
-            ApiError::plain(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "invalid_api_key",
-                "missing or unknown client key: send Authorization: Bearer <key>",
-            )
-            .into_response(),
-        )
-    }
+    ingress::check_client(gateway, bearer(headers)).map(IntoResponse::into_response)
 }
 
 async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
-    // The access line of a request refused here, before it names a route.
-    let refused = |response: Response| {
-        crate::driver::access_refused("-", response.status().as_u16(), started);
-        response
-    };
-    if let Some(denied) = check_client(&gateway, &headers) {
-        return refused(denied);
-    }
-    let deadline = match deadline_header(&headers) {
-        Ok(d) => d,
-        Err(bad) => return refused(bad.into_response()),
-    };
-    let (limit, body_timeout) = gateway.body_limits();
-    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
-    let Ok(read) = read else {
-        gateway.metrics().client_timeout("body_read");
-        let mut response = ApiError::plain(
-            StatusCode::REQUEST_TIMEOUT,
-            "invalid_request_error",
-            "request_timeout",
-            format!(
-                "the request body did not arrive within {} ms (server.body_read_timeout_ms)",
-                body_timeout.as_millis()
-            ),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return refused(response);
-    };
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) => {
-            let error = e.into_inner();
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return refused(ApiError::plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    "request_too_large",
-                    format!(
-                        "the request body is larger than {limit} bytes (server.body_limit_bytes)"
-                    ),
-                )
-                .into_response());
-            }
-            // The client stopped mid-upload or sent a broken body: its fault, not a size problem.
-            return refused(
-                ApiError::plain(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "unreadable_body",
-                    format!("the request body could not be read: {error}"),
-                )
-                .into_response(),
-            );
+    let request = match ingress::read_request(&gateway, &headers, bearer(&headers), body).await {
+        Ok(r) => r,
+        Err(refused) => {
+            // The access line of a request refused here, before it names a route.
+            crate::driver::access_refused("-", refused.error.status.as_u16(), started);
+            return refused.into_response_with(|e| e.into_response());
         }
     };
-    match gateway.chat(bytes, deadline).await {
+    match gateway.chat(request.body, request.deadline).await {
         Err(e) => e.into_response(),
         Ok(ChatReply::Complete {
             provider,
@@ -174,37 +83,15 @@ async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) ->
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            tag(h, &provider, attempts);
+            ingress::tag(h, &provider, attempts);
             response
         }
         Ok(ChatReply::Stream {
             provider,
             attempts,
             stream,
-        }) => {
-            let mut response = Response::new(Body::from_stream(stream.map(Ok::<_, Infallible>)));
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            tag(h, &provider, attempts);
-            response
-        }
+        }) => ingress::event_stream(stream, &provider, attempts),
     }
-}
-
-/// Header names made once (a `&str` name is parsed and validated on every insert).
-const X_PROVIDER: HeaderName = HeaderName::from_static("x-provider");
-const X_STILTS_ATTEMPTS: HeaderName = HeaderName::from_static("x-stilts-attempts");
-const X_STILTS_DEADLINE_MS: HeaderName = HeaderName::from_static("x-stilts-deadline-ms");
-
-fn tag(headers: &mut HeaderMap, provider: &str, attempts: u32) {
-    if let Ok(v) = HeaderValue::from_str(provider) {
-        headers.insert(X_PROVIDER, v);
-    }
-    headers.insert(X_STILTS_ATTEMPTS, HeaderValue::from(attempts));
 }
 
 async fn models(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
@@ -217,6 +104,35 @@ async fn models(State(gateway): State<Gateway>, headers: HeaderMap) -> Response 
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "stilts"}))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`: one route, in OpenAI's model shape (the id may hold a `/`, sent raw or
+/// as `%2F`).
+async fn model(
+    State(gateway): State<Gateway>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = check_client(&gateway, &headers) {
+        return denied;
+    }
+    if gateway.route_names().contains(&id) {
+        return axum::Json(
+            serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "stilts"}),
+        )
+        .into_response();
+    }
+    ApiError::plain(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "model_not_found",
+        format!(
+            "no route named \"{}\"; routes: {}",
+            crate::log_safe::escape(&id),
+            gateway.route_names().join(", ")
+        ),
+    )
+    .into_response()
 }
 
 async fn status(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
@@ -269,7 +185,7 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         "not_found",
-        "no such endpoint: stilts serves POST /v1/chat/completions, GET /v1/models, /status, /metrics and /healthz",
+        "no such endpoint: stilts serves POST /v1/chat/completions, POST /v1/messages (Anthropic Messages; an Anthropic SDK's base URL has no /v1), POST /v1/responses, GET /v1/models, GET /v1/models/{id}, /status, /metrics and /healthz",
     )
     .into_response()
 }

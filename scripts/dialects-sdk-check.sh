@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Checks stilts' dialects other than Chat Completions against the official SDKs: builds stilts and
+# the openai plugin, installs the `anthropic` and `openai` packages into a venv, starts two fake
+# OpenAI upstreams (one that answers, one that cuts its streams after two chunks) and `stilts serve`
+# with a route whose first deployment refuses connections, so every call fails over. Then:
+# - Anthropic Messages: messages.create plain and streamed (the failover is invisible but for
+#   X-Stilts-Attempts), the stream helper's final message, a stream cut after its first bytes (the
+#   SDK must raise), an unknown route (NotFoundError), a field stilts cannot carry (BadRequestError);
+# - OpenAI Responses: responses.create plain and streamed, the stream helper's final response, a
+#   cut stream (the SDK must raise), stored state refused; models.retrieve.
+# Exits non-zero on any failure; stops what it started.
+#
+#   scripts/dialects-sdk-check.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="${STILTS_SDK_VENV:-$TARGET/sdk-venv}"
+WORK="$(mktemp -d)"
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== building stilts and the openai plugin"
+(cd "$ROOT" && cargo build --locked -q -p stilts-cli -p stilts-plugin-openai)
+STILTS="$TARGET/debug/stilts"
+
+echo "== installing the anthropic and openai SDKs into $VENV"
+[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check --upgrade anthropic openai
+
+GOOD=$(free_port); CUTTER=$(free_port); DEAD=$(free_port); GW=$(free_port)
+"$STILTS" mock-upstream --listen "127.0.0.1:$GOOD" --name good --chunk-interval-ms 5 >"$WORK/good.log" 2>&1 &
+PIDS+=($!)
+"$STILTS" mock-upstream --listen "127.0.0.1:$CUTTER" --name cutter --chunk-interval-ms 5 --cut-after 2 >"$WORK/cutter.log" 2>&1 &
+PIDS+=($!)
+cat >"$WORK/stilts.toml" <<TOML
+[server]
+listen = "127.0.0.1:$GW"
+reload_poll_ms = 0
+plugin_dir = "$TARGET/debug"
+
+[routes.chat.router]
+policy = "priority"
+
+[[routes.chat.deployments]]
+name = "dead"
+plugin = "openai"
+base_url = "http://127.0.0.1:$DEAD/v1"
+model = "gone"
+priority = 0
+
+[[routes.chat.deployments]]
+name = "good"
+plugin = "openai"
+base_url = "http://127.0.0.1:$GOOD/v1"
+model = "mock-good"
+priority = 1
+
+[[routes.cut.deployments]]
+name = "cutter"
+plugin = "openai"
+base_url = "http://127.0.0.1:$CUTTER/v1"
+model = "mock-cutter"
+TOML
+"$STILTS" serve --config "$WORK/stilts.toml" >"$WORK/out" 2>"$WORK/err" &
+PIDS+=($!)
+for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$GW/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -sf "http://127.0.0.1:$GW/healthz" >/dev/null || { echo "stilts did not start"; cat "$WORK/out" "$WORK/err"; exit 1; }
+echo "   stilts at http://127.0.0.1:$GW"
+
+echo "== Anthropic Messages with the anthropic SDK"
+STILTS_ADDR="127.0.0.1:$GW" "$VENV/bin/python" - <<'PY'
+import os, sys
+import anthropic
+
+addr = os.environ["STILTS_ADDR"]
+# The Anthropic SDK appends /v1/messages itself: its base URL has no /v1.
+client = anthropic.Anthropic(base_url=f"http://{addr}", api_key="unused", max_retries=0)
+failures = []
+
+def check(cond, what):
+    print(("   ok   " if cond else "   FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+ask = [{"role": "user", "content": "Say hi."}]
+
+raw = client.messages.with_raw_response.create(model="chat", max_tokens=64, messages=ask)
+message = raw.parse()
+text = "".join(b.text for b in message.content if b.type == "text")
+check(raw.headers.get("x-provider") == "good", f"plain: served by the backup after a failover (X-Provider {raw.headers.get('x-provider')})")
+check(raw.headers.get("x-stilts-attempts") == "2", f"plain: two attempts (X-Stilts-Attempts {raw.headers.get('x-stilts-attempts')})")
+check(bool(raw.headers.get("request-id")), "plain: request-id header")
+check(message.type == "message" and message.role == "assistant", "plain: a message")
+check(len(text) > 0, f"plain: answer text ({text!r})")
+check(message.stop_reason == "end_turn", f"plain: stop_reason end_turn ({message.stop_reason})")
+check(message.usage.output_tokens > 0, f"plain: usage ({message.usage})")
+
+with client.messages.stream(model="chat", max_tokens=64, messages=ask) as stream:
+    streamed = "".join(stream.text_stream)
+    final = stream.get_final_message()
+check(streamed == text, f"stream: same answer as the plain call ({streamed!r})")
+check(final.stop_reason == "end_turn", f"stream: final stop_reason end_turn ({final.stop_reason})")
+check(final.usage.output_tokens > 0 and final.usage.input_tokens > 0, f"stream: final usage ({final.usage})")
+
+names = [event.type for event in client.messages.create(model="chat", max_tokens=64, messages=ask, stream=True)]
+check(names[0] == "message_start" and names[-1] == "message_stop", f"stream events from message_start to message_stop ({names[0]} .. {names[-1]})")
+check("content_block_delta" in names and "message_delta" in names, "stream events carry deltas and the message_delta")
+
+try:
+    with client.messages.stream(model="cut", max_tokens=64, messages=ask) as stream:
+        cut_text = "".join(stream.text_stream)
+    check(False, f"a stream cut after its first bytes raises (got {cut_text!r} and no error)")
+except anthropic.APIStatusError as e:
+    check(getattr(e, "type", None) in ("api_error", "overloaded_error") or "api_error" in str(e),
+          f"a stream cut after its first bytes raises APIStatusError ({str(e)[:80]})")
+
+try:
+    client.messages.create(model="no-such-route", max_tokens=16, messages=ask)
+    check(False, "an unknown route raises NotFoundError")
+except anthropic.NotFoundError as e:
+    check("no route" in str(e), f"an unknown route raises NotFoundError ({str(e)[:80]})")
+
+try:
+    client.messages.create(model="chat", max_tokens=16, messages=ask, extra_body={"top_k": 5})
+    check(False, "a field stilts cannot carry raises BadRequestError")
+except anthropic.BadRequestError as e:
+    check("top_k" in str(e), f"a field stilts cannot carry raises BadRequestError naming it ({str(e)[:80]})")
+
+sys.exit(1 if failures else 0)
+PY
+
+echo "== OpenAI Responses with the openai SDK"
+STILTS_ADDR="127.0.0.1:$GW" "$VENV/bin/python" - <<'PY'
+import os, sys
+import openai
+
+addr = os.environ["STILTS_ADDR"]
+client = openai.OpenAI(base_url=f"http://{addr}/v1", api_key="unused", max_retries=0)
+failures = []
+
+def check(cond, what):
+    print(("   ok   " if cond else "   FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+raw = client.responses.with_raw_response.create(model="chat", input="Say hi.", instructions="Be brief.")
+response = raw.parse()
+check(raw.headers.get("x-provider") == "good", f"plain: served by the backup after a failover (X-Provider {raw.headers.get('x-provider')})")
+check(raw.headers.get("x-stilts-attempts") == "2", f"plain: two attempts (X-Stilts-Attempts {raw.headers.get('x-stilts-attempts')})")
+check(response.object == "response" and response.status == "completed", f"plain: a completed response ({response.status})")
+check(len(response.output_text) > 0, f"plain: output_text ({response.output_text!r})")
+check(response.usage is not None and response.usage.output_tokens > 0, f"plain: usage ({response.usage})")
+
+with client.responses.stream(model="chat", input=[{"role": "user", "content": "Say hi."}]) as stream:
+    deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+    final = stream.get_final_response()
+check("".join(deltas) == response.output_text, f"stream: the deltas make the plain answer ({''.join(deltas)!r})")
+check(final.status == "completed" and final.output_text == response.output_text, "stream: the helper's final response")
+check(final.usage is not None and final.usage.input_tokens > 0, f"stream: final usage ({final.usage})")
+
+types = [e.type for e in client.responses.create(model="chat", input="Say hi.", stream=True)]
+check(types[0] == "response.created" and types[-1] == "response.completed", f"stream events from response.created to response.completed ({types[0]} .. {types[-1]})")
+
+try:
+    with client.responses.stream(model="cut", input="Say hi.") as stream:
+        for _ in stream:
+            pass
+        stream.get_final_response()
+    check(False, "a stream cut after its first bytes raises")
+except (openai.APIError, RuntimeError) as e:
+    check("cut" in str(e) or "interrupted" in str(e) or "response.completed" in str(e), f"a stream cut after its first bytes raises ({type(e).__name__}: {str(e)[:70]})")
+
+try:
+    client.responses.create(model="chat", input="hi", previous_response_id="resp_123")
+    check(False, "stored state is refused")
+except openai.BadRequestError as e:
+    check("previous_response_id" in str(e), f"stored state is refused, naming the field ({str(e)[:70]})")
+
+model = client.models.retrieve("chat")
+check(model.id == "chat" and model.object == "model", f"models.retrieve ({model.id})")
+try:
+    client.models.retrieve("no-such-route")
+    check(False, "models.retrieve of an unknown route raises NotFoundError")
+except openai.NotFoundError:
+    check(True, "models.retrieve of an unknown route raises NotFoundError")
+
+sys.exit(1 if failures else 0)
+PY
+echo "== dialect SDK checks passed"
