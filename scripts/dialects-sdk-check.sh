@@ -4,9 +4,11 @@
 # OpenAI upstreams (one that answers, one that cuts its streams after two chunks) and `stilts serve`
 # with a route whose first deployment refuses connections, so every call fails over. Then:
 # - Anthropic Messages: messages.create plain and streamed (the failover is invisible but for
-#   X-Stilts-Attempts), the stream helper's final message, a stream cut after its first bytes (the
+#   X-Stilts-Attempts), the stream helper's final message, a tool call and its result (plain and
+#   streamed), a stream cut after its first bytes (the
 #   SDK must raise), an unknown route (NotFoundError), a field stilts cannot carry (BadRequestError);
 # - OpenAI Responses: responses.create plain and streamed, the stream helper's final response, a
+#   function call and its output (plain and streamed), a json_schema answer, a
 #   cut stream (the SDK must raise), stored state refused; models.retrieve.
 # Exits non-zero on any failure; stops what it started.
 #
@@ -61,6 +63,25 @@ model = "gone"
 priority = 0
 
 [[routes.chat.deployments]]
+name = "good"
+plugin = "openai"
+base_url = "http://127.0.0.1:$GOOD/v1"
+model = "mock-good"
+priority = 1
+
+# The same for the Responses checks: a route of its own, so its first call meets the dead
+# deployment while its breaker is still closed.
+[routes.resp.router]
+policy = "priority"
+
+[[routes.resp.deployments]]
+name = "dead"
+plugin = "openai"
+base_url = "http://127.0.0.1:$DEAD/v1"
+model = "gone"
+priority = 0
+
+[[routes.resp.deployments]]
 name = "good"
 plugin = "openai"
 base_url = "http://127.0.0.1:$GOOD/v1"
@@ -129,6 +150,22 @@ except anthropic.APIStatusError as e:
     check(getattr(e, "type", None) in ("api_error", "overloaded_error") or "api_error" in str(e),
           f"a stream cut after its first bytes raises APIStatusError ({str(e)[:80]})")
 
+weather = {"name": "get_weather", "description": "The weather in a city",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+call = client.messages.create(model="chat", max_tokens=64, messages=ask, tools=[weather])
+uses = [b for b in call.content if b.type == "tool_use"]
+check(call.stop_reason == "tool_use" and len(uses) == 1 and uses[0].name == "get_weather" and isinstance(uses[0].input, dict),
+      f"tools: a tool_use block with an input object ({call.content})")
+after = client.messages.create(model="chat", max_tokens=64, tools=[weather], messages=ask + [
+    {"role": "assistant", "content": call.content},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "21 C"}]}])
+check(after.stop_reason == "end_turn" and after.content[0].type == "text", "tools: the tool's result gets a text answer")
+with client.messages.stream(model="chat", max_tokens=64, messages=ask, tools=[weather]) as stream:
+    streamed_call = stream.get_final_message()
+suses = [b for b in streamed_call.content if b.type == "tool_use"]
+check(streamed_call.stop_reason == "tool_use" and len(suses) == 1 and suses[0].input == uses[0].input,
+      f"tools, streamed: the helper rebuilds the same tool_use ({streamed_call.content})")
+
 try:
     client.messages.create(model="no-such-route", max_tokens=16, messages=ask)
     check(False, "an unknown route raises NotFoundError")
@@ -158,7 +195,7 @@ def check(cond, what):
     if not cond:
         failures.append(what)
 
-raw = client.responses.with_raw_response.create(model="chat", input="Say hi.", instructions="Be brief.")
+raw = client.responses.with_raw_response.create(model="resp", input="Say hi.", instructions="Be brief.")
 response = raw.parse()
 check(raw.headers.get("x-provider") == "good", f"plain: served by the backup after a failover (X-Provider {raw.headers.get('x-provider')})")
 check(raw.headers.get("x-stilts-attempts") == "2", f"plain: two attempts (X-Stilts-Attempts {raw.headers.get('x-stilts-attempts')})")
@@ -184,6 +221,32 @@ try:
     check(False, "a stream cut after its first bytes raises")
 except (openai.APIError, RuntimeError) as e:
     check("cut" in str(e) or "interrupted" in str(e) or "response.completed" in str(e), f"a stream cut after its first bytes raises ({type(e).__name__}: {str(e)[:70]})")
+
+tools = [{"type": "function", "name": "get_weather", "description": "The weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+called = client.responses.create(model="chat", input="Weather in Paris?", tools=tools)
+calls = [item for item in called.output if item.type == "function_call"]
+check(len(calls) == 1 and calls[0].name == "get_weather" and "city" in calls[0].arguments,
+      f"tools: a function_call item ({called.output})")
+answered = client.responses.create(model="chat", tools=tools, input=[
+    {"role": "user", "content": "Weather in Paris?"},
+    {"type": "function_call", "call_id": calls[0].call_id, "name": calls[0].name, "arguments": calls[0].arguments},
+    {"type": "function_call_output", "call_id": calls[0].call_id, "output": "21 C"}])
+check(len(answered.output_text) > 0, f"tools: the function's output gets a text answer ({answered.output_text!r})")
+with client.responses.stream(model="chat", input="Weather in Paris?", tools=tools) as stream:
+    streamed_called = stream.get_final_response()
+scalls = [item for item in streamed_called.output if item.type == "function_call"]
+check(len(scalls) == 1 and scalls[0].arguments == calls[0].arguments,
+      f"tools, streamed: the helper's final response has the same call ({streamed_called.output})")
+shaped = client.responses.create(model="chat", input="Weather?", text={"format": {"type": "json_schema", "name": "w",
+    "schema": {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+               "required": ["city", "temp"], "additionalProperties": False}, "strict": True}})
+import json as _json
+try:
+    parsed = _json.loads(shaped.output_text)
+    check(set(parsed) == {"city", "temp"}, f"json_schema: the answer is schema-shaped JSON ({parsed})")
+except ValueError:
+    check(False, f"json_schema: the answer is JSON ({shaped.output_text!r})")
 
 try:
     client.responses.create(model="chat", input="hi", previous_response_id="resp_123")

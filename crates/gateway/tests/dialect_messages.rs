@@ -330,3 +330,41 @@ async fn a_cut_after_the_first_bytes_continues_exactly_inside_the_same_message()
         "the answer goes on where the cut left it: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_tool_call_crosses_both_translations() {
+    // An Anthropic client, an OpenAI deployment: tool_use → tool_calls → tool_use.
+    let up = mock("gpt", Faults::default()).await;
+    let h = Harness::start(&format!(
+        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}",
+        openai_deployment("gpt", &up.base_url(), 0)
+    ))
+    .await;
+    let mut body = ask(false);
+    body["tools"] = json!([{"name": "weather", "input_schema": {"type": "object",
+        "properties": {"city": {"type": "string"}}}}]);
+    let (status, _, text) = post(&h, &body, None).await;
+    assert_eq!(status, 200, "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(message["stop_reason"], "tool_use", "{text}");
+    assert_eq!(message["content"][0]["type"], "tool_use");
+    assert_eq!(message["content"][0]["name"], "weather");
+    assert!(message["content"][0]["input"]["city"].is_string(), "{text}");
+    // The upstream saw an OpenAI function tool.
+    let sent = up.last_request().unwrap();
+    assert_eq!(sent["tools"][0]["function"]["name"], "weather", "{sent}");
+    // Streamed: one tool_use block whose input_json_delta pieces make the same input.
+    body["stream"] = json!(true);
+    let (status, _, text) = post(&h, &body, None).await;
+    assert_eq!(status, 200, "{text}");
+    let events = events(&text);
+    let json: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(str::to_owned))
+        .collect();
+    let input: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(input, message["content"][0]["input"]);
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+}

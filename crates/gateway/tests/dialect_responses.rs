@@ -241,3 +241,34 @@ async fn a_responses_request_is_served_by_an_anthropic_deployment() {
     let events = events(&body);
     assert_eq!(events.last().unwrap().0, "response.completed", "{body}");
 }
+
+#[tokio::test]
+async fn a_function_call_from_an_anthropic_deployment_streams_as_a_function_call_item() {
+    let up = mock("claude", Faults::default()).await;
+    let h = Harness::start(&format!(
+        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n\
+         [[routes.chat.deployments]]\nname = \"claude\"\nplugin = \"ANTHROPIC\"\nbase_url = \"{}\"\nmodel = \"claude-haiku-4-5\"\n",
+        up.base_url()
+    ))
+    .await;
+    let tools = json!([{"type": "function", "name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let (status, _, body) = post(
+        &h,
+        &json!({"model": "chat", "input": "Weather?", "tools": tools, "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let events = events(&body);
+    let done = &events.last().unwrap().1["response"];
+    assert_eq!(done["status"], "completed", "{body}");
+    let call = &done["output"][0];
+    assert_eq!(call["type"], "function_call", "{body}");
+    assert_eq!(call["name"], "weather");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{call}");
+    // The Anthropic upstream got its own tool shape.
+    let sent = up.last_request().unwrap();
+    assert_eq!(sent["tools"][0]["name"], "weather", "{sent}");
+    assert!(sent["tools"][0]["input_schema"].is_object(), "{sent}");
+}

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod content;
 mod wire;
 use wire::Answer;
 pub use wire::{Dialect, error_parts};
@@ -478,7 +479,7 @@ async fn answer(
             .pointer("/stream_options/include_usage")
             .and_then(|v| v.as_bool())
             == Some(true);
-    *lock(&state.last_request) = Some(request);
+    *lock(&state.last_request) = Some(request.clone());
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
     }
@@ -509,7 +510,14 @@ async fn answer(
         };
         return error_response(dialect, status, faults, message);
     }
-    let reply = state.config.reply.clone();
+    let (reply, tool) = match content::content_for(dialect, &request, &state.config.reply, n) {
+        content::Content::Text(text) => (text, None),
+        content::Content::ToolCall {
+            id,
+            name,
+            arguments,
+        } => (arguments, Some((id, name))),
+    };
     let wire = Answer {
         dialect,
         id: match dialect {
@@ -520,8 +528,9 @@ async fn answer(
         created: 1_700_000_000,
         usage: plan.usage.unwrap_or((
             (body.len() / 4) as u64,
-            reply.split_whitespace().count() as u64,
+            reply.split_whitespace().count().max(1) as u64,
         )),
+        tool,
     };
     if !stream {
         guard.done();
@@ -534,7 +543,17 @@ async fn answer(
         }
         return axum::Json(wire.plain(&reply)).into_response();
     }
-    let mut words: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
+    let mut words: Vec<String> = if wire.tool.is_some() {
+        // Arguments arrive in fragments, as from a real model.
+        reply
+            .chars()
+            .collect::<Vec<_>>()
+            .chunks(8)
+            .map(|c| c.iter().collect())
+            .collect()
+    } else {
+        reply.split_inclusive(' ').map(str::to_owned).collect()
+    };
     if let Some(n) = plan.content_chunks {
         let n = n.max(1) as usize;
         words = words.iter().cycle().take(n).cloned().collect();

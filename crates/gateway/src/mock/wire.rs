@@ -84,12 +84,32 @@ pub(super) struct Answer {
     pub created: u64,
     /// (input, output) tokens.
     pub usage: (u64, u64),
+    /// When the answer is a tool call: its id and the tool's name (the text is then the
+    /// arguments' JSON).
+    pub tool: Option<(String, String)>,
 }
 
 impl Answer {
     /// A whole plain answer.
     pub fn plain(&self, text: &str) -> serde_json::Value {
         let (input, output) = self.usage;
+        if let Some((id, name)) = &self.tool {
+            return match self.dialect {
+                Dialect::OpenAi => json!({
+                    "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                        "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": text}}]}}],
+                    "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output},
+                }),
+                Dialect::Anthropic => json!({
+                    "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                    "content": [{"type": "tool_use", "id": id, "name": name,
+                        "input": serde_json::from_str::<serde_json::Value>(text).unwrap_or_else(|_| json!({}))}],
+                    "stop_reason": "tool_use", "stop_sequence": null,
+                    "usage": {"input_tokens": input, "output_tokens": output},
+                }),
+            };
+        }
         match self.dialect {
             Dialect::OpenAi => json!({
                 "id": self.id,
@@ -140,18 +160,28 @@ impl Answer {
     /// `content_block_start`.
     pub fn stream_start(&self) -> Bytes {
         match self.dialect {
-            Dialect::OpenAi => Bytes::from(self.event(
-                "",
-                &self.openai_chunk(json!({"role": "assistant", "content": ""}), None),
-            )),
+            Dialect::OpenAi => {
+                let delta = match &self.tool {
+                    Some((id, name)) => {
+                        json!({"role": "assistant", "content": null, "tool_calls": [
+                        {"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]})
+                    }
+                    None => json!({"role": "assistant", "content": ""}),
+                };
+                Bytes::from(self.event("", &self.openai_chunk(delta, None)))
+            }
             Dialect::Anthropic => {
                 let start = json!({"type": "message_start", "message": {
                     "id": self.id, "type": "message", "role": "assistant", "model": self.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": self.usage.0, "output_tokens": 1},
                 }});
-                let block = json!({"type": "content_block_start", "index": 0,
-                    "content_block": {"type": "text", "text": ""}});
+                let block = match &self.tool {
+                    Some((id, name)) => json!({"type": "content_block_start", "index": 0,
+                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                    None => json!({"type": "content_block_start", "index": 0,
+                        "content_block": {"type": "text", "text": ""}}),
+                };
                 Bytes::from(
                     self.event("message_start", &start)
                         + &self.event("content_block_start", &block),
@@ -162,15 +192,27 @@ impl Answer {
 
     /// One piece of content.
     pub fn stream_text(&self, text: &str) -> Bytes {
+        let tool = self.tool.is_some();
         match self.dialect {
             Dialect::OpenAi => {
-                Bytes::from(self.event("", &self.openai_chunk(json!({"content": text}), None)))
+                let delta = if tool {
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+                } else {
+                    json!({"content": text})
+                };
+                Bytes::from(self.event("", &self.openai_chunk(delta, None)))
             }
-            Dialect::Anthropic => Bytes::from(self.event(
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": text}}),
-            )),
+            Dialect::Anthropic => {
+                let delta = if tool {
+                    json!({"type": "input_json_delta", "partial_json": text})
+                } else {
+                    json!({"type": "text_delta", "text": text})
+                };
+                Bytes::from(self.event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+                ))
+            }
         }
     }
 
@@ -191,7 +233,12 @@ impl Answer {
         let mut out = String::new();
         match self.dialect {
             Dialect::OpenAi => {
-                out += &self.event("", &self.openai_chunk(json!({}), Some("stop")));
+                let finish = if self.tool.is_some() {
+                    "tool_calls"
+                } else {
+                    "stop"
+                };
+                out += &self.event("", &self.openai_chunk(json!({}), Some(finish)));
                 if include_usage {
                     let usage = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -212,7 +259,8 @@ impl Answer {
                 out += &self.event(
                     "message_delta",
                     &json!({"type": "message_delta",
-                        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                        "delta": {"stop_reason": if self.tool.is_some() { "tool_use" } else { "end_turn" },
+                                  "stop_sequence": null},
                         "usage": {"output_tokens": output}}),
                 );
                 if !no_done {
