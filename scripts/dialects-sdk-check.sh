@@ -9,7 +9,8 @@
 #   SDK must raise), an unknown route (NotFoundError), a field stilts cannot carry (BadRequestError);
 # - OpenAI Responses: responses.create plain and streamed, the stream helper's final response, a
 #   function call and its output (plain and streamed), a json_schema answer, a
-#   cut stream (the SDK must raise), stored state refused; models.retrieve.
+#   cut stream (the SDK must raise), stored state refused; models.retrieve; embeddings.create
+#   (base64 by default, floats, dimensions) through a failover.
 # Exits non-zero on any failure; stops what it started.
 #
 #   scripts/dialects-sdk-check.sh
@@ -86,6 +87,26 @@ name = "good"
 plugin = "openai"
 base_url = "http://127.0.0.1:$GOOD/v1"
 model = "mock-good"
+priority = 1
+
+# Embeddings, through the same failover.
+[routes.emb]
+kind = "embeddings"
+[routes.emb.router]
+policy = "priority"
+
+[[routes.emb.deployments]]
+name = "dead"
+plugin = "openai"
+base_url = "http://127.0.0.1:$DEAD/v1"
+model = "gone"
+priority = 0
+
+[[routes.emb.deployments]]
+name = "good"
+plugin = "openai"
+base_url = "http://127.0.0.1:$GOOD/v1"
+model = "text-embedding-3-small"
 priority = 1
 
 [[routes.cut.deployments]]
@@ -253,6 +274,18 @@ try:
     check(False, "stored state is refused")
 except openai.BadRequestError as e:
     check("previous_response_id" in str(e), f"stored state is refused, naming the field ({str(e)[:70]})")
+
+# The SDK asks for base64 unless told otherwise, and decodes it.
+raw = client.embeddings.with_raw_response.create(model="emb", input=["hello world", "bye"])
+embedded = raw.parse()
+check(raw.headers.get("x-stilts-attempts") == "2", f"embeddings: through a failover (X-Stilts-Attempts {raw.headers.get('x-stilts-attempts')})")
+vectors = [d.embedding for d in embedded.data]
+check(len(vectors) == 2 and all(len(v) == 8 and all(isinstance(x, float) for x in v) for v in vectors),
+      f"embeddings: two vectors of 8 floats, decoded from base64 ({[len(v) for v in vectors]})")
+floats = client.embeddings.create(model="emb", input=["hello world", "bye"], encoding_format="float")
+check([d.embedding for d in floats.data] == vectors, "embeddings: floats and base64 carry the same vectors")
+shorter = client.embeddings.create(model="emb", input="hello", dimensions=4)
+check(len(shorter.data[0].embedding) == 4, "embeddings: dimensions is carried")
 
 model = client.models.retrieve("chat")
 check(model.id == "chat" and model.object == "model", f"models.retrieve ({model.id})")

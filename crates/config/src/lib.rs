@@ -78,10 +78,34 @@ pub struct ServerConfig {
     pub metrics_keys_env: Vec<String>,
 }
 
+/// What a route serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// Chat: `/v1/chat/completions`, `/v1/messages`, `/v1/responses`.
+    #[default]
+    Chat,
+    /// Embeddings: `/v1/embeddings`.
+    Embeddings,
+}
+
+impl RouteKind {
+    /// `chat` or `embeddings`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Chat => "chat",
+            RouteKind::Embeddings => "embeddings",
+        }
+    }
+}
+
 /// One route: the deployments that can serve it and how to choose among them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
+    /// What the route serves: `chat` (the default: chat completions, Messages, Responses) or
+    /// `embeddings` (`POST /v1/embeddings`).
+    pub kind: RouteKind,
     /// Router settings (policy, deadline, breaker, retries, budget, hedging, timeouts, spend).
     /// Its `providers` list must stay empty: list deployments instead.
     pub router: RouterConfig,
@@ -250,6 +274,8 @@ pub struct DeploymentSettings {
 pub struct ValidRoute {
     /// The name clients use as `model`.
     pub name: String,
+    /// What it serves.
+    pub kind: RouteKind,
     /// The router's validated config; provider `i` is deployment `i`.
     pub router: ValidConfig,
     /// Deployments in config order.
@@ -628,6 +654,7 @@ impl RouteConfig {
         let valid = router.validate().map_err(|e| core_error(name, e))?;
         Ok(ValidRoute {
             name: name.to_owned(),
+            kind: self.kind,
             router: valid,
             deployments,
         })

@@ -466,7 +466,11 @@ impl Driver {
         );
     }
 
-    pub(crate) async fn complete(mut self, body: Bytes) -> Result<ChatReply, ApiError> {
+    pub(crate) async fn complete(
+        mut self,
+        body: Bytes,
+        op: crate::upstream::Operation,
+    ) -> Result<ChatReply, ApiError> {
         let shared_body = body.clone();
         let local = Arc::clone(&self.local);
         let end = self
@@ -476,7 +480,9 @@ impl Driver {
                 Box::pin(async move {
                     let sent = clock.now();
                     let mut timer = attempt.timer(sent);
-                    let result = deployment.complete(&body, &mut timer, clock, &local).await;
+                    let result = deployment
+                        .complete(op, &body, &mut timer, clock, &local)
+                        .await;
                     (
                         attempt,
                         deployment,

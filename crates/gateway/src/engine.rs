@@ -123,6 +123,8 @@ pub struct BuildError {
 
 pub(crate) struct RouteState {
     pub router: Router,
+    /// What the route serves (`kind`), swapped with its deployments on reload.
+    pub kind: stilts_config::RouteKind,
     pub deployments: Vec<Arc<Deployment>>,
     /// Some deployment may continue a cut stream exactly.
     pub continuation: bool,
@@ -571,6 +573,7 @@ impl Gateway {
                 Some(existing) => {
                     let mut state = existing.lock();
                     state.router.reconfigure(route.router.clone());
+                    state.kind = route.kind;
                     state.deployments = deployments;
                     state.continuation = continuation;
                     drop(state);
@@ -585,6 +588,7 @@ impl Gateway {
                                 .router_seed
                                 .unwrap_or_else(|| seed_for(&route.name)),
                         ),
+                        kind: route.kind,
                         deployments,
                         continuation,
                     }),
@@ -654,6 +658,15 @@ impl Gateway {
                     problem: e.to_string(),
                 })?;
             let info = plugin.describe();
+            if route.kind == stilts_config::RouteKind::Embeddings && !plugin.serves_embeddings() {
+                return Err(BuildError {
+                    path: at("plugin"),
+                    problem: format!(
+                        "the {} plugin serves no embeddings, and route {} has kind = \"embeddings\"; use a plugin that does (openai) or another kind",
+                        info.name, route.name
+                    ),
+                });
+            }
             if d.prefill_continuation && !info.capabilities.prefill_continuation {
                 return Err(BuildError {
                     path: at("prefill_continuation"),
@@ -728,26 +741,9 @@ impl Gateway {
                 crate::driver::access_refused("-", 400, started);
                 ApiError::invalid_request(format!("the body is not a chat completion request: {e}"))
             })?;
-        let generation = self.generation();
-        let Some(route) = generation.routes.get(peek.model.as_ref()).cloned() else {
-            self.shared
-                .metrics
-                .request_failed("unknown", "unknown_route");
-            let mut e = ApiError::plain(
-                axum::http::StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "no route named \"{}\"; routes: {}",
-                    peek.model,
-                    generation.route_names.join(", ")
-                ),
-            );
-            crate::driver::access_refused(&peek.model, 404, started);
-            e.route = Some(peek.model.into_owned());
-            return Err(e);
-        };
-        drop(generation);
+        let route = self
+            .route_of(&peek.model, stilts_config::RouteKind::Chat, started)
+            .map_err(|e| *e)?;
         let meta = RequestMeta {
             input_tokens: u32::try_from(body.len() / 4).unwrap_or(u32::MAX),
             output_tokens: peek
@@ -757,25 +753,91 @@ impl Gateway {
             stream: peek.stream == Some(true),
             deadline,
         };
-        let guard = CallGuard::begin(route, self.shared.clock, meta);
-        let driver = Driver {
+        let usage_chunks = peek
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let driver = self.driver(route, meta, started, deadline, usage_chunks);
+        if meta.stream {
+            driver.stream(body).await
+        } else {
+            driver
+                .complete(body, crate::upstream::Operation::Chat)
+                .await
+        }
+    }
+
+    /// The live route named `name`, serving `kind`: else the client's error (404 naming the
+    /// routes, or 400 naming the route's kind), counted and logged.
+    pub(crate) fn route_of(
+        &self,
+        name: &str,
+        kind: stilts_config::RouteKind,
+        started: std::time::Instant,
+    ) -> Result<Arc<Route>, Box<ApiError>> {
+        let generation = self.generation();
+        let Some(route) = generation.routes.get(name).cloned() else {
+            self.shared
+                .metrics
+                .request_failed("unknown", "unknown_route");
+            let mut e = ApiError::plain(
+                axum::http::StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "no route named \"{}\"; routes: {}",
+                    crate::log_safe::escape(name),
+                    generation.route_names.join(", ")
+                ),
+            );
+            crate::driver::access_refused(name, 404, started);
+            e.route = Some(name.to_owned());
+            return Err(Box::new(e));
+        };
+        let serves = route.lock().kind;
+        if serves != kind {
+            crate::driver::access_refused(name, 400, started);
+            let mut e = ApiError::plain(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "wrong_route_kind",
+                format!(
+                    "route \"{name}\" serves {}, not {}: {}",
+                    serves.as_str(),
+                    kind.as_str(),
+                    match serves {
+                        stilts_config::RouteKind::Embeddings => "send it to POST /v1/embeddings",
+                        stilts_config::RouteKind::Chat => {
+                            "send chat requests to it, or embeddings to a route with kind = \"embeddings\""
+                        }
+                    }
+                ),
+            );
+            e.route = Some(name.to_owned());
+            return Err(Box::new(e));
+        }
+        Ok(route)
+    }
+
+    /// The driver of one request on `route`.
+    pub(crate) fn driver(
+        &self,
+        route: Arc<Route>,
+        meta: RequestMeta,
+        started: std::time::Instant,
+        deadline: Option<Duration>,
+        usage_chunks: bool,
+    ) -> Driver {
+        Driver {
             gateway: self.clone(),
-            guard,
+            guard: CallGuard::begin(route, self.shared.clock, meta),
             started,
             waited: Duration::ZERO,
             local: Arc::new(AtomicU64::new(0)),
             tried: Vec::new(),
             refused: 0,
             client_deadline: deadline,
-            usage_chunks: peek
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-        };
-        if meta.stream {
-            driver.stream(body).await
-        } else {
-            driver.complete(body).await
+            usage_chunks,
         }
     }
 

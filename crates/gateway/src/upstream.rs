@@ -182,10 +182,29 @@ impl Deployment {
         clock: Clock,
         local: &AtomicU64,
     ) -> Result<http::Response<UpstreamBody>, Failure> {
+        self.send_op(Operation::Chat, body, timer, clock, local)
+            .await
+    }
+
+    /// [`Deployment::send`] for `op`.
+    pub async fn send_op(
+        &self,
+        op: Operation,
+        body: &[u8],
+        timer: &mut AttemptTimer,
+        clock: Clock,
+        local: &AtomicU64,
+    ) -> Result<http::Response<UpstreamBody>, Failure> {
         let t0 = std::time::Instant::now();
-        let http = self
-            .plugin
-            .build_request_with_config_json(body, &self.cfg_json)
+        let built = match op {
+            Operation::Chat => self
+                .plugin
+                .build_request_with_config_json(body, &self.cfg_json),
+            Operation::Embeddings => self
+                .plugin
+                .build_embeddings_request_with_config_json(body, &self.cfg_json),
+        };
+        let http = built
             .map_err(|e| match e {
                 CallError::BadInput(m) => Failure {
                     refused_by_plugin: true,
@@ -269,23 +288,27 @@ impl Deployment {
         Err(self.failure(Failure::from_info(info, Some(status.as_u16()))))
     }
 
-    /// A plain (non-stream) attempt, under `timer`.
+    /// A plain (non-stream) attempt of `op`, under `timer`.
     pub async fn complete(
         &self,
+        op: Operation,
         body: &[u8],
         timer: &mut AttemptTimer,
         clock: Clock,
         local: &AtomicU64,
     ) -> Result<Answer, Failure> {
-        let response = self.send(body, timer, clock, local).await?;
+        let response = self.send_op(op, body, timer, clock, local).await?;
         let status = response.status().as_u16();
         let headers = timed(local, || header_pairs(&response));
         let bytes = read_body(response, timer, clock)
             .await
             .map_err(|f| self.failure(f))?;
         timer.on_end(clock.now());
-        match timed(local, || {
-            self.plugin.parse_response(status, &headers, &bytes)
+        match timed(local, || match op {
+            Operation::Chat => self.plugin.parse_response(status, &headers, &bytes),
+            Operation::Embeddings => self
+                .plugin
+                .parse_embeddings_response(status, &headers, &bytes),
         }) {
             Ok(parsed) => Ok(Answer {
                 usage: usage_of(parsed.usage.as_ref()),
@@ -298,6 +321,15 @@ impl Deployment {
             ))),
         }
     }
+}
+
+/// What an attempt asks the provider for: its plugin functions and endpoint follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// A chat completion (`build_request` / `parse_response`).
+    Chat,
+    /// Embeddings (`build_embeddings_request` / `parse_embeddings_response`, ABI 1.1).
+    Embeddings,
 }
 
 /// Runs `work` until it completes or the attempt's timer expires: the one tokio timer of an

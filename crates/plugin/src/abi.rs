@@ -31,8 +31,9 @@ use std::ffi::c_void;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STILTSPL");
 /// Incompatible-change counter. Part of the entry symbol's name.
 pub const ABI_MAJOR: u16 = 1;
-/// Compatible-change counter: bumped when fields are appended to [`PluginTableV1`].
-pub const ABI_MINOR: u16 = 0;
+/// Compatible-change counter: bumped when fields are appended to [`PluginTableV1`]. 1: embeddings
+/// (`build_embeddings_request`, `parse_embeddings_response`).
+pub const ABI_MINOR: u16 = 1;
 /// The exported entry symbol, NUL-terminated, as passed to `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"stilts_plugin_entry_v1\0";
 /// The entry symbol's name without the trailing NUL, for messages.
@@ -190,7 +191,24 @@ pub struct PluginTableV1 {
     pub stream_close: unsafe extern "C" fn(state: *mut c_void, out: *mut OwnedBytes) -> Status,
     /// Frees the per-stream state. Called exactly once per handle.
     pub stream_free: unsafe extern "C" fn(state: *mut c_void),
+    /// ABI 1.1. `req`: canonical embeddings request JSON (OpenAI's `POST /v1/embeddings` body);
+    /// `cfg`: [`crate::types::DeploymentConfig`] JSON. On OK `out` holds frames
+    /// `[request meta JSON, body]`; BAD_INPUT when the provider serves no embeddings.
+    pub build_embeddings_request:
+        unsafe extern "C" fn(req: ByteSlice, cfg: ByteSlice, out: *mut OwnedBytes) -> Status,
+    /// ABI 1.1. On OK `out` holds frames `[response meta JSON, canonical embeddings response
+    /// JSON]`; on UPSTREAM_ERROR an ErrorInfo JSON.
+    pub parse_embeddings_response: unsafe extern "C" fn(
+        status: u16,
+        headers: ByteSlice,
+        body: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status,
 }
+
+/// The size of an ABI 1.0 table: the fields every ABI 1 plugin has. A host needs this much; it
+/// reads the fields appended by a later minor only when the table's `size` covers them.
+pub const TABLE_V1_0_SIZE: usize = std::mem::offset_of!(PluginTableV1, build_embeddings_request);
 
 /// The size of the fixed header (magic, versions, size) every table version starts with.
 pub const HEADER_SIZE: usize = 16;

@@ -174,6 +174,11 @@ struct Vtable {
         unsafe extern "C" fn(*mut c_void, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status,
     stream_close: unsafe extern "C" fn(*mut c_void, *mut OwnedBytes) -> Status,
     stream_free: unsafe extern "C" fn(*mut c_void),
+    /// ABI 1.1; `None` for a plugin built for 1.0 (its table ends before these fields).
+    build_embeddings_request:
+        Option<unsafe extern "C" fn(ByteSlice, ByteSlice, *mut OwnedBytes) -> Status>,
+    parse_embeddings_response:
+        Option<unsafe extern "C" fn(u16, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status>,
 }
 
 struct Inner {
@@ -338,24 +343,33 @@ impl Plugin {
                 expected: abi::ABI_MAJOR,
             });
         }
-        let needed = std::mem::size_of::<PluginTableV1>();
+        let needed = abi::TABLE_V1_0_SIZE;
         if (size as usize) < needed {
             return Err(LoadError::TableTooSmall { path, size, needed });
         }
-        // SAFETY: the header says the table is ABI 1 and at least as large as PluginTableV1, so every field
-        // we read exists; fields appended by later minors are not read.
-        let t: &'static PluginTableV1 = unsafe { &*table };
-        let vt = Vtable {
-            free_bytes: t.free_bytes,
-            build_request: t.build_request,
-            parse_response: t.parse_response,
-            classify_error: t.classify_error,
-            stream_open: t.stream_open,
-            stream_event: t.stream_event,
-            stream_close: t.stream_close,
-            stream_free: t.stream_free,
+        // SAFETY: the header says the table is ABI 1 and at least as large as the ABI 1.0 table, so
+        // every 1.0 field exists. Fields are read one by one through raw pointers (never a reference
+        // to the whole struct, which may be larger than the plugin's table): a field appended by a
+        // later minor is read only when the declared size covers it.
+        let vt = unsafe {
+            let covers = size as usize >= std::mem::size_of::<PluginTableV1>();
+            Vtable {
+                free_bytes: std::ptr::addr_of!((*table).free_bytes).read(),
+                build_request: std::ptr::addr_of!((*table).build_request).read(),
+                parse_response: std::ptr::addr_of!((*table).parse_response).read(),
+                classify_error: std::ptr::addr_of!((*table).classify_error).read(),
+                stream_open: std::ptr::addr_of!((*table).stream_open).read(),
+                stream_event: std::ptr::addr_of!((*table).stream_event).read(),
+                stream_close: std::ptr::addr_of!((*table).stream_close).read(),
+                stream_free: std::ptr::addr_of!((*table).stream_free).read(),
+                build_embeddings_request: covers
+                    .then(|| std::ptr::addr_of!((*table).build_embeddings_request).read()),
+                parse_embeddings_response: covers
+                    .then(|| std::ptr::addr_of!((*table).parse_embeddings_response).read()),
+            }
         };
-        let describe = t.describe;
+        // SAFETY: a 1.0 field of a table whose size covers it (checked above).
+        let describe = unsafe { std::ptr::addr_of!((*table).describe).read() };
 
         let mut out = OwnedBytes::EMPTY;
         // SAFETY: `describe` takes a writable out-pointer, valid for the call.
@@ -499,6 +513,104 @@ impl Plugin {
             url: meta.url,
             headers: meta.headers,
             body: parts[1].to_vec(),
+        })
+    }
+
+    /// Whether the plugin serves embeddings: built for ABI 1.1 or later and declaring
+    /// `Capabilities::embeddings`.
+    pub fn serves_embeddings(&self) -> bool {
+        self.inner.vt.build_embeddings_request.is_some()
+            && self.inner.vt.parse_embeddings_response.is_some()
+            && self.inner.info.capabilities.embeddings
+    }
+
+    fn no_embeddings(&self) -> CallError {
+        CallError::BadInput(format!(
+            "the {} plugin serves no embeddings (it declares none, or was built for ABI 1.{} before they came in 1.1)",
+            self.inner.info.name, self.inner.abi_minor
+        ))
+    }
+
+    /// Translates a canonical embeddings request (OpenAI's `POST /v1/embeddings` JSON) for the
+    /// deployment whose config is `cfg_json` (see [`encode_config`]).
+    pub fn build_embeddings_request_with_config_json(
+        &self,
+        canonical_request: &[u8],
+        cfg_json: &[u8],
+    ) -> Result<HttpRequest, CallError> {
+        let Some(build) = self
+            .inner
+            .vt
+            .build_embeddings_request
+            .filter(|_| self.serves_embeddings())
+        else {
+            return Err(self.no_embeddings());
+        };
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: as in build_request_with_config_json; the pointer came from a table whose size
+        // covers it.
+        let status = unsafe {
+            build(
+                ByteSlice::new(canonical_request),
+                ByteSlice::new(cfg_json),
+                &mut out,
+            )
+        };
+        let out = self.finish(status, out)?;
+        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
+            return Err(CallError::Contract(
+                "build_embeddings_request must return 2 frames".to_owned(),
+            ));
+        };
+        let meta: RequestHead = serde_json::from_slice(parts[0])
+            .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
+        Ok(HttpRequest {
+            method: meta.method,
+            url: meta.url,
+            headers: meta.headers,
+            body: parts[1].to_vec(),
+        })
+    }
+
+    /// Parses a whole successful embeddings response into canonical JSON plus its usage.
+    pub fn parse_embeddings_response(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ParsedResponse, CallError> {
+        let Some(parse) = self
+            .inner
+            .vt
+            .parse_embeddings_response
+            .filter(|_| self.serves_embeddings())
+        else {
+            return Err(self.no_embeddings());
+        };
+        let headers = encode_headers(headers)?;
+        let mut out = OwnedBytes::EMPTY;
+        // SAFETY: as in parse_response; the pointer came from a table whose size covers it.
+        let st = unsafe {
+            parse(
+                status,
+                ByteSlice::new(&headers),
+                ByteSlice::new(body),
+                &mut out,
+            )
+        };
+        let out = self.finish(st, out)?;
+        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
+            return Err(CallError::Contract(
+                "parse_embeddings_response must return 2 frames".to_owned(),
+            ));
+        };
+        let meta: ResponseMeta = serde_json::from_slice(parts[0])
+            .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
+        Ok(ParsedResponse {
+            body: parts[1].to_vec(),
+            usage: meta.usage,
+            model: meta.model,
+            finish_reason: None,
         })
     }
 

@@ -85,6 +85,37 @@ pub trait Translator: Send + Sync + 'static {
 
     /// The connection closed (no more events): say whether the stream had ended cleanly.
     fn stream_close(&self, state: &mut Self::Stream) -> StreamEnd;
+
+    /// Builds the upstream request for an embeddings request (canonical: OpenAI's
+    /// `POST /v1/embeddings` body, parsed as JSON) on deployment `cfg`. The default: this provider
+    /// serves no embeddings (declare `Capabilities::embeddings` when overriding it).
+    fn build_embeddings_request(
+        &self,
+        req: &serde_json::Value,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, PluginError> {
+        let _ = (req, cfg);
+        Err(PluginError::BadInput(format!(
+            "the {} plugin serves no embeddings",
+            self.name()
+        )))
+    }
+
+    /// Parses a whole successful embeddings response into canonical JSON (OpenAI's
+    /// `{"object":"list","data":[{"object":"embedding","index","embedding":[floats]}],"model","usage"}`),
+    /// with the usage. The default: no embeddings.
+    fn parse_embeddings_response(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ParsedResponse, PluginError> {
+        let _ = (status, headers, body);
+        Err(PluginError::BadInput(format!(
+            "the {} plugin serves no embeddings",
+            self.name()
+        )))
+    }
 }
 
 impl ParsedResponse {
@@ -269,6 +300,8 @@ pub mod __ffi {
             stream_event: stream_event::<T>,
             stream_close: stream_close::<T>,
             stream_free: stream_free::<T>,
+            build_embeddings_request: build_embeddings_request::<T>,
+            parse_embeddings_response: parse_embeddings_response::<T>,
         }
     }
 
@@ -445,6 +478,85 @@ pub mod __ffi {
             *last.borrow_mut() = Some((cfg.to_vec(), std::rc::Rc::clone(&decoded)));
         });
         Ok(decoded)
+    }
+
+    /// See [`PluginTableV1::build_embeddings_request`].
+    pub unsafe extern "C" fn build_embeddings_request<T: Exported>(
+        req: ByteSlice,
+        cfg: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status {
+        guard(out, || {
+            // SAFETY: the host lends both slices for the duration of this call (ABI contract).
+            let (req, cfg) = unsafe { (req.as_slice(), cfg.as_slice()) };
+            let req: serde_json::Value = match std::str::from_utf8(req)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(t).map_err(|e| e.to_string()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        Status::BAD_INPUT,
+                        format!("invalid embeddings request: {e}").into_bytes(),
+                    );
+                }
+            };
+            let cfg = match decoded_config(cfg) {
+                Err(e) => {
+                    let msg = format!(
+                        "invalid deployment config at line {} column {}",
+                        e.line(),
+                        e.column()
+                    );
+                    return (Status::BAD_INPUT, msg.into_bytes());
+                }
+                Ok(c) => c,
+            };
+            match T::instance().build_embeddings_request(&req, &cfg) {
+                Ok(http) => {
+                    let meta = RequestHead {
+                        method: http.method,
+                        url: http.url,
+                        headers: http.headers,
+                    };
+                    match serde_json::to_vec(&meta) {
+                        Ok(m) => frames_of(&[&m, &http.body]),
+                        Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
+                    }
+                }
+                Err(e) => plugin_error(e),
+            }
+        })
+    }
+
+    /// See [`PluginTableV1::parse_embeddings_response`].
+    pub unsafe extern "C" fn parse_embeddings_response<T: Exported>(
+        status: u16,
+        headers: ByteSlice,
+        body: ByteSlice,
+        out: *mut OwnedBytes,
+    ) -> Status {
+        guard(out, || {
+            // SAFETY: the host lends both slices for the duration of this call (ABI contract).
+            let (headers, body) = unsafe { (headers.as_slice(), body.as_slice()) };
+            let Some(headers) = frames::decode_headers(headers) else {
+                return (Status::BAD_INPUT, b"malformed header frames".to_vec());
+            };
+            match T::instance().parse_embeddings_response(status, &headers, body) {
+                Ok(p) => {
+                    let meta = ResponseMeta {
+                        usage: p.usage,
+                        model: p.model,
+                        finish_reason: None,
+                    };
+                    match serde_json::to_vec(&meta) {
+                        Ok(m) => frames_of(&[&m, &p.body]),
+                        Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
+                    }
+                }
+                Err(e) => plugin_error(e),
+            }
+        })
     }
 
     /// See [`PluginTableV1::parse_response`].

@@ -178,6 +178,9 @@ pub struct Capabilities {
     /// Known context windows in tokens, by upstream model name (may be empty).
     #[serde(default)]
     pub context_windows: BTreeMap<String, u32>,
+    /// `build_embeddings_request` / `parse_embeddings_response` are implemented (ABI 1.1).
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 /// A plugin's self-description, returned by `describe`.

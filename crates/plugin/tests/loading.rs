@@ -461,6 +461,23 @@ fn a_too_small_table_is_refused() {
 }
 
 #[test]
+fn a_plugin_built_for_abi_1_0_loads_without_embeddings() {
+    let lib = bad_plugin("abi-1-0", &[]);
+    let (_, loaded) = load_copy(&lib, "abi-1-0");
+    let plugin = loaded.expect("an ABI 1.0 table is accepted by a 1.1 host");
+    assert!(!plugin.serves_embeddings());
+    let e = plugin
+        .build_embeddings_request_with_config_json(b"{}", b"{}")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("ABI 1.0"),
+        "the refusal says why: {e}"
+    );
+    // Its chat functions work as before.
+    assert!(plugin.classify_error(500, &[], b"").is_ok());
+}
+
+#[test]
 fn a_null_table_is_refused() {
     let (_, e) = refused("null-table", &[]);
     assert!(matches!(e, LoadError::NoTable { .. }), "{e}");

@@ -443,6 +443,7 @@ fn gateway_config(
     template.routes.insert(
         ROUTE.to_owned(),
         stilts_config::RouteConfig {
+            kind: stilts_config::RouteKind::Chat,
             router: stilts_core::RouterConfig::default(),
             deployments: vec![stilts_config::DeploymentTable {
                 name: "template".to_owned(),
@@ -474,6 +475,7 @@ fn gateway_config(
         .collect();
     valid.routes = vec![ValidRoute {
         name: ROUTE.to_owned(),
+        kind: stilts_config::RouteKind::Chat,
         router: config.config.clone(),
         deployments,
     }];

@@ -258,6 +258,7 @@ impl Translator for Anthropic {
             streaming: true,
             prefill_continuation: true,
             context_windows,
+            embeddings: false,
         }
     }
 

@@ -295,6 +295,7 @@ impl Translator for Gemini {
             streaming: true,
             prefill_continuation: false,
             context_windows,
+            embeddings: false,
         }
     }
 

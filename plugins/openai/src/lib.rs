@@ -64,7 +64,101 @@ impl Translator for OpenAi {
             streaming: true,
             prefill_continuation: false,
             context_windows,
+            embeddings: true,
         }
+    }
+
+    /// `POST {base}/embeddings` with the deployment's model, asking for floats: the gateway
+    /// encodes base64 itself when its client asks for it.
+    fn build_embeddings_request(
+        &self,
+        req: &Value,
+        cfg: &DeploymentConfig,
+    ) -> Result<HttpRequest, PluginError> {
+        let Some(obj) = req.as_object() else {
+            return Err(PluginError::BadInput(
+                "the embeddings request is not a JSON object".to_owned(),
+            ));
+        };
+        let mut obj = obj.clone();
+        if !cfg.model.is_empty() {
+            obj.insert("model".to_owned(), Value::String(cfg.model.clone()));
+        }
+        if obj
+            .get("model")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(PluginError::BadInput(
+                "no model: set the deployment's model".to_owned(),
+            ));
+        }
+        obj.insert(
+            "encoding_format".to_owned(),
+            Value::String("float".to_owned()),
+        );
+        let body = serde_json::to_vec(&obj).map_err(|e| PluginError::BadInput(e.to_string()))?;
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        if let Some(key) = &cfg.api_key {
+            headers.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", key.expose()),
+            ));
+        }
+        headers.extend(cfg.extra_headers.iter().cloned());
+        Ok(HttpRequest {
+            method: "POST".to_owned(),
+            url: format!("{}/embeddings", cfg.base_url_or(DEFAULT_BASE_URL)),
+            headers,
+            body,
+        })
+    }
+
+    fn parse_embeddings_response(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ParsedResponse, PluginError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| PluginError::BadInput(format!("response is not JSON: {e}")))?;
+        let Some(obj) = v.as_object() else {
+            return Err(PluginError::BadInput(
+                "response is not a JSON object".to_owned(),
+            ));
+        };
+        if is_error_body(obj) {
+            return Err(PluginError::Upstream(
+                self.classify_error(status, headers, body),
+            ));
+        }
+        let Some(data) = obj.get("data").and_then(Value::as_array) else {
+            return Err(PluginError::BadInput(
+                "embeddings response has no `data` array".to_owned(),
+            ));
+        };
+        for (i, item) in data.iter().enumerate() {
+            let vector = item.get("embedding").and_then(Value::as_array);
+            if !vector.is_some_and(|v| v.iter().all(Value::is_number)) {
+                return Err(PluginError::BadInput(format!(
+                    "embeddings response data[{i}].embedding is not a list of numbers"
+                )));
+            }
+        }
+        let tokens = |name: &str| {
+            obj.get("usage")
+                .and_then(|u| u.get(name))
+                .and_then(Value::as_u64)
+        };
+        let usage = tokens("prompt_tokens")
+            .or_else(|| tokens("total_tokens"))
+            .map(|input| Usage::new(input, 0));
+        Ok(ParsedResponse {
+            body: body.to_vec(),
+            usage,
+            model: obj.get("model").and_then(Value::as_str).map(str::to_owned),
+            finish_reason: None,
+        })
     }
 
     fn build_request(

@@ -12,7 +12,9 @@
 //!
 //! * [`messages`]: Anthropic Messages, `POST /v1/messages`.
 //! * [`responses`]: OpenAI Responses, `POST /v1/responses`.
+//! * [`embeddings`]: `POST /v1/embeddings` on routes with `kind = "embeddings"`.
 
+pub mod embeddings;
 pub mod messages;
 pub mod responses;
 mod sse;

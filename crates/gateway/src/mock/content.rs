@@ -172,6 +172,73 @@ fn sample(schema: &Value, reply: &str, depth: usize) -> Value {
     }
 }
 
+/// Default length of a fake embedding (when the request sets no `dimensions`).
+const EMBEDDING_DIMENSIONS: usize = 8;
+
+/// A deterministic unit vector of `dimensions` floats for `text`: the same text always gets the
+/// same vector, different texts different ones.
+pub(super) fn embedding_of(text: &str, dimensions: usize) -> Vec<f64> {
+    // FNV-1a seeds a xorshift stream: no dependency, stable across runs and platforms.
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut vector: Vec<f64> = (0..dimensions)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect();
+    let norm = vector
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    for x in &mut vector {
+        // Rounded to what an f32 holds, as real providers send.
+        *x = f64::from((*x / norm) as f32);
+    }
+    vector
+}
+
+/// OpenAI's embeddings answer to `request`: one vector per input, in order.
+pub(super) fn embeddings_answer(request: &Value) -> Result<Value, String> {
+    let dimensions = request
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map_or(EMBEDDING_DIMENSIONS, |d| d.clamp(1, 4096) as usize);
+    let texts: Vec<String> = match request.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.iter().all(Value::is_u64) => {
+            vec![Value::Array(items.clone()).to_string()]
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect(),
+        _ => return Err("input: required".to_owned()),
+    };
+    let tokens: u64 = texts
+        .iter()
+        .map(|t| t.split_whitespace().count().max(1) as u64)
+        .sum();
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            json!({"object": "embedding", "index": index, "embedding": embedding_of(text, dimensions)})
+        })
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": data,
+        "model": request.get("model").cloned().unwrap_or(Value::Null),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // reason: tests
@@ -253,6 +320,22 @@ mod tests {
             serde_json::from_str::<Value>(&text).unwrap(),
             json!({"tags": ["hi"], "ok": true})
         );
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = embedding_of("hello", 16);
+        assert_eq!(a, embedding_of("hello", 16));
+        assert_ne!(a, embedding_of("hellp", 16));
+        let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6, "{norm}");
+        let answer =
+            embeddings_answer(&json!({"model": "m", "input": ["a", "b c"], "dimensions": 4}))
+                .unwrap();
+        assert_eq!(answer["data"].as_array().unwrap().len(), 2);
+        assert_eq!(answer["data"][1]["index"], 1);
+        assert_eq!(answer["data"][0]["embedding"].as_array().unwrap().len(), 4);
+        assert_eq!(answer["usage"]["prompt_tokens"], 3);
     }
 
     #[test]

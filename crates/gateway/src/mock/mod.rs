@@ -249,6 +249,7 @@ impl MockUpstream {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/messages", post(messages))
+            .route("/v1/embeddings", post(embeddings))
             .route("/_mock/faults", post(set_faults))
             .route("/_mock/script", post(set_script))
             .route("/_mock/stats", get(stats))
@@ -390,6 +391,46 @@ fn error_response(dialect: Dialect, status: u16, faults: &Faults, message: Strin
         }
     }
     response
+}
+
+/// `POST /v1/embeddings` (OpenAI's): deterministic vectors (`content::embedding_of`), under the
+/// same standing faults as chat (error status, latency, hang).
+async fn embeddings(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
+    let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let guard = Abandon {
+        state: Arc::clone(&state),
+        done: AtomicBool::new(false),
+        hold: None,
+    };
+    let faults = state.faults_for(n);
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            guard.done();
+            return error_response(
+                Dialect::OpenAi,
+                400,
+                &Faults::default(),
+                format!("invalid JSON: {e}"),
+            );
+        }
+    };
+    *lock(&state.last_request) = Some(request.clone());
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.hang {
+        std::future::pending::<()>().await;
+    }
+    guard.done();
+    if let Some(status) = faults.status {
+        let message = format!("{} injected fault: HTTP {status}", state.config.name);
+        return error_response(Dialect::OpenAi, status, &faults, message);
+    }
+    match content::embeddings_answer(&request) {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(message) => error_response(Dialect::OpenAi, 400, &Faults::default(), message),
+    }
 }
 
 async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
