@@ -50,7 +50,9 @@ pub use config::{ConfigError, PolicyKind, ProviderConfig, RouterConfig, Timeouts
 pub use ewma::PeakEwma;
 pub use provider::{ProviderId, ProviderSet};
 pub use rng::RouterRng;
-pub use router::shared::{Opening, ProviderReport, ReplicaReport, SharedProvider, SharedView};
+pub use router::shared::{
+    Opening, ProviderReport, ReplicaReport, SIBLING_CLOCK_TOLERANCE, SharedProvider, SharedView,
+};
 pub use router::{
     Call, Cooldown, Decision, GiveUp, GiveUpReason, Outcome, ProviderStats, ProviderStatus,
     RequestMeta, Router, Usage,

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 /// A point in time, in nanoseconds since an arbitrary origin chosen by the caller.
 ///
-/// The gateway uses a process-start `std::time::Instant` as origin; the simulator uses virtual time
-/// starting at zero. Only differences between instants carry meaning, and every instant passed to
-/// one [`Router`](crate::Router) must come from the same origin and never go backwards.
+/// The gateway uses the Unix epoch as origin (read once at start, then advanced monotonically), so
+/// replicas sharing state agree on instants; the simulator uses virtual time starting at zero.
+/// Every instant passed to one [`Router`](crate::Router) must come from the same origin and never
+/// go backwards; spend periods are multiples of their length since the origin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(u64);
 

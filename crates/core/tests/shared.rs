@@ -226,6 +226,78 @@ fn the_spend_limit_is_global() {
 }
 
 #[test]
+fn a_sibling_in_another_spend_period_leaves_the_others_counted() {
+    let paid = |c: &mut RouterConfig| {
+        priority(c);
+        c.providers[0].input_usd_per_mtok = Some(1_000.0);
+        c.spend.limit_usd = Some(0.35);
+    };
+    let mut b = router(&["paid", "local"], paid);
+    let now = Instant::from_secs(10);
+    let spent = |period: u64, usd: f64| ReplicaReport {
+        spend_period: period,
+        spent_usd: usd,
+        providers: Vec::new(),
+    };
+    // One sibling spent $0.30 today; another, a period ahead (its clock, or a forged entry),
+    // reports $5: it must not hide today's spend.
+    let view = SharedView::merge([&spent(0, 0.30), &spent(1, 5.0)]);
+    b.apply_shared(&view, now);
+    assert!((b.siblings_spent_usd() - 0.30).abs() < 1e-9);
+    assert_eq!(run_call(&mut b, now, |_, _| ok(10)).sent, ["paid"]);
+    assert_eq!(
+        run_call(&mut b, now + Duration::from_secs(1), |_, _| ok(10)).sent,
+        ["local"]
+    );
+}
+
+#[test]
+fn events_dated_in_this_routers_future_are_ignored() {
+    let mut b = router(&["primary", "backup"], priority);
+    let now = Instant::from_secs(100);
+    // A sibling whose clock runs an hour ahead "recovered" the primary: taken in, every opening
+    // of b's own for the next hour would be closed again at the next exchange.
+    let ahead = ReplicaReport {
+        spend_period: 0,
+        spent_usd: 0.0,
+        providers: vec![ProviderReport {
+            name: "primary".into(),
+            opened: Some(Opening {
+                at: now + Duration::from_secs(3_600),
+                until: now + Duration::from_secs(3_605),
+            }),
+            recovered_at: Some(now + Duration::from_secs(3_601)),
+            cooldown: None,
+            minute: [0, 0],
+        }],
+    };
+    for i in 0..5 {
+        run_call(
+            &mut b,
+            now + Duration::from_millis(i * 10),
+            |name, _| match name {
+                "primary" => fail(ErrorClass::Server),
+                _ => ok(10),
+            },
+        );
+    }
+    let later = now + Duration::from_secs(1);
+    assert!(matches!(
+        b.breaker_state(id(&b, "primary"), later),
+        BreakerState::Open { .. }
+    ));
+    b.apply_shared(&SharedView::merge([&ahead]), later);
+    assert!(
+        matches!(
+            b.breaker_state(id(&b, "primary"), later),
+            BreakerState::Open { .. }
+        ),
+        "a recovery dated an hour ahead must not close b's own opening"
+    );
+    assert_eq!(b.shared_report(later).providers[0].recovered_at, None);
+}
+
+#[test]
 fn a_report_from_another_config_only_touches_providers_by_name() {
     let mut a = router(&["x", "primary"], priority);
     let mut b = router(&["primary", "backup"], priority);
@@ -287,19 +359,21 @@ fn report() -> impl Strategy<Value = ReplicaReport> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
-    /// The merge does not depend on the order reports arrive in (spend up to rounding).
+    /// The merge does not depend on the order reports arrive in (spend up to rounding): every
+    /// field of every provider, ties included.
     #[test]
     fn merging_ignores_report_order(reports in prop::collection::vec(report(), 0..5)) {
-        let forward = SharedView::merge(&reports);
-        let backward = SharedView::merge(reports.iter().rev());
-        prop_assert_eq!(forward.spend_period, backward.spend_period);
-        prop_assert!((forward.spent_usd - backward.spent_usd).abs() < 1e-9);
-        for p in &forward.providers {
-            let q = backward.providers.iter().find(|q| q.name == p.name).unwrap();
-            prop_assert_eq!(p.recovered_at, q.recovered_at);
-            prop_assert_eq!(p.minute, q.minute);
-            prop_assert_eq!(p.opened.map(|o| o.at), q.opened.map(|o| o.at));
-            prop_assert_eq!(p.cooldown.map(|c| c.1), q.cooldown.map(|c| c.1));
+        let sorted = |mut v: SharedView| {
+            v.providers.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        let forward = sorted(SharedView::merge(&reports));
+        let backward = sorted(SharedView::merge(reports.iter().rev()));
+        prop_assert_eq!(&forward.providers, &backward.providers);
+        prop_assert_eq!(forward.spent_usd.len(), backward.spent_usd.len());
+        for ((p, a), (q, b)) in forward.spent_usd.iter().zip(&backward.spent_usd) {
+            prop_assert_eq!(p, q);
+            prop_assert!((a - b).abs() < 1e-9);
         }
     }
 

@@ -386,9 +386,14 @@ impl Gateway {
         self.shared.cluster.as_ref()
     }
 
-    /// Claims the one shared-state exchange of this gateway: `true` the first time only.
+    /// Claims the one shared-state exchange of this gateway: `true` unless one runs.
     pub(crate) fn claim_cluster(&self) -> bool {
         !self.shared.cluster_running.swap(true, Ordering::SeqCst)
+    }
+
+    /// The exchange stopped: a later [`crate::cluster::spawn`] may start another.
+    pub(crate) fn release_cluster(&self) {
+        self.shared.cluster_running.store(false, Ordering::SeqCst);
     }
 
     /// Every route's [`stilts_core::ReplicaReport`] at `now`, for the sibling replicas.

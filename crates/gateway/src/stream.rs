@@ -271,7 +271,7 @@ impl Live {
                 "type": "stream_interrupted",
                 "param": null,
                 "code": "stream_interrupted",
-                "stilts": { "route": route, "attempts": self.driver.tried },
+                "stilts": { "route": route, "class": failure.class.as_str(), "attempts": self.driver.tried },
             }
         });
         let mut bytes = b"data: ".to_vec();

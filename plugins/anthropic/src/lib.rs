@@ -7,8 +7,12 @@
 //!   sources); assistant `tool_calls` → `tool_use` blocks; `tool` messages → `tool_result` blocks in a user
 //!   turn (consecutive results share one turn);
 //! * `tools` → `{name, description, input_schema}`; `tool_choice` auto/required/none/function →
-//!   auto/any/none/tool; `stop` → `stop_sequences`; `user` → `metadata.user_id`; temperature is capped at 1.
-//!   Other OpenAI-only fields are dropped (the API refuses unknown fields).
+//!   auto/any/none/tool (`parallel_tool_calls: false` → `disable_parallel_tool_use`); `stop` →
+//!   `stop_sequences`; `user` → `metadata.user_id`; temperature is capped at 1.
+//! * Fields that do not change the answer (`store`, `metadata`, `seed`, `n: 1`, `logprobs: false`, zero
+//!   penalties, `response_format: text`) are not sent; any other field the Messages API cannot honour
+//!   (`response_format` JSON modes, `reasoning_effort`, `verbosity`, `logprobs`, penalties, `n` > 1, …)
+//!   is refused with `BadInput` naming it, never silently dropped.
 //!
 //! Anthropic → canonical: text blocks join into `content`, `tool_use` blocks become `tool_calls` (input
 //! re-encoded as an arguments string), `stop_reason` maps end_turn/stop_sequence/pause_turn → stop,
@@ -230,6 +234,34 @@ fn tool_choice(v: &Value) -> Option<Value> {
     }
 }
 
+/// The first field of `extra` (the canonical request's fields beyond the typed ones) that the
+/// Messages API cannot honour and that would change the answer, with why.
+fn unsupported_extra(extra: &Map<String, Value>) -> Option<String> {
+    for (field, value) in extra {
+        let harmless = match field.as_str() {
+            // Carried (see build_request), or without effect on the answer.
+            "user" | "parallel_tool_calls" | "store" | "metadata" | "seed" | "service_tier" => true,
+            "n" => value.as_u64() == Some(1),
+            "logprobs" => value == &Value::Bool(false),
+            "presence_penalty" | "frequency_penalty" => value.as_f64() == Some(0.0),
+            "response_format" => value.get("type").and_then(Value::as_str) == Some("text"),
+            _ => value.is_null(),
+        };
+        if !harmless {
+            return Some(format!(
+                "{field}: the Anthropic Messages API cannot honour it ({}); remove it or route to a deployment that can",
+                match field.as_str() {
+                    "response_format" => "no JSON mode or JSON schema",
+                    "reasoning_effort" | "verbosity" => "no such setting",
+                    "n" => "one answer per request",
+                    _ => "no such field",
+                }
+            ));
+        }
+    }
+    None
+}
+
 impl Translator for Anthropic {
     type Stream = AnthropicStream;
 
@@ -274,6 +306,9 @@ impl Translator for Anthropic {
         };
         if model.is_empty() {
             return Err(bad("no model: set the deployment's model"));
+        }
+        if let Some(why) = unsupported_extra(&req.extra) {
+            return Err(bad(why));
         }
         let (system, messages) = translate_messages(&req.messages)?;
         if messages.is_empty() {
@@ -326,7 +361,15 @@ impl Translator for Anthropic {
                 .collect();
             body.insert("tools".into(), Value::Array(tools));
         }
-        if let Some(tc) = req.tool_choice.as_ref().and_then(tool_choice) {
+        let mut choice = req.tool_choice.as_ref().and_then(tool_choice);
+        if req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false)) && req.tools.is_some()
+        {
+            let tc = choice.get_or_insert_with(|| json!({"type": "auto"}));
+            if tc.get("type").and_then(Value::as_str) != Some("none") {
+                tc["disable_parallel_tool_use"] = json!(true);
+            }
+        }
+        if let Some(tc) = choice {
             body.insert("tool_choice".into(), tc);
         }
         if let Some(user) = req.extra.get("user").and_then(Value::as_str) {

@@ -94,6 +94,38 @@ fn unsupported_input_is_refused_not_dropped() {
 }
 
 #[test]
+fn fields_the_messages_api_cannot_honour_are_refused_by_name() {
+    for (field, value) in [
+        ("response_format", json!({"type": "json_object"})),
+        ("reasoning_effort", json!("low")),
+        ("verbosity", json!("low")),
+        ("n", json!(2)),
+        ("logprobs", json!(true)),
+        ("frequency_penalty", json!(0.5)),
+    ] {
+        let mut req = json!({"model":"x","messages":[{"role":"user","content":"hi"}]});
+        req[field] = value;
+        let req: ChatRequest = serde_json::from_value(req).unwrap();
+        match Anthropic.build_request(&req, &cfg()) {
+            Err(PluginError::BadInput(m)) => assert!(m.starts_with(field), "{field}: {m}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // Harmless ones pass, and parallel_tool_calls: false is carried.
+    let req: ChatRequest = serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":"hi"}],
+        "n": 1, "store": false, "seed": 3, "response_format": {"type": "text"}, "parallel_tool_calls": false,
+        "tools": [{"type":"function","function":{"name":"f"}}]}))
+    .unwrap();
+    let http = Anthropic.build_request(&req, &cfg()).unwrap();
+    let body: Value = serde_json::from_slice(&http.body).unwrap();
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+    assert!(body.get("n").is_none() && body.get("seed").is_none());
+}
+
+#[test]
 fn responses_become_canonical() {
     let p = Anthropic
         .parse_response(200, &[], &fixture("response_basic.json"))

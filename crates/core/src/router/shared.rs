@@ -22,6 +22,7 @@
 
 use super::{Cooldown, Router};
 use crate::time::Instant;
+use std::time::Duration;
 
 /// A breaker opening: when, and until when it stays open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,28 +78,29 @@ pub struct SharedProvider {
 /// Everything a router's siblings know, merged from their reports.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SharedView {
-    /// The spend period of `spent_usd`.
-    pub spend_period: u64,
-    /// The siblings' spend in that period, summed.
-    pub spent_usd: f64,
+    /// The siblings' spend per spend period, summed, in period order: a reader takes its own
+    /// period's (siblings a period ahead or behind at a boundary change nothing for the others).
+    pub spent_usd: Vec<(u64, f64)>,
     /// Per provider, by name.
     pub providers: Vec<SharedProvider>,
 }
 
 impl SharedView {
-    /// Merges sibling reports (never the router's own: its own state is already counted).
-    ///
-    /// Spend counts only reports of the latest period any of them is in: a report from an earlier
-    /// period is a sibling that has not spent since the period turned.
+    /// Merges sibling reports (never the router's own: its own state is already counted). The
+    /// result does not depend on the order of the reports.
     pub fn merge<'a>(reports: impl IntoIterator<Item = &'a ReplicaReport>) -> SharedView {
         let mut view = SharedView::default();
         for report in reports {
-            if report.spend_period > view.spend_period {
-                view.spend_period = report.spend_period;
-                view.spent_usd = 0.0;
-            }
-            if report.spend_period == view.spend_period && report.spent_usd.is_finite() {
-                view.spent_usd += report.spent_usd.max(0.0);
+            if report.spent_usd.is_finite() && report.spent_usd > 0.0 {
+                match view
+                    .spent_usd
+                    .binary_search_by_key(&report.spend_period, |(p, _)| *p)
+                {
+                    Ok(i) => view.spent_usd[i].1 += report.spent_usd,
+                    Err(i) => view
+                        .spent_usd
+                        .insert(i, (report.spend_period, report.spent_usd)),
+                }
             }
             for p in &report.providers {
                 let merged = match view.providers.iter_mut().position(|m| m.name == p.name) {
@@ -112,13 +114,24 @@ impl SharedView {
                         &mut view.providers[last]
                     }
                 };
+                // Ties are broken on every field, so the order of the reports never matters.
                 merged.opened = match (merged.opened, p.opened) {
-                    (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+                    (Some(a), Some(b)) => Some(if (b.at, b.until) > (a.at, a.until) {
+                        b
+                    } else {
+                        a
+                    }),
                     (a, b) => a.or(b),
                 };
                 merged.recovered_at = merged.recovered_at.max(p.recovered_at);
                 merged.cooldown = match (merged.cooldown, p.cooldown) {
-                    (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
+                    (Some(a), Some(b)) => {
+                        Some(if (b.1, cooldown_rank(b.0)) > (a.1, cooldown_rank(a.0)) {
+                            b
+                        } else {
+                            a
+                        })
+                    }
                     (a, b) => a.or(b),
                 };
                 merged.minute[0] = merged.minute[0].saturating_add(p.minute[0]);
@@ -128,6 +141,20 @@ impl SharedView {
         view
     }
 }
+
+/// An order among cool-down kinds, for ties: the longer-lasting kind wins.
+fn cooldown_rank(kind: Cooldown) -> u8 {
+    match kind {
+        Cooldown::RateLimited => 0,
+        Cooldown::Auth => 1,
+        Cooldown::Quota => 2,
+    }
+}
+
+/// How far in this router's future a sibling's event may be dated and still count (clock skew
+/// between hosts). A later one is a clock far ahead or a forged entry: taken in, a recovery dated
+/// in the future would close every breaker this router opens until then.
+pub const SIBLING_CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
 
 impl Router {
     /// What this router saw first-hand, for its siblings: breaker openings and recoveries,
@@ -165,11 +192,12 @@ impl Router {
     /// view twice changes nothing more.
     pub fn apply_shared(&mut self, view: &SharedView, now: Instant) {
         let _ = self.spend_reached(now);
-        self.siblings_spent_usd = if view.spend_period == self.spend_period {
-            view.spent_usd
-        } else {
-            0.0
-        };
+        self.siblings_spent_usd = view
+            .spent_usd
+            .iter()
+            .find(|(period, _)| *period == self.spend_period)
+            .map_or(0.0, |(_, usd)| *usd);
+        let latest = now + SIBLING_CLOCK_TOLERANCE;
         for health in &mut self.health {
             health.siblings_minute = [0, 0];
         }
@@ -189,12 +217,14 @@ impl Router {
             // In the order they happened, so an opening and a later recovery end closed.
             let opened = shared
                 .opened
+                .filter(|o| o.at <= latest)
                 .map(|o| Opening {
                     at: o.at,
                     until: o.until.min(longest_open),
                 })
                 .filter(|o| o.until > now);
-            match (opened, shared.recovered_at) {
+            let recovered_at = shared.recovered_at.filter(|r| *r <= latest);
+            match (opened, recovered_at) {
                 (Some(o), Some(r)) if r > o.at => {
                     health.breaker.sibling_opened(o.at, o.until, now);
                     health.breaker.sibling_recovered(r, now);

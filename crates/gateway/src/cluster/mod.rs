@@ -41,13 +41,17 @@ const GONE_AFTER_MS: u64 = 600_000;
 /// A replica counts as live while its entry is younger than this many exchange periods.
 const LIVE_PERIODS: u64 = 10;
 
-/// A running exchange; dropping it stops the task.
+/// A running exchange; dropping it stops the task (and lets the gateway start another).
 #[derive(Debug)]
-pub struct ClusterTask(tokio::task::JoinHandle<()>);
+pub struct ClusterTask {
+    task: tokio::task::JoinHandle<()>,
+    gateway: Gateway,
+}
 
 impl Drop for ClusterTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+        self.gateway.release_cluster();
     }
 }
 
@@ -71,11 +75,10 @@ pub fn spawn(gateway: &Gateway) -> Option<ClusterTask> {
         sync_ms = settings.sync.as_millis() as u64,
         "cluster: sharing routing state with sibling replicas through Redis"
     );
-    Some(ClusterTask(tokio::spawn(run(
-        gateway.clone(),
-        settings,
-        link,
-    ))))
+    Some(ClusterTask {
+        task: tokio::spawn(run(gateway.clone(), settings, link)),
+        gateway: gateway.clone(),
+    })
 }
 
 /// The connection to Redis and this replica's place in it.
@@ -165,7 +168,7 @@ impl Link {
         &mut self,
         entry: &str,
         gone: &[String],
-    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
         let mut connection = self.connection().await?;
         let mut pipe = redis::pipe();
         if !gone.is_empty() {
@@ -177,7 +180,8 @@ impl Link {
             .arg(entry)
             .ignore();
         pipe.cmd("HGETALL").arg(&self.key);
-        let answer = pipe.query_async::<(Vec<(String, Vec<u8>)>,)>(&mut connection);
+        // Field names as bytes: one that is not UTF-8 is a bad entry, not a failed exchange.
+        let answer = pipe.query_async::<(Vec<(Vec<u8>, Vec<u8>)>,)>(&mut connection);
         match tokio::time::timeout(self.round_trip_limit, answer).await {
             Ok(Ok((entries,))) => {
                 self.backoff = RECONNECT_MIN;
@@ -216,10 +220,11 @@ struct Siblings {
 
 impl Siblings {
     /// Replaces the known entries with a fresh read; returns how many could not be read.
-    fn refresh(&mut self, own: &str, read: Vec<(String, Vec<u8>)>) -> u64 {
+    fn refresh(&mut self, own: &str, read: Vec<(Vec<u8>, Vec<u8>)>) -> u64 {
         self.entries.clear();
         let mut bad = 0;
         for (field, value) in read {
+            let field = String::from_utf8_lossy(&field).into_owned();
             if field == own {
                 continue;
             }

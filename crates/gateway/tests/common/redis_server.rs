@@ -77,8 +77,13 @@ impl RedisServer {
     /// Sends one command (as a RESP array) and returns the raw first reply, or `None` if the
     /// server cannot be reached.
     pub fn command(&self, args: &[&str]) -> Option<String> {
+        self.command_with_timeout(args, Duration::from_secs(2))
+    }
+
+    /// [`RedisServer::command`], waiting up to `limit` for the reply.
+    pub fn command_with_timeout(&self, args: &[&str], limit: Duration) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.set_read_timeout(Some(limit)).ok()?;
         let mut frame = format!("*{}\r\n", args.len());
         for a in args {
             frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));

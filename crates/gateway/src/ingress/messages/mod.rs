@@ -14,7 +14,7 @@
 //! that breaks after it started and cannot be continued exactly ends with `event: error` (the SDK
 //! raises), never with a silent close. Errors before any byte use Anthropic's shape
 //! (`{"type":"error","error":{"type","message"}}`) and statuses (529 `overloaded_error` when no
-//! provider is available), with `request-id`, `x-should-retry`, `X-Provider` and
+//! provider is available), with `request-id`, `x-should-retry` and
 //! `X-Stilts-Attempts`.
 //!
 //! Clients send their key as `x-api-key` (the Anthropic SDKs) or `Authorization: Bearer`.

@@ -15,7 +15,7 @@
 //! `response.incomplete` for a length or content-filter stop), each with its `event:` line and a
 //! `sequence_number`. An answer that breaks after it started and cannot be continued exactly ends
 //! with `response.failed` and an `error` event the SDKs raise on. Errors before any byte keep the
-//! OpenAI error shape, with `x-should-retry`, `X-Provider` and `X-Stilts-Attempts`.
+//! OpenAI error shape, with `x-should-retry` and `X-Stilts-Attempts`.
 
 use crate::engine::{ChatReply, Gateway};
 use crate::error::ApiError;
