@@ -47,74 +47,23 @@ GOOD=$(free_port); CUTTER=$(free_port); DEAD=$(free_port); GW=$(free_port)
 PIDS+=($!)
 "$STILTS" mock-upstream --listen "127.0.0.1:$CUTTER" --name cutter --chunk-interval-ms 5 --cut-after 2 >"$WORK/cutter.log" 2>&1 &
 PIDS+=($!)
-cat >"$WORK/stilts.toml" <<TOML
-[server]
-listen = "127.0.0.1:$GW"
-reload_poll_ms = 0
-plugin_dir = "$TARGET/debug"
-
-[routes.chat.router]
-policy = "priority"
-
-[[routes.chat.deployments]]
-name = "dead"
-plugin = "openai"
-base_url = "http://127.0.0.1:$DEAD/v1"
-model = "gone"
-priority = 0
-
-[[routes.chat.deployments]]
-name = "good"
-plugin = "openai"
-base_url = "http://127.0.0.1:$GOOD/v1"
-model = "mock-good"
-priority = 1
-
-# The same for the Responses checks: a route of its own, so its first call meets the dead
-# deployment while its breaker is still closed.
-[routes.resp.router]
-policy = "priority"
-
-[[routes.resp.deployments]]
-name = "dead"
-plugin = "openai"
-base_url = "http://127.0.0.1:$DEAD/v1"
-model = "gone"
-priority = 0
-
-[[routes.resp.deployments]]
-name = "good"
-plugin = "openai"
-base_url = "http://127.0.0.1:$GOOD/v1"
-model = "mock-good"
-priority = 1
-
-# Embeddings, through the same failover.
-[routes.emb]
-kind = "embeddings"
-[routes.emb.router]
-policy = "priority"
-
-[[routes.emb.deployments]]
-name = "dead"
-plugin = "openai"
-base_url = "http://127.0.0.1:$DEAD/v1"
-model = "gone"
-priority = 0
-
-[[routes.emb.deployments]]
-name = "good"
-plugin = "openai"
-base_url = "http://127.0.0.1:$GOOD/v1"
-model = "text-embedding-3-small"
-priority = 1
-
-[[routes.cut.deployments]]
-name = "cutter"
-plugin = "openai"
-base_url = "http://127.0.0.1:$CUTTER/v1"
-model = "mock-cutter"
-TOML
+# A route whose first deployment refuses connections, so its calls fail over to the good one.
+# Each dialect's checks use a route of their own, so their first call meets a closed breaker.
+failover_route() { # name, kind, good deployment's model
+    printf '[routes.%s]\nkind = "%s"\n[routes.%s.router]\npolicy = "priority"\n' "$1" "$2" "$1"
+    for deployment in "dead 0 http://127.0.0.1:$DEAD/v1 gone" "good 1 http://127.0.0.1:$GOOD/v1 $3"; do
+        read -r name priority url model <<<"$deployment"
+        printf '[[routes.%s.deployments]]\nname = "%s"\nplugin = "openai"\nbase_url = "%s"\nmodel = "%s"\npriority = %s\n' \
+            "$1" "$name" "$url" "$model" "$priority"
+    done
+}
+{
+    printf '[server]\nlisten = "127.0.0.1:%s"\nreload_poll_ms = 0\nplugin_dir = "%s"\n' "$GW" "$TARGET/debug"
+    failover_route chat chat mock-good       # Anthropic Messages
+    failover_route resp chat mock-good       # OpenAI Responses
+    failover_route emb embeddings text-embedding-3-small
+    printf '[[routes.cut.deployments]]\nname = "cutter"\nplugin = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\nmodel = "mock-cutter"\n' "$CUTTER"
+} >"$WORK/stilts.toml"
 "$STILTS" serve --config "$WORK/stilts.toml" >"$WORK/out" 2>"$WORK/err" &
 PIDS+=($!)
 for _ in $(seq 300); do

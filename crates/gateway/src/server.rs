@@ -63,14 +63,13 @@ fn check_client(gateway: &Gateway, headers: &HeaderMap) -> Option<Response> {
 
 async fn chat(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
-    let request = match ingress::read_request(&gateway, &headers, bearer(&headers), body).await {
-        Ok(r) => r,
-        Err(refused) => {
-            // The access line of a request refused here, before it names a route.
-            crate::driver::access_refused("-", refused.error.status.as_u16(), started);
-            return refused.into_response_with(|e| e.into_response());
-        }
-    };
+    let presented = bearer(&headers);
+    let render = IntoResponse::into_response;
+    let request =
+        match ingress::read_or_refuse(&gateway, &headers, presented, body, started, render).await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     match gateway.chat(request.body, request.deadline).await {
         Err(e) => e.into_response(),
         Ok(ChatReply::Complete {

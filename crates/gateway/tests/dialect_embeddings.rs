@@ -34,10 +34,6 @@ async fn post(h: &Harness, path: &str, body: &Value) -> (u16, reqwest::header::H
     )
 }
 
-fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
 #[tokio::test]
 async fn embeddings_are_routed_with_failover_in_floats_or_base64() {
     let up = MockUpstream::start_local(MockConfig::named("up"))

@@ -7,13 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use stilts_gateway::mock::{Faults, MockConfig, MockUpstream};
-
-async fn mock(name: &str, faults: Faults) -> MockUpstream {
-    let mut cfg = MockConfig::named(name);
-    cfg.faults = faults;
-    MockUpstream::start_local(cfg).await.unwrap()
-}
+use stilts_gateway::mock::{Faults, MockUpstream};
 
 /// A route `chat` over a deployment that refuses connections, then `up`.
 fn failover_config(up: &MockUpstream, server_extra: &str) -> String {
@@ -48,23 +42,6 @@ async fn post(
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, headers, r.text().await.unwrap())
-}
-
-fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-/// `(event name, data)` of every event of a Messages stream; every event has both lines.
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once('\n').expect("an event: line and a data: line");
-            let name = name.strip_prefix("event: ").expect("an event: line first");
-            let data = data.strip_prefix("data: ").expect("a data: line");
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -102,7 +79,7 @@ async fn a_stream_is_the_messages_event_sequence() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "content-type"), "text/event-stream");
     assert_eq!(header(&headers, "x-stilts-attempts"), "2");
-    let events = events(&body);
+    let events = named_events(&body);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
@@ -138,7 +115,7 @@ async fn a_stream_cut_after_its_first_bytes_ends_with_an_error_event() {
     let h = Harness::start(&failover_config(&up, "")).await;
     let (status, _, body) = post(&h, &ask(true), None).await;
     assert_eq!(status, 200, "the first bytes were sent: {body}");
-    let events = events(&body);
+    let events = named_events(&body);
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "error", "{body}");
     assert_eq!(data["type"], "error");
@@ -267,7 +244,7 @@ async fn a_messages_request_is_served_by_an_anthropic_deployment() {
     );
     let (status, _, body) = post(&h, &ask(true), None).await;
     assert_eq!(status, 200, "{body}");
-    let events = events(&body);
+    let events = named_events(&body);
     assert_eq!(events.last().unwrap().0, "message_stop", "{body}");
     assert!(stream_text(&events).contains("Hello from claude"), "{body}");
 }
@@ -293,7 +270,7 @@ async fn a_broken_event_before_the_first_token_fails_over_invisibly() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "gpt");
     assert_eq!(header(&headers, "x-stilts-attempts"), "2");
-    let events = events(&body);
+    let events = named_events(&body);
     assert_eq!(events.last().unwrap().0, "message_stop", "{body}");
     assert!(!events.iter().any(|(n, _)| n == "error"), "{body}");
     assert!(stream_text(&events).starts_with("Hello from gpt"), "{body}");
@@ -318,7 +295,7 @@ async fn a_cut_after_the_first_bytes_continues_exactly_inside_the_same_message()
     .await;
     let (status, _, body) = post(&h, &ask(true), None).await;
     assert_eq!(status, 200, "{body}");
-    let events = events(&body);
+    let events = named_events(&body);
     assert_eq!(events.last().unwrap().0, "message_stop", "{body}");
     assert_eq!(
         events.iter().filter(|(n, _)| n == "message_start").count(),
@@ -357,7 +334,7 @@ async fn a_tool_call_crosses_both_translations() {
     body["stream"] = json!(true);
     let (status, _, text) = post(&h, &body, None).await;
     assert_eq!(status, 200, "{text}");
-    let events = events(&text);
+    let events = named_events(&text);
     let json: String = events
         .iter()
         .filter(|(n, _)| n == "content_block_delta")

@@ -8,13 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use stilts_gateway::mock::{Faults, MockConfig, MockUpstream};
-
-async fn mock(name: &str, faults: Faults) -> MockUpstream {
-    let mut cfg = MockConfig::named(name);
-    cfg.faults = faults;
-    MockUpstream::start_local(cfg).await.unwrap()
-}
+use stilts_gateway::mock::{Faults, MockUpstream};
 
 /// A route `chat` over a deployment that refuses connections, then `up`.
 fn failover_config(up: &MockUpstream) -> String {
@@ -37,22 +31,6 @@ async fn post(h: &Harness, body: &Value) -> (u16, reqwest::header::HeaderMap, St
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, headers, r.text().await.unwrap())
-}
-
-fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once('\n').expect("an event: line and a data: line");
-            let name = name.strip_prefix("event: ").expect("an event: line first");
-            let data = data.strip_prefix("data: ").expect("a data: line");
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -96,7 +74,7 @@ async fn a_stream_is_the_responses_event_sequence() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "content-type"), "text/event-stream");
-    let events = events(&body);
+    let events = named_events(&body);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         &names[..4],
@@ -141,7 +119,7 @@ async fn a_stream_cut_after_its_first_bytes_ends_failed_with_an_error_event() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let events = events(&body);
+    let events = named_events(&body);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         &names[names.len() - 2..],
@@ -238,7 +216,7 @@ async fn a_responses_request_is_served_by_an_anthropic_deployment() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let events = events(&body);
+    let events = named_events(&body);
     assert_eq!(events.last().unwrap().0, "response.completed", "{body}");
 }
 
@@ -259,7 +237,7 @@ async fn a_function_call_from_an_anthropic_deployment_streams_as_a_function_call
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let events = events(&body);
+    let events = named_events(&body);
     let done = &events.last().unwrap().1["response"];
     assert_eq!(done["status"], "completed", "{body}");
     let call = &done["output"][0];

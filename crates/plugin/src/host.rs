@@ -499,12 +499,14 @@ impl Plugin {
                 &mut out,
             )
         };
+        self.built(status, out, "build_request")
+    }
+
+    /// The request a build function returned: frames `[request meta JSON, body]`.
+    fn built(&self, status: Status, out: OwnedBytes, what: &str) -> Result<HttpRequest, CallError> {
         let out = self.finish(status, out)?;
-        let parts = frames::split(out.bytes()).filter(|p| p.len() == 2);
-        let Some(parts) = parts else {
-            return Err(CallError::Contract(
-                "build_request must return 2 frames".to_owned(),
-            ));
+        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
+            return Err(CallError::Contract(format!("{what} must return 2 frames")));
         };
         let meta: RequestHead = serde_json::from_slice(parts[0])
             .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
@@ -513,6 +515,27 @@ impl Plugin {
             url: meta.url,
             headers: meta.headers,
             body: parts[1].to_vec(),
+        })
+    }
+
+    /// The response a parse function returned: frames `[response meta JSON, body]`.
+    fn parsed(
+        &self,
+        status: Status,
+        out: OwnedBytes,
+        what: &str,
+    ) -> Result<ParsedResponse, CallError> {
+        let out = self.finish(status, out)?;
+        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
+            return Err(CallError::Contract(format!("{what} must return 2 frames")));
+        };
+        let meta: ResponseMeta = serde_json::from_slice(parts[0])
+            .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
+        Ok(ParsedResponse {
+            body: parts[1].to_vec(),
+            usage: meta.usage,
+            model: meta.model,
+            finish_reason: meta.finish_reason,
         })
     }
 
@@ -556,20 +579,7 @@ impl Plugin {
                 &mut out,
             )
         };
-        let out = self.finish(status, out)?;
-        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
-            return Err(CallError::Contract(
-                "build_embeddings_request must return 2 frames".to_owned(),
-            ));
-        };
-        let meta: RequestHead = serde_json::from_slice(parts[0])
-            .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
-        Ok(HttpRequest {
-            method: meta.method,
-            url: meta.url,
-            headers: meta.headers,
-            body: parts[1].to_vec(),
-        })
+        self.built(status, out, "build_embeddings_request")
     }
 
     /// Parses a whole successful embeddings response into canonical JSON plus its usage.
@@ -598,19 +608,10 @@ impl Plugin {
                 &mut out,
             )
         };
-        let out = self.finish(st, out)?;
-        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
-            return Err(CallError::Contract(
-                "parse_embeddings_response must return 2 frames".to_owned(),
-            ));
-        };
-        let meta: ResponseMeta = serde_json::from_slice(parts[0])
-            .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
+        let parsed = self.parsed(st, out, "parse_embeddings_response")?;
         Ok(ParsedResponse {
-            body: parts[1].to_vec(),
-            usage: meta.usage,
-            model: meta.model,
             finish_reason: None,
+            ..parsed
         })
     }
 
@@ -632,20 +633,7 @@ impl Plugin {
                 &mut out,
             )
         };
-        let out = self.finish(st, out)?;
-        let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
-            return Err(CallError::Contract(
-                "parse_response must return 2 frames".to_owned(),
-            ));
-        };
-        let meta: ResponseMeta = serde_json::from_slice(parts[0])
-            .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
-        Ok(ParsedResponse {
-            body: parts[1].to_vec(),
-            usage: meta.usage,
-            model: meta.model,
-            finish_reason: meta.finish_reason,
-        })
+        self.parsed(st, out, "parse_response")
     }
 
     /// Classifies an error response (any status and body).

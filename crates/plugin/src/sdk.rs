@@ -269,7 +269,7 @@ pub mod __ffi {
     use std::ffi::c_void;
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
-    use super::{PluginError, StreamSlot, Translator};
+    use super::{HttpRequest, ParsedResponse, PluginError, StreamSlot, Translator};
     use crate::abi::{self, ByteSlice, OwnedBytes, PluginTableV1, Status, frames};
     use crate::canonical::ChatRequest;
     use crate::types::{
@@ -426,33 +426,62 @@ pub mod __ffi {
                     );
                 }
             };
-            let cfg = match decoded_config(cfg) {
-                // The message names the position only: the config holds the API key.
-                Err(e) => {
-                    let msg = format!(
-                        "invalid deployment config at line {} column {}",
-                        e.line(),
-                        e.column()
-                    );
-                    return (Status::BAD_INPUT, msg.into_bytes());
-                }
-                Ok(c) => c,
-            };
-            match T::instance().build_request(&req, &cfg) {
-                Ok(http) => {
-                    let meta = RequestHead {
-                        method: http.method,
-                        url: http.url,
-                        headers: http.headers,
-                    };
-                    match serde_json::to_vec(&meta) {
-                        Ok(m) => frames_of(&[&m, &http.body]),
-                        Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
-                    }
-                }
-                Err(e) => plugin_error(e),
+            match config_of(cfg) {
+                Ok(cfg) => request_outcome(T::instance().build_request(&req, &cfg)),
+                Err(refused) => refused,
             }
         })
+    }
+
+    /// The deployment config, or the BAD_INPUT answer. The message names the position only: the
+    /// config holds the API key.
+    fn config_of(cfg: &[u8]) -> Result<std::rc::Rc<DeploymentConfig>, Outcome> {
+        decoded_config(cfg).map_err(|e| {
+            let msg = format!(
+                "invalid deployment config at line {} column {}",
+                e.line(),
+                e.column()
+            );
+            (Status::BAD_INPUT, msg.into_bytes())
+        })
+    }
+
+    /// Frames `[meta JSON, body]`.
+    fn with_meta<M: serde::Serialize>(meta: &M, body: &[u8]) -> Outcome {
+        match serde_json::to_vec(meta) {
+            Ok(m) => frames_of(&[&m, body]),
+            Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
+        }
+    }
+
+    /// A built request as frames `[request meta JSON, body]`, or the plugin's error.
+    fn request_outcome(built: Result<HttpRequest, PluginError>) -> Outcome {
+        match built {
+            Ok(http) => with_meta(
+                &RequestHead {
+                    method: http.method,
+                    url: http.url,
+                    headers: http.headers,
+                },
+                &http.body,
+            ),
+            Err(e) => plugin_error(e),
+        }
+    }
+
+    /// A parsed response as frames `[response meta JSON, body]`, or the plugin's error.
+    fn parsed_outcome(parsed: Result<ParsedResponse, PluginError>) -> Outcome {
+        match parsed {
+            Ok(p) => with_meta(
+                &ResponseMeta {
+                    usage: p.usage,
+                    model: p.model,
+                    finish_reason: p.finish_reason,
+                },
+                &p.body,
+            ),
+            Err(e) => plugin_error(e),
+        }
     }
 
     thread_local! {
@@ -501,30 +530,9 @@ pub mod __ffi {
                     );
                 }
             };
-            let cfg = match decoded_config(cfg) {
-                Err(e) => {
-                    let msg = format!(
-                        "invalid deployment config at line {} column {}",
-                        e.line(),
-                        e.column()
-                    );
-                    return (Status::BAD_INPUT, msg.into_bytes());
-                }
-                Ok(c) => c,
-            };
-            match T::instance().build_embeddings_request(&req, &cfg) {
-                Ok(http) => {
-                    let meta = RequestHead {
-                        method: http.method,
-                        url: http.url,
-                        headers: http.headers,
-                    };
-                    match serde_json::to_vec(&meta) {
-                        Ok(m) => frames_of(&[&m, &http.body]),
-                        Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
-                    }
-                }
-                Err(e) => plugin_error(e),
+            match config_of(cfg) {
+                Ok(cfg) => request_outcome(T::instance().build_embeddings_request(&req, &cfg)),
+                Err(refused) => refused,
             }
         })
     }
@@ -542,20 +550,14 @@ pub mod __ffi {
             let Some(headers) = frames::decode_headers(headers) else {
                 return (Status::BAD_INPUT, b"malformed header frames".to_vec());
             };
-            match T::instance().parse_embeddings_response(status, &headers, body) {
-                Ok(p) => {
-                    let meta = ResponseMeta {
-                        usage: p.usage,
-                        model: p.model,
+            parsed_outcome(
+                T::instance()
+                    .parse_embeddings_response(status, &headers, body)
+                    .map(|p| ParsedResponse {
                         finish_reason: None,
-                    };
-                    match serde_json::to_vec(&meta) {
-                        Ok(m) => frames_of(&[&m, &p.body]),
-                        Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
-                    }
-                }
-                Err(e) => plugin_error(e),
-            }
+                        ..p
+                    }),
+            )
         })
     }
 
@@ -572,20 +574,7 @@ pub mod __ffi {
             let Some(headers) = frames::decode_headers(headers) else {
                 return (Status::BAD_INPUT, b"malformed header frames".to_vec());
             };
-            match T::instance().parse_response(status, &headers, body) {
-                Ok(p) => {
-                    let meta = ResponseMeta {
-                        usage: p.usage,
-                        model: p.model,
-                        finish_reason: p.finish_reason,
-                    };
-                    match serde_json::to_vec(&meta) {
-                        Ok(m) => frames_of(&[&m, &p.body]),
-                        Err(e) => (Status::INTERNAL, e.to_string().into_bytes()),
-                    }
-                }
-                Err(e) => plugin_error(e),
-            }
+            parsed_outcome(T::instance().parse_response(status, &headers, body))
         })
     }
 

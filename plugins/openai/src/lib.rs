@@ -98,18 +98,10 @@ impl Translator for OpenAi {
             Value::String("float".to_owned()),
         );
         let body = serde_json::to_vec(&obj).map_err(|e| PluginError::BadInput(e.to_string()))?;
-        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-        if let Some(key) = &cfg.api_key {
-            headers.push((
-                "authorization".to_owned(),
-                format!("Bearer {}", key.expose()),
-            ));
-        }
-        headers.extend(cfg.extra_headers.iter().cloned());
         Ok(HttpRequest {
             method: "POST".to_owned(),
             url: format!("{}/embeddings", cfg.base_url_or(DEFAULT_BASE_URL)),
-            headers,
+            headers: request_headers(cfg, false),
             body,
         })
     }
@@ -187,29 +179,10 @@ impl Translator for OpenAi {
             opts.include_usage = Some(true);
         }
         let body = serde_json::to_vec(&req).map_err(|e| PluginError::BadInput(e.to_string()))?;
-        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-        if req.is_stream() {
-            headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
-        }
-        if let Some(key) = &cfg.api_key {
-            headers.push((
-                "authorization".to_owned(),
-                format!("Bearer {}", key.expose()),
-            ));
-        }
-        for (opt, header) in [
-            ("organization", "openai-organization"),
-            ("project", "openai-project"),
-        ] {
-            if let Some(v) = cfg.options.get(opt).and_then(Value::as_str) {
-                headers.push((header.to_owned(), v.to_owned()));
-            }
-        }
-        headers.extend(cfg.extra_headers.iter().cloned());
         Ok(HttpRequest {
             method: "POST".to_owned(),
             url: format!("{}/chat/completions", cfg.base_url_or(DEFAULT_BASE_URL)),
-            headers,
+            headers: request_headers(cfg, req.is_stream()),
             body,
         })
     }
@@ -423,6 +396,31 @@ fn peek_response(body: &[u8]) -> Option<ParsedResponse> {
         model: peek.model.map(str::to_owned),
         finish_reason,
     })
+}
+
+/// The headers of a request to deployment `cfg`: JSON, the key as a bearer token, the
+/// organization and project options, then the deployment's extra headers.
+fn request_headers(cfg: &DeploymentConfig, stream: bool) -> Vec<(String, String)> {
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    if stream {
+        headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
+    }
+    if let Some(key) = &cfg.api_key {
+        headers.push((
+            "authorization".to_owned(),
+            format!("Bearer {}", key.expose()),
+        ));
+    }
+    for (opt, header) in [
+        ("organization", "openai-organization"),
+        ("project", "openai-project"),
+    ] {
+        if let Some(v) = cfg.options.get(opt).and_then(Value::as_str) {
+            headers.push((header.to_owned(), v.to_owned()));
+        }
+    }
+    headers.extend(cfg.extra_headers.iter().cloned());
+    headers
 }
 
 fn is_error_body(obj: &Map<String, Value>) -> bool {

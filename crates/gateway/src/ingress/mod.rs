@@ -100,6 +100,34 @@ impl From<Untranslatable> for ApiError {
     }
 }
 
+/// Canonical message content from canonical parts: one string when every part is text (what
+/// every provider takes), else the parts.
+pub(crate) fn content_of(parts: Vec<serde_json::Value>) -> serde_json::Value {
+    if parts.iter().all(|p| p["type"] == "text") {
+        let text: String = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+        return serde_json::Value::String(text);
+    }
+    serde_json::Value::Array(parts)
+}
+
+/// [`read_request`], or the dialect's answer (`render`) to a request refused before it named a
+/// route, logged as such.
+pub(crate) async fn read_or_refuse(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    presented: Option<&str>,
+    body: Body,
+    started: std::time::Instant,
+    render: impl FnOnce(ApiError) -> Response,
+) -> Result<ClientRequest, Response> {
+    read_request(gateway, headers, presented, body)
+        .await
+        .map_err(|refused| {
+            crate::driver::access_refused("-", refused.error.status.as_u16(), started);
+            refused.into_response_with(render)
+        })
+}
+
 /// A request read off the wire: its body and the client's deadline.
 pub(crate) struct ClientRequest {
     pub body: Bytes,

@@ -134,6 +134,47 @@ fn broken(what: String) -> CanonicalEvent {
     }))
 }
 
+/// What the dialects' stream tests share: a canonical stream with text then a tool call, and the
+/// `(event name, data)` list an encoder makes of a canonical stream.
+#[cfg(test)]
+pub(crate) mod test_support {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::{CanonicalReader, Encoder};
+    use serde_json::Value;
+
+    /// Two text chunks, a tool call in two fragments (finish `tool_calls`), the usage, `[DONE]`.
+    pub(crate) const TEXT_THEN_TOOL: &str = concat!(
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Let me\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" check.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    /// The events `encoder` makes of `canonical`.
+    pub(crate) fn transcript(mut encoder: impl Encoder, canonical: &str) -> Vec<(String, Value)> {
+        let mut reader = CanonicalReader::default();
+        let mut out = Vec::new();
+        for e in reader.push(canonical.as_bytes()) {
+            encoder.on_event(e, &mut out);
+        }
+        String::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e.split_once('\n').unwrap();
+                (
+                    name.strip_prefix("event: ").unwrap().to_owned(),
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // reason: tests

@@ -318,3 +318,34 @@ pub fn set_env(name: &str, value: &str) {
         std::env::set_var(name, value)
     }
 }
+
+/// A response header's value as text (empty when absent or not text).
+pub fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// A fake upstream on loopback named `name`, with standing `faults`.
+pub async fn mock(
+    name: &str,
+    faults: stilts_gateway::mock::Faults,
+) -> stilts_gateway::mock::MockUpstream {
+    let mut cfg = stilts_gateway::mock::MockConfig::named(name);
+    cfg.faults = faults;
+    stilts_gateway::mock::MockUpstream::start_local(cfg)
+        .await
+        .unwrap()
+}
+
+/// `(event name, data)` of each event of a stream of named events (Anthropic Messages, OpenAI
+/// Responses), checking that every event has both lines.
+pub fn named_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').expect("an event: line and a data: line");
+            let name = name.strip_prefix("event: ").expect("an event: line first");
+            let data = data.strip_prefix("data: ").expect("a data: line");
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}

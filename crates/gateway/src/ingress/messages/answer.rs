@@ -286,35 +286,11 @@ mod tests {
         assert_eq!(m["usage"]["output_tokens"], 3);
     }
 
-    fn transcript(canonical: &str) -> Vec<(String, Value)> {
-        let mut reader = crate::ingress::sse::CanonicalReader::default();
-        let mut t = Translator::new();
-        let mut out = Vec::new();
-        for e in reader.push(canonical.as_bytes()) {
-            t.on_event(e, &mut out);
-        }
-        String::from_utf8(out)
-            .unwrap()
-            .split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                let (name, data) = e.split_once('\n').unwrap();
-                (
-                    name.strip_prefix("event: ").unwrap().to_owned(),
-                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
-                )
-            })
-            .collect()
-    }
+    use crate::ingress::sse::test_support::TEXT_THEN_TOOL;
 
-    const TEXT_THEN_TOOL: &str = concat!(
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Let me\"},\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" check.\"},\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
-        "data: [DONE]\n\n",
-    );
+    fn transcript(canonical: &str) -> Vec<(String, Value)> {
+        crate::ingress::sse::test_support::transcript(Translator::new(), canonical)
+    }
 
     #[test]
     fn a_stream_becomes_the_messages_event_sequence() {

@@ -40,13 +40,12 @@ pub async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Bo
     let started = std::time::Instant::now();
     let request_id = request_id();
     let presented = client_key(&headers);
-    let request = match super::read_request(&gateway, &headers, presented, body).await {
-        Ok(r) => r,
-        Err(refused) => {
-            crate::driver::access_refused("-", refused.error.status.as_u16(), started);
-            return refused.into_response_with(|e| error_response(&e, &request_id));
-        }
-    };
+    let render = |e: ApiError| error_response(&e, &request_id);
+    let request =
+        match super::read_or_refuse(&gateway, &headers, presented, body, started, render).await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     let (canonical, stream) = match to_canonical(&request.body) {
         Ok(c) => c,
         Err(e) => {

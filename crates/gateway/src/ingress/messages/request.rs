@@ -301,19 +301,7 @@ fn convert_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), Untr
     }
     if role == "user" {
         if !parts.is_empty() {
-            let only_text = parts.iter().all(|p| p["type"] == "text");
-            let content = if only_text {
-                json!(
-                    parts
-                        .iter()
-                        .filter_map(|p| p["text"].as_str())
-                        .collect::<Vec<_>>()
-                        .join("")
-                )
-            } else {
-                Value::Array(parts)
-            };
-            out.push(json!({"role": "user", "content": content}));
+            out.push(json!({"role": "user", "content": crate::ingress::content_of(parts)}));
         }
     } else {
         let mut message = Map::new();

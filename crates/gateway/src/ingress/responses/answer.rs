@@ -179,24 +179,17 @@ impl Translator {
             return;
         }
         self.started = true;
-        let response = response_object(
-            &self.echo,
-            "in_progress",
-            Value::Null,
-            Value::Null,
-            Vec::new(),
-            Value::Null,
-        );
-        self.emit(out, "response.created", json!({"response": response}));
-        let response = response_object(
-            &self.echo,
-            "in_progress",
-            Value::Null,
-            Value::Null,
-            Vec::new(),
-            Value::Null,
-        );
-        self.emit(out, "response.in_progress", json!({"response": response}));
+        for kind in ["response.created", "response.in_progress"] {
+            let response = response_object(
+                &self.echo,
+                "in_progress",
+                Value::Null,
+                Value::Null,
+                Vec::new(),
+                Value::Null,
+            );
+            self.emit(out, kind, json!({"response": response}));
+        }
     }
 
     fn output_index(&self) -> usize {
@@ -424,41 +417,17 @@ mod tests {
     #![allow(clippy::unwrap_used)] // reason: tests
 
     use super::*;
-    use crate::ingress::sse::CanonicalReader;
+
+    use crate::ingress::sse::test_support::TEXT_THEN_TOOL;
 
     fn transcript(canonical: &str) -> Vec<(String, Value)> {
-        let mut reader = CanonicalReader::default();
-        let mut t = Translator::new(Echo {
+        let echo = Echo {
             id: "resp_1".into(),
             model: "chat".into(),
             ..Echo::default()
-        });
-        let mut out = Vec::new();
-        for e in reader.push(canonical.as_bytes()) {
-            t.on_event(e, &mut out);
-        }
-        String::from_utf8(out)
-            .unwrap()
-            .split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                let (name, data) = e.split_once('\n').unwrap();
-                (
-                    name.strip_prefix("event: ").unwrap().to_owned(),
-                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
-                )
-            })
-            .collect()
+        };
+        crate::ingress::sse::test_support::transcript(Translator::new(echo), canonical)
     }
-
-    const TEXT_THEN_TOOL: &str = concat!(
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Let me\"},\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" check.\"},\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
-        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
-        "data: [DONE]\n\n",
-    );
 
     #[test]
     fn a_stream_becomes_the_responses_event_sequence() {

@@ -34,13 +34,12 @@ use request::to_canonical;
 pub async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let presented = crate::server::bearer(&headers);
-    let request = match super::read_request(&gateway, &headers, presented, body).await {
-        Ok(r) => r,
-        Err(refused) => {
-            crate::driver::access_refused("-", refused.error.status.as_u16(), started);
-            return refused.into_response_with(IntoResponse::into_response);
-        }
-    };
+    let render = IntoResponse::into_response;
+    let request =
+        match super::read_or_refuse(&gateway, &headers, presented, body, started, render).await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     let (canonical, echo) = match to_canonical(&request.body) {
         Ok(c) => c,
         Err(e) => {

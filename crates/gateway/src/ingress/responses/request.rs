@@ -428,15 +428,7 @@ fn message_parts(at: &str, role: &str, parts: &[Value]) -> Result<Value, Untrans
             }
         }
     }
-    if out.iter().all(|p| p["type"] == "text") {
-        return Ok(json!(
-            out.iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("")
-        ));
-    }
-    Ok(Value::Array(out))
+    Ok(crate::ingress::content_of(out))
 }
 
 #[cfg(test)]
