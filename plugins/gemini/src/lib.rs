@@ -6,8 +6,13 @@
 //! * roles user/assistant → `user`/`model`; text → `text` parts; `data:` image URLs → `inlineData`, other
 //!   URLs → `fileData`; assistant `tool_calls` → `functionCall` parts; `tool` messages → `functionResponse`
 //!   parts (named after the call they answer; the text is sent as `{"content": …}`) in a user turn;
-//! * `max_tokens`/`max_completion_tokens`, `temperature`, `top_p`, `stop`, `n`, JSON `response_format`
-//!   → `generationConfig`; `tools` → one `functionDeclarations` tool; `tool_choice` → `toolConfig`.
+//! * `max_tokens`/`max_completion_tokens`, `temperature`, `top_p`, `stop`, `n`, `seed`, penalties, JSON
+//!   `response_format` (a `json_schema`'s schema as `responseJsonSchema`) → `generationConfig`; `tools` →
+//!   one `functionDeclarations` tool; `tool_choice` → `toolConfig`;
+//! * fields without effect on the answer (`user`, `store`, `metadata`, `logprobs: false`,
+//!   `parallel_tool_calls: true`) are not sent; any other field Gemini cannot honour
+//!   (`reasoning_effort`, `verbosity`, `logprobs`, `logit_bias`, `parallel_tool_calls: false`, …) is
+//!   refused with `BadInput` naming it, never silently dropped.
 //!
 //! Gemini → canonical: text parts join into `content` (thought parts are skipped), `functionCall` parts
 //! become `tool_calls` (id from the part, else `call_<n>`); `finishReason` STOP → stop (tool_calls when
@@ -269,6 +274,31 @@ fn blocked(v: &Value) -> Option<ErrorInfo> {
     })
 }
 
+/// The first field of `extra` (the canonical request's fields beyond the typed ones) that Gemini
+/// cannot honour and that would change the answer.
+fn unsupported_extra(extra: &Map<String, Value>) -> Option<String> {
+    for (field, value) in extra {
+        let honoured = match field.as_str() {
+            // Carried (see build_request), or without effect on the answer.
+            "n" | "seed" | "presence_penalty" | "frequency_penalty" | "user" | "store"
+            | "metadata" | "service_tier" => true,
+            "response_format" => matches!(
+                value.get("type").and_then(Value::as_str),
+                Some("text" | "json_object" | "json_schema")
+            ),
+            "logprobs" => value == &Value::Bool(false),
+            "parallel_tool_calls" => value == &Value::Bool(true),
+            _ => value.is_null(),
+        };
+        if !honoured {
+            return Some(format!(
+                "{field}: the Gemini API cannot honour it here; remove it or route to a deployment that can"
+            ));
+        }
+    }
+    None
+}
+
 impl Translator for Gemini {
     type Stream = GeminiStream;
 
@@ -320,6 +350,9 @@ impl Translator for Gemini {
         if contents.is_empty() {
             return Err(bad("Gemini needs at least one user or assistant message"));
         }
+        if let Some(why) = unsupported_extra(&req.extra) {
+            return Err(bad(why));
+        }
         let mut body = Map::new();
         body.insert("contents".into(), Value::Array(contents));
         if let Some(s) = system {
@@ -344,13 +377,26 @@ impl Translator for Gemini {
         if let Some(seed) = req.extra.get("seed").and_then(Value::as_i64) {
             generation.insert("seed".into(), json!(seed));
         }
-        let format = req
-            .extra
-            .get("response_format")
-            .and_then(|f| f.get("type"))
-            .and_then(Value::as_str);
-        if matches!(format, Some("json_object") | Some("json_schema")) {
-            generation.insert("responseMimeType".into(), json!("application/json"));
+        for (field, name) in [
+            ("presence_penalty", "presencePenalty"),
+            ("frequency_penalty", "frequencyPenalty"),
+        ] {
+            if let Some(p) = req.extra.get(field).and_then(Value::as_f64) {
+                generation.insert(name.into(), json!(p));
+            }
+        }
+        let format = req.extra.get("response_format");
+        match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+            Some("json_object") => {
+                generation.insert("responseMimeType".into(), json!("application/json"));
+            }
+            Some("json_schema") => {
+                generation.insert("responseMimeType".into(), json!("application/json"));
+                if let Some(schema) = format.and_then(|f| f.pointer("/json_schema/schema")) {
+                    generation.insert("responseJsonSchema".into(), schema.clone());
+                }
+            }
+            _ => {}
         }
         if !generation.is_empty() {
             body.insert("generationConfig".into(), Value::Object(generation));

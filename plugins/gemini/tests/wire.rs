@@ -60,6 +60,38 @@ fn request_translation_matches_the_recorded_body() {
 }
 
 #[test]
+fn fields_gemini_cannot_honour_are_refused_by_name_and_the_others_carried() {
+    for (field, value) in [
+        ("reasoning_effort", json!("low")),
+        ("verbosity", json!("low")),
+        ("logprobs", json!(true)),
+        ("logit_bias", json!({"50256": -100})),
+        ("parallel_tool_calls", json!(false)),
+    ] {
+        let mut req = json!({"model":"x","messages":[{"role":"user","content":"hi"}]});
+        req[field] = value;
+        let req: ChatRequest = serde_json::from_value(req).unwrap();
+        match Gemini.build_request(&req, &cfg()) {
+            Err(PluginError::BadInput(m)) => assert!(m.starts_with(field), "{field}: {m}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let req: ChatRequest = serde_json::from_value(json!({"model":"x","messages":[{"role":"user","content":"hi"}],
+        "presence_penalty": 0.5, "store": false, "response_format": {"type": "json_schema",
+        "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}}))
+    .unwrap();
+    let http = Gemini.build_request(&req, &cfg()).unwrap();
+    let body: Value = serde_json::from_slice(&http.body).unwrap();
+    let generation = &body["generationConfig"];
+    assert_eq!(generation["presencePenalty"], 0.5);
+    assert_eq!(generation["responseMimeType"], "application/json");
+    assert_eq!(
+        generation["responseJsonSchema"]["properties"]["a"]["type"],
+        "string"
+    );
+}
+
+#[test]
 fn bad_requests_are_refused() {
     let orphan: ChatRequest = serde_json::from_value(json!({"model":"m","messages":[
         {"role":"user","content":"x"},{"role":"tool","tool_call_id":"nope","content":"r"}]}))
