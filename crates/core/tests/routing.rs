@@ -375,17 +375,22 @@ fn warm(r: &mut stilts_core::Router) -> Instant {
     now
 }
 
+/// Answers: provider `a`'s first attempt fails with `class`, everything else succeeds.
+fn a_fails_once(class: ErrorClass) -> impl FnMut(&str, u32) -> Outcome {
+    move |p, n| {
+        if p == "a" && n == 1 {
+            fail(class)
+        } else {
+            ok(10)
+        }
+    }
+}
+
 #[test]
 fn an_isolated_error_on_the_preferred_provider_gets_one_quick_retry_before_a_lower_tier() {
     let mut r = router(&["a", "b"], priority);
     let now = warm(&mut r);
-    let t = run_call(&mut r, now, |p, n| {
-        if p == "a" && n == 1 {
-            fail(ErrorClass::Server)
-        } else {
-            ok(10)
-        }
-    });
+    let t = run_call(&mut r, now, a_fails_once(ErrorClass::Server));
     assert_eq!(t.sent, ["a", "a"]);
     assert_eq!(t.end.as_deref(), Ok("a"));
     assert_eq!(
@@ -414,43 +419,27 @@ fn with_the_budget_spent_the_free_failover_wins_over_the_quick_retry() {
         c.budget.min_per_second = Some(0.0);
     });
     let now = warm(&mut r);
-    let t = run_call(&mut r, now, |p, n| {
-        if p == "a" && n == 1 {
-            fail(ErrorClass::Server)
-        } else {
-            ok(10)
-        }
-    });
+    let t = run_call(&mut r, now, a_fails_once(ErrorClass::Server));
     assert_eq!(t.sent, ["a", "b"]);
     assert_eq!(t.end.as_deref(), Ok("b"));
 }
 
 #[test]
 fn no_quick_retry_for_a_timeout_an_outage_equal_peers_or_when_turned_off() {
-    let fail_a_once = |p: &str, n: u32| {
-        if p == "a" && n == 1 {
-            fail(ErrorClass::Server)
-        } else {
-            ok(10)
-        }
-    };
     // Turned off.
     let mut r = router(&["a", "b"], |c| {
         priority(c);
         c.retry.preferred_retries = Some(0);
     });
     let now = warm(&mut r);
-    assert_eq!(run_call(&mut r, now, fail_a_once).sent, ["a", "b"]);
+    assert_eq!(
+        run_call(&mut r, now, a_fails_once(ErrorClass::Server)).sent,
+        ["a", "b"]
+    );
     // A silent failure (timeout) costs a whole wait: fail over at once.
     let mut r = router(&["a", "b"], priority);
     let now = warm(&mut r);
-    let t = run_call(&mut r, now, |p, n| {
-        if p == "a" && n == 1 {
-            fail(ErrorClass::Timeout)
-        } else {
-            ok(10)
-        }
-    });
+    let t = run_call(&mut r, now, a_fails_once(ErrorClass::Timeout));
     assert_eq!(t.sent, ["a", "b"]);
     // A provider failing more than 10% of its recent calls is not having an isolated error.
     let mut r = router(&["a", "b"], |c| {
@@ -469,7 +458,10 @@ fn no_quick_retry_for_a_timeout_an_outage_equal_peers_or_when_turned_off() {
         });
         now = t.end_at + Duration::from_millis(100);
     }
-    assert_eq!(run_call(&mut r, now, fail_a_once).sent, ["a", "b"]);
+    assert_eq!(
+        run_call(&mut r, now, a_fails_once(ErrorClass::Server)).sent,
+        ["a", "b"]
+    );
     // Equal peers (one tier): the other peer at once.
     let mut r = router(&["a", "b"], |c| {
         c.providers[1].weight = Some(1);

@@ -123,8 +123,6 @@ pub struct BuildError {
 
 pub(crate) struct RouteState {
     pub router: Router,
-    /// What the route serves (`kind`), swapped with its deployments on reload.
-    pub kind: stilts_config::RouteKind,
     pub deployments: Vec<Arc<Deployment>>,
     /// Some deployment may continue a cut stream exactly.
     pub continuation: bool,
@@ -137,9 +135,21 @@ pub(crate) struct Route {
     pub metrics: RouteMetrics,
     /// When retry-budget exhaustion was last logged (ms on the gateway clock; 0: never).
     pub budget_logged_ms: AtomicU64,
+    /// Whether the route serves embeddings (`kind`), set on reload: read on every request without
+    /// taking the router's lock.
+    pub embeddings: std::sync::atomic::AtomicBool,
 }
 
 impl Route {
+    /// What the route serves.
+    pub fn kind(&self) -> stilts_config::RouteKind {
+        if self.embeddings.load(Ordering::Relaxed) {
+            stilts_config::RouteKind::Embeddings
+        } else {
+            stilts_config::RouteKind::Chat
+        }
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
         // A panic while holding the lock cannot leave the router half-updated in a way that
         // matters more than refusing all traffic would, so keep serving.
@@ -578,10 +588,13 @@ impl Gateway {
                 Some(existing) => {
                     let mut state = existing.lock();
                     state.router.reconfigure(route.router.clone());
-                    state.kind = route.kind;
                     state.deployments = deployments;
                     state.continuation = continuation;
                     drop(state);
+                    existing.embeddings.store(
+                        route.kind == stilts_config::RouteKind::Embeddings,
+                        Ordering::Relaxed,
+                    );
                     Arc::clone(existing)
                 }
                 None => Arc::new(Route {
@@ -593,12 +606,14 @@ impl Gateway {
                                 .router_seed
                                 .unwrap_or_else(|| seed_for(&route.name)),
                         ),
-                        kind: route.kind,
                         deployments,
                         continuation,
                     }),
                     metrics: self.shared.metrics.route(&route.name),
                     budget_logged_ms: AtomicU64::new(0),
+                    embeddings: std::sync::atomic::AtomicBool::new(
+                        route.kind == stilts_config::RouteKind::Embeddings,
+                    ),
                 }),
             };
             route_names.push(route.name.clone());
@@ -799,7 +814,7 @@ impl Gateway {
             e.route = Some(name.to_owned());
             return Err(Box::new(e));
         };
-        let serves = route.lock().kind;
+        let serves = route.kind();
         if serves != kind {
             crate::driver::access_refused(name, 400, started);
             let mut e = ApiError::plain(

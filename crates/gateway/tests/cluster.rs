@@ -70,6 +70,19 @@ async fn replicas(n: usize, config: impl Fn(&str) -> String) -> Vec<Harness> {
     all
 }
 
+/// A Redis, a primary and a backup upstream, and `n` replicas sharing state over them with the
+/// default route.
+async fn cluster_of(n: usize) -> (RedisServer, MockUpstream, MockUpstream, Vec<Harness>) {
+    let redis = RedisServer::start();
+    let primary = mock("primary").await;
+    let backup = mock("backup").await;
+    let all = replicas(n, |id| {
+        replica_config(&redis, id, &primary, &backup, "", "")
+    })
+    .await;
+    (redis, primary, backup, all)
+}
+
 fn metrics_of(h: &Harness) -> String {
     let body = h
         .gateway
@@ -114,13 +127,7 @@ async fn served_by(h: &Harness) -> String {
 
 #[tokio::test]
 async fn a_breaker_opened_on_one_replica_steers_the_others() {
-    let redis = RedisServer::start();
-    let primary = mock("primary").await;
-    let backup = mock("backup").await;
-    let all = replicas(3, |id| {
-        replica_config(&redis, id, &primary, &backup, "", "")
-    })
-    .await;
+    let (_redis, primary, _backup, all) = cluster_of(3).await;
     primary.set_faults(down());
     // Five consecutive failures on r0 open its breaker.
     for _ in 0..5 {
@@ -157,13 +164,7 @@ async fn a_breaker_opened_on_one_replica_steers_the_others() {
 
 #[tokio::test]
 async fn a_retry_after_reaches_the_other_replicas() {
-    let redis = RedisServer::start();
-    let primary = mock("primary").await;
-    let backup = mock("backup").await;
-    let all = replicas(3, |id| {
-        replica_config(&redis, id, &primary, &backup, "", "")
-    })
-    .await;
+    let (_redis, primary, _backup, all) = cluster_of(3).await;
     primary.script([Faults {
         status: Some(429),
         retry_after_s: Some(30.0),
@@ -445,13 +446,7 @@ async fn a_replica_started_late_picks_up_the_shared_state() {
 
 #[tokio::test]
 async fn garbage_in_redis_is_logged_and_skipped_never_a_panic() {
-    let redis = RedisServer::start();
-    let primary = mock("primary").await;
-    let backup = mock("backup").await;
-    let all = replicas(2, |id| {
-        replica_config(&redis, id, &primary, &backup, "", "")
-    })
-    .await;
+    let (redis, _primary, _backup, all) = cluster_of(2).await;
     // A sibling entry that is not one.
     let reply = redis
         .command(&["HSET", "stilts:replicas", "intruder#1", "{not json"])
