@@ -6,7 +6,8 @@
 # - Anthropic Messages: messages.create plain and streamed (the failover is invisible but for
 #   X-Stilts-Attempts), the stream helper's final message, a tool call and its result (plain and
 #   streamed), a stream cut after its first bytes (the
-#   SDK must raise), an unknown route (NotFoundError), a field stilts cannot carry (BadRequestError);
+#   SDK must raise), count_tokens, an unknown route (NotFoundError), a field stilts cannot carry
+#   (BadRequestError);
 # - OpenAI Responses: responses.create plain and streamed, the stream helper's final response, a
 #   function call and its output (plain and streamed), a json_schema answer, a
 #   cut stream (the SDK must raise), stored state refused; models.retrieve; embeddings.create
@@ -135,6 +136,11 @@ with client.messages.stream(model="chat", max_tokens=64, messages=ask, tools=[we
 suses = [b for b in streamed_call.content if b.type == "tool_use"]
 check(streamed_call.stop_reason == "tool_use" and len(suses) == 1 and suses[0].input == uses[0].input,
       f"tools, streamed: the helper rebuilds the same tool_use ({streamed_call.content})")
+
+counted = client.messages.count_tokens(model="chat", messages=ask)
+check(isinstance(counted.input_tokens, int) and 0 < counted.input_tokens < 50, f"count_tokens: a count ({counted.input_tokens})")
+more = client.messages.count_tokens(model="chat", messages=ask, system="Answer in French.", tools=[weather])
+check(more.input_tokens > counted.input_tokens, f"count_tokens: a system prompt and a tool count too ({more.input_tokens})")
 
 try:
     client.messages.create(model="no-such-route", max_tokens=16, messages=ask)

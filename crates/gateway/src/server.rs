@@ -34,6 +34,10 @@ pub fn app(gateway: Gateway) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(ingress::messages::handle))
+        .route(
+            "/v1/messages/count_tokens",
+            post(ingress::messages::count_tokens),
+        )
         .route("/v1/responses", post(ingress::responses::handle))
         .route("/v1/embeddings", post(ingress::embeddings::handle))
         .route("/v1/models", get(models))
@@ -185,7 +189,7 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         "not_found",
-        "no such endpoint: stilts serves POST /v1/chat/completions, POST /v1/messages (Anthropic Messages; an Anthropic SDK's base URL has no /v1), POST /v1/responses, POST /v1/embeddings, GET /v1/models, GET /v1/models/{id}, /status, /metrics and /healthz",
+        "no such endpoint: stilts serves POST /v1/chat/completions, POST /v1/messages and /v1/messages/count_tokens (Anthropic Messages; an Anthropic SDK's base URL has no /v1), POST /v1/responses, POST /v1/embeddings, GET /v1/models, GET /v1/models/{id}, /status, /metrics and /healthz",
     )
     .into_response()
 }

@@ -345,3 +345,54 @@ async fn a_tool_call_crosses_both_translations() {
     let delta = &events[events.len() - 2].1;
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
 }
+
+#[tokio::test]
+async fn count_tokens_counts_without_calling_a_provider_and_checks_like_messages() {
+    let up = mock("up", Faults::default()).await;
+    let h = Harness::start(&failover_config(&up, "")).await;
+    let count = |body: Value| {
+        let request = h
+            .http
+            .post(h.url("/v1/messages/count_tokens"))
+            .header("anthropic-version", "2023-06-01")
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            (status, headers, r.json::<Value>().await.unwrap())
+        }
+    };
+    let short = json!({"model": "chat", "messages": [{"role": "user", "content": "Say hi."}]});
+    let (status, headers, body) = count(short).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-stilts-token-count"), "o200k_base");
+    assert!(header(&headers, "request-id").starts_with("req_"));
+    let few = body["input_tokens"].as_u64().unwrap();
+    assert!((5..20).contains(&few), "{body}");
+    let long = json!({"model": "chat", "system": "Answer in French.",
+        "messages": [{"role": "user", "content": "Say hi. ".repeat(100)}]});
+    let (_, _, body) = count(long).await;
+    assert!(body["input_tokens"].as_u64().unwrap() > few + 200, "{body}");
+    assert!(
+        up.last_request().is_none(),
+        "a count never calls a provider"
+    );
+
+    let (status, _, body) =
+        count(json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["type"], "not_found_error");
+    let (status, _, body) = count(json!({"model": "chat", "top_k": 3,
+        "messages": [{"role": "user", "content": "hi"}]}))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("top_k"),
+        "{body}"
+    );
+}

@@ -149,3 +149,46 @@ async fn a_malformed_anthropic_event_before_the_first_token_fails_over() {
     assert!(text.starts_with("Hello from gpt"), "{text}");
     assert!(error.is_none(), "{sse}");
 }
+
+#[tokio::test]
+async fn n_choices_come_back_plain_and_streamed_one_choice_a_chunk() {
+    let up = mock("gpt", Faults::default()).await;
+    let h = Harness::start(&format!(
+        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}",
+        openai_route("gpt", &up.base_url(), 0)
+    ))
+    .await;
+    let mut ask = request("chat");
+    ask["n"] = serde_json::json!(3);
+    let (status, _, body) = h.chat(ask.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{body}");
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i, "{body}");
+        assert!(
+            choice["message"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Hello from gpt")
+        );
+    }
+    let plain_text = choices[0]["message"]["content"].as_str().unwrap();
+    ask["stream"] = serde_json::json!(true);
+    let (status, _, sse) = h.stream(ask).await;
+    assert_eq!(status, 200, "{sse}");
+    let mut texts = vec![String::new(); 3];
+    let mut finished = [false; 3];
+    for line in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let Ok(chunk) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            texts[i] += choice["delta"]["content"].as_str().unwrap_or("");
+            finished[i] |= choice["finish_reason"] == "stop";
+        }
+    }
+    assert!(texts.iter().all(|t| t == plain_text), "{texts:?}");
+    assert_eq!(finished, [true; 3]);
+}

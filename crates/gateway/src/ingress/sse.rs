@@ -153,6 +153,29 @@ pub(crate) mod test_support {
         "data: [DONE]\n\n",
     );
 
+    /// Two tool calls, 0 then 1, each in two fragments; then, when `interleaved`, more of call
+    /// 0's arguments after call 1 began. Ends with finish `tool_calls` and `[DONE]`.
+    pub(crate) fn two_calls(interleaved: bool) -> String {
+        let chunk = |call: Value, finish: Value| {
+            let data = serde_json::json!({"id": "c1", "model": "m", "choices": [
+                {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": finish}]});
+            format!("data: {data}\n\n")
+        };
+        let start = |index: u32, id: &str, name: &str, args: &str| {
+            serde_json::json!({"index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": args}})
+        };
+        let more = |index: u32, args: &str| serde_json::json!({"index": index, "function": {"arguments": args}});
+        let mut stream = chunk(start(0, "call_a", "f", "{\"x\":"), Value::Null);
+        stream += &chunk(more(0, "1}"), Value::Null);
+        stream += &chunk(start(1, "call_b", "g", "{\"y\":"), Value::Null);
+        if interleaved {
+            stream += &chunk(more(0, " "), Value::Null);
+        }
+        stream += &chunk(more(1, "2}"), Value::from("tool_calls"));
+        stream + "data: [DONE]\n\n"
+    }
+
     /// The events `encoder` makes of `canonical`.
     pub(crate) fn transcript(mut encoder: impl Encoder, canonical: &str) -> Vec<(String, Value)> {
         let mut reader = CanonicalReader::default();

@@ -4,8 +4,8 @@
 //! Used by the embedded demo, the integration tests, the bench, `stilts mock-upstream` and
 //! `stilts replay`. It answers `POST /v1/chat/completions` and `POST /v1/messages` (plain and
 //! `stream: true`, each in its API's own body, event and error shapes: see `wire`) with a short
-//! canned answer and
-//! injects the faults an LLM provider shows in practice, each a knob of [`Faults`]: an error
+//! canned answer (a tool call when tools are offered, JSON when JSON is asked for: see
+//! `content`; `n` choices when OpenAI's `n` asks for several) and injects the faults an LLM provider shows in practice, each a knob of [`Faults`]: an error
 //! status (with an OpenAI error `code` and `Retry-After`), latency before the headers, a hang, a
 //! slow first token, a cut connection, a stall, a malformed chunk and a missing `[DONE]`. A
 //! [`Schedule`] adds periodic outages and 429s (the demo's "primary").
@@ -32,6 +32,9 @@ use std::time::Duration;
 mod content;
 mod wire;
 use wire::Answer;
+
+/// The most choices (OpenAI's `n`) one answer has: OpenAI's own limit.
+const MAX_CHOICES: u64 = 128;
 pub use wire::{Dialect, error_parts};
 
 /// The faults applied to a request.
@@ -551,6 +554,14 @@ async fn answer(
         };
         return error_response(dialect, status, faults, message);
     }
+    // OpenAI's `n`: how many choices (the Anthropic dialect has one).
+    let choices = match dialect {
+        Dialect::OpenAi => request
+            .get("n")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(1, |n| n.clamp(1, MAX_CHOICES) as u32),
+        Dialect::Anthropic => 1,
+    };
     let (reply, tool) = match content::content_for(dialect, &request, &state.config.reply, n) {
         content::Content::Text(text) => (text, None),
         content::Content::ToolCall {
@@ -569,9 +580,10 @@ async fn answer(
         created: 1_700_000_000,
         usage: plan.usage.unwrap_or((
             (body.len() / 4) as u64,
-            reply.split_whitespace().count().max(1) as u64,
+            reply.split_whitespace().count().max(1) as u64 * u64::from(choices),
         )),
         tool,
+        choices,
     };
     if !stream {
         guard.done();

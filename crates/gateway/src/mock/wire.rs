@@ -87,6 +87,10 @@ pub(super) struct Answer {
     /// When the answer is a tool call: its id and the tool's name (the text is then the
     /// arguments' JSON).
     pub tool: Option<(String, String)>,
+    /// How many choices the answer has (OpenAI's `n`; always 1 in the Anthropic dialect). Every
+    /// choice carries the same content; a stream sends each piece once per choice, one choice a
+    /// chunk, as OpenAI does.
+    pub choices: u32,
 }
 
 impl Answer {
@@ -97,8 +101,8 @@ impl Answer {
             return match self.dialect {
                 Dialect::OpenAi => json!({
                     "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
-                        "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": text}}]}}],
+                    "choices": self.each_choice(|index| json!({"index": index, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                        "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": text}}]}})),
                     "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output},
                 }),
                 Dialect::Anthropic => json!({
@@ -116,7 +120,7 @@ impl Answer {
                 "object": "chat.completion",
                 "created": self.created,
                 "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": self.each_choice(|index| json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"})),
                 "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output},
             }),
             Dialect::Anthropic => json!({
@@ -149,11 +153,22 @@ impl Answer {
         }
     }
 
-    fn openai_chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> serde_json::Value {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
+    /// One value per choice, made from its index.
+    fn each_choice(&self, choice: impl Fn(u32) -> serde_json::Value) -> serde_json::Value {
+        serde_json::Value::Array((0..self.choices.max(1)).map(choice).collect())
+    }
+
+    /// One chunk per choice, each carrying `delta` for its choice.
+    fn openai_chunks(&self, delta: &serde_json::Value, finish: Option<&str>) -> String {
+        (0..self.choices.max(1))
+            .map(|index| {
+                let chunk = json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+                });
+                self.event("", &chunk)
+            })
+            .collect()
     }
 
     /// The events before the first content: OpenAI's role chunk; Anthropic's `message_start` and
@@ -168,7 +183,7 @@ impl Answer {
                     }
                     None => json!({"role": "assistant", "content": ""}),
                 };
-                Bytes::from(self.event("", &self.openai_chunk(delta, None)))
+                Bytes::from(self.openai_chunks(&delta, None))
             }
             Dialect::Anthropic => {
                 let start = json!({"type": "message_start", "message": {
@@ -200,7 +215,7 @@ impl Answer {
                 } else {
                     json!({"content": text})
                 };
-                Bytes::from(self.event("", &self.openai_chunk(delta, None)))
+                Bytes::from(self.openai_chunks(&delta, None))
             }
             Dialect::Anthropic => {
                 let delta = if tool {
@@ -238,7 +253,7 @@ impl Answer {
                 } else {
                     "stop"
                 };
-                out += &self.event("", &self.openai_chunk(json!({}), Some(finish)));
+                out += &self.openai_chunks(&json!({}), Some(finish));
                 if include_usage {
                     let usage = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,

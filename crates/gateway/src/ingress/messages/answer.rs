@@ -100,6 +100,8 @@ struct Translator {
     open: Open,
     /// Blocks started so far (the next block's index).
     blocks: u32,
+    /// The canonical indexes of the tool calls whose blocks are closed.
+    closed_calls: Vec<u32>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     ended: bool,
@@ -111,6 +113,7 @@ impl Translator {
             started: false,
             open: Open::None,
             blocks: 0,
+            closed_calls: Vec::new(),
             finish: None,
             usage: None,
             ended: false,
@@ -133,6 +136,9 @@ impl Translator {
     }
 
     fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Open::Tool(index) = self.open {
+            self.closed_calls.push(index);
+        }
         if self.open != Open::None {
             out.extend(event(
                 "content_block_stop",
@@ -190,6 +196,21 @@ impl Encoder for Translator {
                 }
                 for call in choice.delta.tool_calls.into_iter().flatten() {
                     let function = call.function.unwrap_or_default();
+                    if self.open != Open::Tool(call.index)
+                        && self.closed_calls.contains(&call.index)
+                    {
+                        // A Messages stream carries one block at a time: a closed block cannot
+                        // take more arguments. No provider stilts ships sends this; say so
+                        // rather than answer a broken call.
+                        self.error(
+                            out,
+                            &json!({"message": format!(
+                                "the provider interleaved its tool calls (call {} went on after the next began); a Messages stream cannot carry that",
+                                call.index
+                            )}),
+                        );
+                        return;
+                    }
                     if self.open != Open::Tool(call.index) {
                         let id = call.id.unwrap_or_else(|| format!("toolu_{}", self.blocks));
                         let name = function.name.clone().unwrap_or_default();
@@ -334,6 +355,46 @@ mod tests {
         assert_eq!(
             events[9].1["usage"],
             json!({"output_tokens": 4, "input_tokens": 9})
+        );
+    }
+
+    #[test]
+    fn calls_in_turn_are_blocks_in_turn_and_interleaved_ones_end_with_an_error() {
+        use crate::ingress::sse::test_support::two_calls;
+        let events = transcript(&two_calls(false));
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, d)| &d["content_block"])
+            .collect();
+        assert_eq!(starts.len(), 2);
+        assert_eq!(
+            (&starts[0]["id"], &starts[0]["name"]),
+            (&json!("call_a"), &json!("f"))
+        );
+        assert_eq!(
+            (&starts[1]["id"], &starts[1]["name"]),
+            (&json!("call_b"), &json!("g"))
+        );
+        assert_eq!(events.last().unwrap().0, "message_stop");
+
+        let events = transcript(&two_calls(true));
+        let last = events.last().unwrap();
+        assert_eq!(last.0, "error");
+        assert!(
+            last.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("interleaved"),
+            "{last:?}"
+        );
+        assert!(!events.iter().any(|(n, _)| n == "message_stop"));
+        assert_eq!(
+            events
+                .iter()
+                .filter(|(n, _)| n == "content_block_start")
+                .count(),
+            2
         );
     }
 

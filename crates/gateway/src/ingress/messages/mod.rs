@@ -30,6 +30,7 @@ use crate::engine::{ChatReply, Gateway};
 use crate::error::ApiError;
 
 mod answer;
+mod count;
 mod request;
 
 use answer::{from_canonical, translate_stream};
@@ -74,6 +75,52 @@ pub async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Bo
         }) => {
             debug_assert!(stream, "the engine streams only what was asked for");
             super::event_stream(translate_stream(chunks), &provider, attempts)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("request-id", v);
+    }
+    response
+}
+
+/// `POST /v1/messages/count_tokens`: the request checked as `POST /v1/messages` checks it, and
+/// its input tokens counted by the gateway (see [`count`]).
+pub async fn count_tokens(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let request_id = request_id();
+    let presented = client_key(&headers);
+    let render = |e: ApiError| error_response(&e, &request_id);
+    let request =
+        match super::read_or_refuse(&gateway, &headers, presented, body, started, render).await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
+    let (canonical, route) = match count::to_countable(&request.body) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::driver::access_refused("-", 400, started);
+            return error_response(&e.into(), &request_id);
+        }
+    };
+    if let Err(e) = gateway.route_of(&route, stilts_config::RouteKind::Chat, started) {
+        return error_response(&e, &request_id);
+    }
+    // Counting a long conversation is CPU work: off the reactor.
+    let counted = tokio::task::spawn_blocking(move || count::input_tokens(&canonical)).await;
+    let mut response = match counted {
+        Ok(tokens) => count::answer(tokens),
+        Err(e) => {
+            let e = ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+                format!("the token count did not finish: {e}"),
+            );
+            return error_response(&e, &request_id);
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {

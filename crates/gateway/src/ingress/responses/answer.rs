@@ -148,6 +148,8 @@ pub(super) struct Translator {
     /// Items done, in output order, as they are in `response.output`.
     done: Vec<Value>,
     open: Option<Item>,
+    /// The canonical indexes of the function calls whose items are done.
+    closed_calls: Vec<u32>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     ended: bool,
@@ -161,6 +163,7 @@ impl Translator {
             started: false,
             done: Vec::new(),
             open: None,
+            closed_calls: Vec::new(),
             finish: None,
             usage: None,
             ended: false,
@@ -221,11 +224,12 @@ impl Translator {
             }
             Item::Call {
                 id,
+                index: call,
                 call_id,
                 name,
                 arguments,
-                ..
             } => {
+                self.closed_calls.push(call);
                 self.emit(
                     out,
                     "response.function_call_arguments.done",
@@ -282,6 +286,17 @@ impl Translator {
         arguments: Option<String>,
     ) {
         let same = matches!(&self.open, Some(Item::Call { index: i, .. }) if *i == index);
+        if !same && self.closed_calls.contains(&index) {
+            // A done item takes no more arguments. No provider stilts ships sends this; say so
+            // rather than answer a broken call.
+            self.fail(
+                out,
+                &json!({"message": format!(
+                    "the provider interleaved its function calls (call {index} went on after the next began); stilts cannot carry that"
+                )}),
+            );
+            return;
+        }
         if !same {
             self.close(out, "completed");
             let id = format!("fc_{}_{}", &self.echo.id[5..], self.output_index());
@@ -362,6 +377,9 @@ impl Encoder for Translator {
     }
 
     fn on_event(&mut self, e: CanonicalEvent, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
         match e {
             CanonicalEvent::Chunk(chunk) => {
                 self.start(out);
@@ -377,6 +395,9 @@ impl Encoder for Translator {
                 for call in choice.delta.tool_calls.into_iter().flatten() {
                     let function = call.function.unwrap_or_default();
                     self.call(out, call.index, call.id, function.name, function.arguments);
+                    if self.ended {
+                        return;
+                    }
                 }
                 if choice.finish_reason.is_some() {
                     self.finish = choice.finish_reason;
@@ -468,6 +489,32 @@ mod tests {
         assert_eq!(done["output"][1]["call_id"], "call_9");
         assert_eq!(done["usage"]["input_tokens"], 9);
         assert_eq!(done["usage"]["total_tokens"], 13);
+    }
+
+    #[test]
+    fn calls_in_turn_are_items_in_turn_and_interleaved_ones_fail() {
+        use crate::ingress::sse::test_support::two_calls;
+        let events = transcript(&two_calls(false));
+        let (_, completed) = events.last().unwrap();
+        assert_eq!(completed["type"], "response.completed");
+        let output = completed["response"]["output"].as_array().unwrap();
+        assert_eq!(output.len(), 2);
+        assert_eq!(output[0]["call_id"], "call_a");
+        assert_eq!(output[0]["arguments"], "{\"x\":1}");
+        assert_eq!(output[1]["call_id"], "call_b");
+        assert_eq!(output[1]["arguments"], "{\"y\":2}");
+
+        let events = transcript(&two_calls(true));
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names[names.len() - 2..], ["response.failed", "error"]);
+        assert!(
+            events.last().unwrap().1["message"]
+                .as_str()
+                .unwrap()
+                .contains("interleaved"),
+            "{events:?}"
+        );
+        assert!(!names.contains(&"response.completed"));
     }
 
     #[test]
