@@ -39,6 +39,7 @@ pub mod policy;
 mod provider;
 mod rng;
 mod router;
+mod speed;
 mod time;
 pub mod timer;
 mod window;

@@ -9,11 +9,13 @@ use crate::ewma::PeakEwma;
 use crate::policy::{self, Policy, PolicyView, ProviderLoad};
 use crate::provider::{ProviderId, ProviderSet};
 use crate::rng::RouterRng;
+use crate::speed::Speed;
 use crate::time::Instant;
 use crate::window::SlidingWindow;
 use std::fmt;
 use std::time::Duration;
 
+mod plain_limit;
 pub mod shared;
 
 /// An attempt cut by the client's own deadline is the provider's timeout only if it had already
@@ -302,6 +304,8 @@ struct Health {
     minute: Option<SlidingWindow<2>>,
     /// Requests and tokens sibling replicas sent it over their last minute (shared state).
     siblings_minute: [u64; 2],
+    /// How long its answers take per output token (for plain attempts' headers limit).
+    speed: Speed,
 }
 
 #[derive(Default)]
@@ -431,6 +435,7 @@ impl Router {
             minute: (p.requests_per_minute.is_some() || p.tokens_per_minute.is_some())
                 .then(|| SlidingWindow::new(MINUTE_NANOS, 12)),
             siblings_minute: [0, 0],
+            speed: Speed::default(),
         }
     }
 
@@ -971,6 +976,7 @@ impl Router {
             return Self::give_up(call, GiveUpReason::BudgetExhausted);
         }
         let i = p.index();
+        let timeouts = self.attempt_timeouts(call, p, now);
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
         let probe = health.breaker.admits(now, &self.config.breaker).flatten();
@@ -999,9 +1005,7 @@ impl Router {
             number: call.attempts,
             is_hedge,
             deadline: (now + settings.timeouts.attempt).min(call.deadline),
-            timeouts: settings
-                .timeouts
-                .for_request(call.stream, call.output_tokens),
+            timeouts,
             provider_uid: self.uids[i],
             probe,
             stream: call.stream,
@@ -1045,6 +1049,9 @@ impl Router {
                         &mut self.rng,
                     );
                     self.loads[i].latency.observe(now, felt);
+                    self.health[i]
+                        .speed
+                        .observe(now, latency, usage.output_tokens);
                     let cost =
                         self.config.providers[i].cost_usd(usage.input_tokens, usage.output_tokens);
                     let stats = &mut self.stats[i];

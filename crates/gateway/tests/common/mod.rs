@@ -29,6 +29,13 @@ pub fn anthropic_plugin() -> PathBuf {
         .clone()
 }
 
+/// Builds the gemini plugin (see [`openai_plugin`]).
+pub fn gemini_plugin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build_plugin("stilts-plugin-gemini"))
+        .clone()
+}
+
 /// An Anthropic Messages stream, as the API sends it, answering `pieces` of text (one
 /// `content_block_delta` each) and ending normally with usage.
 pub fn anthropic_text_stream(pieces: &[&str]) -> String {
@@ -165,12 +172,18 @@ pub struct Harness {
 /// `[server]` preamble for test configs.
 pub const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nreload_poll_ms = 0\n";
 
-/// Replaces `PLUGIN` with the built plugin's path.
+/// Replaces `PLUGIN`, `ANTHROPIC` and `GEMINI` with the built openai, anthropic and gemini
+/// plugins' paths (the anthropic and gemini plugins are built only when their placeholder appears).
 pub fn with_plugin(toml: &str) -> String {
     let toml = if toml.contains("ANTHROPIC") {
         toml.replace("ANTHROPIC", &anthropic_plugin().display().to_string())
     } else {
         toml.to_owned()
+    };
+    let toml = if toml.contains("GEMINI") {
+        toml.replace("GEMINI", &gemini_plugin().display().to_string())
+    } else {
+        toml
     };
     toml.replace("PLUGIN", &openai_plugin().display().to_string())
 }

@@ -1,0 +1,88 @@
+//! A plain attempt's headers limit, fitted to the provider's measured speed and to the call's
+//! deadline.
+//!
+//! A plain upstream sends its headers only with the whole answer, so the configured headers limit
+//! of a plain attempt is `headers + plain_headers_per_output_token × expected output tokens`
+//! ([`Timeouts::for_request`]): with the defaults, 10 s + 50 ms × 512 = 35.6 s, longer than a 30 s
+//! client deadline. An attempt stuck in an overloaded provider's queue then never gives up in time
+//! to fail over. Two rules shorten it, never lengthen it:
+//!
+//! 1. **Speed.** Once the provider's speed is known ([`Speed`]), the allowance per token is
+//!    [`SPEED_MARGIN`] times its measured time per token: `headers + 2 × per_token × tokens`. A
+//!    healthy answer twice as slow as usual still arrives; a stuck one is given up in proportion
+//!    to how fast this provider really is.
+//! 2. **Deadline.** When another provider could take the call if this attempt failed, the attempt
+//!    leaves time for it: it ends at the latest `reserve` before the call's deadline, where
+//!    `reserve` is what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times
+//!    its measured time for it, or half the time left when its speed is unknown), and never more
+//!    than half the time left; but never before a healthy answer of this provider would be done
+//!    (twice its longest recent answer, or twice `latency.default_ms` while it is unmeasured), so a
+//!    provider that gives long answers is not cut for a fallback that would be no faster, and a
+//!    client's very short deadline stays the client's. An attempt with nothing to fail over to
+//!    keeps the whole time.
+//!
+//! Streams are untouched: their headers and first token come early, and their own limits apply.
+
+use super::Router;
+use crate::config::Timeouts;
+use crate::provider::ProviderId;
+use crate::router::Call;
+use crate::time::Instant;
+use std::time::Duration;
+
+#[cfg(doc)]
+use crate::speed::Speed;
+
+/// How many times its measured time per token a provider is allowed before a plain attempt is
+/// given up.
+pub const SPEED_MARGIN: u32 = 2;
+
+impl Router {
+    /// The timeouts of an attempt of `call` on `p` sent at `now`.
+    pub(super) fn attempt_timeouts(
+        &mut self,
+        call: &Call,
+        p: ProviderId,
+        now: Instant,
+    ) -> Timeouts {
+        let configured = self.config.providers[p.index()]
+            .timeouts
+            .for_request(call.stream, call.output_tokens);
+        if call.stream {
+            return configured;
+        }
+        let mut t = configured;
+        let healthy = self.healthy_answer(p, now);
+        if let Some(healthy) = healthy {
+            let base = self.config.providers[p.index()].timeouts.headers;
+            t.headers = t.headers.min(base.saturating_add(healthy));
+        }
+        let left = call.deadline.saturating_since(now);
+        let (available, _) = self.available(call, now);
+        let mut fallbacks = available.minus(call.tried);
+        fallbacks.remove(p);
+        if fallbacks.is_empty() {
+            return t;
+        }
+        let half = left / 2;
+        let reserve = fallbacks
+            .iter()
+            .map(|f| self.healthy_answer(f, now).unwrap_or(half))
+            .min()
+            .unwrap_or(half)
+            .min(half);
+        // Never before a healthy answer here would be done; unmeasured, never before twice the
+        // default latency (a client's very short deadline is its own, not this provider's fault).
+        let floor = healthy.unwrap_or(self.config.latency_default.saturating_mul(SPEED_MARGIN));
+        let leave_at = left.saturating_sub(reserve).max(floor);
+        t.headers = t.headers.min(leave_at);
+        t
+    }
+
+    /// [`SPEED_MARGIN`] times the time of `p`'s longest recent answer at its measured speed:
+    /// what a healthy plain answer there may take, when known.
+    fn healthy_answer(&self, p: ProviderId, now: Instant) -> Option<Duration> {
+        let longest = self.health[p.index()].speed.longest_answer(now)?;
+        Some(longest.saturating_mul(SPEED_MARGIN))
+    }
+}

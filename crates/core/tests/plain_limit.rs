@@ -1,0 +1,149 @@
+//! A plain attempt's headers limit: fitted to the provider's measured speed and to the call's
+//! deadline, never longer than the configured one, never shorter than a healthy answer of the
+//! provider (see `src/router/plain_limit.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use std::time::Duration;
+use stilts_core::{Decision, Instant, Outcome, RequestMeta, Router, Usage};
+
+fn plain(deadline_s: u64) -> RequestMeta {
+    RequestMeta {
+        input_tokens: 900,
+        output_tokens: 512,
+        stream: false,
+        deadline: Some(Duration::from_secs(deadline_s)),
+    }
+}
+
+fn answer(ms: u64, tokens: u64) -> Outcome {
+    Outcome::Success {
+        latency: Duration::from_millis(ms),
+        first_token: None,
+        usage: Usage {
+            input_tokens: 900,
+            output_tokens: tokens,
+        },
+    }
+}
+
+/// `count` answers of `tokens` in `ms` each from the first provider, one a second up to `until`.
+fn teach(r: &mut Router, count: u64, ms: u64, tokens: u64) -> Instant {
+    let mut now = Instant::from_secs(0);
+    for k in 0..count {
+        now = Instant::from_secs(k);
+        let mut call = r.begin(plain(30), now);
+        let Decision::Send(a) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        r.record(
+            &mut call,
+            a,
+            answer(ms, tokens),
+            now + Duration::from_millis(ms),
+        );
+    }
+    now + Duration::from_secs(1)
+}
+
+fn headers_limit(r: &mut Router, meta: RequestMeta, now: Instant) -> Duration {
+    let mut call = r.begin(meta, now);
+    match r.next_attempt(&mut call, now) {
+        Decision::Send(a) => a.timeouts.headers,
+        other => panic!("no attempt: {other:?}"),
+    }
+}
+
+fn priority(c: &mut stilts_core::RouterConfig) {
+    c.policy = stilts_core::PolicyKind::Priority;
+}
+
+#[test]
+fn an_unmeasured_provider_keeps_the_configured_limit_unless_a_fallback_needs_the_time() {
+    // 10 s + 50 ms x 512 = 35.6 s, capped at the 30 s call deadline only by the deadline itself.
+    let mut alone = router(&["a"], priority);
+    assert_eq!(
+        headers_limit(&mut alone, plain(30), Instant::from_secs(0)),
+        Duration::from_millis(35_600)
+    );
+    // With a fallback of unknown speed, half the time left is kept for it.
+    let mut two = router(&["a", "b"], priority);
+    assert_eq!(
+        headers_limit(&mut two, plain(30), Instant::from_secs(0)),
+        Duration::from_secs(15)
+    );
+    // But an unmeasured provider is given at least twice the default latency (1 s): a client's
+    // 1 s deadline is not turned into a stage limit that blames the provider.
+    assert_eq!(
+        headers_limit(&mut two, plain(1), Instant::from_secs(0)),
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn a_fast_provider_gets_a_limit_fitted_to_its_longest_answer() {
+    let mut r = router(&["a"], priority);
+    // 300-token answers in 3 s: 10 ms a token; twice the longest answer is 6 s.
+    let now = teach(&mut r, 60, 3_000, 300);
+    assert_eq!(
+        headers_limit(&mut r, plain(30), now),
+        Duration::from_secs(16)
+    );
+}
+
+#[test]
+fn a_provider_with_long_answers_keeps_time_for_them_even_when_a_fallback_waits() {
+    let mut r = router(&["a", "b"], priority);
+    // 1 500-token answers in 15 s: twice that is 30 s, beyond half of the 30 s left.
+    let now = teach(&mut r, 60, 15_000, 1_500);
+    let limit = headers_limit(&mut r, plain(30), now);
+    assert!(limit >= Duration::from_secs(29), "{limit:?}");
+}
+
+#[test]
+fn streams_are_untouched() {
+    let mut r = router(&["a", "b"], priority);
+    let now = teach(&mut r, 60, 3_000, 300);
+    let mut meta = plain(30);
+    meta.stream = true;
+    assert_eq!(headers_limit(&mut r, meta, now), Duration::from_secs(10));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Whatever the provider taught and whatever the deadline: the limit is never above the
+    /// configured one, and never below twice the provider's longest answer at its fastest rate
+    /// (a healthy answer is not cut to make room for a fallback).
+    #[test]
+    fn never_longer_than_configured_never_shorter_than_a_healthy_answer(
+        answers in 1u64..40,
+        ms in 200u64..20_000,
+        tokens in 32u64..2_000,
+        deadline_s in 1u64..120,
+        fallback in any::<bool>(),
+    ) {
+        let names: &[&str] = if fallback { &["a", "b"] } else { &["a"] };
+        let mut r = router(names, priority);
+        let now = teach(&mut r, answers, ms, tokens);
+        let limit = headers_limit(&mut r, plain(deadline_s), now);
+        let configured = Duration::from_millis(35_600);
+        prop_assert!(limit <= configured, "{limit:?}");
+        // 256 tokens of evidence make the speed known (it decays a little over the lesson).
+        if answers * tokens >= 300 {
+            let healthy = Duration::from_millis(ms) * 2;
+            let expected_floor = healthy.min(configured);
+            // The longest answer's length decays by under 1% over a lesson of 40 s.
+            prop_assert!(
+                limit.as_secs_f64() >= expected_floor.as_secs_f64() * 0.99,
+                "{limit:?} < {expected_floor:?}"
+            );
+        } else if answers * tokens < 200 && !fallback {
+            prop_assert_eq!(limit, configured);
+        }
+    }
+}
