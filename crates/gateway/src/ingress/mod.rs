@@ -100,6 +100,16 @@ impl From<Untranslatable> for ApiError {
     }
 }
 
+/// The first key of `object` outside `allowed`: the dialects refuse such a key by name, since a key
+/// stilts does not know could change the answer and must never be silently dropped.
+pub(crate) fn unknown_key<'a>(object: &'a serde_json::Value, allowed: &[&str]) -> Option<&'a str> {
+    object
+        .as_object()?
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()))
+        .map(String::as_str)
+}
+
 /// Canonical message content from canonical parts: one string when every part is text (what
 /// every provider takes), else the parts.
 pub(crate) fn content_of(parts: Vec<serde_json::Value>) -> serde_json::Value {

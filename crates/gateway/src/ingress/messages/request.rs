@@ -10,6 +10,21 @@ fn invalid(message: impl Into<String>) -> Untranslatable {
     Untranslatable::Request(message.into())
 }
 
+/// Refuses a key of `object` (at `at`) outside `allowed`, by name: a key stilts does not know
+/// could change the answer, so it is never silently dropped.
+fn only_keys(at: &str, object: &Value, allowed: &[&str]) -> Result<(), Untranslatable> {
+    if !object.is_object() {
+        return Err(invalid(format!("{at}: must be an object")));
+    }
+    match crate::ingress::unknown_key(object, allowed) {
+        None => Ok(()),
+        Some(key) => Err(invalid(format!(
+            "{at}.{key}: not supported by stilts' Messages ingress (it cannot be carried to every provider); here it takes {}",
+            allowed.join(", ")
+        ))),
+    }
+}
+
 /// The canonical request of a Messages request, and whether it streams.
 pub(super) fn to_canonical(body: &[u8]) -> Result<(Bytes, bool), Untranslatable> {
     let text = std::str::from_utf8(body)
@@ -133,6 +148,11 @@ fn system_text(system: &Value) -> Result<String, Untranslatable> {
             for (i, block) in blocks.iter().enumerate() {
                 match block.get("type").and_then(Value::as_str) {
                     Some("text") => {
+                        only_keys(
+                            &format!("system[{i}]"),
+                            block,
+                            &["type", "text", "cache_control", "citations"],
+                        )?;
                         text.push(block.get("text").and_then(Value::as_str).ok_or_else(|| {
                             invalid(format!("system[{i}].text: must be a string"))
                         })?)
@@ -164,6 +184,18 @@ fn tools(value: &Value) -> Result<Value, Untranslatable> {
                 )));
             }
         }
+        only_keys(
+            &format!("tools[{i}]"),
+            tool,
+            &[
+                "type",
+                "name",
+                "description",
+                "input_schema",
+                "strict",
+                "cache_control",
+            ],
+        )?;
         let name = tool
             .get("name")
             .and_then(Value::as_str)
@@ -233,6 +265,7 @@ fn convert_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), Untr
             "messages[{i}].role: \"{role}\" is not user or assistant (the system prompt goes in `system`)"
         )));
     }
+    only_keys(&format!("messages[{i}]"), turn, &["role", "content"])?;
     let content = turn
         .get("content")
         .ok_or_else(|| invalid(format!("messages[{i}].content: required")))?;
@@ -254,6 +287,22 @@ fn convert_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), Untr
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("messages[{i}].content[{j}]");
         let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
+        let keys: &[&str] = match kind {
+            "text" => &["type", "text", "cache_control", "citations"],
+            "image" => &["type", "source", "cache_control"],
+            "tool_result" => &[
+                "type",
+                "tool_use_id",
+                "content",
+                "is_error",
+                "cache_control",
+            ],
+            "tool_use" => &["type", "id", "name", "input", "cache_control"],
+            _ => &[],
+        };
+        if !keys.is_empty() {
+            only_keys(&at, block, keys)?;
+        }
         match (role, kind) {
             (_, "text") => {
                 let t = block
@@ -328,6 +377,11 @@ fn image_part(at: &str, block: &Value) -> Result<Value, Untranslatable> {
         .ok_or_else(|| invalid(format!("{at}.source: required")))?;
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
+            only_keys(
+                &format!("{at}.source"),
+                source,
+                &["type", "media_type", "data"],
+            )?;
             let media = source
                 .get("media_type")
                 .and_then(Value::as_str)
@@ -338,11 +392,14 @@ fn image_part(at: &str, block: &Value) -> Result<Value, Untranslatable> {
                 .ok_or_else(|| invalid(format!("{at}.source.data: required")))?;
             format!("data:{media};base64,{data}")
         }
-        Some("url") => source
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("{at}.source.url: required")))?
-            .to_owned(),
+        Some("url") => {
+            only_keys(&format!("{at}.source"), source, &["type", "url"])?;
+            source
+                .get("url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("{at}.source.url: required")))?
+                .to_owned()
+        }
         other => {
             return Err(invalid(format!(
                 "{at}.source.type: {:?} is not base64 or url",
@@ -460,6 +517,26 @@ mod tests {
             (json!({"messages": []}), "messages"),
             (json!({"max_tokens": 0}), "max_tokens"),
             (json!({"metadata": {"tenant": "x"}}), "metadata.tenant"),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "weight": 2}]}]}),
+                "messages[0].content[0].weight",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "hi", "name": "ann"}]}),
+                "messages[0].name",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/i.png", "detail": "high"}}]}]}),
+                "messages[0].content[0].source.detail",
+            ),
+            (
+                json!({"tools": [{"name": "f", "input_schema": {"type": "object"}, "input_examples": []}]}),
+                "tools[0].input_examples",
+            ),
+            (
+                json!({"system": [{"type": "text", "text": "Be brief.", "ttl": 5}]}),
+                "system[0].ttl",
+            ),
         ] {
             let message = refused(base(extra.clone()));
             assert!(message.contains(says), "{extra}: {message}");

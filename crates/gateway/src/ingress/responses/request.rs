@@ -174,6 +174,20 @@ fn response_id() -> String {
     format!("resp_{a:016x}{:016x}", state.hash_one(a))
 }
 
+/// Refuses a key of `object` (at `at`) outside `allowed`, by name.
+fn only_keys(at: &str, object: &Value, allowed: &[&str]) -> Result<(), Untranslatable> {
+    match crate::ingress::unknown_key(object, allowed) {
+        None => Ok(()),
+        Some(key) => Err(invalid(
+            &format!("{at}.{key}"),
+            format!(
+                "not supported by stilts' Responses ingress (it cannot be carried to every provider); here it takes {}",
+                allowed.join(", ")
+            ),
+        )),
+    }
+}
+
 fn tools(value: &Value) -> Result<Value, Untranslatable> {
     let list = value
         .as_array()
@@ -187,6 +201,11 @@ fn tools(value: &Value) -> Result<Value, Untranslatable> {
                 format!("\"{kind}\" is a hosted tool; stilts serves function tools"),
             ));
         }
+        only_keys(
+            &format!("tools[{i}]"),
+            tool,
+            &["type", "name", "description", "parameters", "strict"],
+        )?;
         let name = tool
             .get("name")
             .and_then(Value::as_str)
@@ -298,6 +317,16 @@ fn reasoning(value: &Value, out: &mut Map<String, Value>) -> Result<(), Untransl
 fn convert_item(i: usize, item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> {
     let at = format!("input[{i}]");
     let kind = item.get("type").and_then(Value::as_str);
+    // `id` and `status` come with items a client passes back from an earlier response's output.
+    let keys: &[&str] = match kind {
+        None | Some("message") => &["type", "role", "content", "id", "status"],
+        Some("function_call") => &["type", "call_id", "name", "arguments", "id", "status"],
+        Some("function_call_output") => &["type", "call_id", "output", "id", "status"],
+        Some(_) => &[],
+    };
+    if !keys.is_empty() {
+        only_keys(&at, item, keys)?;
+    }
     match kind {
         None | Some("message") => {
             let role = item
@@ -359,6 +388,7 @@ fn convert_item(i: usize, item: &Value, out: &mut Vec<Value>) -> Result<(), Untr
                 Some(Value::Array(parts)) => {
                     let mut text = Vec::new();
                     for (k, p) in parts.iter().enumerate() {
+                        only_keys(&format!("{at}.output[{k}]"), p, &["type", "text"])?;
                         match (p.get("type").and_then(Value::as_str), p.get("text")) {
                             (Some("input_text"), Some(Value::String(t))) => text.push(t.as_str()),
                             _ => {
@@ -396,7 +426,18 @@ fn message_parts(at: &str, role: &str, parts: &[Value]) -> Result<Value, Untrans
     let mut out = Vec::new();
     for (k, part) in parts.iter().enumerate() {
         let here = format!("{at}.content[{k}]");
-        match part.get("type").and_then(Value::as_str).unwrap_or("") {
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        // An earlier answer's text passed back carries its annotations and logprobs.
+        let keys: &[&str] = match kind {
+            "input_text" => &["type", "text"],
+            "output_text" => &["type", "text", "annotations", "logprobs"],
+            "input_image" => &["type", "image_url", "detail"],
+            _ => &[],
+        };
+        if !keys.is_empty() {
+            only_keys(&here, part, keys)?;
+        }
+        match kind {
             "input_text" | "output_text" => {
                 let text = part
                     .get("text")
@@ -448,7 +489,7 @@ mod tests {
             "model": "chat", "instructions": "Be terse.",
             "input": [
                 {"role": "user", "content": "Weather in Paris?"},
-                {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call", "id": "fc_1", "status": "completed", "call_id": "call_1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
                 {"type": "function_call_output", "call_id": "call_1", "output": "21 C"},
                 {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tomorrow?"}]}
             ],
@@ -501,6 +542,22 @@ mod tests {
                 "include",
             ),
             (json!({"input": []}), "input"),
+            (
+                json!({"input": [{"role": "user", "content": "hi", "name": "ann"}]}),
+                "input[0].name",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/i.png", "file_id": "f"}]}]}),
+                "input[0].content[0].file_id",
+            ),
+            (
+                json!({"tools": [{"type": "function", "name": "f", "parameters": {}, "defer_loading": true}]}),
+                "tools[0].defer_loading",
+            ),
+            (
+                json!({"input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "x", "cache": 1}]}]}),
+                "input[0].output[0].cache",
+            ),
         ] {
             let mut r = json!({"model": "chat", "input": "hi"});
             for (k, v) in extra.as_object().unwrap() {
