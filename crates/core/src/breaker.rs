@@ -3,7 +3,9 @@
 //! States: **closed** (traffic flows; outcomes are counted), **open** (no traffic until a deadline),
 //! **half-open** (a bounded number of probe calls; that many successes close it, any failure opens
 //! it again). It trips when either rule fires:
-//! - `consecutive_failures` outage failures in a row (fast reaction to a hard outage), or
+//! - `consecutive_failures` outage failures in a row (fast reaction to a hard outage; more when
+//!   the provider's recent failure rate makes such a streak likely by chance: a partial
+//!   degradation is not an outage), or
 //! - over a sliding time window with at least `minimum_calls` calls, the failure rate or the
 //!   slow-call rate reaches its threshold (catches partial outages and brownouts).
 //!
@@ -29,6 +31,13 @@ const SLOW: usize = 2;
 /// A provider whose recent calls failed at most this often is healthy: a failover to it is free
 /// of the retry budget (see `Router::send`).
 const HEALTHY_FAILURE_RATIO: f64 = 0.1;
+
+/// A streak of failures whose chance at the provider's background failure rate is below this
+/// trips the breaker (see `Breaker::streak_to_trip`).
+const STREAK_CHANCE: f64 = 1e-6;
+
+/// The longest streak needed, as a multiple of `consecutive_failures`.
+const STREAK_MAX_FACTOR: u32 = 4;
 
 /// The externally visible state of a breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,11 +240,42 @@ impl Breaker {
         let slow = u64::from(latency >= settings.slow_call);
         let totals = self.window.add(now, [1, 1, slow]);
         if settings.consecutive_failures > 0
-            && self.consecutive_failures >= settings.consecutive_failures
+            && self.consecutive_failures >= self.streak_to_trip(totals, settings)
         {
             self.trip(now, settings, rng);
         } else {
             self.check_rates(totals, now, settings, rng);
+        }
+    }
+
+    /// Failures in a row that trip the breaker: `consecutive_failures`, or more when the
+    /// provider's background failure rate (its window without the current streak) makes a streak
+    /// that long likely by chance. A provider failing a quarter of its calls fails five in a row
+    /// about once in a thousand calls; that is a partial degradation (the rate rule's business,
+    /// and a failover per failure serves it), not an outage. The streak needed is the shortest
+    /// whose chance at that rate is below [`STREAK_CHANCE`], at most [`STREAK_MAX_FACTOR`] times
+    /// `consecutive_failures`. With too few calls to judge a rate it stays
+    /// `consecutive_failures`, so a hard outage on a healthy provider trips as fast as before.
+    fn streak_to_trip(&self, totals: [u64; 3], settings: &BreakerSettings) -> u32 {
+        let base = settings.consecutive_failures;
+        let streak = u64::from(self.consecutive_failures);
+        let calls = totals[CALLS].saturating_sub(streak);
+        if calls < u64::from(settings.minimum_calls.max(1)) {
+            return base;
+        }
+        let rate = totals[FAILURES].saturating_sub(streak) as f64 / calls as f64;
+        if rate <= 0.0 {
+            return base;
+        }
+        let cap = base.saturating_mul(STREAK_MAX_FACTOR);
+        if rate >= 1.0 {
+            return cap;
+        }
+        let by_chance = (STREAK_CHANCE.ln() / rate.ln()).ceil();
+        if by_chance >= f64::from(cap) {
+            cap
+        } else {
+            base.max(by_chance as u32)
         }
     }
 
@@ -390,6 +430,45 @@ mod tests {
         }
         // 15 of 20 failed: the rate rule (50%, 20 calls) fires on the 20th call, not the consecutive one.
         assert!(matches!(b.state(at(19)), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn a_partial_degradation_needs_a_longer_streak_than_an_outage() {
+        let s = settings(|_| {});
+        let mut rng = RouterRng::seed_from_u64(0);
+        // 100 calls failing one in four (below the 50% rate rule), within the window.
+        let mut b = Breaker::new(&s);
+        for i in 0..100 {
+            if i % 4 == 0 {
+                b.on_failure(at(i), FAST, None, &s, &mut rng);
+            } else {
+                b.on_success(at(i), FAST, None, &s, &mut rng);
+            }
+        }
+        // At 25%, five in a row happen once in ~1 000 calls: not an outage. Ten in a row (a
+        // chance below one in a million) is.
+        for i in 100..109 {
+            b.on_failure(at(i), FAST, None, &s, &mut rng);
+            assert_eq!(b.state(at(i)), BreakerState::Closed, "failure {}", i - 99);
+        }
+        b.on_failure(at(109), FAST, None, &s, &mut rng);
+        assert!(matches!(b.state(at(109)), BreakerState::Open { .. }));
+
+        // A healthy provider (1 failure in 100) still trips on the fifth failure in a row.
+        let mut b = Breaker::new(&s);
+        for i in 0..100 {
+            if i == 50 {
+                b.on_failure(at(i), FAST, None, &s, &mut rng);
+            } else {
+                b.on_success(at(i), FAST, None, &s, &mut rng);
+            }
+        }
+        for i in 100..104 {
+            b.on_failure(at(i), FAST, None, &s, &mut rng);
+        }
+        assert_eq!(b.state(at(103)), BreakerState::Closed);
+        b.on_failure(at(104), FAST, None, &s, &mut rng);
+        assert!(matches!(b.state(at(104)), BreakerState::Open { .. }));
     }
 
     #[test]
