@@ -87,6 +87,10 @@ pub(crate) struct Breaker {
     opened_at: Option<Instant>,
     /// When it last closed after being open.
     recovered_at: Option<Instant>,
+    /// While not closed: the share of its calls the provider answered, as last known (the
+    /// window's at the trip, then moved a tenth of the way by each later outcome: probes, panic
+    /// attempts, calls sent before the trip). `None` when nothing was known at the trip.
+    answered_share: Option<f64>,
 }
 
 impl Breaker {
@@ -104,6 +108,7 @@ impl Breaker {
             closed_at: Instant::ZERO,
             opened_at: None,
             recovered_at: None,
+            answered_share: None,
         }
     }
 
@@ -130,6 +135,19 @@ impl Breaker {
             breaker.consecutive_failures = 0;
         }
         breaker
+    }
+
+    /// The share of its calls the provider answered: over the window while closed, else as last
+    /// known (see `answered_share`); `None` with nothing to judge.
+    pub(crate) fn success_ratio(&mut self, now: Instant) -> Option<f64> {
+        if self.state(now) != BreakerState::Closed {
+            return self.answered_share;
+        }
+        let totals = self.window.totals(now);
+        if totals[CALLS] == 0 {
+            return None;
+        }
+        Some(1.0 - totals[FAILURES] as f64 / totals[CALLS] as f64)
     }
 
     /// Whether the provider is healthy enough to take a failover without the retry budget: closed,
@@ -201,6 +219,7 @@ impl Breaker {
         settings: &BreakerSettings,
         rng: &mut RouterRng,
     ) {
+        self.note_while_open(true);
         if self.release_probe(probe) {
             if let BreakerState::HalfOpen { successes, .. } = &mut self.state {
                 *successes += 1;
@@ -227,6 +246,7 @@ impl Breaker {
         settings: &BreakerSettings,
         rng: &mut RouterRng,
     ) {
+        self.note_while_open(false);
         if self.release_probe(probe) {
             self.trip(now, settings, rng);
             return;
@@ -317,10 +337,24 @@ impl Breaker {
             BreakerState::Open { until: current } => until.max(current),
             _ => until,
         };
+        let totals = self.window.totals(now);
+        if totals[CALLS] > 0 {
+            self.answered_share = Some(1.0 - totals[FAILURES] as f64 / totals[CALLS] as f64);
+        }
         self.state = BreakerState::Open { until };
         self.opened_at = Some(now);
         self.consecutive_failures = 0;
         self.window.clear();
+    }
+
+    /// Moves the answered share while not closed (see `answered_share`).
+    fn note_while_open(&mut self, answered: bool) {
+        if self.state == BreakerState::Closed {
+            return;
+        }
+        if let Some(share) = &mut self.answered_share {
+            *share = *share * 0.9 + if answered { 0.1 } else { 0.0 };
+        }
     }
 
     fn close(&mut self, now: Instant) {

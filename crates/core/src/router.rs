@@ -267,6 +267,9 @@ pub struct ProviderStats {
     /// Failovers it received that the retry budget did not charge (it had headroom: not tried by
     /// the call, breaker closed, few recent failures).
     pub free_failovers: u64,
+    /// Attempts it got by panic routing: every provider was kept out by its breaker, and it was
+    /// the least bad.
+    pub panic_sends: u64,
     /// Input tokens billed.
     pub input_tokens: u64,
     /// Output tokens billed.
@@ -312,6 +315,9 @@ struct Health {
 struct Blocked {
     /// Providers usable but for an active rate-limit cool-down.
     cooling: ProviderSet,
+    /// Providers usable but for their breaker (open, or half-open with every probe out), with no
+    /// cool-down: the candidates of panic routing.
+    breaker_only: ProviderSet,
     context: bool,
     spend: bool,
     rate_limited: bool,
@@ -321,6 +327,10 @@ struct Blocked {
 }
 
 const MINUTE_NANOS: u64 = 60_000_000_000;
+
+/// The least share of its calls a provider must have answered (as its breaker last knew) to get
+/// panic traffic.
+const PANIC_MIN_ANSWERED: f64 = 0.25;
 
 /// The routing engine of one route: sans-IO, deterministic, driven entirely by its caller.
 ///
@@ -624,7 +634,16 @@ impl Router {
         if call.attempts >= self.config.max_attempts {
             return Self::give_up(call, GiveUpReason::AttemptsExhausted);
         }
-        let (available, blocked) = self.available(call, now);
+        let (mut available, blocked) = self.available(call, now);
+        // A provider that is only cooling down from a 429 it will soon be over is worth waiting
+        // for (`nothing_available`); else, with nothing available, panic routing.
+        let rate_limit_soon = blocked.rate_limited
+            && blocked.soonest_rate_limit_end.is_some_and(|until| {
+                until <= now + self.config.retry.rate_limit_wait_max && until < call.deadline
+            });
+        if available.is_empty() && !rate_limit_soon {
+            available = self.panic_set(&blocked, now);
+        }
 
         // A preferred provider that answered 429 with a short Retry-After may be worth waiting for
         // rather than falling to a lower tier.
@@ -863,6 +882,30 @@ impl Router {
         Self::give_up(call, reason)
     }
 
+    /// Panic routing (Envoy's panic threshold is the model): when every provider is kept out by
+    /// its breaker alone, a router that gives up answers less than "just try the primary" would,
+    /// though an open breaker may guard a provider that still answers most calls. So the call is
+    /// routed as if the breakers of the providers that still answer at least a quarter of their
+    /// calls (as each breaker last knew: the window's share at the trip, moved by every later
+    /// outcome) were closed: untried first, then retries with backoff, each charged to the budget
+    /// as any other. One that answers (nearly) nothing would only add a wait. Providers cooling
+    /// down (429, auth, quota), too small for the request, over the spend limit or excluded for
+    /// the call never get panic traffic. The breakers are unchanged: a panic attempt is not a
+    /// probe, and a breaker still closes only through its probes.
+    fn panic_set(&mut self, blocked: &Blocked, now: Instant) -> ProviderSet {
+        let mut set = ProviderSet::EMPTY;
+        for p in blocked.breaker_only.iter() {
+            let answers = self.health[p.index()]
+                .breaker
+                .success_ratio(now)
+                .is_some_and(|r| r >= PANIC_MIN_ANSWERED);
+            if answers {
+                set.insert(p);
+            }
+        }
+        set
+    }
+
     /// Whether the budget could pay for the call's next attempt (free for a first attempt).
     fn retry_affordable(&mut self, call: &Call, now: Instant) -> bool {
         call.attempts == 0 || self.budget.available(now) >= 1.0
@@ -916,6 +959,9 @@ impl Router {
             let health = &mut self.health[i];
             if health.breaker.admits(now, &self.config.breaker).is_none() {
                 blocked.unhealthy = true;
+                if health.cooldown.is_none_or(|(_, until)| now >= until) {
+                    blocked.breaker_only.insert(p);
+                }
                 continue;
             }
             if let Some((kind, until)) = health.cooldown {
@@ -979,7 +1025,8 @@ impl Router {
         let timeouts = self.attempt_timeouts(call, p, now);
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
-        let probe = health.breaker.admits(now, &self.config.breaker).flatten();
+        let admitted = health.breaker.admits(now, &self.config.breaker);
+        let probe = admitted.flatten();
         health.breaker.on_send(probe);
         if let Some(minute) = &mut health.minute {
             minute.add(
@@ -995,6 +1042,8 @@ impl Router {
         stats.attempts += 1;
         stats.hedges += u64::from(is_hedge);
         stats.free_failovers += u64::from(free_failover && call.attempts > 0);
+        // Past its breaker: only panic routing sends there.
+        stats.panic_sends += u64::from(admitted.is_none());
         call.tried.insert(p);
         call.attempts += 1;
         call.in_flight += 1;

@@ -689,3 +689,65 @@ fn every_provider_down_gives_up_without_hammering() {
         GiveUpReason::NoHealthyProvider
     );
 }
+
+/// Panic routing: when every provider is kept out by its breaker alone, the call goes to the
+/// least bad one that still answers some calls, instead of giving up without an attempt.
+#[test]
+fn with_every_breaker_open_a_call_goes_to_the_provider_that_still_answers() {
+    let mut r = router(&["a"], |_| {});
+    let a = id(&r, "a");
+    // 20 single attempts, 11 failed: the 50% rate rule trips; 9 of 20 were answered.
+    for k in 0..20u64 {
+        let now = Instant::from_millis(k * 20);
+        let mut call = r.begin(RequestMeta::default(), now);
+        let Decision::Send(attempt) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        let outcome = if k % 2 == 0 || k == 19 {
+            fail(ErrorClass::Server)
+        } else {
+            ok(100)
+        };
+        r.record(&mut call, attempt, outcome, now);
+    }
+    assert!(matches!(
+        r.status(Instant::from_millis(500))[0].breaker,
+        stilts_core::BreakerState::Open { .. }
+    ));
+    let t = run_call(&mut r, Instant::from_millis(500), |_, _| ok(100));
+    assert_eq!(t.end, Ok("a".to_owned()), "{t:?}");
+    assert_eq!(r.stats(a).panic_sends, 1);
+    // In panic the call is routed as if the breaker were closed: a failure is retried (with
+    // backoff, from the budget), and every such attempt is counted.
+    let t = run_call(&mut r, Instant::from_millis(600), |_, n| {
+        if n == 1 {
+            fail(ErrorClass::Server)
+        } else {
+            ok(100)
+        }
+    });
+    assert_eq!(t.sent, ["a", "a"], "{t:?}");
+    assert_eq!(t.end, Ok("a".to_owned()));
+    assert_eq!(r.stats(a).panic_sends, 3);
+    assert!(
+        matches!(
+            r.status(t.end_at)[0].breaker,
+            stilts_core::BreakerState::Open { .. }
+        ),
+        "a panic answer is not a probe: the breaker stays open"
+    );
+}
+
+#[test]
+fn no_panic_traffic_to_a_provider_with_no_recent_answer_or_a_cooldown() {
+    // Only failures in the window: a panic attempt would only add a wait.
+    let mut r = router(&["a"], |_| {});
+    for k in 0..5u64 {
+        run_call(&mut r, Instant::from_millis(k), |_, _| {
+            fail(ErrorClass::Server)
+        });
+    }
+    let t = run_call(&mut r, Instant::from_millis(100), |_, _| ok(100));
+    assert!(t.sent.is_empty() && t.end.is_err(), "{t:?}");
+    assert_eq!(r.stats(id(&r, "a")).panic_sends, 0);
+}

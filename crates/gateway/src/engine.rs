@@ -900,6 +900,7 @@ impl Gateway {
                         "attempts": p.stats.attempts,
                         "cut_by_client_deadline": p.stats.cut_by_client_deadline,
                         "free_failovers": p.stats.free_failovers,
+                        "panic_sends": p.stats.panic_sends,
                         "successes": p.stats.successes,
                         "failures": stilts_core::ErrorClass::ALL.iter()
                             .map(|c| (c.as_str().to_owned(), serde_json::json!(p.stats.failures[c.index()])))
