@@ -551,6 +551,12 @@ impl<S: Strategy> Engine<'_, S> {
         }
         let latency = Duration::from_nanos(now - a.send);
         let outcome = if let End::Answered = a.res.end {
+            if let Some(window) = &self.providers[a.provider].rate_window {
+                // The answer's rate-limit headers, as of its arrival.
+                let (left, frees_in) = window.report(now);
+                self.strategy
+                    .note_quota(&rs.call, a.attempt, left, frees_in, now);
+            }
             let price = self.scenario.price(a.provider, &rs.req);
             self.metrics.attempt_succeeded(a.provider, price);
             if let Some(t) = a.res.first_token {

@@ -70,6 +70,18 @@ pub(crate) trait Strategy {
     fn record(&mut self, call: &mut Self::Call, attempt: Self::Attempt, outcome: Outcome, now: u64);
     /// Stream bytes reached the client: only exact continuation may follow.
     fn commit_stream(&mut self, call: &mut Self::Call);
+    /// The provider of `attempt` reported its rate limit on an answer at `at`: `left` requests
+    /// until one more frees in `frees_in` ns (the gateway reads the same from the vendors'
+    /// headers). The baselines ignore it.
+    fn note_quota(
+        &mut self,
+        _call: &Self::Call,
+        _attempt: Self::Attempt,
+        _left: u64,
+        _frees_in: u64,
+        _at: u64,
+    ) {
+    }
     /// Whether the call's deadline is the client's own (then a flowing stream it ends is not the
     /// provider's failure, as in the gateway). The baselines have no such notion.
     fn deadline_is_clients(&self, _call: &Self::Call) -> bool {
@@ -203,6 +215,24 @@ impl Strategy for Stilts<'_> {
 
     fn commit_stream(&mut self, call: &mut ReplicaCall) {
         call.call.require_continuation();
+    }
+
+    fn note_quota(
+        &mut self,
+        call: &ReplicaCall,
+        attempt: Attempt,
+        left: u64,
+        frees_in: u64,
+        at: u64,
+    ) {
+        self.routers[call.replica].note_quota(
+            attempt.provider,
+            stilts_core::Quota {
+                requests: Some((left, std::time::Duration::from_nanos(frees_in))),
+                tokens: None,
+            },
+            Instant::from_nanos(at),
+        );
     }
 
     fn deadline_is_clients(&self, call: &ReplicaCall) -> bool {

@@ -566,6 +566,23 @@ impl RateWindow {
         self.admitted.push_back(now);
         Ok(())
     }
+
+    /// What the provider reports on an answer at `now`, as the vendors' rate-limit headers do:
+    /// the requests left in the window, and the time until the next one frees (when the oldest
+    /// admission leaves the window).
+    pub fn report(&self, now: u64) -> (u64, u64) {
+        let inside = self
+            .admitted
+            .iter()
+            .filter(|&&t| t.saturating_add(RATE_WINDOW_NS) > now)
+            .count();
+        let frees_in = self
+            .admitted
+            .iter()
+            .find(|&&t| t.saturating_add(RATE_WINDOW_NS) > now)
+            .map_or(0, |&t| t.saturating_add(RATE_WINDOW_NS).saturating_sub(now));
+        (self.limit.saturating_sub(inside) as u64, frees_in)
+    }
 }
 
 #[cfg(test)]

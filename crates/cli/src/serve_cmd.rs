@@ -71,6 +71,13 @@ pub struct MockUpstreamArgs {
     /// Streams: finish without `data: [DONE]`.
     #[arg(long)]
     pub no_done: bool,
+    /// Successful answers report this many requests left in the rate limit
+    /// (`x-ratelimit-remaining-requests`, or Anthropic's header on /v1/messages).
+    #[arg(long)]
+    pub ratelimit_remaining_requests: Option<u64>,
+    /// When that rate limit resets, in ms from each answer (default 1000).
+    #[arg(long)]
+    pub ratelimit_reset_ms: Option<u64>,
     /// Periodic outage: cycle length in ms (with --outage-ms).
     #[arg(long, default_value_t = 0)]
     pub outage_period_ms: u64,
@@ -221,6 +228,8 @@ pub fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
             malformed_after: args.malformed_after,
             no_done: args.no_done,
             echo_key: false,
+            ratelimit_remaining_requests: args.ratelimit_remaining_requests,
+            ratelimit_reset_ms: args.ratelimit_reset_ms,
         },
         schedule: Schedule {
             period_ms: args.outage_period_ms,

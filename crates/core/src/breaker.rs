@@ -88,8 +88,9 @@ pub(crate) struct Breaker {
     /// When it last closed after being open.
     recovered_at: Option<Instant>,
     /// While not closed: the share of its calls the provider answered, as last known (the
-    /// window's at the trip, then moved a tenth of the way by each later outcome: probes, panic
-    /// attempts, calls sent before the trip). `None` when nothing was known at the trip.
+    /// window's at a trip by the rate rules, none at a trip by a streak of failures, then moved a
+    /// tenth of the way by each later outcome: probes, panic attempts, calls sent before the
+    /// trip). `None` when nothing was known at the trip.
     answered_share: Option<f64>,
 }
 
@@ -263,6 +264,9 @@ impl Breaker {
             && self.consecutive_failures >= self.streak_to_trip(totals, settings)
         {
             self.trip(now, settings, rng);
+            // A streak this unlikely by chance is an outage: whatever the window's older calls
+            // say, the provider answers nothing now.
+            self.answered_share = Some(0.0);
         } else {
             self.check_rates(totals, now, settings, rng);
         }

@@ -51,6 +51,7 @@ pub use config::{ConfigError, PolicyKind, ProviderConfig, RouterConfig, Timeouts
 pub use ewma::PeakEwma;
 pub use provider::{ProviderId, ProviderSet};
 pub use rng::RouterRng;
+pub use router::quota::Quota;
 pub use router::shared::{
     Opening, ProviderReport, ReplicaReport, SIBLING_CLOCK_TOLERANCE, SharedProvider, SharedView,
 };

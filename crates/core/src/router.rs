@@ -16,6 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 mod plain_limit;
+pub mod quota;
 pub mod shared;
 
 /// An attempt cut by the client's own deadline is the provider's timeout only if it had already
@@ -309,6 +310,8 @@ struct Health {
     siblings_minute: [u64; 2],
     /// How long its answers take per output token (for plain attempts' headers limit).
     speed: Speed,
+    /// What it reported of its rate limits, counted down by our sends.
+    quota: quota::QuotaLeft,
 }
 
 #[derive(Default)]
@@ -446,6 +449,7 @@ impl Router {
                 .then(|| SlidingWindow::new(MINUTE_NANOS, 12)),
             siblings_minute: [0, 0],
             speed: Speed::default(),
+            quota: quota::QuotaLeft::default(),
         }
     }
 
@@ -982,6 +986,18 @@ impl Router {
                 }
                 health.cooldown = None;
             }
+            let tokens_needed = u64::from(call.input_tokens) + u64::from(call.output_tokens);
+            if let Some(reset) = health.quota.blocks(tokens_needed, now) {
+                // The provider said it is out of this: skipped as a local limit skips, and
+                // worth waiting for when nothing else is available.
+                blocked.rate_limited = true;
+                blocked.soonest_rate_limit_end = Some(
+                    blocked
+                        .soonest_rate_limit_end
+                        .map_or(reset, |s| s.min(reset)),
+                );
+                continue;
+            }
             if let Some(minute) = &mut health.minute {
                 let [requests, tokens] = minute.totals(now);
                 let [requests, tokens] = [
@@ -1028,6 +1044,9 @@ impl Router {
         let admitted = health.breaker.admits(now, &self.config.breaker);
         let probe = admitted.flatten();
         health.breaker.on_send(probe);
+        health
+            .quota
+            .spend(u64::from(call.input_tokens) + u64::from(call.output_tokens));
         if let Some(minute) = &mut health.minute {
             minute.add(
                 now,

@@ -111,6 +111,11 @@ impl CallGuard {
         };
         let cuts_before = cuts(&state);
         state.router.record(&mut self.call, attempt, outcome, now);
+        if same {
+            if let Some((quota, at)) = deployment.take_reported_quota() {
+                state.router.note_quota(attempt.provider, quota, at);
+            }
+        }
         let providers_fault = cuts(&state) == cuts_before;
         if let Some(before) = before {
             if let Some(after) = state.router.health_of(attempt.provider, now) {

@@ -37,6 +37,7 @@ pub mod log_safe;
 pub mod metrics;
 pub mod mock;
 pub mod plugins;
+mod quota;
 pub mod server;
 mod stream;
 mod upstream;

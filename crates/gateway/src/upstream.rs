@@ -46,6 +46,9 @@ pub(crate) struct Deployment {
     pub metrics: DeploymentMetrics,
     /// The last URL the plugin built, parsed once (plugins build the same URL every time).
     url: std::sync::OnceLock<(String, http::Uri)>,
+    /// The rate limits the provider last reported on an answer, and when, for the router
+    /// (`crate::quota`): taken when an attempt is recorded.
+    reported_quota: std::sync::Mutex<Option<(stilts_core::Quota, stilts_core::Instant)>>,
 }
 
 impl fmt::Debug for Deployment {
@@ -147,7 +150,13 @@ impl Deployment {
             client,
             metrics,
             url: std::sync::OnceLock::new(),
+            reported_quota: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The rate limits the provider reported since the last call, and when.
+    pub(crate) fn take_reported_quota(&self) -> Option<(stilts_core::Quota, stilts_core::Instant)> {
+        self.reported_quota.lock().ok()?.take()
     }
 
     /// Removes the key, in every encoding, from a message that may echo it.
@@ -266,9 +275,17 @@ impl Deployment {
             Ok(Err(e)) => return Err(self.failure(transport_failure(&e))),
             Ok(Ok(r)) => r,
         };
-        timer.on_headers(clock.now());
+        let arrived = clock.now();
+        timer.on_headers(arrived);
         let status = response.status();
         if status.is_success() {
+            if let Some(quota) =
+                crate::quota::from_headers(response.headers(), std::time::SystemTime::now())
+            {
+                if let Ok(mut slot) = self.reported_quota.lock() {
+                    *slot = Some((quota, arrived));
+                }
+            }
             return Ok(response);
         }
         let headers = header_pairs(&response);

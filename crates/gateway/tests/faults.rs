@@ -601,3 +601,52 @@ async fn each_stage_limit_is_the_cores_timer_and_names_its_stage() {
         "{body}"
     );
 }
+
+/// Quota-aware admission: a provider that reports no requests left (on a 200) gets no traffic
+/// until its reported reset, so it is never asked into a 429; then it is preferred again.
+#[tokio::test]
+async fn the_remaining_headers_steer_traffic_before_a_429() {
+    for anthropic in [false, true] {
+        let primary = mock("primary").await;
+        let backup = mock("backup").await;
+        primary.set_faults(Faults {
+            ratelimit_remaining_requests: Some(0),
+            ratelimit_reset_ms: Some(1_500),
+            ..Faults::default()
+        });
+        let mut config = format!(
+            "{SERVER}{}",
+            priority_route("chat", &[("primary", &primary), ("backup", &backup)], "")
+        );
+        if anthropic {
+            // The same through the anthropic plugin: Anthropic's header names, an absolute reset.
+            config = config.replacen("plugin = \"PLUGIN\"", "plugin = \"ANTHROPIC\"", 1);
+        }
+        let h = Harness::start(&config).await;
+        let (status, headers, body) = h.chat(request("chat")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&headers, "x-provider"), "primary");
+        for _ in 0..3 {
+            let (status, headers, body) = h.chat(request("chat")).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                header(&headers, "x-provider"),
+                "backup",
+                "anthropic: {anthropic}"
+            );
+        }
+        assert_eq!(
+            primary.stats().requests,
+            1,
+            "the primary was never asked into a 429"
+        );
+        // After the reset the primary is preferred again (it still reports 0 left, so once).
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        let (_, headers, _) = h.chat(request("chat")).await;
+        assert_eq!(
+            header(&headers, "x-provider"),
+            "primary",
+            "anthropic: {anthropic}"
+        );
+    }
+}

@@ -213,10 +213,13 @@ async fn a_capacity_limited_provider_is_replayed() {
             "[[configs]]\nname = \"stilts\"",
             "[[events]]\nkind = \"capacity\"\nfactor = 0.5\nprovider = \"backup\"\nstart_s = 20\nduration_s = 10\n\n[[configs]]\nname = \"stilts\"",
         );
-    // At 2x rather than 5x: with the backup's queue at its limit, whether an attempt finds a free
-    // slot turns on a few virtual milliseconds, and wall-clock jitter is multiplied by the speed.
+    // In real time (1x) rather than compressed: with the backup's queue at its limit, whether an
+    // attempt finds a free slot turns on a few virtual milliseconds, and wall-clock jitter is
+    // multiplied by the speed. Since plain attempts' limits are fitted to each provider's measured
+    // speed, the gateway's jitter also moves its limits a little; at 2x that put the gateway's
+    // availability outside the simulator's range about one run in three (not once in 7 runs at 1x).
     let options = ReplayOptions {
-        speed: 2.0,
+        speed: 1.0,
         configs: vec!["stilts".to_owned()],
         until_s: Some(40.0),
         ..options()

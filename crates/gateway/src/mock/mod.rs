@@ -69,6 +69,11 @@ pub struct Faults {
     pub no_done: bool,
     /// A 401 message repeats the presented key (to test that stilts scrubs it).
     pub echo_key: bool,
+    /// Successful answers report this many requests left in the rate limit (OpenAI's
+    /// `x-ratelimit-remaining-requests`, Anthropic's `anthropic-ratelimit-requests-remaining`).
+    pub ratelimit_remaining_requests: Option<u64>,
+    /// When that limit resets, in milliseconds from the answer (default 1 000).
+    pub ratelimit_reset_ms: Option<u64>,
 }
 
 /// Periodic trouble, for the demo.
@@ -594,7 +599,9 @@ async fn answer(
             )
                 .into_response();
         }
-        return axum::Json(wire.plain(&reply)).into_response();
+        let mut response = axum::Json(wire.plain(&reply)).into_response();
+        quota_headers(dialect, &plan.faults, response.headers_mut());
+        return response;
     }
     let mut words: Vec<String> = if wire.tool.is_some() {
         // Arguments arrive in fragments, as from a real model.
@@ -611,6 +618,8 @@ async fn answer(
         let n = n.max(1) as usize;
         words = words.iter().cycle().take(n).cloned().collect();
     }
+    let mut quota = HeaderMap::new();
+    quota_headers(dialect, &plan.faults, &mut quota);
     let plan = StreamPlan {
         guard,
         faults: plan.faults,
@@ -630,7 +639,38 @@ async fn answer(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
+    response.headers_mut().extend(quota);
     response
+}
+
+/// The rate-limit headers of a successful answer, in the dialect's names, when the faults set
+/// them.
+fn quota_headers(dialect: Dialect, faults: &Faults, headers: &mut HeaderMap) {
+    let Some(left) = faults.ratelimit_remaining_requests else {
+        return;
+    };
+    let reset = Duration::from_millis(faults.ratelimit_reset_ms.unwrap_or(1_000));
+    let (count, when) = match dialect {
+        Dialect::OpenAi => (
+            ("x-ratelimit-remaining-requests", left.to_string()),
+            (
+                "x-ratelimit-reset-requests",
+                format!("{}ms", reset.as_millis()),
+            ),
+        ),
+        Dialect::Anthropic => (
+            ("anthropic-ratelimit-requests-remaining", left.to_string()),
+            (
+                "anthropic-ratelimit-requests-reset",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now() + reset).to_string(),
+            ),
+        ),
+    };
+    for (name, value) in [count, when] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
 }
 
 /// Headers, then a broken connection.

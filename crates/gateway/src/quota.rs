@@ -1,0 +1,188 @@
+//! The rate-limit headers providers send on their answers, read as a core [`Quota`] (what is left
+//! of the limits and when they reset), so the router steers traffic away before a 429.
+//!
+//! * OpenAI (and compatible servers): `x-ratelimit-remaining-requests`,
+//!   `x-ratelimit-remaining-tokens`, and `x-ratelimit-reset-requests` / `-tokens` as a duration
+//!   (`1s`, `6m0s`, `20ms`, `0.5s`).
+//! * Anthropic: `anthropic-ratelimit-requests-remaining`, `anthropic-ratelimit-tokens-remaining`
+//!   (else `-input-tokens-remaining`), and `-reset` as an RFC 3339 time.
+//!
+//! Request limits refill continuously: with the limit header, the reset the router keeps is the
+//! time one request takes to free up, not the full replenishment (see `next_unit`).
+//!
+//! A count without a readable reset is ignored (the router would not know when it ends), and a
+//! reset further away than [`MAX_RESET`] is capped there: a broken header must not keep a
+//! provider out for long. Nothing here fails: an unreadable header is as good as none.
+
+use http::HeaderMap;
+use std::time::{Duration, SystemTime};
+use stilts_core::Quota;
+
+/// The furthest reset a header can set.
+pub(crate) const MAX_RESET: Duration = Duration::from_secs(15 * 60);
+
+/// The quota `headers` report, read at wall-clock time `now` (for Anthropic's absolute resets).
+pub(crate) fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Quota> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let count = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
+    let openai = |kind: &str| {
+        let left = count(&format!("x-ratelimit-remaining-{kind}"))?;
+        let reset = text(&format!("x-ratelimit-reset-{kind}")).and_then(duration)?;
+        let limit = count(&format!("x-ratelimit-limit-{kind}"));
+        Some((left, next_unit(kind, left, limit, reset)))
+    };
+    let anthropic = |kind: &str| {
+        let left = count(&format!("anthropic-ratelimit-{kind}-remaining"))?;
+        let at = text(&format!("anthropic-ratelimit-{kind}-reset"))
+            .and_then(|v| humantime::parse_rfc3339(v).ok())?;
+        let reset = at.duration_since(now).unwrap_or(Duration::ZERO);
+        let limit = count(&format!("anthropic-ratelimit-{kind}-limit"));
+        Some((left, next_unit(kind, left, limit, reset)))
+    };
+    let quota = Quota {
+        requests: openai("requests").or_else(|| anthropic("requests")),
+        tokens: openai("tokens")
+            .or_else(|| anthropic("tokens"))
+            .or_else(|| anthropic("input-tokens")),
+    };
+    (quota != Quota::default()).then_some(quota)
+}
+
+/// How long what is `left` holds. Both vendors report when the limit is *fully* replenished;
+/// their limits refill continuously, so with the limit known a request is free again after the
+/// full reset divided by the units used: the router forgets the count then and sends again (and
+/// learns the new count from that answer), instead of keeping the provider out until the bucket
+/// is full. Token limits keep the full reset (a request needs many tokens at once).
+fn next_unit(kind: &str, left: u64, limit: Option<u64>, full: Duration) -> Duration {
+    let full = full.min(MAX_RESET);
+    match limit {
+        Some(limit) if kind == "requests" && limit > left => {
+            full / u32::try_from(limit - left).unwrap_or(u32::MAX)
+        }
+        _ => full,
+    }
+}
+
+/// A reset duration as OpenAI writes it: `1s`, `6m0s`, `1h2m3s`, `20ms`, or decimal seconds
+/// (`0.5s`, `2.25`).
+fn duration(v: &str) -> Option<Duration> {
+    if let Ok(d) = humantime::parse_duration(v) {
+        return Some(d);
+    }
+    let secs: f64 = v.strip_suffix('s').unwrap_or(v).parse().ok()?;
+    (secs.is_finite() && secs >= 0.0 && secs <= MAX_RESET.as_secs_f64())
+        .then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn openai_counts_and_durations() {
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "59"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        let q = from_headers(&h, SystemTime::now()).unwrap();
+        assert_eq!(q.requests, Some((59, Duration::from_secs(1))));
+        assert_eq!(q.tokens, Some((149_984, Duration::from_secs(360))));
+        for (text, want) in [
+            ("20ms", Duration::from_millis(20)),
+            ("0.5s", Duration::from_millis(500)),
+            ("2.25", Duration::from_millis(2_250)),
+            ("1h2m3s", Duration::from_secs(3_723)),
+        ] {
+            assert_eq!(duration(text), Some(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn with_the_limit_a_request_count_holds_until_one_request_frees() {
+        // 60 a minute, none left, full in 60 s: one frees every second.
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "60s"),
+            ("x-ratelimit-limit-tokens", "1000"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "60s"),
+        ]);
+        let q = from_headers(&h, SystemTime::now()).unwrap();
+        assert_eq!(q.requests, Some((0, Duration::from_secs(1))));
+        assert_eq!(q.tokens, Some((0, Duration::from_secs(60))));
+    }
+
+    #[test]
+    fn anthropic_resets_are_absolute_times() {
+        let now = humantime::parse_rfc3339("2026-11-30T21:00:00Z").unwrap();
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-30T21:00:02Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "12000"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2026-11-30T21:00:30Z",
+            ),
+        ]);
+        let q = from_headers(&h, now).unwrap();
+        assert_eq!(q.requests, Some((0, Duration::from_secs(2))));
+        assert_eq!(q.tokens, Some((12_000, Duration::from_secs(30))));
+        // A reset in the past is now.
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            from_headers(&h, later).unwrap().requests,
+            Some((0, Duration::ZERO))
+        );
+    }
+
+    #[test]
+    fn unreadable_or_unbounded_headers_are_ignored_or_capped() {
+        let now = SystemTime::now();
+        assert_eq!(from_headers(&HeaderMap::new(), now), None);
+        // A count without a reset, a reset without a count, garbage: nothing.
+        for pairs in [
+            &[("x-ratelimit-remaining-requests", "5")][..],
+            &[("x-ratelimit-reset-requests", "1s")][..],
+            &[
+                ("x-ratelimit-remaining-requests", "-1"),
+                ("x-ratelimit-reset-requests", "1s"),
+            ][..],
+            &[
+                ("x-ratelimit-remaining-requests", "5"),
+                ("x-ratelimit-reset-requests", "soon"),
+            ][..],
+            &[
+                ("anthropic-ratelimit-requests-remaining", "5"),
+                ("anthropic-ratelimit-requests-reset", "tomorrow"),
+            ][..],
+        ] {
+            assert_eq!(from_headers(&headers(pairs), now), None, "{pairs:?}");
+        }
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "9999h"),
+        ]);
+        assert_eq!(
+            from_headers(&h, now).unwrap().requests,
+            Some((0, MAX_RESET))
+        );
+    }
+}
