@@ -71,6 +71,9 @@ pub struct MockUpstreamArgs {
     /// Streams: finish without `data: [DONE]`.
     #[arg(long)]
     pub no_done: bool,
+    /// Streams: send the provider's in-band overload error after N content chunks and end.
+    #[arg(long)]
+    pub overload_event_after: Option<u32>,
     /// Successful answers report this many requests left in the rate limit
     /// (`x-ratelimit-remaining-requests`, or Anthropic's header on /v1/messages).
     #[arg(long)]
@@ -228,6 +231,7 @@ pub fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<ExitCode> {
             malformed_after: args.malformed_after,
             no_done: args.no_done,
             echo_key: false,
+            overload_event_after: args.overload_event_after,
             ratelimit_remaining_requests: args.ratelimit_remaining_requests,
             ratelimit_reset_ms: args.ratelimit_reset_ms,
         },

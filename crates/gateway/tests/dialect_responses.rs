@@ -250,3 +250,52 @@ async fn a_function_call_from_an_anthropic_deployment_streams_as_a_function_call
     assert_eq!(sent["tools"][0]["name"], "weather", "{sent}");
     assert!(sent["tools"][0]["input_schema"].is_object(), "{sent}");
 }
+
+/// An overload error sent in-band after a 200, before the first token, fails over invisibly,
+/// whichever dialect the provider speaks (Anthropic's `event: error`, OpenAI's error chunk).
+#[tokio::test]
+async fn an_in_band_overload_before_the_first_token_fails_over() {
+    for plugin in ["ANTHROPIC", "PLUGIN"] {
+        let bad = mock(
+            "busy",
+            Faults {
+                overload_event_after: Some(0),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let good = mock("good", Faults::default()).await;
+        let h = Harness::start(&format!(
+            "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n\
+             [[routes.chat.deployments]]\nname = \"busy\"\nplugin = \"{plugin}\"\nbase_url = \"{}\"\nmodel = \"m\"\npriority = 0\n\
+             [[routes.chat.deployments]]\nname = \"good\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"m\"\npriority = 1\n",
+            bad.base_url(),
+            good.base_url()
+        ))
+        .await;
+        let (status, headers, body) = post(
+            &h,
+            &json!({"model": "chat", "input": "Say hi.", "stream": true}),
+        )
+        .await;
+        assert_eq!(status, 200, "{plugin}: {body}");
+        assert_eq!(header(&headers, "x-provider"), "good", "{plugin}");
+        // An overload is a rate limit: the preferred tier is waited out once (a short
+        // Retry-After) before the next tier, so two or three attempts, all invisible.
+        let attempts: u64 = header(&headers, "x-stilts-attempts").parse().unwrap();
+        assert!((2..=3).contains(&attempts), "{plugin}: {attempts}");
+        let events = named_events(&body);
+        assert_eq!(
+            events.last().unwrap().0,
+            "response.completed",
+            "{plugin}: {body}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|(n, _)| n == "error" || n == "response.failed"),
+            "{body}"
+        );
+        assert_eq!(bad.stats().requests, attempts - 1, "{plugin}");
+    }
+}

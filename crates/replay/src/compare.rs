@@ -267,6 +267,18 @@ pub(crate) fn measure(
     }
 }
 
+/// The availability tolerance in points: the configured one, or one standard error of a
+/// proportion over the replay's requests when that is larger. The gateway's requests meet the
+/// world's fates in another real-time order than the simulator's, so its availability is a fresh
+/// sample of the same world: a replay of 400 requests (a point is 4 of them) cannot promise its
+/// availability to within a point, one of 24 000 can.
+fn availability_tolerance(predicted: &RunReport, tolerances: &Tolerances) -> f64 {
+    let p = predicted.availability.clamp(0.0, 1.0);
+    let n = predicted.requests.max(1) as f64;
+    let standard_error_points = 100.0 * (p * (1.0 - p) / n).sqrt();
+    tolerances.availability_points.max(standard_error_points)
+}
+
 /// The gated checks of one config: `predicted` is the simulator's run with the world's own router
 /// seed, `others` the same world with other router seeds.
 pub(crate) fn compare(
@@ -300,7 +312,7 @@ pub(crate) fn compare(
             range(&|r| r.availability),
             measured.availability,
             100.0,
-            tolerances.availability_points,
+            availability_tolerance(&predicted, tolerances),
         ),
         check(
             "attempts per request",

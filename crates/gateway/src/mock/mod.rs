@@ -65,6 +65,10 @@ pub struct Faults {
     pub stall_after: Option<u32>,
     /// Streams: send an event that is not JSON after this many content chunks.
     pub malformed_after: Option<u32>,
+    /// Streams: after this many content chunks, send the provider's in-band overload error
+    /// (Anthropic's `event: error` with `overloaded_error`, OpenAI's `data: {"error": …}`) and
+    /// end the stream, as providers do after a 200.
+    pub overload_event_after: Option<u32>,
     /// Streams: send the finish reason and close without `data: [DONE]`.
     pub no_done: bool,
     /// A 401 message repeats the presented key (to test that stilts scrubs it).
@@ -722,12 +726,20 @@ impl StreamPlan {
             if due > tokio::time::Instant::now() {
                 tokio::time::sleep_until(due).await;
             }
+            if self.faults.overload_event_after == Some(sent) {
+                self.guard.done();
+                self.step = usize::MAX - 1;
+                return Some(Ok(self.wire.stream_overloaded()));
+            }
             let mut out = Vec::new();
             if self.faults.malformed_after == Some(sent) {
                 out.extend_from_slice(self.wire.stream_malformed());
             }
             out.extend_from_slice(&self.wire.stream_text(&self.words[step - 1]));
             return Some(Ok(Bytes::from(out)));
+        }
+        if step >= usize::MAX - 1 {
+            return None;
         }
         if step == n_words + 1 {
             return Some(Ok(self

@@ -231,6 +231,21 @@ impl Answer {
         }
     }
 
+    /// The provider's in-band overload error, sent after a 200 (the stream ends after it).
+    pub fn stream_overloaded(&self) -> Bytes {
+        Bytes::from(match self.dialect {
+            Dialect::OpenAi => self.event(
+                "",
+                &json!({"error": {"message": "The server is overloaded", "type": "server_error",
+                    "code": "server_overloaded"}}),
+            ),
+            Dialect::Anthropic => self.event(
+                "error",
+                &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ),
+        })
+    }
+
     /// An event whose data is not JSON.
     pub fn stream_malformed(&self) -> &'static [u8] {
         match self.dialect {
