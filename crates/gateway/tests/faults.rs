@@ -650,3 +650,58 @@ async fn the_remaining_headers_steer_traffic_before_a_429() {
         );
     }
 }
+
+async fn primary_trips(h: &Harness) -> u64 {
+    let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
+    status["routes"]["chat"]["providers"][0]["breaker_trips"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Recovery in seconds: after a 60 s outage, and with the primary's last probe failing just
+/// before it recovered, the primary gets traffic again within 15 s. Routing runs on a clock ten
+/// times faster than wall time, so the minute-long outage takes six seconds.
+#[tokio::test]
+async fn a_primary_back_after_a_minute_gets_traffic_within_15_s_even_after_a_failed_last_probe() {
+    const SPEED: f64 = 10.0;
+    let primary = mock("primary").await;
+    let backup = mock("backup").await;
+    primary.set_faults(fault(503));
+    let clock = stilts_gateway::engine::Clock::compressed(SPEED);
+    let h = Harness::start_with_clock(
+        &format!(
+            "{SERVER}{}",
+            priority_route("chat", &[("primary", &primary), ("backup", &backup)], "")
+        ),
+        clock,
+    )
+    .await;
+    // A minute of outage under steady traffic (a request every 0.2 s of routing time).
+    while clock.now().as_nanos() < 60_000_000_000 {
+        let (status, _, body) = h.chat(request("chat")).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Wait for a probe to fail (a new trip), then bring the primary back at once.
+    let before = primary_trips(&h).await;
+    while primary_trips(&h).await == before {
+        let _ = h.chat(request("chat")).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    primary.set_faults(Faults::default());
+    let back = clock.now();
+    loop {
+        let (status, headers, body) = h.chat(request("chat")).await;
+        assert_eq!(status, 200, "{body}");
+        let waited = clock.now().saturating_since(back);
+        if header(&headers, "x-provider") == "primary" {
+            assert!(waited <= Duration::from_secs(15), "back after {waited:?}");
+            break;
+        }
+        assert!(
+            waited <= Duration::from_secs(15),
+            "still on the backup {waited:?} after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -191,12 +191,18 @@ pub fn with_plugin(toml: &str) -> String {
 impl Harness {
     /// Writes `toml` (with `PLUGIN` replaced), loads it and serves it.
     pub async fn start(toml: &str) -> Harness {
+        Harness::start_with_clock(toml, stilts_gateway::engine::Clock::default()).await
+    }
+
+    /// [`Harness::start`] with the routers on `clock` (e.g. compressed, so a test of minutes of
+    /// routing time runs in seconds).
+    pub async fn start_with_clock(toml: &str, clock: stilts_gateway::engine::Clock) -> Harness {
         capture_logs();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("stilts.toml");
         std::fs::write(&config_path, with_plugin(toml)).unwrap();
         let valid = GatewayConfig::load(&config_path).expect("valid config");
-        let gateway = Gateway::new(&valid).expect("gateway builds");
+        let gateway = Gateway::with_clock(&valid, clock, None).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
