@@ -249,31 +249,40 @@ async fn a_messages_request_is_served_by_an_anthropic_deployment() {
     assert!(stream_text(&events).contains("Hello from claude"), "{body}");
 }
 
+/// A broken event, or Anthropic's in-band `overloaded_error` after the 200, before the first
+/// token: failed over, invisible to the client but for X-Stilts-Attempts.
 #[tokio::test]
-async fn a_broken_event_before_the_first_token_fails_over_invisibly() {
-    let bad = mock(
-        "claude",
-        Faults {
-            malformed_after: Some(0),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let good = mock("gpt", Faults::default()).await;
-    let h = Harness::start(&format!(
-        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}{}",
-        anthropic_deployment("claude", &bad.base_url(), 0, false),
-        openai_deployment("gpt", &good.base_url(), 1)
-    ))
-    .await;
-    let (status, headers, body) = post(&h, &ask(true), None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-provider"), "gpt");
-    assert_eq!(header(&headers, "x-stilts-attempts"), "2");
-    let events = named_events(&body);
-    assert_eq!(events.last().unwrap().0, "message_stop", "{body}");
-    assert!(!events.iter().any(|(n, _)| n == "error"), "{body}");
-    assert!(stream_text(&events).starts_with("Hello from gpt"), "{body}");
+async fn a_broken_or_overload_event_before_the_first_token_fails_over_invisibly() {
+    let broken = Faults {
+        malformed_after: Some(0),
+        ..Faults::default()
+    };
+    let overload = Faults {
+        overload_event_after: Some(0),
+        ..Faults::default()
+    };
+    for faults in [broken, overload] {
+        let bad = mock("claude", faults.clone()).await;
+        let good = mock("gpt", Faults::default()).await;
+        let h = Harness::start(&format!(
+            "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}{}",
+            anthropic_deployment("claude", &bad.base_url(), 0, false),
+            openai_deployment("gpt", &good.base_url(), 1)
+        ))
+        .await;
+        let (status, headers, body) = post(&h, &ask(true), None).await;
+        assert_eq!(status, 200, "{faults:?}: {body}");
+        assert_eq!(header(&headers, "x-provider"), "gpt");
+        // An overload is a rate limit: the preferred tier is waited out once (a short
+        // Retry-After) before the next tier, so two or three attempts, all invisible.
+        let attempts: u64 = header(&headers, "x-stilts-attempts").parse().unwrap();
+        assert!((2..=3).contains(&attempts), "{faults:?}: {attempts}");
+        assert_eq!(bad.stats().requests, attempts - 1);
+        let events = named_events(&body);
+        assert_eq!(events.last().unwrap().0, "message_stop", "{body}");
+        assert!(!events.iter().any(|(n, _)| n == "error"), "{body}");
+        assert!(stream_text(&events).starts_with("Hello from gpt"), "{body}");
+    }
 }
 
 #[tokio::test]
@@ -395,36 +404,4 @@ async fn count_tokens_counts_without_calling_a_provider_and_checks_like_messages
             .starts_with("top_k"),
         "{body}"
     );
-}
-
-/// Anthropic's in-band `overloaded_error` after a 200, before the first token, fails over
-/// instead of reaching the client.
-#[tokio::test]
-async fn an_in_band_overload_before_the_first_token_fails_over() {
-    let bad = mock(
-        "claude",
-        Faults {
-            overload_event_after: Some(0),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let good = mock("gpt", Faults::default()).await;
-    let h = Harness::start(&format!(
-        "{SERVER}[routes.chat.router]\npolicy = \"priority\"\n{}{}",
-        anthropic_deployment("claude", &bad.base_url(), 0, false),
-        openai_deployment("gpt", &good.base_url(), 1)
-    ))
-    .await;
-    let (status, headers, body) = post(&h, &ask(true), None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-provider"), "gpt");
-    // An overload is a rate limit: the preferred tier is waited out once (a short Retry-After)
-    // before the next tier, so two or three attempts, all invisible to the client.
-    let attempts: u64 = header(&headers, "x-stilts-attempts").parse().unwrap();
-    assert!((2..=3).contains(&attempts), "{attempts}");
-    assert_eq!(bad.stats().requests, attempts - 1);
-    let events = named_events(&body);
-    assert_eq!(events.last().unwrap().0, "message_stop", "{body}");
-    assert!(!events.iter().any(|(n, _)| n == "error"), "{body}");
 }

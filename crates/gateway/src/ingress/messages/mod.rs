@@ -40,13 +40,10 @@ use request::to_canonical;
 pub async fn handle(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let request_id = request_id();
-    let presented = client_key(&headers);
-    let render = |e: ApiError| error_response(&e, &request_id);
-    let request =
-        match super::read_or_refuse(&gateway, &headers, presented, body, started, render).await {
-            Ok(r) => r,
-            Err(refused) => return refused,
-        };
+    let request = match read(&gateway, &headers, body, started, &request_id).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
     let (canonical, stream) = match to_canonical(&request.body) {
         Ok(c) => c,
         Err(e) => {
@@ -92,13 +89,10 @@ pub async fn count_tokens(
 ) -> Response {
     let started = std::time::Instant::now();
     let request_id = request_id();
-    let presented = client_key(&headers);
-    let render = |e: ApiError| error_response(&e, &request_id);
-    let request =
-        match super::read_or_refuse(&gateway, &headers, presented, body, started, render).await {
-            Ok(r) => r,
-            Err(refused) => return refused,
-        };
+    let request = match read(&gateway, &headers, body, started, &request_id).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
     let (canonical, route) = match count::to_countable(&request.body) {
         Ok(c) => c,
         Err(e) => {
@@ -127,6 +121,20 @@ pub async fn count_tokens(
         response.headers_mut().insert("request-id", v);
     }
     response
+}
+
+/// The request off the wire (the client key checked, the body read within the limits), or the
+/// refusal in Anthropic's shape.
+async fn read(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+    started: std::time::Instant,
+    request_id: &str,
+) -> Result<super::ClientRequest, Response> {
+    let presented = client_key(headers);
+    let render = |e: ApiError| error_response(&e, request_id);
+    super::read_or_refuse(gateway, headers, presented, body, started, render).await
 }
 
 /// The client key: `x-api-key` (what the Anthropic SDKs send), else `Authorization: Bearer`.
