@@ -138,17 +138,11 @@ impl Breaker {
         breaker
     }
 
-    /// The share of its calls the provider answered: over the window while closed, else as last
-    /// known (see `answered_share`); `None` with nothing to judge.
-    pub(crate) fn success_ratio(&mut self, now: Instant) -> Option<f64> {
-        if self.state(now) != BreakerState::Closed {
-            return self.answered_share;
-        }
-        let totals = self.window.totals(now);
-        if totals[CALLS] == 0 {
-            return None;
-        }
-        Some(1.0 - totals[FAILURES] as f64 / totals[CALLS] as f64)
+    /// While not closed, the share of its calls the provider answered as last known (see
+    /// `answered_share`); `None` with nothing to judge. Panic routing asks it of breakers that
+    /// keep their provider out.
+    pub(crate) fn answered_share(&self) -> Option<f64> {
+        self.answered_share
     }
 
     /// Whether the provider is healthy enough to take a failover without the retry budget: closed,

@@ -638,7 +638,8 @@ impl Router {
         if call.attempts >= self.config.max_attempts {
             return Self::give_up(call, GiveUpReason::AttemptsExhausted);
         }
-        let (mut available, blocked) = self.available(call, now);
+        let (usable, blocked) = self.available(call, now);
+        let mut available = usable;
         // A provider that is only cooling down from a 429 it will soon be over is worth waiting
         // for (`nothing_available`); else, with nothing available, panic routing.
         let rate_limit_soon = blocked.rate_limited
@@ -646,7 +647,7 @@ impl Router {
                 until <= now + self.config.retry.rate_limit_wait_max && until < call.deadline
             });
         if available.is_empty() && !rate_limit_soon {
-            available = self.panic_set(&blocked, now);
+            available = self.panic_set(&blocked);
         }
 
         // A preferred provider that answered 429 with a short Retry-After may be worth waiting for
@@ -666,7 +667,7 @@ impl Router {
             call.rate_limited.remove(p);
             // Waited out once; if it says 429 again, fall to the next tier.
             call.waited_out.insert(p);
-            return self.send(call, p, false, now);
+            return self.send(call, p, false, usable, now);
         }
 
         if let Some(p) = self.preferred_worth_retrying(call, available, best_untried, now) {
@@ -674,7 +675,7 @@ impl Router {
                 return wait;
             }
             call.same_provider_retries += 1;
-            return self.send(call, p, false, now);
+            return self.send(call, p, false, usable, now);
         }
 
         let provider = if !untried.is_empty() {
@@ -697,7 +698,7 @@ impl Router {
             self.choose(candidates, call, now)
         };
         match provider {
-            Some(p) => self.send(call, p, false, now),
+            Some(p) => self.send(call, p, false, usable, now),
             None => self.nothing_available(call, &blocked, now),
         }
     }
@@ -773,7 +774,7 @@ impl Router {
         let (available, _) = self.available(call, now);
         let untried = available.minus(call.tried);
         match self.choose(untried, call, now) {
-            Some(p) => self.send(call, p, true, now),
+            Some(p) => self.send(call, p, true, available, now),
             None => Decision::Pending,
         }
     }
@@ -896,12 +897,12 @@ impl Router {
     /// down (429, auth, quota), too small for the request, over the spend limit or excluded for
     /// the call never get panic traffic. The breakers are unchanged: a panic attempt is not a
     /// probe, and a breaker still closes only through its probes.
-    fn panic_set(&mut self, blocked: &Blocked, now: Instant) -> ProviderSet {
+    fn panic_set(&self, blocked: &Blocked) -> ProviderSet {
         let mut set = ProviderSet::EMPTY;
         for p in blocked.breaker_only.iter() {
             let answers = self.health[p.index()]
                 .breaker
-                .success_ratio(now)
+                .answered_share()
                 .is_some_and(|r| r >= PANIC_MIN_ANSWERED);
             if answers {
                 set.insert(p);
@@ -1021,7 +1022,16 @@ impl Router {
         (set, blocked)
     }
 
-    fn send(&mut self, call: &mut Call, p: ProviderId, is_hedge: bool, now: Instant) -> Decision {
+    /// Sends an attempt of `call` to `p`; `usable` is the set of providers this decision found
+    /// available (before panic routing), the fallbacks a plain attempt's limit leaves time for.
+    fn send(
+        &mut self,
+        call: &mut Call,
+        p: ProviderId,
+        is_hedge: bool,
+        usable: ProviderSet,
+        now: Instant,
+    ) -> Decision {
         // The budget protects a struggling provider from extra load. A failover to a provider this
         // call has not tried, whose breaker is closed and whose recent calls mostly succeed, adds
         // load only where there is headroom: it is free, or a spike would keep requests away from
@@ -1038,7 +1048,7 @@ impl Router {
             return Self::give_up(call, GiveUpReason::BudgetExhausted);
         }
         let i = p.index();
-        let timeouts = self.attempt_timeouts(call, p, now);
+        let timeouts = self.attempt_timeouts(call, p, usable, now);
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
         let admitted = health.breaker.admits(now, &self.config.breaker);

@@ -25,7 +25,7 @@
 
 use super::Router;
 use crate::config::Timeouts;
-use crate::provider::ProviderId;
+use crate::provider::{ProviderId, ProviderSet};
 use crate::router::Call;
 use crate::time::Instant;
 use std::time::Duration;
@@ -38,11 +38,13 @@ use crate::speed::Speed;
 pub const SPEED_MARGIN: u32 = 2;
 
 impl Router {
-    /// The timeouts of an attempt of `call` on `p` sent at `now`.
+    /// The timeouts of an attempt of `call` on `p` sent at `now`; `usable` are the providers
+    /// available to the call at this decision (the candidate fallbacks).
     pub(super) fn attempt_timeouts(
-        &mut self,
+        &self,
         call: &Call,
         p: ProviderId,
+        usable: ProviderSet,
         now: Instant,
     ) -> Timeouts {
         let configured = self.config.providers[p.index()]
@@ -58,8 +60,7 @@ impl Router {
             t.headers = t.headers.min(base.saturating_add(healthy));
         }
         let left = call.deadline.saturating_since(now);
-        let (available, _) = self.available(call, now);
-        let mut fallbacks = available.minus(call.tried);
+        let mut fallbacks = usable.minus(call.tried);
         fallbacks.remove(p);
         if fallbacks.is_empty() {
             return t;
