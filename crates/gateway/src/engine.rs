@@ -942,6 +942,36 @@ impl Gateway {
         m.in_flight.clear();
         m.latency.clear();
         m.retry_budget.clear();
+        let mut faults =
+            std::collections::BTreeMap::<String, stilts_plugin::host::PluginFaults>::new();
+        for plugin in self.shared.plugins.loaded() {
+            let f = plugin.faults();
+            let sum = faults.entry(plugin.describe().name.clone()).or_default();
+            sum.panics += f.panics;
+            sum.contract_violations += f.contract_violations;
+            sum.slow_calls += f.slow_calls;
+        }
+        for (plugin, f) in faults {
+            for (kind, count) in [
+                ("panic", f.panics),
+                ("contract", f.contract_violations),
+                ("slow", f.slow_calls),
+            ] {
+                let labels = crate::metrics::PluginFaultLabels {
+                    plugin: plugin.clone(),
+                    kind: kind.to_owned(),
+                };
+                m.plugin_faults
+                    .get_or_create(&labels)
+                    .inner()
+                    .store(count, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks();
+            m.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        }
         let generation = self.generation();
         let now = self.shared.clock.now();
         for name in &generation.route_names {

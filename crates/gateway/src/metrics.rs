@@ -52,6 +52,16 @@ pub struct FailureLabels {
     pub class: String,
 }
 
+/// Labels of plugin fault series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFaultLabels {
+    /// The plugin's name (as it describes itself).
+    pub plugin: String,
+    /// `panic`, `contract` (output that breaks the ABI contract) or `slow` (a call over the
+    /// host's limit).
+    pub kind: String,
+}
+
 /// Labels of request series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -123,6 +133,11 @@ pub struct Metrics {
     pub(crate) config_ok: Gauge,
     /// Open client connections.
     pub(crate) client_connections: Gauge,
+    /// Tasks alive on the async runtime (refreshed at scrape time): connections, requests,
+    /// streams and background work. Flat under steady load; growth is a leak.
+    pub(crate) runtime_tasks: Gauge,
+    /// Failed calls into each loaded plugin, by kind (copied from the host's counts at scrape time).
+    pub(crate) plugin_faults: Family<PluginFaultLabels, Counter>,
     client_refused: Family<ReasonLabels, Counter>,
     client_timeouts: Family<StageLabels, Counter>,
     scrapes_refused: Counter,
@@ -349,6 +364,18 @@ impl Metrics {
             "Open client connections",
             client_connections.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive on the gateway's async runtime (connections, requests, streams, background work)",
+            runtime_tasks.clone(),
+        );
+        let plugin_faults = Family::<PluginFaultLabels, Counter>::default();
+        registry.register(
+            "plugin_faults",
+            "Calls into a plugin that panicked, broke the ABI contract or took too long, by plugin and kind",
+            plugin_faults.clone(),
+        );
         let client_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "client_connections_refused",
@@ -405,6 +432,8 @@ impl Metrics {
             reloads,
             config_ok,
             client_connections,
+            runtime_tasks,
+            plugin_faults,
             client_refused,
             client_timeouts,
             scrapes_refused,
@@ -586,11 +615,12 @@ fn unserved_outcomes() -> impl Iterator<Item = &'static str> {
 }
 
 /// The most series `/metrics` can hold for `routes` routes with `deployments` deployments in all:
-/// 13 process-wide; per route 49 (two histograms of 17 and 19 series, the retry budget, and up to 12
-/// failure outcomes); per deployment 21 (attempts, 8 failure classes, 2 token kinds, cost, served,
-/// 4 router gauges, 3 interruption actions, a stream cut after it served bytes). Counted lines, not families.
+/// 14 process-wide; per route 49 (two histograms of 17 and 19 series, the retry budget, and up to 12
+/// failure outcomes); per deployment 24 (attempts, 8 failure classes, 2 token kinds, cost, served,
+/// 4 router gauges, 3 interruption actions, a stream cut after it served bytes, and the 3 fault
+/// kinds of its plugin, which no more plugins than deployments can have). Counted lines, not families.
 pub fn series_bound(routes: usize, deployments: usize) -> usize {
-    13 + 49 * routes + 21 * deployments
+    14 + 49 * routes + 24 * deployments
 }
 
 /// A config whose metrics would exceed this many series is logged as a warning at load.
@@ -666,13 +696,13 @@ mod tests {
             );
             assert!(series.contains(&want.as_str()), "missing {want}");
         }
-        // 12 process-wide; per route 17 + 19 histogram series and the unserved outcomes; per
+        // 13 process-wide; per route 17 + 19 histogram series and the unserved outcomes; per
         // deployment 16 counters and the partly served outcomes. The 5 router gauges come from
         // the engine at scrape time.
         let unserved = GIVE_UPS.len() + UNSERVED_OUTCOMES.len();
         assert_eq!(
             series.len(),
-            12 + (17 + 19 + unserved) + (16 + PARTLY_SERVED_OUTCOMES.len()),
+            13 + (17 + 19 + unserved) + (16 + PARTLY_SERVED_OUTCOMES.len()),
             "{text}"
         );
         assert!(series.len() + 1 + 4 <= series_bound(1, 1));

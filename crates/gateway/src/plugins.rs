@@ -137,6 +137,16 @@ pub fn resolve(
 }
 
 impl PluginCache {
+    /// Every plugin loaded so far.
+    pub fn loaded(&self) -> Vec<Plugin> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Loads `path` once; later calls return the same plugin.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginLookupError> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());

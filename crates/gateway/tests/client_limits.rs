@@ -1,6 +1,9 @@
 //! Client connections under limits, with real sockets: a slowloris client, a half-sent body, idle
-//! keep-alive sockets, more connections than allowed, a client that stops reading. None of them may wedge the
-//! gateway for other clients, and a slow upstream answer is never cut by a client-side limit.
+//! keep-alive sockets (one and thousands), more connections than allowed, a client that stops
+//! reading, and malformed framing (conflicting `Content-Length` and `Transfer-Encoding`, oversized
+//! heads and bodies, JSON nested beyond any parser's depth). None of them may wedge the gateway for
+//! other clients, smuggle a second request, or get anything but a clear error; and a slow upstream
+//! answer is never cut by a client-side limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
 mod common;
@@ -46,6 +49,24 @@ async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (String, Opt
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// Sends `bytes` on a new connection and reads until the gateway closes it (or 5 s pass).
+async fn raw_exchange(h: &Harness, bytes: &[u8]) -> (String, Option<Duration>) {
+    let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    read_until_closed(&mut tcp, Duration::from_secs(5)).await
+}
+
+/// A request head for `path` with `headers` (each line without its CRLF) and the blank line.
+fn head(path: &str, headers: &[String]) -> Vec<u8> {
+    let mut out = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n");
+    for h in headers {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
 }
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -262,4 +283,216 @@ async fn a_client_that_stops_reading_its_stream_is_disconnected_and_the_attempt_
         "the upstream attempt was cancelled:\n{metrics}"
     );
     drop(tcp);
+}
+
+#[tokio::test]
+async fn conflicting_content_length_and_transfer_encoding_never_smuggle_a_request() {
+    let (h, up) = gateway("", 0).await;
+    let body = serde_json::to_vec(&request("chat")).unwrap();
+    let chunked = [
+        format!("{:x}\r\n", body.len()).into_bytes(),
+        body.clone(),
+        b"\r\n0\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    // A second request hidden after the body, for a server that framed by Content-Length.
+    let smuggled = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
+    let both = [
+        head(
+            "/v1/chat/completions",
+            &[
+                "content-length: 5".into(),
+                "transfer-encoding: chunked".into(),
+            ],
+        ),
+        chunked,
+        smuggled.to_vec(),
+    ]
+    .concat();
+    let (answer, closed) = raw_exchange(&h, &both).await;
+    // Framed by Transfer-Encoding (RFC 9112 §6.3), answered once, and the connection closed: what
+    // followed the body is never read as a request.
+    assert!(closed.is_some(), "the connection stayed open: {answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(up.stats().requests, 1);
+    // Two different lengths, or a transfer coding that is not chunked: refused, closed.
+    for framing in [
+        vec![
+            format!("content-length: {}", body.len()),
+            "content-length: 7".into(),
+        ],
+        vec![
+            "transfer-encoding: identity".into(),
+            format!("content-length: {}", body.len()),
+        ],
+    ] {
+        let (answer, closed) = raw_exchange(
+            &h,
+            &[head("/v1/chat/completions", &framing), body.clone()].concat(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
+        assert!(closed.is_some(), "{framing:?}: the connection stayed open");
+    }
+    assert_eq!(
+        up.stats().requests,
+        1,
+        "a refused request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn oversized_heads_and_bodies_are_refused_at_once_and_closed() {
+    let (h, up) = gateway("body_limit_bytes = 65536", 0).await;
+    // A header of 1 MiB, and 500 small headers: 431, closed.
+    let long = head(
+        "/v1/chat/completions",
+        &[format!("x-big: {}", "a".repeat(1 << 20))],
+    );
+    let many: Vec<String> = (0..500).map(|i| format!("x-h{i}: v")).collect();
+    for (what, bytes) in [
+        ("a 1 MiB header", long),
+        ("500 headers", head("/v1/chat/completions", &many)),
+    ] {
+        let (answer, closed) = raw_exchange(&h, &bytes).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{what}: {answer}");
+        assert!(closed.is_some(), "{what}: the connection stayed open");
+    }
+    // A declared body of a gigabyte: 413 before any of it is sent, and the connection closed (the
+    // client is still "sending" it: no body byte follows the head).
+    let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+    tcp.write_all(&head(
+        "/v1/chat/completions",
+        &["content-length: 1000000000".into()],
+    ))
+    .await
+    .unwrap();
+    let (answer, closed) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("server.body_limit_bytes"), "{answer}");
+    assert!(
+        closed.is_some(),
+        "the connection stayed open for the rest of the body"
+    );
+    // A chunked body that grows past the limit: 413 too.
+    let piece = vec![b'a'; 70_000];
+    let chunked = [
+        head(
+            "/v1/chat/completions",
+            &["transfer-encoding: chunked".into()],
+        ),
+        format!("{:x}\r\n", piece.len()).into_bytes(),
+        piece,
+        b"\r\n0\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    let (answer, _) = raw_exchange(&h, &chunked).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(up.stats().requests, 0);
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn json_nested_beyond_any_parsers_depth_is_a_400_on_every_endpoint() {
+    let (h, up) = gateway("", 0).await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies = [
+        // In a field the request reads, and in one it ignores.
+        (
+            "/v1/chat/completions",
+            format!(r#"{{"model":"chat","messages":[{{"role":"user","content":{deep}}}]}}"#),
+        ),
+        (
+            "/v1/chat/completions",
+            format!(
+                r#"{{"model":"chat","messages":[{{"role":"user","content":"hi"}}],"x":{deep}}}"#
+            ),
+        ),
+        (
+            "/v1/messages",
+            format!(
+                r#"{{"model":"chat","max_tokens":5,"messages":[{{"role":"user","content":{deep}}}]}}"#
+            ),
+        ),
+        (
+            "/v1/responses",
+            format!(r#"{{"model":"chat","input":{deep}}}"#),
+        ),
+        (
+            "/v1/embeddings",
+            format!(r#"{{"model":"chat","input":{deep}}}"#),
+        ),
+    ];
+    for (path, body) in bodies {
+        let response = h
+            .http
+            .post(h.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("recursion limit"), "{path}: {text}");
+    }
+    assert_eq!(up.stats().requests, 0);
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn thousands_of_idle_keep_alive_connections_starve_no_one_and_are_closed() {
+    const IDLE: usize = 2_000;
+    let (h, _up) = gateway("idle_timeout_ms = 8000", 0).await;
+    // Each connection makes one request, reads its answer and then sits idle, kept alive.
+    let body = serde_json::to_vec(&request("chat")).unwrap();
+    let request_bytes = [
+        head(
+            "/v1/chat/completions",
+            &[format!("content-length: {}", body.len())],
+        ),
+        body,
+    ]
+    .concat();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+        tcp.write_all(&request_bytes).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        idle.push(tcp);
+    }
+    let metrics = h.get("/metrics").await;
+    assert!(
+        metric(&metrics, "stilts_client_connections") >= IDLE as f64,
+        "{metrics}"
+    );
+    // A new client is served while they sit there.
+    let (status, _, body) = h.chat(request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    // At the idle limit every one of them is closed by the gateway.
+    let mut still_open = 0;
+    for tcp in &mut idle {
+        let (_, closed) = read_until_closed(tcp, Duration::from_secs(20)).await;
+        if closed.is_none() {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open, 0,
+        "idle keep-alive connections the gateway never closed"
+    );
+    let metrics = h.get("/metrics").await;
+    assert!(
+        metric(&metrics, "stilts_client_timeouts_total{stage=\"idle\"}") >= IDLE as f64,
+        "{metrics}"
+    );
 }

@@ -12,9 +12,20 @@
 //! [`CallError`] instead of crashing when the plugin fails or panics. A [`Plugin`] is cheap to clone and
 //! may be used from many threads; a [`StreamState`] is used by one task at a time.
 //!
+//! A broken plugin is contained, not trusted: a panic is caught inside the plugin and comes back as
+//! [`CallError::Panicked`]; output that breaks the contract (unknown status, malformed frames, a
+//! body or chunk that is not UTF-8, more than [`MAX_OUTPUT_BYTES`]) is [`CallError::Contract`]; a
+//! call that took longer than [`SLOW_CALL`] is [`CallError::TooSlow`] and its result is discarded,
+//! so the caller fails the attempt over instead of serving a plugin that stalls its threads. Each is
+//! counted per plugin ([`Plugin::faults`]) for the gateway's `stilts_plugin_faults_total`.
+//!
 //! Keys are secrets: [`DeploymentConfig`] and [`HttpRequest`] redact them in `Debug`, and no error here
 //! contains the config.
 #![allow(unsafe_code)] // reason: this module calls into the loaded library; each unsafe block has a SAFETY comment.
+
+mod self_test;
+
+pub use self_test::{SELF_TEST_KEY, SelfTestError, SelfTestReport};
 
 use std::ffi::c_void;
 use std::path::{Component, Path, PathBuf};
@@ -161,6 +172,41 @@ pub enum CallError {
     /// The plugin broke the contract (unknown status, malformed output).
     #[error("the plugin broke the ABI contract: {0}")]
     Contract(String),
+    /// The call took longer than [`SLOW_CALL`]; its result was discarded.
+    #[error("the plugin's {call} took {took_ms} ms, over the {} ms a call may take; its result was discarded", SLOW_CALL.as_millis())]
+    TooSlow {
+        /// The entry point.
+        call: &'static str,
+        /// How long it took.
+        took_ms: u64,
+    },
+}
+
+/// A plugin call slower than this is a fault: translations take microseconds, so a call this
+/// slow is a plugin stuck on a lock, a sleep or a runaway loop, holding one of the gateway's
+/// threads. Its result is discarded ([`CallError::TooSlow`]).
+pub const SLOW_CALL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The most bytes one call may return: far above any answer (a 1M-token answer is a few MiB), far
+/// below what would exhaust memory if every request got it.
+pub const MAX_OUTPUT_BYTES: usize = 64 << 20;
+
+/// Calls into one plugin that failed, by kind, since it was loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PluginFaults {
+    /// Calls that panicked (caught inside the plugin).
+    pub panics: u64,
+    /// Calls whose output broke the contract.
+    pub contract_violations: u64,
+    /// Calls slower than [`SLOW_CALL`].
+    pub slow_calls: u64,
+}
+
+#[derive(Debug, Default)]
+struct FaultCounters {
+    panics: AtomicU64,
+    contract_violations: AtomicU64,
+    slow_calls: AtomicU64,
 }
 
 /// The function pointers of a checked table, copied out once.
@@ -186,7 +232,7 @@ struct Inner {
     vt: Vtable,
     info: PluginInfo,
     abi_minor: u16,
-    panics: AtomicU64,
+    faults: FaultCounters,
 }
 
 /// A loaded, checked plugin. Cheap to clone; `Send + Sync`; the library stays loaded for the process
@@ -408,7 +454,7 @@ impl Plugin {
                 vt,
                 info,
                 abi_minor: minor,
-                panics: AtomicU64::new(0),
+                faults: FaultCounters::default(),
             }),
         })
     }
@@ -430,33 +476,69 @@ impl Plugin {
 
     /// How many calls into this plugin panicked so far (caught). A non-zero count means a broken plugin.
     pub fn panic_count(&self) -> u64 {
-        self.inner.panics.load(Ordering::Relaxed)
+        self.faults().panics
     }
 
-    fn finish(&self, status: Status, out: OwnedBytes) -> Result<OutBuf, CallError> {
+    /// The calls into this plugin that failed so far, by kind.
+    pub fn faults(&self) -> PluginFaults {
+        let f = &self.inner.faults;
+        PluginFaults {
+            panics: f.panics.load(Ordering::Relaxed),
+            contract_violations: f.contract_violations.load(Ordering::Relaxed),
+            slow_calls: f.slow_calls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A contract violation, counted.
+    fn contract(&self, message: String) -> CallError {
+        self.inner
+            .faults
+            .contract_violations
+            .fetch_add(1, Ordering::Relaxed);
+        CallError::Contract(message)
+    }
+
+    /// The output of call `call`, begun at `began`, that returned `status`: owned (freed by the
+    /// plugin when dropped), or the error it means.
+    fn finish(
+        &self,
+        status: Status,
+        out: OwnedBytes,
+        call: &'static str,
+        began: std::time::Instant,
+    ) -> Result<OutBuf, CallError> {
+        let took = began.elapsed();
         let out = OutBuf {
             buf: out,
             free: self.inner.vt.free_bytes,
         };
+        if out.bytes().len() > MAX_OUTPUT_BYTES {
+            return Err(self.contract(format!(
+                "{call} returned {} bytes, over the {MAX_OUTPUT_BYTES} one call may return",
+                out.bytes().len()
+            )));
+        }
+        if took > SLOW_CALL {
+            self.inner.faults.slow_calls.fetch_add(1, Ordering::Relaxed);
+            return Err(CallError::TooSlow {
+                call,
+                took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
         let text = || String::from_utf8_lossy(out.bytes()).into_owned();
         match status {
             Status::OK => Ok(out),
             Status::BAD_INPUT => Err(CallError::BadInput(text())),
             Status::UPSTREAM_ERROR => match serde_json::from_slice::<ErrorInfo>(out.bytes()) {
                 Ok(info) => Err(CallError::Upstream(info)),
-                Err(e) => Err(CallError::Contract(format!(
-                    "invalid upstream error info: {e}"
-                ))),
+                Err(e) => Err(self.contract(format!("invalid upstream error info: {e}"))),
             },
             Status::PANICKED => {
-                self.inner.panics.fetch_add(1, Ordering::Relaxed);
+                self.inner.faults.panics.fetch_add(1, Ordering::Relaxed);
                 Err(CallError::Panicked(text()))
             }
-            Status::INTERNAL => Err(CallError::Contract(format!("internal error: {}", text()))),
-            Status(other) => Err(CallError::Contract(format!(
-                "unknown status {other}: {}",
-                text()
-            ))),
+            Status::INTERNAL => Err(self.contract(format!("internal error: {}", text()))),
+            Status(other) => Err(self.contract(format!("unknown status {other}: {}", text()))),
         }
     }
 
@@ -490,6 +572,7 @@ impl Plugin {
         cfg_json: &[u8],
     ) -> Result<HttpRequest, CallError> {
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: both slices outlive the call; `out` is writable; the fn pointer is from a checked table of a
         // library that is never unloaded.
         let status = unsafe {
@@ -499,17 +582,23 @@ impl Plugin {
                 &mut out,
             )
         };
-        self.built(status, out, "build_request")
+        self.built(status, out, "build_request", began)
     }
 
     /// The request a build function returned: frames `[request meta JSON, body]`.
-    fn built(&self, status: Status, out: OwnedBytes, what: &str) -> Result<HttpRequest, CallError> {
-        let out = self.finish(status, out)?;
+    fn built(
+        &self,
+        status: Status,
+        out: OwnedBytes,
+        what: &'static str,
+        began: std::time::Instant,
+    ) -> Result<HttpRequest, CallError> {
+        let out = self.finish(status, out, what, began)?;
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
-            return Err(CallError::Contract(format!("{what} must return 2 frames")));
+            return Err(self.contract(format!("{what} must return 2 frames")));
         };
         let meta: RequestHead = serde_json::from_slice(parts[0])
-            .map_err(|e| CallError::Contract(format!("invalid request meta: {e}")))?;
+            .map_err(|e| self.contract(format!("invalid request meta: {e}")))?;
         Ok(HttpRequest {
             method: meta.method,
             url: meta.url,
@@ -523,14 +612,18 @@ impl Plugin {
         &self,
         status: Status,
         out: OwnedBytes,
-        what: &str,
+        what: &'static str,
+        began: std::time::Instant,
     ) -> Result<ParsedResponse, CallError> {
-        let out = self.finish(status, out)?;
+        let out = self.finish(status, out, what, began)?;
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
-            return Err(CallError::Contract(format!("{what} must return 2 frames")));
+            return Err(self.contract(format!("{what} must return 2 frames")));
         };
         let meta: ResponseMeta = serde_json::from_slice(parts[0])
-            .map_err(|e| CallError::Contract(format!("invalid response meta: {e}")))?;
+            .map_err(|e| self.contract(format!("invalid response meta: {e}")))?;
+        if std::str::from_utf8(parts[1]).is_err() {
+            return Err(self.contract(format!("{what} returned a body that is not UTF-8")));
+        }
         Ok(ParsedResponse {
             body: parts[1].to_vec(),
             usage: meta.usage,
@@ -570,6 +663,7 @@ impl Plugin {
             return Err(self.no_embeddings());
         };
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: as in build_request_with_config_json; the pointer came from a table whose size
         // covers it.
         let status = unsafe {
@@ -579,7 +673,7 @@ impl Plugin {
                 &mut out,
             )
         };
-        self.built(status, out, "build_embeddings_request")
+        self.built(status, out, "build_embeddings_request", began)
     }
 
     /// Parses a whole successful embeddings response into canonical JSON plus its usage.
@@ -599,6 +693,7 @@ impl Plugin {
         };
         let headers = encode_headers(headers)?;
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: as in parse_response; the pointer came from a table whose size covers it.
         let st = unsafe {
             parse(
@@ -608,7 +703,7 @@ impl Plugin {
                 &mut out,
             )
         };
-        let parsed = self.parsed(st, out, "parse_embeddings_response")?;
+        let parsed = self.parsed(st, out, "parse_embeddings_response", began)?;
         Ok(ParsedResponse {
             finish_reason: None,
             ..parsed
@@ -624,6 +719,7 @@ impl Plugin {
     ) -> Result<ParsedResponse, CallError> {
         let headers = encode_headers(headers)?;
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: as in build_request_with_config_json.
         let st = unsafe {
             (self.inner.vt.parse_response)(
@@ -633,7 +729,7 @@ impl Plugin {
                 &mut out,
             )
         };
-        self.parsed(st, out, "parse_response")
+        self.parsed(st, out, "parse_response", began)
     }
 
     /// Classifies an error response (any status and body).
@@ -645,6 +741,7 @@ impl Plugin {
     ) -> Result<ErrorInfo, CallError> {
         let headers = encode_headers(headers)?;
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: as in build_request_with_config_json.
         let st = unsafe {
             (self.inner.vt.classify_error)(
@@ -654,36 +751,32 @@ impl Plugin {
                 &mut out,
             )
         };
-        let out = self.finish(st, out)?;
+        let out = self.finish(st, out, "classify_error", began)?;
         serde_json::from_slice(out.bytes())
-            .map_err(|e| CallError::Contract(format!("invalid error info: {e}")))
+            .map_err(|e| self.contract(format!("invalid error info: {e}")))
     }
 
     /// Starts parsing a stream.
     pub fn stream_open(&self) -> Result<StreamState, CallError> {
         let mut state: *mut c_void = std::ptr::null_mut();
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: both out-pointers are writable for the call.
         let st = unsafe { (self.inner.vt.stream_open)(&mut state, &mut out) };
-        self.finish(st, out)?;
-        if state.is_null() {
-            return Err(CallError::Contract(
-                "stream_open returned no state".to_owned(),
-            ));
-        }
-        Ok(StreamState {
+        // A state the plugin made is owned (and freed by its Drop) whatever the call's verdict.
+        let state = (!state.is_null()).then(|| StreamState {
             ptr: state,
             owner: Arc::clone(&self.inner),
-        })
+        });
+        self.finish(st, out, "stream_open", began)?;
+        state.ok_or_else(|| self.contract("stream_open returned no state".to_owned()))
     }
 
     fn check_owner(&self, state: &StreamState) -> Result<(), CallError> {
         if Arc::ptr_eq(&self.inner, &state.owner) {
             Ok(())
         } else {
-            Err(CallError::Contract(
-                "stream state belongs to another plugin".to_owned(),
-            ))
+            Err(self.contract("stream state belongs to another plugin".to_owned()))
         }
     }
 
@@ -697,6 +790,7 @@ impl Plugin {
         self.check_owner(state)?;
         let mut out = OwnedBytes::EMPTY;
         let event = event.unwrap_or("").as_bytes();
+        let began = std::time::Instant::now();
         // SAFETY: the state is live and owned by this plugin (checked above), used by one thread at a time
         // (`&mut`); the slices outlive the call.
         let st = unsafe {
@@ -707,14 +801,15 @@ impl Plugin {
                 &mut out,
             )
         };
-        let out = self.finish(st, out)?;
+        let out = self.finish(st, out, "stream_event", began)?;
         let Some(parts) = frames::split(out.bytes()).filter(|p| !p.is_empty()) else {
-            return Err(CallError::Contract(
-                "stream_event must return at least 1 frame".to_owned(),
-            ));
+            return Err(self.contract("stream_event must return at least 1 frame".to_owned()));
         };
         let meta: StepMeta = serde_json::from_slice(parts[0])
-            .map_err(|e| CallError::Contract(format!("invalid step meta: {e}")))?;
+            .map_err(|e| self.contract(format!("invalid step meta: {e}")))?;
+        if parts[1..].iter().any(|c| std::str::from_utf8(c).is_err()) {
+            return Err(self.contract("stream_event returned a chunk that is not UTF-8".to_owned()));
+        }
         Ok(StreamStep {
             chunks: parts[1..].iter().map(|c| c.to_vec()).collect(),
             usage: meta.usage,
@@ -726,221 +821,12 @@ impl Plugin {
     pub fn stream_close(&self, state: StreamState) -> Result<StreamEnd, CallError> {
         self.check_owner(&state)?;
         let mut out = OwnedBytes::EMPTY;
+        let began = std::time::Instant::now();
         // SAFETY: as in stream_event; `state` is consumed, and freed by its Drop after this call.
         let st = unsafe { (self.inner.vt.stream_close)(state.ptr, &mut out) };
-        let out = self.finish(st, out)?;
+        let out = self.finish(st, out, "stream_close", began)?;
         serde_json::from_slice(out.bytes())
-            .map_err(|e| CallError::Contract(format!("invalid stream end: {e}")))
-    }
-
-    /// Exercises every entry point on canned input and checks the answers are well formed: a request is
-    /// built (valid JSON body, the test key placed somewhere), 429 and 500 classify as rate_limited and
-    /// server, garbage is refused without a crash, a stream closed before any event is cut, and a
-    /// canonical stream's final usage is reported (the stream usage rule, see `stream_usage_check`).
-    pub fn self_test(&self) -> Result<SelfTestReport, SelfTestError> {
-        let fail = |check: &'static str, detail: String| SelfTestError {
-            path: self.inner.path.clone(),
-            check,
-            detail,
-        };
-        let mut checks = Vec::new();
-
-        let cfg = DeploymentConfig {
-            base_url: String::new(),
-            model: "stilts-self-test-model".to_owned(),
-            api_key: Some(ApiKey::new(SELF_TEST_KEY)),
-            extra_headers: vec![("x-stilts-self-test".to_owned(), "1".to_owned())],
-            options: Default::default(),
-        };
-        for (label, req) in [
-            ("build_request", SELF_TEST_REQUEST),
-            ("build_request (stream)", SELF_TEST_STREAM_REQUEST),
-        ] {
-            let http = self
-                .build_request(req.as_bytes(), &cfg)
-                .map_err(|e| fail("build_request", e.to_string()))?;
-            if http.method.is_empty() || http.url.is_empty() {
-                return Err(fail("build_request", "empty method or url".to_owned()));
-            }
-            if serde_json::from_slice::<serde_json::Value>(&http.body).is_err() {
-                return Err(fail("build_request", "the body is not JSON".to_owned()));
-            }
-            let key_placed = http.headers.iter().any(|(_, v)| v.contains(SELF_TEST_KEY))
-                || http.url.contains(SELF_TEST_KEY);
-            if !key_placed {
-                return Err(fail(
-                    "build_request",
-                    "the API key was not placed in a header".to_owned(),
-                ));
-            }
-            if !http
-                .headers
-                .iter()
-                .any(|(n, v)| n.eq_ignore_ascii_case("x-stilts-self-test") && v == "1")
-            {
-                return Err(fail(
-                    "build_request",
-                    "extra_headers were not added".to_owned(),
-                ));
-            }
-            checks.push(format!("{label}: {} {}", http.method, http.url));
-        }
-
-        let limited = self
-            .classify_error(429, &[("retry-after".to_owned(), "2".to_owned())], b"{}")
-            .map_err(|e| fail("classify_error", e.to_string()))?;
-        if limited.class != ErrorClass::RateLimited {
-            return Err(fail(
-                "classify_error",
-                format!("429 classified as {}", limited.class),
-            ));
-        }
-        let server = self
-            .classify_error(500, &[], b"<html>oops</html>")
-            .map_err(|e| fail("classify_error", e.to_string()))?;
-        if server.class != ErrorClass::Server {
-            return Err(fail(
-                "classify_error",
-                format!("500 classified as {}", server.class),
-            ));
-        }
-        checks.push(format!(
-            "classify_error: 429 -> {}, 500 -> {}",
-            limited.class, server.class
-        ));
-
-        match self.parse_response(200, &[], b"\xff not json") {
-            Err(CallError::BadInput(_) | CallError::Upstream(_)) => {
-                checks.push("parse_response: garbage refused".to_owned())
-            }
-            other => {
-                return Err(fail(
-                    "parse_response",
-                    format!("garbage body gave {other:?}"),
-                ));
-            }
-        }
-
-        if self.inner.info.capabilities.streaming {
-            let st = self
-                .stream_open()
-                .map_err(|e| fail("stream_open", e.to_string()))?;
-            match self.stream_close(st) {
-                Ok(StreamEnd::Cut { .. }) => {}
-                other => {
-                    return Err(fail(
-                        "stream_close",
-                        format!("an empty stream must be cut, got {other:?}"),
-                    ));
-                }
-            }
-            let mut st = self
-                .stream_open()
-                .map_err(|e| fail("stream_open", e.to_string()))?;
-            match self.stream_event(&mut st, None, b"\xff{not json") {
-                Ok(StreamStep {
-                    done: Some(StreamEnd::Cut { .. } | StreamEnd::Error { .. }),
-                    ..
-                }) => {}
-                other => {
-                    return Err(fail(
-                        "stream_event",
-                        format!("invalid data must cut the stream, got {other:?}"),
-                    ));
-                }
-            }
-            checks.push("stream: empty stream is cut, invalid data cuts".to_owned());
-            checks.push(
-                self.stream_usage_check()
-                    .map_err(|detail| fail("stream usage", detail))?,
-            );
-        }
-        Ok(SelfTestReport { checks })
-    }
-
-    /// The stream usage rule (docs/plugins.md, "Streams"): feeds a canonical (OpenAI-dialect)
-    /// stream that ends with a usage-only chunk and checks that a step emitting a usage-only chunk
-    /// (`choices: []`) reports usage, the chunk's own, and that a plugin that passed the stream's
-    /// text through reported its usage at all. The gateway counts streamed tokens and cost from
-    /// the reported usage only. A plugin for another dialect emits nothing for this stream, and
-    /// the check says it could not tell. Returns the report line, or what broke the rule.
-    fn stream_usage_check(&self) -> Result<String, String> {
-        let expected: crate::canonical::Usage = serde_json::from_str(SELF_TEST_USAGE)
-            .map_err(|e| format!("the self-test's own usage is invalid: {e}"))?;
-        let mut st = self.stream_open().map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        let mut reported = None;
-        for (i, data) in self_test_usage_stream().iter().enumerate() {
-            let step = self
-                .stream_event(&mut st, None, data.as_bytes())
-                .map_err(|e| format!("event {i}: {e}"))?;
-            for chunk in &step.chunks {
-                let Ok(chunk) = serde_json::from_slice::<serde_json::Value>(chunk) else {
-                    return Err(format!("event {i}: a chunk is not JSON"));
-                };
-                if let Some(t) = chunk
-                    .pointer("/choices/0/delta/content")
-                    .and_then(|t| t.as_str())
-                {
-                    text.push_str(t);
-                }
-                let usage_only = chunk
-                    .get("choices")
-                    .and_then(|c| c.as_array())
-                    .is_some_and(Vec::is_empty);
-                if !usage_only {
-                    continue;
-                }
-                let Some(usage) = &step.usage else {
-                    return Err(format!(
-                        "event {i} emitted the usage-only chunk (`choices: []`) without reporting \
-                         usage in its step, so the gateway never counts this plugin's streamed \
-                         tokens or cost; set `StreamStep::usage` in the step that emits the chunk \
-                         (the usage rule in docs/plugins.md, Streams)"
-                    ));
-                };
-                let in_chunk = chunk.get("usage").and_then(|u| {
-                    serde_json::from_value::<crate::canonical::Usage>(u.clone()).ok()
-                });
-                if in_chunk.as_ref().is_some_and(|c| c != usage) {
-                    return Err(format!(
-                        "event {i} emitted a usage-only chunk whose usage differs from the usage \
-                         its step reported ({usage:?}); report the chunk's usage"
-                    ));
-                }
-            }
-            if step.usage.is_some() {
-                reported = step.usage;
-            }
-            if step.done.is_some() {
-                break;
-            }
-        }
-        drop(st);
-        if text != SELF_TEST_STREAM_TEXT {
-            return Ok(
-                "stream usage: not checked (the plugin did not pass a canonical stream's text \
-                 through: another dialect)"
-                    .to_owned(),
-            );
-        }
-        match reported {
-            Some(u) if u == expected => Ok(format!(
-                "stream usage: reported ({} in, {} out)",
-                u.prompt_tokens, u.completion_tokens
-            )),
-            Some(u) => Err(format!(
-                "the stream's usage was {expected:?} but the plugin reported {u:?}; report the \
-                 usage the upstream sent"
-            )),
-            None => Err(
-                "the plugin passed a canonical stream's text through but never reported the \
-                 usage of its final usage-only chunk, so the gateway never counts this plugin's \
-                 streamed tokens or cost; set `StreamStep::usage` when an event carries usage \
-                 (the usage rule in docs/plugins.md, Streams)"
-                    .to_owned(),
-            ),
-        }
+            .map_err(|e| self.contract(format!("invalid stream end: {e}")))
     }
 }
 
@@ -952,50 +838,6 @@ fn loader_path(path: &Path) -> PathBuf {
         (Some(Component::Normal(name)), None) => Path::new(".").join(name),
         _ => path.to_path_buf(),
     }
-}
-
-/// The key used by [`Plugin::self_test`] (not a real credential).
-pub const SELF_TEST_KEY: &str = "stilts-self-test-key";
-const SELF_TEST_REQUEST: &str = r#"{"model":"route","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hi."}],"max_tokens":16,"temperature":0}"#;
-const SELF_TEST_STREAM_REQUEST: &str = r#"{"model":"route","messages":[{"role":"user","content":"Say hi."}],"max_tokens":16,"stream":true}"#;
-
-const SELF_TEST_STREAM_TEXT: &str = "Hi there.";
-const SELF_TEST_USAGE: &str = r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#;
-
-/// A canonical stream as an OpenAI-dialect upstream sends it when asked for usage: text, the
-/// finish reason, the usage-only chunk, `[DONE]`.
-fn self_test_usage_stream() -> [String; 5] {
-    let head = r#""id":"chatcmpl-stilts-self-test","object":"chat.completion.chunk","created":0,"model":"stilts-self-test-model""#;
-    [
-        format!(
-            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":"Hi "}},"finish_reason":null}}]}}"#
-        ),
-        format!(
-            r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"there."}},"finish_reason":null}}]}}"#
-        ),
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}"#),
-        format!(r#"{{{head},"choices":[],"usage":{SELF_TEST_USAGE}}}"#),
-        "[DONE]".to_owned(),
-    ]
-}
-
-/// What [`Plugin::self_test`] checked.
-#[derive(Debug, Clone)]
-pub struct SelfTestReport {
-    /// One line per check passed.
-    pub checks: Vec<String>,
-}
-
-/// A failed self-test check.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{path}: self-test `{check}` failed: {detail}")]
-pub struct SelfTestError {
-    /// The plugin file.
-    pub path: PathBuf,
-    /// Which check.
-    pub check: &'static str,
-    /// What went wrong.
-    pub detail: String,
 }
 
 /// Encodes a deployment config once, for [`Plugin::build_request_with_config_json`]. The bytes contain the
@@ -1136,21 +978,5 @@ mod tests {
         let err = Plugin::load("libc.so.6").unwrap_err();
         assert!(matches!(err, LoadError::NotFound { .. }), "{err}");
         assert!(err.to_string().contains("./libc.so.6"), "{err}");
-    }
-
-    #[test]
-    fn the_self_test_stream_is_canonical_and_ends_with_the_usage_only_chunk() {
-        let events = self_test_usage_stream();
-        let mut text = String::new();
-        for data in &events[..4] {
-            let chunk: crate::canonical::ChatChunk = serde_json::from_str(data).unwrap();
-            if let Some(c) = chunk.choices.first() {
-                text.push_str(c.delta.content.as_deref().unwrap_or(""));
-            }
-        }
-        assert_eq!(text, SELF_TEST_STREAM_TEXT);
-        let last: serde_json::Value = serde_json::from_str(&events[3]).unwrap();
-        assert_eq!(last["choices"], serde_json::json!([]));
-        assert_eq!(last["usage"]["total_tokens"], 12);
     }
 }

@@ -187,6 +187,14 @@ pub(crate) async fn read_request(
     }
     let deadline = deadline_header(headers).map_err(|e| Refused::from(*e))?;
     let (limit, body_timeout) = gateway.body_limits();
+    // A declared length over the limit is refused before a byte of the body is read, and the
+    // connection closed (the unread body would otherwise be taken as the next request).
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(Refused {
+            error: too_large(limit),
+            close: true,
+        });
+    }
     let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
     let Ok(read) = read else {
         gateway.metrics().client_timeout("body_read");
@@ -211,15 +219,7 @@ pub(crate) async fn read_request(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return Err(ApiError::plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    "request_too_large",
-                    format!(
-                        "the request body is larger than {limit} bytes (server.body_limit_bytes)"
-                    ),
-                )
-                .into());
+                return Err(too_large(limit).into());
             }
             // The client stopped mid-upload or sent a broken body: its fault, not a size problem.
             Err(ApiError::plain(
@@ -231,6 +231,16 @@ pub(crate) async fn read_request(
             .into())
         }
     }
+}
+
+/// The 413 of a body over `limit` bytes.
+fn too_large(limit: usize) -> ApiError {
+    ApiError::plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "request_too_large",
+        format!("the request body is larger than {limit} bytes (server.body_limit_bytes)"),
+    )
 }
 
 /// The client's `X-Stilts-Deadline-Ms`: a whole number of milliseconds from 1. A value above the
