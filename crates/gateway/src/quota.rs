@@ -185,4 +185,83 @@ mod tests {
             Some((0, MAX_RESET))
         );
     }
+
+    /// Fuzzing the headers (issue: every parser fed from outside): any bytes in any of the
+    /// headers read, each vendor's or both at once, never panic, and what is read is bounded: a
+    /// reset within [`MAX_RESET`], a count that came from a header.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NAMES: [&str; 13] = [
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+            "anthropic-ratelimit-tokens-limit",
+        ];
+
+        /// A header value: plausible (numbers at their edges, durations, RFC 3339 times) or any
+        /// visible bytes a header can carry.
+        fn value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop_oneof![
+                    Just("0".to_owned()),
+                    Just("18446744073709551615".to_owned()),
+                    Just("18446744073709551616".to_owned()),
+                    Just("-1".to_owned()),
+                    Just("1e309".to_owned()),
+                    Just("NaN".to_owned()),
+                    Just("99999999999999999999h".to_owned()),
+                    Just("1h2m3.5s".to_owned()),
+                    Just("0.000000001s".to_owned()),
+                    Just("9999-12-31T23:59:59Z".to_owned()),
+                    Just("1970-01-01T00:00:00Z".to_owned()),
+                    Just("2026-13-45T99:99:99+25:00".to_owned()),
+                    any::<u64>().prop_map(|n| n.to_string()),
+                    (0.0f64..1e12).prop_map(|f| format!("{f}s")),
+                    "[0-9]{1,30}(ms|s|m|h|d|us|ns)?",
+                ]
+                .prop_map(String::into_bytes),
+                proptest::collection::vec(0x20u8..0x7f, 0..64),
+                proptest::collection::vec(any::<u8>(), 0..32),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            #[test]
+            fn fuzz_rate_limit_headers(
+                picked in proptest::collection::vec((0..NAMES.len(), value()), 0..10),
+                now_s in 0u64..4_102_444_800,
+            ) {
+                let mut h = HeaderMap::new();
+                for (name, bytes) in &picked {
+                    // Bytes a header cannot carry never reach the parser.
+                    if let Ok(v) = http::HeaderValue::from_bytes(bytes) {
+                        h.insert(NAMES[*name], v);
+                    }
+                }
+                let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_s);
+                if let Some(q) = from_headers(&h, now) {
+                    for (left, reset) in [q.requests, q.tokens].into_iter().flatten() {
+                        prop_assert!(reset <= MAX_RESET, "{reset:?} from {h:?}");
+                        let shown = left.to_string();
+                        prop_assert!(
+                            h.values().any(|v| v.to_str().is_ok_and(|t| t.trim() == shown)),
+                            "{left} is in no header: {h:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -175,3 +175,159 @@ proptest! {
         check(aimed(&body, to_route, stream));
     }
 }
+
+/// The Messages and Responses ingresses under the same contract as chat: the handler (what
+/// `POST /v1/messages`, `/v1/messages/count_tokens` and `/v1/responses` run) answers any body with
+/// a success or a 4xx in the dialect's error shape, never a 5xx (the upstream is healthy), streams
+/// end, and no body counts against the provider.
+mod dialects {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::State;
+    use http_body_util::BodyExt;
+    use stilts_gateway::ingress::{messages, responses};
+
+    #[derive(Clone, Copy, Debug)]
+    enum Endpoint {
+        Messages,
+        CountTokens,
+        Responses,
+    }
+
+    fn check_dialect(endpoint: Endpoint, body: Vec<u8>) {
+        let w = world();
+        let shown = body.escape_ascii().to_string();
+        let (status, text) = w.rt.block_on(async {
+            let gateway = w.gateway.clone();
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                "anthropic-version",
+                http::HeaderValue::from_static("2023-06-01"),
+            );
+            let request = Body::from(body.clone());
+            let response = match endpoint {
+                Endpoint::Messages => messages::handle(State(gateway), headers, request).await,
+                Endpoint::CountTokens => {
+                    messages::count_tokens(State(gateway), headers, request).await
+                }
+                Endpoint::Responses => responses::handle(State(gateway), headers, request).await,
+            };
+            let status = response.status();
+            // A stream is read to its end, as a client would.
+            let collected =
+                tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
+                    .await
+                    .expect("an answer did not end");
+            let bytes = collected.map(|c| c.to_bytes()).unwrap_or_default();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        });
+        assert!(
+            status.is_success() || status.is_client_error(),
+            "{endpoint:?}: {status} for {shown}: {text}"
+        );
+        if status.is_client_error() {
+            let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{endpoint:?}: a {status} that is not JSON ({e}): {text}")
+            });
+            let message = match endpoint {
+                Endpoint::Messages | Endpoint::CountTokens => {
+                    assert_eq!(json["type"], "error", "{endpoint:?}: {text}");
+                    &json["error"]["message"]
+                }
+                Endpoint::Responses => &json["error"]["message"],
+            };
+            assert!(
+                message.as_str().is_some_and(|m| !m.is_empty()),
+                "{endpoint:?}: a {status} without a message: {text}"
+            );
+        }
+        let status = w.gateway.status_json();
+        let provider = &status["routes"]["chat"]["providers"][0];
+        assert_eq!(provider["breaker"]["state"], "closed", "{status}");
+        for (class, n) in provider["failures"].as_object().unwrap() {
+            if class != "bad_request" {
+                assert_eq!(
+                    n, 0,
+                    "{endpoint:?}: a client's body counted as a {class} failure: {shown}"
+                );
+            }
+        }
+    }
+
+    /// The harness reaches the upstream: every seed is answered with a 200.
+    #[test]
+    fn fuzz_dialect_seeds_are_answered() {
+        let w = world();
+        for (endpoint, folder) in [
+            (Endpoint::Messages, "messages-request"),
+            (Endpoint::CountTokens, "messages-request"),
+            (Endpoint::Responses, "responses-request"),
+        ] {
+            for seed in corpus(folder) {
+                let mut seed: Value = serde_json::from_slice(&seed).unwrap();
+                if matches!(endpoint, Endpoint::CountTokens) {
+                    // A count takes only what shapes the prompt.
+                    let obj = seed.as_object_mut().unwrap();
+                    obj.retain(|k, _| {
+                        ["model", "messages", "system", "tools", "tool_choice"]
+                            .contains(&k.as_str())
+                    });
+                }
+                let body = serde_json::to_vec(&seed).unwrap();
+                let gateway = w.gateway.clone();
+                let status = w.rt.block_on(async {
+                    let request = Body::from(body.clone());
+                    let mut headers = http::HeaderMap::new();
+                    headers.insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    let response = match endpoint {
+                        Endpoint::Messages => {
+                            messages::handle(State(gateway), headers, request).await
+                        }
+                        Endpoint::CountTokens => {
+                            messages::count_tokens(State(gateway), headers, request).await
+                        }
+                        Endpoint::Responses => {
+                            responses::handle(State(gateway), headers, request).await
+                        }
+                    };
+                    response.status()
+                });
+                assert_eq!(
+                    status,
+                    200,
+                    "{endpoint:?}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_gateway_messages_body(
+            body in inputs(corpus("messages-request"), REQUEST_DICT, Structure::Whole(JSON)),
+            to_route in prop::bool::weighted(0.9),
+            stream in prop::option::of(any::<bool>()),
+            count in prop::bool::weighted(0.2),
+        ) {
+            let endpoint = if count { Endpoint::CountTokens } else { Endpoint::Messages };
+            check_dialect(endpoint, aimed(&body, to_route, stream));
+        }
+
+        #[test]
+        fn fuzz_gateway_responses_body(
+            body in inputs(corpus("responses-request"), REQUEST_DICT, Structure::Whole(JSON)),
+            to_route in prop::bool::weighted(0.9),
+            stream in prop::option::of(any::<bool>()),
+        ) {
+            check_dialect(Endpoint::Responses, aimed(&body, to_route, stream));
+        }
+    }
+}
