@@ -137,6 +137,8 @@ struct Log {
     retries: u64,
     /// Failovers to an untried provider with headroom, which the budget does not charge.
     free_failovers: u64,
+    /// Attempts after a call's first sent to the provider that fails every attempt, if any.
+    extra_to_failing: u64,
     first_at: Option<Instant>,
     last_at: Instant,
 }
@@ -149,9 +151,15 @@ struct Harness {
     open_until: BTreeMap<String, Instant>,
     reversed: bool,
     log: Log,
+    /// A provider (by name) whose every attempt fails with a server error.
+    failing: Option<String>,
 }
 
 impl Harness {
+    fn name_of(&self, p: ProviderId) -> &str {
+        &self.router.config().providers[p.index()].name
+    }
+
     fn drive(&mut self, index: usize) {
         let probes = self.router.config().breaker.half_open_probes;
         let before: Vec<BreakerState> = self
@@ -193,6 +201,11 @@ impl Harness {
                 assert!(attempt.number <= self.setup.max_attempts);
                 if attempt.number > 1 {
                     self.log.retries += 1;
+                }
+                let to_failing = self.failing.as_deref()
+                    == Some(&self.router.config().providers[attempt.provider.index()].name);
+                if attempt.number > 1 && to_failing {
+                    self.log.extra_to_failing += 1;
                 }
                 a.in_flight.push(attempt);
             }
@@ -274,9 +287,19 @@ impl Harness {
             }
             _ if n > 0 => {
                 let i = usize::from(op.action / 4) % n;
+                let failing = self.active[i]
+                    .in_flight
+                    .last()
+                    .is_some_and(|t| self.failing.as_deref() == Some(self.name_of(t.provider)));
                 let a = &mut self.active[i];
                 if let Some(attempt) = a.in_flight.pop() {
-                    let result = if self.now >= attempt.deadline {
+                    let result = if failing {
+                        Outcome::Failure {
+                            class: ErrorClass::Server,
+                            latency: Duration::from_millis(u64::from(op.latency_ms)),
+                            retry_after: None,
+                        }
+                    } else if self.now >= attempt.deadline {
                         Outcome::Failure {
                             class: ErrorClass::Timeout,
                             latency: Duration::from_millis(u64::from(op.latency_ms)),
@@ -318,7 +341,12 @@ impl Harness {
 }
 
 fn run(setup: &Setup, ops: &[Op]) -> Log {
+    run_with(setup, ops, None)
+}
+
+fn run_with(setup: &Setup, ops: &[Op], failing: Option<&str>) -> Log {
     let mut h = Harness {
+        failing: failing.map(str::to_owned),
         router: build(setup),
         setup: setup.clone(),
         now: Instant::from_secs(1),
@@ -363,6 +391,37 @@ proptest! {
         prop_assert!(log.free_failovers <= log.retries);
         let charged = log.retries - log.free_failovers;
         prop_assert!(charged as f64 <= bound + 1e-9, "{} charged retries > bound {}", charged, bound);
+    }
+
+    /// The budget bounds the extra load on any one provider: a provider that fails every attempt
+    /// receives, beyond the first attempts of calls, no more than the budget allows plus one free
+    /// failover per breaker window in which it had no recent calls (a failover is free only to a
+    /// provider with headroom, which a provider failing every call has only with an empty window).
+    #[test]
+    fn a_failing_provider_gets_no_more_extra_load_than_the_budget(
+        setup in setup(),
+        ops in proptest::collection::vec(op(), 1..400),
+        which in 0usize..6,
+        tight in any::<bool>(),
+    ) {
+        // Half the cases with no budget at all, where only free failovers can reach it.
+        let mut setup = setup;
+        if tight {
+            setup.ratio = 0.0;
+            setup.min_per_second = 0.0;
+            setup.providers = setup.providers.max(2);
+        }
+        let name = format!("p{}", which % setup.providers);
+        let log = run_with(&setup, &ops, Some(&name));
+        let span = log.last_at.saturating_since(log.first_at.unwrap_or(log.last_at)).as_secs_f64();
+        let holds = (span / 9.0).ceil() + 1.0;
+        let budget = setup.ratio * log.requests as f64 + setup.min_per_second * 10.0 * holds;
+        // The breaker window is 30 s: one free failover each time it emptied.
+        let free = (span / 30.0).ceil() + 1.0;
+        prop_assert!(
+            log.extra_to_failing as f64 <= budget + free + 1e-9,
+            "{} extra attempts to the failing {} > budget {} + {} free", log.extra_to_failing, name, budget, free
+        );
     }
 
     /// The same seed and inputs give the same decision sequence.
