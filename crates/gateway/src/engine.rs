@@ -717,6 +717,21 @@ impl Gateway {
                 extra_headers: d.extra_headers.clone(),
                 options: d.options.clone(),
             };
+            if d.prefill_continuation {
+                // The continuation request is built now, once, so an option the plugin cannot
+                // use for it is a config error here rather than a failed stream later.
+                if let Err(stilts_plugin::host::CallError::BadInput(problem)) =
+                    plugin.build_request(CONTINUATION_PROBE.as_bytes(), &cfg)
+                {
+                    return Err(BuildError {
+                        path: at("options"),
+                        problem: format!(
+                            "the {} plugin cannot build a continuation request for this deployment: {problem}",
+                            info.name
+                        ),
+                    });
+                }
+            }
             let connect = route.router.providers[i].timeouts.connect;
             let metrics = self.shared.metrics.deployment(&route.name, &d.name);
             let dep = Deployment::new(d.name.clone(), plugin, &cfg, connect, metrics).map_err(
@@ -1009,6 +1024,9 @@ impl Gateway {
         m.encode()
     }
 }
+
+/// A request ending with a partial assistant message: what a continuation sends.
+const CONTINUATION_PROBE: &str = r#"{"model":"m","messages":[{"role":"user","content":"Say hello."},{"role":"assistant","content":"Hel"}],"stream":true}"#;
 
 fn seed_for(route: &str) -> u64 {
     // FNV-1a of the name mixed with the process start: reproducible per route name within a

@@ -506,7 +506,7 @@ async fn continuation_is_refused_for_a_plugin_that_cannot_do_it() {
     std::fs::write(
         &path,
         with_plugin(&format!(
-            "{SERVER}[[routes.s.deployments]]\nname = \"a\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"m\"\nprefill_continuation = true\n",
+            "{SERVER}[[routes.s.deployments]]\nname = \"a\"\nplugin = \"GEMINI\"\nbase_url = \"{}\"\nmodel = \"m\"\nprefill_continuation = true\n",
             a.base_url()
         )),
     )

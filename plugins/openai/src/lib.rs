@@ -12,6 +12,14 @@
 //! * `include_usage` (bool, default true): add `stream_options.include_usage` to streaming requests. Set
 //!   false for a server that rejects `stream_options`.
 //! * `organization`, `project` (strings): sent as `OpenAI-Organization` / `OpenAI-Project`.
+//! * `continuation` (string): how the deployment's server continues a final assistant message, for
+//!   exact continuation of a cut stream (with `prefill_continuation = true` on the deployment):
+//!   `"partial"` (the server continues a trailing partial assistant turn as it is: llama.cpp,
+//!   Ollama), `"continue_final_message"` (vLLM: adds `continue_final_message: true` and
+//!   `add_generation_prompt: false`) or `"prefix"` (DeepSeek, Mistral: marks the final assistant
+//!   message `prefix: true`). Applied to any request whose last message is the assistant's. Unset,
+//!   requests are sent as they are; OpenAI's own API does not continue a final assistant message, so
+//!   an OpenAI deployment must not declare continuation.
 
 use serde_json::{Map, Value};
 use stilts_plugin::canonical::{ChatRequest, FinishReason, StreamOptions, Usage};
@@ -62,7 +70,9 @@ impl Translator for OpenAi {
         .collect();
         Capabilities {
             streaming: true,
-            prefill_continuation: false,
+            // Only where the deployment's server continues a final assistant message: the
+            // deployment declares it, and names the form in `options.continuation`.
+            prefill_continuation: true,
             context_windows,
             embeddings: true,
         }
@@ -178,7 +188,21 @@ impl Translator for OpenAi {
                 .get_or_insert_with(StreamOptions::default);
             opts.include_usage = Some(true);
         }
-        let body = serde_json::to_vec(&req).map_err(|e| PluginError::BadInput(e.to_string()))?;
+        let form = continuation_form(cfg)?;
+        let continues = req
+            .messages
+            .last()
+            .is_some_and(|m| m.role == stilts_plugin::canonical::Role::Assistant);
+        let body = match form {
+            Some(form) if continues => {
+                let mut value =
+                    serde_json::to_value(&req).map_err(|e| PluginError::BadInput(e.to_string()))?;
+                form.apply(&mut value);
+                serde_json::to_vec(&value)
+            }
+            _ => serde_json::to_vec(&req),
+        }
+        .map_err(|e| PluginError::BadInput(e.to_string()))?;
         Ok(HttpRequest {
             method: "POST".to_owned(),
             url: format!("{}/chat/completions", cfg.base_url_or(DEFAULT_BASE_URL)),
@@ -399,6 +423,58 @@ fn peek_response(body: &[u8]) -> Option<ParsedResponse> {
 }
 
 /// The headers of a request to deployment `cfg`: JSON, the key as a bearer token, the
+/// How a server continues a final assistant message (`options.continuation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContinuationForm {
+    /// The trailing assistant message is continued as it is.
+    Partial,
+    /// vLLM's `continue_final_message: true` with `add_generation_prompt: false`.
+    ContinueFinalMessage,
+    /// DeepSeek's and Mistral's `prefix: true` on the final assistant message.
+    Prefix,
+}
+
+impl ContinuationForm {
+    /// Writes the form into a request body whose last message is the assistant's.
+    fn apply(self, body: &mut Value) {
+        let Some(obj) = body.as_object_mut() else {
+            return;
+        };
+        match self {
+            ContinuationForm::Partial => {}
+            ContinuationForm::ContinueFinalMessage => {
+                obj.insert("continue_final_message".to_owned(), Value::Bool(true));
+                obj.insert("add_generation_prompt".to_owned(), Value::Bool(false));
+            }
+            ContinuationForm::Prefix => {
+                if let Some(last) = obj
+                    .get_mut("messages")
+                    .and_then(Value::as_array_mut)
+                    .and_then(|m| m.last_mut())
+                    .and_then(Value::as_object_mut)
+                {
+                    last.insert("prefix".to_owned(), Value::Bool(true));
+                }
+            }
+        }
+    }
+}
+
+/// The deployment's `options.continuation`, if set; a value that names no form is refused.
+fn continuation_form(cfg: &DeploymentConfig) -> Result<Option<ContinuationForm>, PluginError> {
+    let Some(value) = cfg.options.get("continuation") else {
+        return Ok(None);
+    };
+    match value.as_str() {
+        Some("partial") => Ok(Some(ContinuationForm::Partial)),
+        Some("continue_final_message") => Ok(Some(ContinuationForm::ContinueFinalMessage)),
+        Some("prefix") => Ok(Some(ContinuationForm::Prefix)),
+        _ => Err(PluginError::BadInput(format!(
+            "options.continuation is {value}; use \"partial\" (llama.cpp, Ollama), \"continue_final_message\" (vLLM) or \"prefix\" (DeepSeek, Mistral)"
+        ))),
+    }
+}
+
 /// organization and project options, then the deployment's extra headers.
 fn request_headers(cfg: &DeploymentConfig, stream: bool) -> Vec<(String, String)> {
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
@@ -642,5 +718,74 @@ mod tests {
             );
         }
         assert!(peek_response(bodies[0].as_bytes()).is_some());
+    }
+
+    fn continuation_cfg(form: Option<&str>) -> DeploymentConfig {
+        let mut options = Map::new();
+        if let Some(f) = form {
+            options.insert("continuation".to_owned(), Value::from(f));
+        }
+        DeploymentConfig {
+            model: "m".to_owned(),
+            options,
+            ..DeploymentConfig::default()
+        }
+    }
+
+    fn continuation_body(form: Option<&str>, last_role: &str) -> Value {
+        let req = ChatRequest::from_json(
+            format!(
+                r#"{{"model":"x","stream":true,"messages":[{{"role":"user","content":"Say hello."}},{{"role":"{last_role}","content":"Hel"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let built = OpenAi.build_request(&req, &continuation_cfg(form)).unwrap();
+        serde_json::from_slice(&built.body).unwrap()
+    }
+
+    #[test]
+    fn each_continuation_form_is_written_only_after_a_final_assistant_message() {
+        let vllm = continuation_body(Some("continue_final_message"), "assistant");
+        assert_eq!(vllm["continue_final_message"], true);
+        assert_eq!(vllm["add_generation_prompt"], false);
+        let prefix = continuation_body(Some("prefix"), "assistant");
+        assert_eq!(prefix["messages"][1]["prefix"], true);
+        assert!(prefix.get("continue_final_message").is_none());
+        let partial = continuation_body(Some("partial"), "assistant");
+        assert_eq!(partial, continuation_body(None, "assistant"));
+        assert!(partial["messages"][1].get("prefix").is_none());
+        // A request that ends with the user's message is sent as it is.
+        for form in ["continue_final_message", "prefix"] {
+            let body = continuation_body(Some(form), "user");
+            assert!(
+                body.get("continue_final_message").is_none(),
+                "{form}: {body}"
+            );
+            assert!(
+                body["messages"][1].get("prefix").is_none(),
+                "{form}: {body}"
+            );
+        }
+        // The text is kept exactly.
+        assert_eq!(vllm["messages"][1]["content"], "Hel");
+    }
+
+    #[test]
+    fn an_unknown_continuation_form_is_refused_with_the_choices() {
+        let req =
+            ChatRequest::from_json(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#)
+                .unwrap();
+        for bad in [Value::from("vllm"), Value::from(true)] {
+            let mut cfg = continuation_cfg(None);
+            cfg.options.insert("continuation".to_owned(), bad.clone());
+            let Err(PluginError::BadInput(m)) = OpenAi.build_request(&req, &cfg) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(
+                m.contains("continue_final_message") && m.contains("prefix"),
+                "{m}"
+            );
+        }
     }
 }
