@@ -120,7 +120,13 @@ fn check(body: Vec<u8>) {
             }
         }
     }
-    let status = w.gateway.status_json();
+    assert_no_provider_failure(&shown);
+}
+
+/// No client body counted against the provider: its breaker is closed and it has no failure but
+/// `bad_request`.
+fn assert_no_provider_failure(shown: &str) {
+    let status = world().gateway.status_json();
     let provider = &status["routes"]["chat"]["providers"][0];
     assert_eq!(provider["breaker"]["state"], "closed", "{status}");
     for (class, n) in provider["failures"].as_object().unwrap() {
@@ -194,28 +200,31 @@ mod dialects {
         Responses,
     }
 
+    /// Runs the handler of `endpoint` on `body`, as the server would for a request.
+    async fn call(endpoint: Endpoint, body: Vec<u8>) -> axum::response::Response {
+        let gateway = world().gateway.clone();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static("2023-06-01"),
+        );
+        let request = Body::from(body);
+        match endpoint {
+            Endpoint::Messages => messages::handle(State(gateway), headers, request).await,
+            Endpoint::CountTokens => messages::count_tokens(State(gateway), headers, request).await,
+            Endpoint::Responses => responses::handle(State(gateway), headers, request).await,
+        }
+    }
+
     fn check_dialect(endpoint: Endpoint, body: Vec<u8>) {
         let w = world();
         let shown = body.escape_ascii().to_string();
         let (status, text) = w.rt.block_on(async {
-            let gateway = w.gateway.clone();
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                "content-type",
-                http::HeaderValue::from_static("application/json"),
-            );
-            headers.insert(
-                "anthropic-version",
-                http::HeaderValue::from_static("2023-06-01"),
-            );
-            let request = Body::from(body.clone());
-            let response = match endpoint {
-                Endpoint::Messages => messages::handle(State(gateway), headers, request).await,
-                Endpoint::CountTokens => {
-                    messages::count_tokens(State(gateway), headers, request).await
-                }
-                Endpoint::Responses => responses::handle(State(gateway), headers, request).await,
-            };
+            let response = call(endpoint, body.clone()).await;
             let status = response.status();
             // A stream is read to its end, as a client would.
             let collected =
@@ -245,17 +254,7 @@ mod dialects {
                 "{endpoint:?}: a {status} without a message: {text}"
             );
         }
-        let status = w.gateway.status_json();
-        let provider = &status["routes"]["chat"]["providers"][0];
-        assert_eq!(provider["breaker"]["state"], "closed", "{status}");
-        for (class, n) in provider["failures"].as_object().unwrap() {
-            if class != "bad_request" {
-                assert_eq!(
-                    n, 0,
-                    "{endpoint:?}: a client's body counted as a {class} failure: {shown}"
-                );
-            }
-        }
+        assert_no_provider_failure(&format!("{endpoint:?}: {shown}"));
     }
 
     /// The harness reaches the upstream: every seed is answered with a 200.
@@ -278,27 +277,8 @@ mod dialects {
                     });
                 }
                 let body = serde_json::to_vec(&seed).unwrap();
-                let gateway = w.gateway.clone();
-                let status = w.rt.block_on(async {
-                    let request = Body::from(body.clone());
-                    let mut headers = http::HeaderMap::new();
-                    headers.insert(
-                        "content-type",
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    let response = match endpoint {
-                        Endpoint::Messages => {
-                            messages::handle(State(gateway), headers, request).await
-                        }
-                        Endpoint::CountTokens => {
-                            messages::count_tokens(State(gateway), headers, request).await
-                        }
-                        Endpoint::Responses => {
-                            responses::handle(State(gateway), headers, request).await
-                        }
-                    };
-                    response.status()
-                });
+                let status =
+                    w.rt.block_on(async { call(endpoint, body.clone()).await.status() });
                 assert_eq!(
                     status,
                     200,
