@@ -49,8 +49,11 @@ fn world() -> &'static World {
             let text = format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nreload_poll_ms = 0\n\
                  [routes.chat]\nrouter = {{ policy = \"priority\" }}\n\
-                 [[routes.chat.deployments]]\nname = \"mock\"\nplugin = \"{}\"\n\
-                 base_url = \"http://{}/v1\"\nmodel = \"mock-model\"\n",
+                 [[routes.chat.deployments]]\nname = \"mock\"\nplugin = \"{0}\"\n\
+                 base_url = \"http://{1}/v1\"\nmodel = \"mock-model\"\n\
+                 [routes.emb]\nkind = \"embeddings\"\nrouter = {{ policy = \"priority\" }}\n\
+                 [[routes.emb.deployments]]\nname = \"mock\"\nplugin = \"{0}\"\n\
+                 base_url = \"http://{1}/v1\"\nmodel = \"mock-embedding\"\n",
                 plugin.display(),
                 mock.addr()
             );
@@ -127,14 +130,16 @@ fn check(body: Vec<u8>) {
 /// `bad_request`.
 fn assert_no_provider_failure(shown: &str) {
     let status = world().gateway.status_json();
-    let provider = &status["routes"]["chat"]["providers"][0];
-    assert_eq!(provider["breaker"]["state"], "closed", "{status}");
-    for (class, n) in provider["failures"].as_object().unwrap() {
-        if class != "bad_request" {
-            assert_eq!(
-                n, 0,
-                "a client's body counted as a {class} failure: {shown}"
-            );
+    for route in ["chat", "emb"] {
+        let provider = &status["routes"][route]["providers"][0];
+        assert_eq!(provider["breaker"]["state"], "closed", "{status}");
+        for (class, n) in provider["failures"].as_object().unwrap() {
+            if class != "bad_request" {
+                assert_eq!(
+                    n, 0,
+                    "a client's body counted as a {class} failure on {route}: {shown}"
+                );
+            }
         }
     }
 }
@@ -182,8 +187,9 @@ proptest! {
     }
 }
 
-/// The Messages and Responses ingresses under the same contract as chat: the handler (what
-/// `POST /v1/messages`, `/v1/messages/count_tokens` and `/v1/responses` run) answers any body with
+/// The Messages, Responses and embeddings ingresses under the same contract as chat: the handler
+/// (what `POST /v1/messages`, `/v1/messages/count_tokens`, `/v1/responses` and `/v1/embeddings`
+/// run) answers any body with
 /// a success or a 4xx in the dialect's error shape, never a 5xx (the upstream is healthy), streams
 /// end, and no body counts against the provider.
 mod dialects {
@@ -191,13 +197,14 @@ mod dialects {
     use axum::body::Body;
     use axum::extract::State;
     use http_body_util::BodyExt;
-    use stilts_gateway::ingress::{messages, responses};
+    use stilts_gateway::ingress::{embeddings, messages, responses};
 
     #[derive(Clone, Copy, Debug)]
     enum Endpoint {
         Messages,
         CountTokens,
         Responses,
+        Embeddings,
     }
 
     /// Runs the handler of `endpoint` on `body`, as the server would for a request.
@@ -217,6 +224,7 @@ mod dialects {
             Endpoint::Messages => messages::handle(State(gateway), headers, request).await,
             Endpoint::CountTokens => messages::count_tokens(State(gateway), headers, request).await,
             Endpoint::Responses => responses::handle(State(gateway), headers, request).await,
+            Endpoint::Embeddings => embeddings::handle(State(gateway), headers, request).await,
         }
     }
 
@@ -247,7 +255,7 @@ mod dialects {
                     assert_eq!(json["type"], "error", "{endpoint:?}: {text}");
                     &json["error"]["message"]
                 }
-                Endpoint::Responses => &json["error"]["message"],
+                Endpoint::Responses | Endpoint::Embeddings => &json["error"]["message"],
             };
             assert!(
                 message.as_str().is_some_and(|m| !m.is_empty()),
@@ -265,6 +273,7 @@ mod dialects {
             (Endpoint::Messages, "messages-request"),
             (Endpoint::CountTokens, "messages-request"),
             (Endpoint::Responses, "responses-request"),
+            (Endpoint::Embeddings, "embeddings-request"),
         ] {
             for seed in corpus(folder) {
                 let mut seed: Value = serde_json::from_slice(&seed).unwrap();
@@ -308,6 +317,21 @@ mod dialects {
             stream in prop::option::of(any::<bool>()),
         ) {
             check_dialect(Endpoint::Responses, aimed(&body, to_route, stream));
+        }
+
+        #[test]
+        fn fuzz_gateway_embeddings_body(
+            body in inputs(corpus("embeddings-request"), REQUEST_DICT, Structure::Whole(JSON)),
+            to_route in prop::bool::weighted(0.9),
+        ) {
+            let mut body = aimed(&body, false, None);
+            if to_route {
+                if let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body) {
+                    obj.insert("model".into(), Value::from("emb"));
+                    body = serde_json::to_vec(&obj).unwrap();
+                }
+            }
+            check_dialect(Endpoint::Embeddings, body);
         }
     }
 }

@@ -226,7 +226,7 @@ pub fn judge_stream(dialect: Dialect, body: &[u8]) -> Outcome {
     }
 }
 
-/// Requests sent in one window of [`WINDOW`], by what became of them.
+/// Requests sent in one window of the timeline, by what became of them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WindowTally {
     /// Sent.
@@ -241,14 +241,19 @@ pub struct WindowTally {
     pub late: u64,
 }
 
-/// The timeline's window.
-pub const WINDOW: Duration = Duration::from_secs(5);
+/// The timeline's window for a run of `duration`: 5 s, or a 24th of a longer run (whole seconds),
+/// so the report has at most about 24 rows.
+pub fn window_for(duration: Duration) -> Duration {
+    Duration::from_secs((duration.as_secs() / 24).max(5))
+}
 
 /// What the generator counted.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Per [`WINDOW`] of send time.
+    /// Per window of send time ([`window_for`] the run).
     pub timeline: Vec<WindowTally>,
+    /// That window.
+    pub window: Duration,
     /// Requests sent.
     pub sent: u64,
     /// Due requests not sent because [`MAX_IN_FLIGHT`] were in flight.
@@ -289,7 +294,7 @@ impl Tally {
         let entry = self.by_kind.entry(kind).or_default();
         entry.0 += 1;
         let on_time = took <= deadline + LATE_GRACE;
-        let w = (sent_at.as_secs() / WINDOW.as_secs()) as usize;
+        let w = (sent_at.as_secs() / self.window.as_secs().max(1)) as usize;
         if self.timeline.len() <= w {
             self.timeline.resize(w + 1, WindowTally::default());
         }
@@ -347,6 +352,7 @@ pub async fn run(
         .timeout(deadline + LOST_MARGIN)
         .build()?;
     let tally = Arc::new(Mutex::new(Tally {
+        window: window_for(duration),
         latency_us: hdrhistogram::Histogram::new_with_bounds(1, 120_000_000, 3).ok(),
         ..Tally::default()
     }));

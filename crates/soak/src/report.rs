@@ -345,7 +345,7 @@ impl Run {
             s,
             "\n| sent at (s) | sent | answered | clear errors | lost | late | gateway RSS (MiB) | descriptors | tasks |\n|---|---|---|---|---|---|---|---|---|"
         );
-        let window = crate::load::WINDOW;
+        let window = t.window.max(Duration::from_secs(1));
         for (i, w) in t.timeline.iter().enumerate() {
             let from = window * i as u32;
             let sample = self
