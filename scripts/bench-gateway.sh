@@ -42,20 +42,12 @@ REDIS_PORT="${REDIS_PORT:-19104}"
 CLUSTER_PORT="${CLUSTER_PORT:-19105}"
 SIBLING_PORT="${SIBLING_PORT:-19106}"
 WORK="$(mktemp -d)"
-# Placement: the gateway alone on the last core this script may use, everything else on the others
-# (the allowed cores are read from the affinity mask: a container's cpuset need not start at 0).
-read -r GW_CPUS REST_CPUS CORES < <(python3 -c '
-import os
-cpus = sorted(os.sched_getaffinity(0))
-print(cpus[-1], ",".join(map(str, cpus[:-1])) or "-", len(cpus))')
-if [ "${PIN:-1}" = 1 ] && [ "$CORES" -ge 2 ]; then
-    ON_GW=(taskset -c "$GW_CPUS")
-    ON_REST=(taskset -c "$REST_CPUS")
+# Placement: the gateway alone on the last core this script may use, everything else on the others.
+. "$ROOT/scripts/placement.sh"
+if [ "$PINNED" = 1 ]; then
     PLACEMENT="gateway alone on core $GW_CPUS, load generator and fake upstream on cores $REST_CPUS"
     GW_SCOPE="on one core"
 else
-    ON_GW=()
-    ON_REST=()
     PLACEMENT="not pinned (the scheduler places the gateway, load generator and fake upstream)"
     GW_SCOPE="not pinned"
 fi

@@ -82,17 +82,10 @@ done
 
 WORK="$(mktemp -d)"
 mkdir -p "$WORK/res" "$CACHE"
-read -r GW_CPUS REST_CPUS CORES < <(python3 -c '
-import os
-cpus = sorted(os.sched_getaffinity(0))
-print(cpus[-1], ",".join(map(str, cpus[:-1])) or "-", len(cpus))')
-if [ "${PIN:-1}" = 1 ] && [ "$CORES" -ge 2 ]; then
-    ON_GW=(taskset -c "$GW_CPUS")
-    ON_REST=(taskset -c "$REST_CPUS")
+. "$ROOT/scripts/placement.sh"
+if [ "$PINNED" = 1 ]; then
     PLACEMENT="each proxy alone on core $GW_CPUS; load generator, stream client and fake upstream on cores $REST_CPUS"
 else
-    ON_GW=()
-    ON_REST=()
     PLACEMENT="not pinned (the scheduler places everything)"
 fi
 PIDS=()

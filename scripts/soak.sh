@@ -29,23 +29,17 @@ echo "== building stilts, its plugins and stilts-soak (release)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # Placement: with 2 or more cores the gateway runs alone on the last one and the load generator
-# with the fake upstreams on the others (as scripts/bench-gateway.sh places them); PIN=0 leaves it
-# to the scheduler.
-read -r GW_CPUS REST_CPUS CORES < <(python3 -c '
-import os
-cpus = sorted(os.sched_getaffinity(0))
-print(cpus[-1], ",".join(map(str, cpus[:-1])) or "-", len(cpus))')
-PLACE=()
+# with the fake upstreams on the others; PIN=0 leaves it to the scheduler.
+. "$ROOT/scripts/placement.sh"
 GW_PLACE=()
-if [ "${PIN:-1}" = 1 ] && [ "$CORES" -ge 2 ]; then
-    PLACE=(taskset -c "$REST_CPUS")
+if [ "$PINNED" = 1 ]; then
     GW_PLACE=(--gateway-cpus "$GW_CPUS")
 fi
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 status=0
-${PLACE[@]+"${PLACE[@]}"} "$TARGET/release/stilts-soak" --stilts "$TARGET/release/stilts" \
+${ON_REST[@]+"${ON_REST[@]}"} "$TARGET/release/stilts-soak" --stilts "$TARGET/release/stilts" \
     --duration-s "$DURATION" --rate "$RATE" --work-dir "$WORK" --markdown "$WORK/report.md" \
     ${GW_PLACE[@]+"${GW_PLACE[@]}"} || status=$?
 if [ "$status" -ne 0 ] && [ -f "$WORK/gateway.log" ]; then
