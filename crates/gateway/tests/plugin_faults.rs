@@ -19,22 +19,7 @@ fn faulty_plugin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faulty-plugin");
-        let plugin_crate = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugin")
-            .canonicalize()
-            .unwrap();
-        let manifest = std::fs::read_to_string(src.join("Cargo.toml"))
-            .unwrap()
-            .replace("STILTS_PLUGIN_PATH", plugin_crate.to_str().unwrap());
-        let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
-        plugin_build::build_out_of_tree(
-            &plugin_build::target_dir()
-                .join("plugin-fixtures")
-                .join("faulty-plugin-src"),
-            &[("Cargo.toml", manifest), ("src/lib.rs", lib)],
-            &[],
-            "plugin-fixtures/faulty-target",
-        )
+        plugin_build::build_fixture_plugin(&src, "faulty-plugin", &[])
     })
     .clone()
 }

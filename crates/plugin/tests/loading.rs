@@ -45,27 +45,12 @@ fn bad_plugin(features: &str, extra: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad-plugin");
-    let plugin_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .canonicalize()
-        .unwrap();
-    let manifest = std::fs::read_to_string(src.join("Cargo.toml"))
-        .unwrap()
-        .replace("STILTS_PLUGIN_PATH", plugin_path.to_str().unwrap());
-    let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
-    let dir = common::target_dir()
-        .join("plugin-fixtures")
-        .join("bad-plugin-src");
     let mut args = Vec::new();
     if !features.is_empty() {
         args.extend(["--features", features]);
     }
     args.extend_from_slice(extra);
-    let built = common::build_out_of_tree(
-        &dir,
-        &[("Cargo.toml", manifest), ("src/lib.rs", lib)],
-        &args,
-        "plugin-fixtures/target",
-    );
+    let built = common::build_fixture_plugin(&src, "bad-plugin", &args);
     // Keep a per-variant copy: the next variant's build overwrites the same output file.
     let keep = common::target_dir().join("plugin-fixtures").join(format!(
         "bad-{}{}",

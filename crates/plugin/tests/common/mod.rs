@@ -85,6 +85,26 @@ pub fn workspace_plugin(package: &str, release: bool) -> PathBuf {
     path
 }
 
+/// Builds a fixture plugin crate kept in the repository at `src` (a `Cargo.toml` in which
+/// `STILTS_PLUGIN_PATH` stands for the stilts-plugin crate, and `src/lib.rs`) out of the tree, in
+/// `target/plugin-fixtures/<name>-src`, with the cargo `args`; returns the built library. The
+/// fixtures are their own workspaces, which cargo refuses inside this one, hence the copy.
+pub fn build_fixture_plugin(src: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let plugin_crate = workspace_root().join("crates/plugin");
+    let manifest = std::fs::read_to_string(src.join("Cargo.toml"))
+        .unwrap()
+        .replace("STILTS_PLUGIN_PATH", plugin_crate.to_str().unwrap());
+    let lib = std::fs::read_to_string(src.join("src/lib.rs")).unwrap();
+    build_out_of_tree(
+        &target_dir()
+            .join("plugin-fixtures")
+            .join(format!("{name}-src")),
+        &[("Cargo.toml", manifest), ("src/lib.rs", lib)],
+        args,
+        &format!("plugin-fixtures/{name}-target"),
+    )
+}
+
 /// Writes an out-of-tree crate into `dir` (files: relative path → contents), with the workspace's
 /// Cargo.lock so it resolves from the local cache, builds it and returns its library. Builds share one
 /// target directory per test binary, so stilts-plugin compiles once.
