@@ -131,9 +131,12 @@ struct ReqState<C> {
     tries: [u32; crate::scenario::MAX_WORLD_PROVIDERS],
 }
 
-struct AttemptState<A> {
+struct AttemptState<A, C> {
     req: u32,
     attempt: A,
+    /// A probe whose call ended before it did: it runs to its end and is recorded on this copy of
+    /// the call (the core's contract, `Attempt::is_probe`), its answer discarded.
+    detached: Option<(C, Request)>,
     provider: usize,
     send: u64,
     /// The attempt's timer as made at its send (each resolution walks a copy).
@@ -156,7 +159,7 @@ struct Engine<'a, S: Strategy> {
     scenario: &'a Scenario,
     strategy: S,
     reqs: Slab<ReqState<S::Call>>,
-    atts: Slab<AttemptState<S::Attempt>>,
+    atts: Slab<AttemptState<S::Attempt, S::Call>>,
     heap: BinaryHeap<Item>,
     seq: u64,
     wakes: u32,
@@ -463,6 +466,7 @@ impl<S: Strategy> Engine<'_, S> {
         let (att, generation) = self.atts.insert(AttemptState {
             req: id,
             attempt: send.attempt,
+            detached: None,
             provider: p,
             send: now,
             timer: send.timer,
@@ -533,9 +537,23 @@ impl<S: Strategy> Engine<'_, S> {
             Some(a) if a.res.at == now => {}
             _ => return, // cancelled, or rescheduled (a stale entry)
         }
-        let Some(a) = self.atts.remove(att) else {
+        let Some(mut a) = self.atts.remove(att) else {
             return;
         };
+        if let Some((mut call, req)) = a.detached.take() {
+            let (outcome, _) = attempt_outcome(
+                &mut self.strategy,
+                &mut self.metrics,
+                self.scenario,
+                &self.providers,
+                &a,
+                &call,
+                &req,
+                now,
+            );
+            self.strategy.record(&mut call, a.attempt, outcome, now);
+            return;
+        }
         let Some(Some(rs)) = self
             .reqs
             .slots
@@ -549,61 +567,23 @@ impl<S: Strategy> Engine<'_, S> {
             rs.live.copy_within(i + 1..rs.n_live, i);
             rs.n_live -= 1;
         }
-        let latency = Duration::from_nanos(now - a.send);
-        let outcome = if let End::Answered = a.res.end {
-            if let Some(window) = &self.providers[a.provider].rate_window {
-                // The answer's rate-limit headers, as of its arrival.
-                let (left, frees_in) = window.report(now);
-                self.strategy
-                    .note_quota(&rs.call, a.attempt, left, frees_in, now);
-            }
-            let price = self.scenario.price(a.provider, &rs.req);
-            self.metrics.attempt_succeeded(a.provider, price);
-            if let Some(t) = a.res.first_token {
-                rs.first_token_at = Some(rs.first_token_at.map_or(t, |f| f.min(t)));
-            }
-            Outcome::Success {
-                latency,
-                first_token: a.res.first_token.map(|t| Duration::from_nanos(t - a.send)),
-                usage: Usage {
-                    input_tokens: u64::from(rs.req.input_tokens),
-                    output_tokens: u64::from(rs.req.output_tokens),
-                },
-            }
-        } else if a.res.first_token.is_some()
-            && matches!(
-                a.res.end,
-                End::Expired {
-                    cause: Cause::CallDeadline,
-                    ..
-                }
-            )
-            && self.strategy.deadline_is_clients(&rs.call)
-        {
-            // A stream was flowing when the client's own deadline ended it: not the provider's
-            // failure (the gateway records it so too).
-            if let Some(t) = a.res.first_token {
-                rs.first_token_at = Some(rs.first_token_at.map_or(t, |f| f.min(t)));
-            }
-            self.metrics.cancelled += 1;
-            Outcome::Cancelled
-        } else {
-            let (class, retry_after) = match a.res.end {
-                End::Failed { class, retry_after } => (class, retry_after),
-                End::Expired { .. } | End::Answered => (ErrorClass::Timeout, None),
-            };
-            self.metrics.attempt_failed(class);
-            if let Some(t) = a.res.first_token {
-                // Bytes of a stream reached the client: only exact continuation may follow.
-                rs.first_token_at = Some(rs.first_token_at.map_or(t, |f| f.min(t)));
-                self.strategy.commit_stream(&mut rs.call);
-            }
-            Outcome::Failure {
-                class,
-                latency,
-                retry_after: retry_after.map(Duration::from_nanos),
-            }
-        };
+        let (outcome, committed) = attempt_outcome(
+            &mut self.strategy,
+            &mut self.metrics,
+            self.scenario,
+            &self.providers,
+            &a,
+            &rs.call,
+            &rs.req,
+            now,
+        );
+        if let Some(t) = a.res.first_token {
+            rs.first_token_at = Some(rs.first_token_at.map_or(t, |f| f.min(t)));
+        }
+        if committed {
+            // Bytes of a stream reached the client: only exact continuation may follow.
+            self.strategy.commit_stream(&mut rs.call);
+        }
         self.strategy.record(&mut rs.call, a.attempt, outcome, now);
         self.step(a.req, now);
     }
@@ -614,6 +594,17 @@ impl<S: Strategy> Engine<'_, S> {
             return;
         };
         for &att in &rs.live[..rs.n_live] {
+            let detached = self
+                .atts
+                .slots
+                .get_mut(att as usize)
+                .and_then(|s| s.1.as_mut());
+            if let Some(a) = detached {
+                if let Some(call) = self.strategy.detach(&rs.call, &a.attempt) {
+                    a.detached = Some((call, rs.req));
+                    continue;
+                }
+            }
             if let Some(a) = self.atts.remove(att) {
                 self.strategy
                     .record(&mut rs.call, a.attempt, Outcome::Cancelled, now);
@@ -643,6 +634,66 @@ impl<S: Strategy> Engine<'_, S> {
             self.metrics.failed(reason);
         }
     }
+}
+
+/// How an attempt ended, as its call's strategy is told, with the attempt's counts in `metrics`;
+/// and whether stream bytes of it reached the client before it failed (the call is then committed).
+#[allow(clippy::too_many_arguments)] // the engine's disjoint fields, borrowed apart
+fn attempt_outcome<S: Strategy>(
+    strategy: &mut S,
+    metrics: &mut Metrics,
+    scenario: &Scenario,
+    providers: &[ProviderRuntime],
+    a: &AttemptState<S::Attempt, S::Call>,
+    call: &S::Call,
+    req: &Request,
+    now: u64,
+) -> (Outcome, bool) {
+    let latency = Duration::from_nanos(now - a.send);
+    if let End::Answered = a.res.end {
+        if let Some(window) = &providers[a.provider].rate_window {
+            // The answer's rate-limit headers, as of its arrival.
+            let (left, frees_in) = window.report(now);
+            strategy.note_quota(call, a.attempt, left, frees_in, now);
+        }
+        let price = scenario.price(a.provider, req);
+        metrics.attempt_succeeded(a.provider, price);
+        let outcome = Outcome::Success {
+            latency,
+            first_token: a.res.first_token.map(|t| Duration::from_nanos(t - a.send)),
+            usage: Usage {
+                input_tokens: u64::from(req.input_tokens),
+                output_tokens: u64::from(req.output_tokens),
+            },
+        };
+        return (outcome, false);
+    }
+    if a.res.first_token.is_some()
+        && matches!(
+            a.res.end,
+            End::Expired {
+                cause: Cause::CallDeadline,
+                ..
+            }
+        )
+        && strategy.deadline_is_clients(call)
+    {
+        // A stream was flowing when the client's own deadline ended it: not the provider's
+        // failure (the gateway records it so too).
+        metrics.cancelled += 1;
+        return (Outcome::Cancelled, false);
+    }
+    let (class, retry_after) = match a.res.end {
+        End::Failed { class, retry_after } => (class, retry_after),
+        End::Expired { .. } | End::Answered => (ErrorClass::Timeout, None),
+    };
+    metrics.attempt_failed(class);
+    let outcome = Outcome::Failure {
+        class,
+        latency,
+        retry_after: retry_after.map(Duration::from_nanos),
+    };
+    (outcome, a.res.first_token.is_some())
 }
 
 #[cfg(test)]

@@ -87,6 +87,12 @@ pub(crate) trait Strategy {
     fn deadline_is_clients(&self, _call: &Self::Call) -> bool {
         false
     }
+    /// When `call` ends with `attempt` still in flight: a copy of the call to record the attempt
+    /// on when it ends by itself (a probe, which the core asks to run to its end), or `None` to
+    /// cancel it. The baselines have no probes.
+    fn detach(&self, _call: &Self::Call, _attempt: &Self::Attempt) -> Option<Self::Call> {
+        None
+    }
     /// Breaker trips and hedges per world provider at the end of the run.
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64);
 }
@@ -237,6 +243,13 @@ impl Strategy for Stilts<'_> {
 
     fn deadline_is_clients(&self, call: &ReplicaCall) -> bool {
         call.call.deadline_is_clients()
+    }
+
+    fn detach(&self, call: &ReplicaCall, attempt: &Attempt) -> Option<ReplicaCall> {
+        attempt.is_probe().then(|| ReplicaCall {
+            replica: call.replica,
+            call: call.call.clone(),
+        })
     }
 
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64) {

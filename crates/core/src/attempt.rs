@@ -42,4 +42,11 @@ impl Attempt {
     pub fn is_stream(&self) -> bool {
         self.stream
     }
+
+    /// Whether this attempt is a half-open breaker's probe. When its call ends first (another
+    /// attempt answered, or the call gave up), do not cancel it: let it run to its own end, discard
+    /// its answer, and record its outcome, so the breaker learns whether the provider is back.
+    pub fn is_probe(&self) -> bool {
+        self.probe.is_some()
+    }
 }

@@ -172,6 +172,10 @@ pub struct HedgeConfig {
     /// Send a second attempt to another provider when the first has not answered after this long.
     /// Unset (the default) disables hedging. Hedges draw on the retry budget.
     pub delay_ms: Option<u64>,
+    /// Hedge a half-open breaker's probe at once to another provider, so a user whose request
+    /// probes a provider that may still be down is answered by the other either way; the probe
+    /// runs to its end and its outcome decides the breaker. Default true.
+    pub probes: Option<bool>,
 }
 
 /// Per-attempt timeouts, enforced by the core's [`AttemptTimer`](crate::AttemptTimer) (connect:
@@ -401,6 +405,8 @@ pub struct ValidConfig {
     pub budget: BudgetSettings,
     /// Hedge delay, if hedging is on.
     pub hedge_delay: Option<Duration>,
+    /// Hedge half-open probes at once (`hedge.probes`).
+    pub hedge_probes: bool,
     /// Peak-EWMA decay.
     pub latency_decay: Duration,
     /// Assumed latency before any sample.
@@ -686,6 +692,7 @@ impl RouterConfig {
                 None => None,
                 Some(_) => Some(positive_ms("hedge.delay_ms", self.hedge.delay_ms, 1)?),
             },
+            hedge_probes: self.hedge.probes.unwrap_or(true),
             latency_decay: positive_ms("latency.decay_ms", self.latency.decay_ms, 10_000)?,
             latency_default: positive_ms("latency.default_ms", self.latency.default_ms, 1_000)?,
             spend,

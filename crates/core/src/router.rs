@@ -154,12 +154,14 @@ pub enum Decision {
     },
     /// Attempts are in flight and nothing else is planned: wait for their outcomes.
     Pending,
-    /// A provider answered; the call is over. Cancel (and record) any attempt still in flight.
+    /// A provider answered; the call is over. Cancel (and record) any attempt still in flight,
+    /// except probes ([`Attempt::is_probe`]): let them end by themselves and record them.
     Done {
         /// The provider whose answer won, or `None` if a config reload removed it since.
         provider: Option<ProviderId>,
     },
-    /// The call failed. Cancel (and record) any attempt still in flight.
+    /// The call failed. Cancel (and record) any attempt still in flight, except probes, as for
+    /// [`Decision::Done`].
     GiveUp(GiveUp),
 }
 
@@ -186,6 +188,9 @@ pub struct Call {
     in_flight: u32,
     last_send: Instant,
     hedged: bool,
+    /// A half-open probe of this call is in flight (or was): hedge it once, at once.
+    probing: bool,
+    probe_hedged: bool,
     same_provider_retries: u32,
     wait_until: Instant,
     backoff_served: bool,
@@ -334,6 +339,17 @@ const MINUTE_NANOS: u64 = 60_000_000_000;
 /// The least share of its calls a provider must have answered (as its breaker last knew) to get
 /// panic traffic.
 const PANIC_MIN_ANSWERED: f64 = 0.25;
+
+/// Why the router sends an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendKind {
+    /// The call's next attempt: its first, a retry or a failover.
+    Plain,
+    /// A hedge after `hedge.delay_ms` of silence: charged to the retry budget.
+    Hedge,
+    /// A hedge of a half-open probe, sent at once: charged as the failover it replaces.
+    ProbeHedge,
+}
 
 /// The routing engine of one route: sans-IO, deterministic, driven entirely by its caller.
 ///
@@ -564,6 +580,8 @@ impl Router {
             in_flight: 0,
             last_send: now,
             hedged: false,
+            probing: false,
+            probe_hedged: false,
             same_provider_retries: 0,
             wait_until: Instant::ZERO,
             backoff_served: false,
@@ -667,7 +685,7 @@ impl Router {
             call.rate_limited.remove(p);
             // Waited out once; if it says 429 again, fall to the next tier.
             call.waited_out.insert(p);
-            return self.send(call, p, false, usable, now);
+            return self.send(call, p, SendKind::Plain, usable, now);
         }
 
         if let Some(p) = self.preferred_worth_retrying(call, available, best_untried, now) {
@@ -675,7 +693,7 @@ impl Router {
                 return wait;
             }
             call.same_provider_retries += 1;
-            return self.send(call, p, false, usable, now);
+            return self.send(call, p, SendKind::Plain, usable, now);
         }
 
         let provider = if !untried.is_empty() {
@@ -698,7 +716,7 @@ impl Router {
             self.choose(candidates, call, now)
         };
         match provider {
-            Some(p) => self.send(call, p, false, usable, now),
+            Some(p) => self.send(call, p, SendKind::Plain, usable, now),
             None => self.nothing_available(call, &blocked, now),
         }
     }
@@ -757,6 +775,21 @@ impl Router {
     }
 
     fn plan_hedge(&mut self, call: &mut Call, now: Instant) -> Decision {
+        if call.probing
+            && !call.probe_hedged
+            && self.config.hedge_probes
+            && call.attempts < self.config.max_attempts
+        {
+            // The user's request went out as a probe of a provider that may still be down: hedge
+            // it at once, so the user is answered either way. The probe runs to its end (see
+            // `Attempt::is_probe`) and decides the breaker. Charged as the failover it replaces.
+            call.probe_hedged = true;
+            let (available, _) = self.available(call, now);
+            let untried = available.minus(call.tried);
+            if let Some(p) = self.choose(untried, call, now) {
+                return self.send(call, p, SendKind::ProbeHedge, available, now);
+            }
+        }
         let Some(delay) = self.config.hedge_delay else {
             return Decision::Pending;
         };
@@ -774,7 +807,7 @@ impl Router {
         let (available, _) = self.available(call, now);
         let untried = available.minus(call.tried);
         match self.choose(untried, call, now) {
-            Some(p) => self.send(call, p, true, available, now),
+            Some(p) => self.send(call, p, SendKind::Hedge, available, now),
             None => Decision::Pending,
         }
     }
@@ -1028,17 +1061,18 @@ impl Router {
         &mut self,
         call: &mut Call,
         p: ProviderId,
-        is_hedge: bool,
+        kind: SendKind,
         usable: ProviderSet,
         now: Instant,
     ) -> Decision {
+        let is_hedge = kind != SendKind::Plain;
         // The budget protects a struggling provider from extra load. A failover to a provider this
         // call has not tried, whose breaker is closed and whose recent calls mostly succeed, adds
         // load only where there is headroom: it is free, or a spike would keep requests away from
         // an idle, healthy fallback (as Envoy's per-cluster budgets charge the cluster that
         // receives the retry). Retries of a tried provider, hedges and failovers to a failing
         // provider are charged.
-        let free_failover = !is_hedge
+        let free_failover = kind != SendKind::Hedge
             && !call.tried.contains(p)
             && self.health[p.index()].breaker.has_headroom(now);
         if call.attempts > 0 && !free_failover && !self.budget.try_withdraw(now) {
@@ -1054,6 +1088,7 @@ impl Router {
         let admitted = health.breaker.admits(now, &self.config.breaker);
         let probe = admitted.flatten();
         health.breaker.on_send(probe);
+        call.probing |= probe.is_some();
         health
             .quota
             .spend(u64::from(call.input_tokens) + u64::from(call.output_tokens));

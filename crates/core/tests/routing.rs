@@ -628,6 +628,130 @@ fn hedges_after_the_delay_to_another_provider() {
     );
 }
 
+/// Trips `a`'s breaker (five server errors) and returns when it is half-open.
+fn trip_a(r: &mut stilts_core::Router) -> Instant {
+    let mut now = Instant::ZERO;
+    for _ in 0..5 {
+        let t = run_call(r, now, |name, _| match name {
+            "a" => fail(ErrorClass::Server),
+            _ => ok(10),
+        });
+        now = t.end_at;
+    }
+    let a = id(r, "a");
+    assert!(matches!(r.breaker_state(a, now), BreakerState::Open { .. }));
+    let later = now + Duration::from_secs(5);
+    assert!(matches!(
+        r.breaker_state(a, later),
+        BreakerState::HalfOpen { .. }
+    ));
+    later
+}
+
+/// A user's request that probes a half-open provider is hedged at once to the next one, at no
+/// cost to the retry budget: the user is answered either way. The probe runs to its end after the
+/// call and its outcome decides the breaker.
+#[test]
+fn a_half_open_probe_is_hedged_at_once_and_still_decides_the_breaker() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        // No budget at all: the hedge replaces the failover the user would get anyway.
+        c.budget.ratio = Some(0.0);
+        c.budget.min_per_second = Some(0.0);
+    });
+    let (a, b) = (id(&r, "a"), id(&r, "b"));
+    let mut now = trip_a(&mut r);
+    for probe_number in 1..=2 {
+        let mut call = r.begin(RequestMeta::default(), now);
+        let Decision::Send(probe) = r.next_attempt(&mut call, now) else {
+            panic!("no probe")
+        };
+        assert_eq!(probe.provider, a);
+        assert!(probe.is_probe() && !probe.is_hedge);
+        // At the same instant: the hedge.
+        let Decision::Send(hedge) = r.next_attempt(&mut call, now) else {
+            panic!("the probe was not hedged at once")
+        };
+        assert_eq!(hedge.provider, b);
+        assert!(hedge.is_hedge && !hedge.is_probe());
+        assert_eq!(r.next_attempt(&mut call, now), Decision::Pending);
+        let answered = now + Duration::from_millis(300);
+        r.record(&mut call, hedge, ok(300), answered);
+        assert_eq!(
+            r.next_attempt(&mut call, answered),
+            Decision::Done { provider: Some(b) }
+        );
+        // The probe is not cancelled: it ends later, after the call, and counts.
+        now = now + Duration::from_secs(2);
+        r.record(&mut call, probe, ok(2_000), now);
+        let state = r.breaker_state(a, now);
+        if probe_number == 1 {
+            assert!(matches!(state, BreakerState::HalfOpen { .. }), "{state:?}");
+        } else {
+            assert_eq!(state, BreakerState::Closed);
+        }
+    }
+    // Closed: a plain call again, no hedge.
+    let mut call = r.begin(RequestMeta::default(), now);
+    let Decision::Send(plain) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    assert!(plain.provider == a && !plain.is_probe());
+    assert_eq!(r.next_attempt(&mut call, now), Decision::Pending);
+    r.record(&mut call, plain, ok(10), now);
+    assert!(r.status(now).iter().all(|s| s.in_flight == 0));
+}
+
+#[test]
+fn a_probe_that_fails_after_its_call_ended_reopens_the_breaker() {
+    let mut r = router(&["a", "b"], priority);
+    let a = id(&r, "a");
+    let now = trip_a(&mut r);
+    let mut call = r.begin(RequestMeta::default(), now);
+    let Decision::Send(probe) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    let Decision::Send(hedge) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    r.record(&mut call, hedge, ok(100), now + Duration::from_millis(100));
+    assert!(matches!(
+        r.next_attempt(&mut call, now + Duration::from_millis(100)),
+        Decision::Done { .. }
+    ));
+    let later = now + Duration::from_secs(10);
+    r.record(
+        &mut call,
+        probe,
+        Outcome::Failure {
+            class: ErrorClass::Timeout,
+            latency: Duration::from_secs(10),
+            retry_after: None,
+        },
+        later,
+    );
+    assert!(matches!(
+        r.breaker_state(a, later),
+        BreakerState::Open { .. }
+    ));
+}
+
+#[test]
+fn probe_hedging_can_be_turned_off() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.hedge.probes = Some(false);
+    });
+    let now = trip_a(&mut r);
+    let mut call = r.begin(RequestMeta::default(), now);
+    let Decision::Send(probe) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    assert!(probe.is_probe());
+    assert_eq!(r.next_attempt(&mut call, now), Decision::Pending);
+    r.record(&mut call, probe, ok(10), now);
+}
+
 #[test]
 fn reload_keeps_state_of_providers_that_stay() {
     let mut r = router(&["a", "b"], |c| {

@@ -268,8 +268,61 @@ const MAX_TURNS: u32 = 1_000;
 
 impl Driver {
     /// Runs decisions until one attempt produces a `T` (an answer, or a stream past its first
-    /// token) or the router gives up. Attempts still running are cancelled and recorded.
+    /// token) or the router gives up. Attempts still running are cancelled and recorded, except
+    /// probes of a half-open breaker: they run on, detached from the request, and are recorded
+    /// when they end (the core's contract, `Attempt::is_probe`).
     pub async fn run<T, F>(&mut self, mut start: F) -> LoopEnd<T>
+    where
+        T: Settle + Send + 'static,
+        F: FnMut(Attempt, Arc<Deployment>, Clock) -> AttemptFuture<T>,
+    {
+        let mut probes: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
+        let end = self.turns(&mut start, &mut probes).await;
+        self.detach_probes(probes);
+        if !matches!(end, LoopEnd::Won(..)) {
+            self.guard.cancel_pending();
+        }
+        end
+    }
+
+    /// Hands the probes still in flight to a task of their own, which records each when it ends
+    /// (an answer is discarded; a stream is closed at its first token) and then ends.
+    fn detach_probes<T: Settle + Send + 'static>(
+        &mut self,
+        mut probes: FuturesUnordered<AttemptFuture<T>>,
+    ) {
+        if probes.is_empty() {
+            return;
+        }
+        let attempts = self.guard.take_probes();
+        let mut guard = CallGuard {
+            route: Arc::clone(&self.guard.route),
+            call: self.guard.call.clone(),
+            pending: attempts,
+            clock: self.guard.clock,
+            spent: (Usage::default(), 0.0),
+        };
+        tokio::spawn(async move {
+            while let Some((attempt, deployment, result, latency)) = probes.next().await {
+                let outcome = match result {
+                    Ok(value) => value.settle(latency),
+                    Err(failure) if failure.refused_by_plugin => Outcome::Cancelled,
+                    Err(failure) => Outcome::Failure {
+                        class: failure.class,
+                        latency,
+                        retry_after: failure.retry_after,
+                    },
+                };
+                guard.record(attempt, outcome, &deployment);
+            }
+        });
+    }
+
+    async fn turns<T, F>(
+        &mut self,
+        start: &mut F,
+        probes: &mut FuturesUnordered<AttemptFuture<T>>,
+    ) -> LoopEnd<T>
     where
         T: Send + 'static,
         F: FnMut(Attempt, Arc<Deployment>, Clock) -> AttemptFuture<T>,
@@ -281,7 +334,12 @@ impl Driver {
             let wake = match decision {
                 Decision::Send(attempt) => {
                     if let Some(d) = deployment {
-                        in_flight.push(start(attempt, d, clock));
+                        let future = start(attempt, d, clock);
+                        if attempt.is_probe() {
+                            probes.push(future);
+                        } else {
+                            in_flight.push(future);
+                        }
                     }
                     continue;
                 }
@@ -293,25 +351,30 @@ impl Driver {
                     // means a raced success was already taken: cannot happen with one winner.
                     break;
                 }
-                Decision::GiveUp(g) => {
-                    self.guard.cancel_pending();
-                    return LoopEnd::Failed(g);
-                }
+                Decision::GiveUp(g) => return LoopEnd::Failed(g),
             };
             let t0 = std::time::Instant::now();
+            let idle = in_flight.is_empty() && probes.is_empty();
             let next = match wake {
                 Some(at) => {
                     tokio::select! {
                         biased;
                         r = in_flight.next(), if !in_flight.is_empty() => r,
+                        r = probes.next(), if !probes.is_empty() => r,
                         () = tokio::time::sleep_until(clock.tokio(at)) => None,
                     }
                 }
-                None if in_flight.is_empty() => {
+                None if idle => {
                     // Pending with nothing in flight: cannot happen; give up cleanly.
                     break;
                 }
-                None => in_flight.next().await,
+                None => {
+                    tokio::select! {
+                        biased;
+                        r = in_flight.next(), if !in_flight.is_empty() => r,
+                        r = probes.next(), if !probes.is_empty() => r,
+                    }
+                }
             };
             self.waited += t0.elapsed();
             let Some((attempt, deployment, result, latency)) = next else {
@@ -319,7 +382,7 @@ impl Driver {
             };
             match result {
                 Ok(value) => {
-                    // Keep the winner; cancel the rest.
+                    // Keep the winner; cancel the rest (but probes, which the caller detaches).
                     drop(in_flight);
                     return LoopEnd::Won(attempt, deployment, value, latency);
                 }
@@ -327,7 +390,6 @@ impl Driver {
                     // Nothing reached the provider: neutral for its health, not an attempt the
                     // client is told about, not a provider failure in the metrics.
                     self.guard.record(attempt, Outcome::Cancelled, &deployment);
-                    self.guard.cancel_pending();
                     self.refused += 1;
                     return LoopEnd::Refused(deployment, failure);
                 }
@@ -367,7 +429,6 @@ impl Driver {
                 }
             }
         }
-        self.guard.cancel_pending();
         LoopEnd::Failed(GiveUp {
             reason: GiveUpReason::NoHealthyProvider,
             last_error: self.guard.call.last_error(),
@@ -568,7 +629,42 @@ impl Driver {
     }
 }
 
+/// What a detached probe's result tells the router when it ends (the result itself is dropped).
+pub(crate) trait Settle {
+    /// The outcome of an attempt that produced `self` after `latency`.
+    fn settle(self, latency: Duration) -> Outcome;
+}
+
+impl Settle for Answer {
+    fn settle(self, latency: Duration) -> Outcome {
+        Outcome::Success {
+            latency,
+            first_token: None,
+            usage: self.usage,
+        }
+    }
+}
+
+impl Settle for stream::Opened {
+    /// A stream past its first token: the provider is back. It is closed here, so only the tokens
+    /// sent so far are billed (none are known: usage comes at a stream's end).
+    fn settle(self, latency: Duration) -> Outcome {
+        Outcome::Success {
+            latency,
+            first_token: Some(latency),
+            usage: Usage::default(),
+        }
+    }
+}
+
 impl CallGuard {
+    /// Takes the probes out of the pending attempts (a detached task records them).
+    fn take_probes(&mut self) -> Vec<Attempt> {
+        let (probes, rest) = self.pending.drain(..).partition(Attempt::is_probe);
+        self.pending = rest;
+        probes
+    }
+
     /// Records every pending attempt except `keep` as cancelled.
     pub fn cancel_pending_except(&mut self, keep: &[Attempt]) {
         let now = self.clock.now();

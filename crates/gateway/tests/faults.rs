@@ -705,3 +705,72 @@ async fn a_primary_back_after_a_minute_gets_traffic_within_15_s_even_after_a_fai
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+async fn primary_status(h: &Harness) -> Value {
+    let status: Value = serde_json::from_str(&h.get("/status").await).unwrap();
+    status["routes"]["chat"]["providers"][0].clone()
+}
+
+/// A probe costs the user no latency: the request that probes a half-open primary is hedged at
+/// once to the backup and answered there while the probe is still running; the probe is not
+/// cancelled, and its answer (and the next probe's) closes the breaker.
+#[tokio::test]
+async fn a_half_open_probe_is_hedged_at_once_and_still_closes_the_breaker() {
+    let (primary, backup) = (mock("primary").await, mock("backup").await);
+    primary.set_faults(fault(503));
+    let h = Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route(
+            "chat",
+            &[("primary", &primary), ("backup", &backup)],
+            "breaker = { consecutive_failures = 2, open_base_ms = 200, open_jitter = 0.0 }\n"
+        )
+    ))
+    .await;
+    while primary_trips(&h).await == 0 {
+        let (status, _, body) = h.chat(request("chat")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Back, but slow: each answer takes a second and a half.
+    primary.set_faults(Faults {
+        latency_ms: 1_500,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(primary_status(&h).await["breaker"]["state"], "half_open");
+    let served_before = primary.stats().requests;
+    // One plain probe, one stream probe (closed at its first token, once it has one).
+    for probe in 1..=2 {
+        let asked = if probe == 1 {
+            request("chat")
+        } else {
+            stream_request("chat")
+        };
+        let (status, headers, body) = h.chat(asked).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&headers, "x-provider"), "backup");
+        assert_eq!(header(&headers, "x-stilts-attempts"), "2");
+        // The user has the backup's answer while the probe is still on its way.
+        assert_eq!(primary_status(&h).await["in_flight"], 1, "probe {probe}");
+        let mut waited = Duration::ZERO;
+        while primary_status(&h).await["in_flight"] != 0 {
+            assert!(
+                waited < Duration::from_secs(10),
+                "probe {probe} never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
+    }
+    assert_eq!(primary.stats().requests, served_before + 2);
+    assert_eq!(primary.stats().abandoned, 0, "a probe was cancelled");
+    let status = primary_status(&h).await;
+    assert_eq!(status["breaker"]["state"], "closed", "{status}");
+    assert_eq!(status["successes"], 2);
+    // Closed: the primary answers again, alone.
+    primary.set_faults(Faults::default());
+    let (status, headers, _) = h.chat(request("chat")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-provider"), "primary");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "1");
+}
