@@ -39,6 +39,7 @@ pub mod policy;
 mod provider;
 mod rng;
 mod router;
+mod slowdown;
 mod speed;
 mod time;
 pub mod timer;

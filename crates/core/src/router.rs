@@ -9,6 +9,7 @@ use crate::ewma::PeakEwma;
 use crate::policy::{self, Policy, PolicyView, ProviderLoad};
 use crate::provider::{ProviderId, ProviderSet};
 use crate::rng::RouterRng;
+use crate::slowdown::Slowdown;
 use crate::speed::Speed;
 use crate::time::Instant;
 use crate::window::SlidingWindow;
@@ -315,6 +316,8 @@ struct Health {
     siblings_minute: [u64; 2],
     /// How long its answers take per output token (for plain attempts' headers limit).
     speed: Speed,
+    /// How much slower it answers now than usually (spills its tier's traffic).
+    slowdown: Slowdown,
     /// What it reported of its rate limits, counted down by our sends.
     quota: quota::QuotaLeft,
 }
@@ -465,6 +468,7 @@ impl Router {
                 .then(|| SlidingWindow::new(MINUTE_NANOS, 12)),
             siblings_minute: [0, 0],
             speed: Speed::default(),
+            slowdown: Slowdown::default(),
             quota: quota::QuotaLeft::default(),
         }
     }
@@ -812,16 +816,15 @@ impl Router {
         }
     }
 
-    /// Picks from `candidates` within the best preference tier.
+    /// Picks from `candidates` within the best preference tier, or within the next one for the
+    /// share of traffic the best tier's slowdown spills (`spill_tier`).
     fn choose(&mut self, candidates: ProviderSet, call: &Call, now: Instant) -> Option<ProviderId> {
         let best = self.best_preference(candidates)?;
         let tier: ProviderSet = if candidates.iter().all(|p| self.preference(p) == best) {
             candidates
         } else {
-            candidates
-                .iter()
-                .filter(|p| self.preference(*p) == best)
-                .collect()
+            let tier = self.tier(candidates, best);
+            self.spill_tier(candidates, tier).unwrap_or(tier)
         };
         let view = PolicyView {
             now,
@@ -834,6 +837,36 @@ impl Router {
     }
 
     /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
+    /// The providers of `candidates` in tier `preference`.
+    fn tier(&self, candidates: ProviderSet, preference: u64) -> ProviderSet {
+        candidates
+            .iter()
+            .filter(|p| self.preference(*p) == preference)
+            .collect()
+    }
+
+    /// When every provider of the best tier answers much slower than usual (queueing behind its
+    /// capacity, or a brownout), the next tier, for a share of the traffic that grows with the
+    /// slowdown (`slowdown.rs`): a saturated tier is relieved instead of piled on, and requests
+    /// stop running into their deadlines there. Only toward a tier that is itself less slowed.
+    fn spill_tier(&mut self, candidates: ProviderSet, tier: ProviderSet) -> Option<ProviderSet> {
+        let spill_of = |set: ProviderSet, health: &[Health]| {
+            set.iter()
+                .map(|p| health[p.index()].slowdown.spill())
+                .fold(f64::INFINITY, f64::min)
+        };
+        let spill = spill_of(tier, &self.health);
+        if spill <= 0.0 || !spill.is_finite() {
+            return None;
+        }
+        let rest = candidates.minus(tier);
+        let next = self.tier(rest, self.best_preference(rest)?);
+        if spill_of(next, &self.health) >= spill || self.rng.unit() >= spill {
+            return None;
+        }
+        Some(next)
+    }
+
     fn preference(&self, p: ProviderId) -> u64 {
         self.preferences[p.index()]
     }
@@ -1162,6 +1195,15 @@ impl Router {
                         &mut self.rng,
                     );
                     self.loads[i].latency.observe(now, felt);
+                    let health = &mut self.health[i];
+                    let waited = match (first_token, health.speed.per_token(now)) {
+                        (None, Some(per_token)) => {
+                            let tokens = u32::try_from(usage.output_tokens).unwrap_or(u32::MAX);
+                            latency.saturating_sub(per_token.saturating_mul(tokens))
+                        }
+                        _ => felt,
+                    };
+                    health.slowdown.observe(now, waited);
                     self.health[i]
                         .speed
                         .observe(now, latency, usage.output_tokens);
@@ -1226,6 +1268,7 @@ impl Router {
                     self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
                     if class == ErrorClass::Timeout && !censored {
                         self.loads[i].latency.observe(now, latency);
+                        self.health[i].slowdown.observe(now, latency);
                     }
                 }
                 if matches!(class, ErrorClass::BadRequest)

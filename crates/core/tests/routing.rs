@@ -752,6 +752,72 @@ fn probe_hedging_can_be_turned_off() {
     r.record(&mut call, probe, ok(10), now);
 }
 
+/// One call whose first attempt is answered after `felt_ms` (a stream's first token); returns the
+/// provider the router chose.
+fn one_stream_call(r: &mut stilts_core::Router, now: Instant, felt_ms: u64) -> String {
+    let meta = RequestMeta {
+        stream: true,
+        ..RequestMeta::default()
+    };
+    let mut call = r.begin(meta, now);
+    let Decision::Send(attempt) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt")
+    };
+    let name = r.provider(attempt.provider).name.clone();
+    let felt = if name == "a" { felt_ms } else { 500 };
+    let outcome = Outcome::Success {
+        latency: Duration::from_millis(felt + 2_000),
+        first_token: Some(Duration::from_millis(felt)),
+        usage: stilts_core::Usage {
+            input_tokens: 100,
+            output_tokens: 200,
+        },
+    };
+    r.record(&mut call, attempt, outcome, now);
+    name
+}
+
+/// Share of `calls` calls (one every 100 ms from `from`) that the router sent to `b`.
+fn spilled(r: &mut stilts_core::Router, from: Instant, calls: u32, a_felt_ms: u64) -> f64 {
+    let mut to_b = 0;
+    for k in 0..calls {
+        let now = from + Duration::from_millis(100 * u64::from(k));
+        if one_stream_call(r, now, a_felt_ms) == "b" {
+            to_b += 1;
+        }
+    }
+    f64::from(to_b) / f64::from(calls)
+}
+
+/// A preferred tier that answers far slower than usual (queueing behind its capacity, or a
+/// brownout) spills a share of its traffic to the next tier, growing with the slowdown; it keeps
+/// some to measure itself, and gets everything back once it is fast again.
+#[test]
+fn a_slowed_tier_spills_traffic_to_the_next_and_takes_it_back_when_fast() {
+    let mut r = router(&["a", "b"], priority);
+    let t0 = Instant::ZERO;
+    assert_eq!(spilled(&mut r, t0, 3_000, 500), 0.0, "a steady tier spills");
+    // Four times slower to its first token: most traffic moves, not all.
+    let slow_from = t0 + Duration::from_secs(300);
+    let _ = spilled(&mut r, slow_from, 300, 2_000);
+    let share = spilled(&mut r, slow_from + Duration::from_secs(30), 600, 2_000);
+    assert!((0.75..0.97).contains(&share), "spilled {share}");
+    // Fast again: within a minute, everything is back.
+    let fast_from = slow_from + Duration::from_secs(90);
+    let _ = spilled(&mut r, fast_from, 600, 500);
+    let share = spilled(&mut r, fast_from + Duration::from_secs(60), 600, 500);
+    assert_eq!(share, 0.0, "still spilled {share}");
+}
+
+/// A 30% slowdown is noise, not saturation: nothing spills.
+#[test]
+fn a_mild_slowdown_spills_nothing() {
+    let mut r = router(&["a", "b"], priority);
+    let _ = spilled(&mut r, Instant::ZERO, 3_000, 500);
+    let share = spilled(&mut r, Instant::from_secs(300), 1_200, 650);
+    assert_eq!(share, 0.0);
+}
+
 #[test]
 fn reload_keeps_state_of_providers_that_stay() {
     let mut r = router(&["a", "b"], |c| {
