@@ -462,15 +462,43 @@ pub(crate) fn check(
             );
         }
         for other in &e.beats {
-            if let Some(j) = find(other) {
-                let theirs = match e.window_ns {
-                    Some((from, until)) => window_availability(&metrics[j], from, until),
-                    None => runs[j].availability,
-                };
+            let Some(j) = find(other) else { continue };
+            let theirs = match e.window_ns {
+                Some((from, until)) => window_availability(&metrics[j], from, until),
+                None => runs[j].availability,
+            };
+            push(
+                format!("beats {other}: availability{scope} at least theirs"),
+                format!("{availability} vs {theirs}"),
+                availability >= theirs,
+            );
+            if e.window_ns.is_some() {
+                continue;
+            }
+            // Latency and cost, unless the scenario explains the trade-off its user chose.
+            let waived = |held: bool, actual: String| match (&e.trade_off, held) {
+                (Some(_), false) => (format!("{actual} (waived: the scenario's trade_off)"), true),
+                _ => (actual, held),
+            };
+            let (mine, yours) = (p99_to_answer(&metrics[i]), p99_to_answer(&metrics[j]));
+            let (actual, held) = waived(
+                mine <= yours * P99_TOLERANCE,
+                format!("{} vs {}", p99_text(mine), p99_text(yours)),
+            );
+            push(
+                format!("beats {other}: p99 to answer at most 10% above theirs"),
+                actual,
+                held,
+            );
+            if run.answered == runs[j].answered {
+                let (actual, held) = waived(
+                    run.cost_per_1k_usd <= runs[j].cost_per_1k_usd,
+                    format!("{} vs {}", run.cost_per_1k_usd, runs[j].cost_per_1k_usd),
+                );
                 push(
-                    format!("beats {other} (availability{scope})"),
-                    format!("{availability} vs {theirs}"),
-                    availability > theirs,
+                    format!("beats {other}: at equal availability, cost per 1k at most theirs"),
+                    actual,
+                    held,
                 );
             }
         }
@@ -485,6 +513,33 @@ pub(crate) fn check(
         }
     }
     out
+}
+
+/// How much slower than a baseline's p99 time to answer `beats` accepts.
+const P99_TOLERANCE: f64 = 1.1;
+
+/// The p99 time to an answer over every request, ms, a failed request counting as never answered:
+/// comparable between runs that fail different shares, unlike the p99 of answered requests alone
+/// (a run that drops its slowest requests would look fast).
+fn p99_to_answer(m: &Metrics) -> f64 {
+    if m.requests == 0 {
+        return 0.0;
+    }
+    let rank = (0.99 * m.requests as f64).ceil() as u64;
+    if m.answered == 0 || rank > m.answered {
+        return f64::INFINITY;
+    }
+    m.latency_us
+        .value_at_quantile(rank as f64 / m.answered as f64) as f64
+        / 1000.0
+}
+
+fn p99_text(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0} ms")
+    } else {
+        "never (over 1% failed)".into()
+    }
 }
 
 pub(crate) fn opt(v: Option<f64>) -> String {

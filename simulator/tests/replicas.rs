@@ -84,8 +84,10 @@ fn shared_replicas_keep_a_rate_limit_that_lone_replicas_overrun() {
         attempts_on(alone, "a"),
         attempts_on(shared, "a")
     );
+    // Their extra attempts (the 429s they run into, and the failovers after) are several times
+    // the shared replicas'.
     assert!(
-        alone.amplification > shared.amplification + 0.05,
+        alone.amplification - 1.0 > 3.0 * (shared.amplification - 1.0),
         "alone {} vs shared {}",
         alone.amplification,
         shared.amplification

@@ -155,6 +155,16 @@ impl Breaker {
         totals[FAILURES] as f64 <= HEALTHY_FAILURE_RATIO * totals[CALLS] as f64
     }
 
+    /// Whether the provider still answers most of its calls: closed, and at most half the calls in
+    /// the breaker's window failed. A retry there is then more likely than not to succeed.
+    pub(crate) fn mostly_answers(&mut self, now: Instant) -> bool {
+        if self.state(now) != BreakerState::Closed {
+            return false;
+        }
+        let totals = self.window.totals(now);
+        totals[FAILURES] * 2 <= totals[CALLS]
+    }
+
     /// How many times this breaker has opened since it was created.
     pub(crate) fn total_trips(&self) -> u64 {
         self.total_trips

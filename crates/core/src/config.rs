@@ -147,8 +147,9 @@ pub struct RetryConfig {
     pub quota_cooldown_ms: Option<u64>,
     /// Fail over after a content-filter refusal instead of returning it. Default false.
     pub content_filter_failover: Option<bool>,
-    /// Quick retries of the preferred provider after an isolated error (it failed loudly, its
-    /// breaker is closed and its recent calls mostly succeed) before a lower tier is used; equal
+    /// Quick retries of the preferred provider after a loud error while it still answers most of
+    /// its calls (its breaker is closed and at most half its recent calls failed) before a lower
+    /// tier is used; equal
     /// peers still fail over at once. Default 1; 0 falls to the next tier at once.
     pub preferred_retries: Option<u32>,
 }
@@ -295,7 +296,7 @@ pub struct RetrySettings {
     pub quota_cooldown: Duration,
     /// Fail over after a content-filter refusal.
     pub content_filter_failover: bool,
-    /// Quick retries of the preferred provider after an isolated error, ≤ 5.
+    /// Quick retries of the preferred provider after a loud error while it mostly answers, ≤ 5.
     pub preferred_retries: u32,
 }
 

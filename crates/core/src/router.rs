@@ -748,8 +748,8 @@ impl Router {
     /// The preferred provider, when it deserves a quick retry before a lower tier: it is the
     /// best tier among the available providers, better than every untried one, this call tried it
     /// and it failed loudly (not a timeout: a silent provider costs a whole wait; not a 429, whose
-    /// own rule decides), its breaker is closed with few recent failures (an isolated error, not
-    /// an outage), the call has retries of it left (`retry.preferred_retries`), and the budget can
+    /// own rule decides), its breaker is closed and it still answers most of its calls (a retry
+    /// is more likely than not to succeed, at the preferred tier's price), the call has retries of it left (`retry.preferred_retries`), and the budget can
     /// pay for the retry (else the free failover to a provider with headroom is the better use).
     fn preferred_worth_retrying(
         &mut self,
@@ -772,7 +772,8 @@ impl Router {
             .minus(call.waited_out)
             .iter()
             .find(|p| self.preference(*p) == best)?;
-        if !self.health[p.index()].breaker.has_headroom(now) || !self.retry_affordable(call, now) {
+        if !self.health[p.index()].breaker.mostly_answers(now) || !self.retry_affordable(call, now)
+        {
             return None;
         }
         Some(p)
@@ -1195,15 +1196,11 @@ impl Router {
                         &mut self.rng,
                     );
                     self.loads[i].latency.observe(now, felt);
-                    let health = &mut self.health[i];
-                    let waited = match (first_token, health.speed.per_token(now)) {
-                        (None, Some(per_token)) => {
-                            let tokens = u32::try_from(usage.output_tokens).unwrap_or(u32::MAX);
-                            latency.saturating_sub(per_token.saturating_mul(tokens))
-                        }
-                        _ => felt,
-                    };
-                    health.slowdown.observe(now, waited);
+                    let slowdown = &mut self.health[i].slowdown;
+                    match first_token {
+                        Some(first_token) => slowdown.observe_stream(now, first_token),
+                        None => slowdown.observe_plain(now, latency, usage.output_tokens),
+                    }
                     self.health[i]
                         .speed
                         .observe(now, latency, usage.output_tokens);
@@ -1268,7 +1265,15 @@ impl Router {
                     self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
                     if class == ErrorClass::Timeout && !censored {
                         self.loads[i].latency.observe(now, latency);
-                        self.health[i].slowdown.observe(now, latency);
+                        let slowdown = &mut self.health[i].slowdown;
+                        if attempt.stream {
+                            // Only a wait for the first token: a stall mid-stream is no sample of it.
+                            if latency <= attempt.timeouts.first_token {
+                                slowdown.observe_stream(now, latency);
+                            }
+                        } else {
+                            slowdown.observe_plain(now, latency, u64::from(call.output_tokens));
+                        }
                     }
                 }
                 if matches!(class, ErrorClass::BadRequest)

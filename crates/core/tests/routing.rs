@@ -441,14 +441,14 @@ fn no_quick_retry_for_a_timeout_an_outage_equal_peers_or_when_turned_off() {
     let now = warm(&mut r);
     let t = run_call(&mut r, now, a_fails_once(ErrorClass::Timeout));
     assert_eq!(t.sent, ["a", "b"]);
-    // A provider failing more than 10% of its recent calls is not having an isolated error.
+    // A provider failing more than half its recent calls is more likely to fail the retry too.
     let mut r = router(&["a", "b"], |c| {
         priority(c);
         c.breaker.consecutive_failures = Some(0);
         c.breaker.minimum_calls = Some(1_000_000);
     });
     let mut now = warm(&mut r);
-    for _ in 0..10 {
+    for _ in 0..60 {
         let t = run_call(&mut r, now, |p, _| {
             if p == "a" {
                 fail(ErrorClass::Server)
@@ -481,6 +481,25 @@ fn no_quick_retry_for_a_timeout_an_outage_equal_peers_or_when_turned_off() {
         });
         assert_eq!(t.sent.len(), 2, "{:?}", t.sent);
         assert_ne!(t.sent[0], t.sent[1], "equal peers fail over: {:?}", t.sent);
+        now = t.end_at + Duration::from_millis(100);
+    }
+}
+
+/// A preferred provider that still answers most of its calls (a partial degradation, here a fifth
+/// of them failing) gets its quick retry before a lower tier: the retry succeeds more often than
+/// not, at the preferred tier's price (`openai-2025-07-09-partial-model`).
+#[test]
+fn a_partially_degraded_preferred_provider_still_gets_its_quick_retry() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.breaker.consecutive_failures = Some(0);
+        c.breaker.minimum_calls = Some(1_000_000);
+    });
+    let mut now = warm(&mut r);
+    for _ in 0..21 {
+        let t = run_call(&mut r, now, a_fails_once(ErrorClass::Server));
+        assert_eq!(t.sent, ["a", "a"]);
+        assert_eq!(t.end.as_deref(), Ok("a"));
         now = t.end_at + Duration::from_millis(100);
     }
 }

@@ -366,8 +366,13 @@ pub struct Expectation {
     pub p99_ms_max: Option<f64>,
     /// Every event must be recovered from within this long, ms.
     pub recover_ms_max: Option<f64>,
-    /// Runs this one must have strictly higher availability than.
+    /// Runs this one must win against: at least their availability; a p99 time to answer (a
+    /// failed request counting as never answered) at most 10% above theirs; at equal availability,
+    /// no higher cost per 1 000 requests.
     pub beats: Vec<String>,
+    /// Why the latency and cost parts of `beats` may be lost: a trade-off the scenario's user
+    /// chose (e.g. a pricier primary first). Availability is never waived.
+    pub trade_off: Option<String>,
     /// Runs this one must cost strictly less than (per 1 000 requests).
     pub cheaper_than: Vec<String>,
     /// Availability checks apply to requests arriving in this window (ns), if set.

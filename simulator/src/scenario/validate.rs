@@ -197,6 +197,22 @@ pub(super) fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invali
         for (j, b) in e.cheaper_than.iter().enumerate() {
             check_run(path(&format!("cheaper_than[{j}]")), b)?;
         }
+        if let Some(why) = &e.trade_off {
+            if why.trim().is_empty() {
+                return Err(invalid(
+                    path("trade_off"),
+                    "is empty",
+                    "say which trade-off the scenario's user chose, or remove the key",
+                ));
+            }
+            if e.beats.is_empty() {
+                return Err(invalid(
+                    path("trade_off"),
+                    "explains a `beats` comparison, but this expectation has none",
+                    "add `beats`, or remove `trade_off`",
+                ));
+            }
+        }
         let window_ns = match (e.from_s, e.until_s) {
             (None, None) => None,
             (from, until) => {
@@ -228,6 +244,7 @@ pub(super) fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invali
             recover_ms_max: e.recover_ms_max,
             beats: e.beats.clone(),
             cheaper_than: e.cheaper_than.clone(),
+            trade_off: e.trade_off.clone(),
             window_ns,
         });
     }
