@@ -266,6 +266,7 @@ pub(crate) fn run<S: Strategy>(
         }
     }
     progress(scenario.duration_ns);
+    engine.metrics.invariant_violations += engine.strategy.in_flight_left(now);
     let (trips, hedges) = engine.strategy.finish(now, n);
     engine.metrics.breaker_trips = trips;
     engine.metrics.hedges = hedges;
@@ -600,7 +601,7 @@ impl<S: Strategy> Engine<'_, S> {
                 .get_mut(att as usize)
                 .and_then(|s| s.1.as_mut());
             if let Some(a) = detached {
-                if let Some(call) = self.strategy.detach(&rs.call, &a.attempt) {
+                if let Some(call) = self.strategy.detach(&mut rs.call, &a.attempt) {
                     a.detached = Some((call, rs.req));
                     continue;
                 }

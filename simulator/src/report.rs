@@ -476,8 +476,8 @@ pub(crate) fn check(
                 continue;
             }
             // Latency and cost, unless the scenario explains the trade-off its user chose.
-            let waived = |held: bool, actual: String| match (&e.trade_off, held) {
-                (Some(_), false) => (format!("{actual} (waived: the scenario's trade_off)"), true),
+            let waived = |held: bool, actual: String| match (e.trade_off.get(other), held) {
+                (Some(_), false) => (format!("{actual} (waived: trade_off.{other})"), true),
                 _ => (actual, held),
             };
             let (mine, yours) = (p99_to_answer(&metrics[i]), p99_to_answer(&metrics[j]));

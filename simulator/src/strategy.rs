@@ -90,8 +90,13 @@ pub(crate) trait Strategy {
     /// When `call` ends with `attempt` still in flight: a copy of the call to record the attempt
     /// on when it ends by itself (a probe, which the core asks to run to its end), or `None` to
     /// cancel it. The baselines have no probes.
-    fn detach(&self, _call: &Self::Call, _attempt: &Self::Attempt) -> Option<Self::Call> {
+    fn detach(&self, _call: &mut Self::Call, _attempt: &Self::Attempt) -> Option<Self::Call> {
         None
+    }
+    /// Attempts the strategy still counts in flight after the run: every attempt is recorded
+    /// exactly once, so anything but 0 is a broken promise.
+    fn in_flight_left(&mut self, _now: u64) -> u64 {
+        0
     }
     /// Breaker trips and hedges per world provider at the end of the run.
     fn finish(&mut self, now: u64, providers: usize) -> (Vec<u64>, u64);
@@ -245,10 +250,10 @@ impl Strategy for Stilts<'_> {
         call.call.deadline_is_clients()
     }
 
-    fn detach(&self, call: &ReplicaCall, attempt: &Attempt) -> Option<ReplicaCall> {
+    fn detach(&self, call: &mut ReplicaCall, attempt: &Attempt) -> Option<ReplicaCall> {
         attempt.is_probe().then(|| ReplicaCall {
             replica: call.replica,
-            call: call.call.clone(),
+            call: call.call.detach(1),
         })
     }
 
@@ -262,6 +267,14 @@ impl Strategy for Stilts<'_> {
             }
         }
         (trips, hedges)
+    }
+
+    fn in_flight_left(&mut self, now: u64) -> u64 {
+        self.routers
+            .iter_mut()
+            .flat_map(|r| r.status(Instant::from_nanos(now)))
+            .map(|s| u64::from(s.in_flight))
+            .sum()
     }
 }
 

@@ -1,5 +1,6 @@
 //! What `beats` and `trade_off` check: availability never waived; latency (p99 to answer, a
-//! failed request never answered) and cost at equal availability waived only by a stated trade-off.
+//! failed request never answered) and cost at equal availability waived only by a trade-off stated
+//! for that run.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a broken fixture should fail the test loudly
 
@@ -60,7 +61,9 @@ fn beats_fails_a_costlier_run_at_equal_availability() {
 
 #[test]
 fn a_stated_trade_off_waives_the_cost_and_says_so() {
-    let text = format!("{PRICEY_FIRST}trade_off = \"the user put the pricier provider first\"\n");
+    let text = format!(
+        "{PRICEY_FIRST}trade_off.seed_router = \"the user put the pricier provider first\"\n"
+    );
     let report = run(&text);
     let cost = check(&report, "beats seed_router: at equal availability, cost");
     assert!(cost.passed, "{cost:?}");
@@ -93,7 +96,7 @@ providers = [{ name = "a" }]
 [[expect]]
 config = "alone"
 beats = ["seed_router"]
-trade_off = "none that covers answering less"
+trade_off.seed_router = "none that covers answering less"
 "#;
     let report = run(text);
     let availability = check(&report, "beats seed_router: availability");
@@ -102,6 +105,10 @@ trade_off = "none that covers answering less"
     // Everything failed: its p99 to answer is "never", and losing it is waived, visibly.
     let latency = check(&report, "beats seed_router: p99");
     assert!(latency.actual.starts_with("never"), "{latency:?}");
+    assert!(
+        latency.passed && latency.actual.contains("waived"),
+        "{latency:?}"
+    );
 }
 
 #[test]
@@ -119,15 +126,21 @@ name = "c"
 providers = [{ name = "a" }]
 [[expect]]
 config = "c"
-trade_off = "why"
+trade_off.naive = "why"
 "#;
     let e = Scenario::parse(without_beats, Path::new("bad.toml")).expect_err("must be rejected");
-    assert_eq!(e.path, "expect[0].trade_off", "{e}");
+    assert_eq!(e.path, "expect[0].trade_off.naive", "{e}");
+    let other_run = without_beats.replace(
+        "trade_off.naive = \"why\"",
+        "beats = [\"single\"]\ntrade_off.naive = \"why\"",
+    );
+    let e = Scenario::parse(&other_run, Path::new("bad.toml")).expect_err("must be rejected");
+    assert_eq!(e.path, "expect[0].trade_off.naive", "{e}");
     let empty = without_beats.replace(
-        "trade_off = \"why\"",
-        "beats = [\"single\"]\ntrade_off = \" \"",
+        "trade_off.naive = \"why\"",
+        "beats = [\"naive\"]\ntrade_off.naive = \" \"",
     );
     let e = Scenario::parse(&empty, Path::new("bad.toml")).expect_err("must be rejected");
-    assert_eq!(e.path, "expect[0].trade_off", "{e}");
+    assert_eq!(e.path, "expect[0].trade_off.naive", "{e}");
     assert!(!e.fix.is_empty());
 }

@@ -148,21 +148,21 @@ impl Breaker {
     /// Whether the provider is healthy enough to take a failover without the retry budget: closed,
     /// and at most `HEALTHY_FAILURE_RATIO` of the calls in the breaker's window failed.
     pub(crate) fn has_headroom(&mut self, now: Instant) -> bool {
-        if self.state(now) != BreakerState::Closed {
-            return false;
-        }
-        let totals = self.window.totals(now);
-        totals[FAILURES] as f64 <= HEALTHY_FAILURE_RATIO * totals[CALLS] as f64
+        self.closed_with_failures_at_most(now, HEALTHY_FAILURE_RATIO)
     }
 
     /// Whether the provider still answers most of its calls: closed, and at most half the calls in
     /// the breaker's window failed. A retry there is then more likely than not to succeed.
     pub(crate) fn mostly_answers(&mut self, now: Instant) -> bool {
+        self.closed_with_failures_at_most(now, 0.5)
+    }
+
+    fn closed_with_failures_at_most(&mut self, now: Instant, share: f64) -> bool {
         if self.state(now) != BreakerState::Closed {
             return false;
         }
         let totals = self.window.totals(now);
-        totals[FAILURES] * 2 <= totals[CALLS]
+        totals[FAILURES] as f64 <= share * totals[CALLS] as f64
     }
 
     /// How many times this breaker has opened since it was created.

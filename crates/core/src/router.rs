@@ -192,6 +192,8 @@ pub struct Call {
     /// A half-open probe of this call is in flight (or was): hedge it once, at once.
     probing: bool,
     probe_hedged: bool,
+    /// Providers this call's probes are still on: no other attempt of the call goes there.
+    probes_out: ProviderSet,
     same_provider_retries: u32,
     wait_until: Instant,
     backoff_served: bool,
@@ -236,6 +238,17 @@ impl Call {
     /// The class of the last failure, if any.
     pub fn last_error(&self) -> Option<ErrorClass> {
         self.last_error
+    }
+
+    /// Hands `attempts` probes of this call, still in flight, over to the caller, who lets them run
+    /// to their end after the call ended ([`Attempt::is_probe`]): the call stops counting them,
+    /// and the copy returned is the one to record them on.
+    pub fn detach(&mut self, attempts: u32) -> Call {
+        self.in_flight = self.in_flight.saturating_sub(attempts);
+        let mut detached = self.clone();
+        detached.in_flight = attempts;
+        self.probes_out = ProviderSet::EMPTY;
+        detached
     }
 
     /// From now on, only providers that can continue a partial answer exactly are eligible
@@ -365,7 +378,8 @@ enum SendKind {
 ///
 /// - **Inputs:** [`begin`](Router::begin) a call for each request; [`record`](Router::record) the
 ///   outcome of every attempt the router asked for, exactly once (with [`Outcome::Cancelled`] for
-///   attempts the caller abandons).
+///   attempts the caller abandons; never abandon a probe, [`Attempt::is_probe`]: detach it from
+///   its call with [`Call::detach`] and record it when it ends).
 /// - **Output:** [`next_attempt`](Router::next_attempt) returns the next [`Decision`] for a call.
 ///
 /// One request's life:
@@ -586,6 +600,7 @@ impl Router {
             hedged: false,
             probing: false,
             probe_hedged: false,
+            probes_out: ProviderSet::EMPTY,
             same_provider_retries: 0,
             wait_until: Instant::ZERO,
             backoff_served: false,
@@ -612,6 +627,7 @@ impl Router {
             call.rate_limited = remap(call.rate_limited);
             call.waited_out = remap(call.waited_out);
             call.excluded = remap(call.excluded);
+            call.probes_out = remap(call.probes_out);
             if let Some(Ok(Some(p))) = call.end {
                 call.end = Some(Ok(self.previous_ids.get(p.index()).copied().flatten()));
             }
@@ -622,6 +638,7 @@ impl Router {
             call.rate_limited = ProviderSet::EMPTY;
             call.waited_out = ProviderSet::EMPTY;
             call.excluded = ProviderSet::EMPTY;
+            call.probes_out = ProviderSet::EMPTY;
             if let Some(Ok(Some(_))) = call.end {
                 call.end = Some(Ok(None));
             }
@@ -649,9 +666,27 @@ impl Router {
         if now >= call.deadline {
             return Self::give_up(call, GiveUpReason::Deadline);
         }
-        if call.in_flight > 0 {
+        // Attempts in flight: a hedge may be due. Unless only probes already hedged are left (their
+        // hedge failed): the user must not wait out a probe, so the call goes on as if idle.
+        let only_hedged_probes = call.probe_hedged
+            && call.in_flight == u32::try_from(call.probes_out.len()).unwrap_or(0);
+        if call.in_flight > 0 && !only_hedged_probes {
             return self.plan_hedge(call, now);
         }
+        let decision = self.plan_next(call, now);
+        if only_hedged_probes && call.in_flight > 0 {
+            if let Decision::GiveUp(_) = decision {
+                // Nothing else to try: the probe still running is the call's last chance.
+                call.end = None;
+                return Decision::Pending;
+            }
+        }
+        decision
+    }
+
+    /// The next attempt of a call with nothing in flight to wait for (or only probes whose hedge
+    /// failed): a wait, a send, or the end.
+    fn plan_next(&mut self, call: &mut Call, now: Instant) -> Decision {
         if now < call.wait_until {
             return Decision::Wait {
                 until: call.wait_until,
@@ -837,7 +872,6 @@ impl Router {
         self.policy.pick(tier, &view, &mut self.rng)
     }
 
-    /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
     /// The providers of `candidates` in tier `preference`.
     fn tier(&self, candidates: ProviderSet, preference: u64) -> ProviderSet {
         candidates
@@ -868,6 +902,7 @@ impl Router {
         Some(next)
     }
 
+    /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
     fn preference(&self, p: ProviderId) -> u64 {
         self.preferences[p.index()]
     }
@@ -1014,7 +1049,7 @@ impl Router {
             .saturating_add(call.output_tokens)
             .max(call.min_context);
         let mut set = ProviderSet::EMPTY;
-        for p in self.all.minus(call.excluded).iter() {
+        for p in self.all.minus(call.excluded).minus(call.probes_out).iter() {
             let i = p.index();
             let settings = &self.config.providers[i];
             if call.needs_continuation && !settings.prefill_continuation {
@@ -1101,7 +1136,8 @@ impl Router {
     ) -> Decision {
         let is_hedge = kind != SendKind::Plain;
         // The budget protects a struggling provider from extra load. A failover to a provider this
-        // call has not tried, whose breaker is closed and whose recent calls mostly succeed, adds
+        // call has not tried, whose breaker is closed and at most a tenth of whose recent calls
+        // failed (`has_headroom`), adds
         // load only where there is headroom: it is free, or a spike would keep requests away from
         // an idle, healthy fallback (as Envoy's per-cluster budgets charge the cluster that
         // receives the retry). Retries of a tried provider, hedges and failovers to a failing
@@ -1122,7 +1158,10 @@ impl Router {
         let admitted = health.breaker.admits(now, &self.config.breaker);
         let probe = admitted.flatten();
         health.breaker.on_send(probe);
-        call.probing |= probe.is_some();
+        if probe.is_some() {
+            call.probing = true;
+            call.probes_out.insert(p);
+        }
         health
             .quota
             .spend(u64::from(call.input_tokens) + u64::from(call.output_tokens));
@@ -1174,6 +1213,11 @@ impl Router {
     pub fn record(&mut self, call: &mut Call, attempt: Attempt, outcome: Outcome, now: Instant) {
         self.sync(call);
         call.in_flight = call.in_flight.saturating_sub(1);
+        if attempt.probe.is_some() {
+            if let Some(p) = self.resolve(&attempt).and_then(ProviderId::from_index) {
+                call.probes_out.remove(p);
+            }
+        }
         let index = self.resolve(&attempt);
         if let Some(i) = index {
             self.loads[i].in_flight = self.loads[i].in_flight.saturating_sub(1);
@@ -1265,14 +1309,20 @@ impl Router {
                     self.apply_failure(i, class, latency, retry_after, attempt.probe, now);
                     if class == ErrorClass::Timeout && !censored {
                         self.loads[i].latency.observe(now, latency);
+                        // A timeout says the provider is at least this slow, never faster.
                         let slowdown = &mut self.health[i].slowdown;
                         if attempt.stream {
-                            // Only a wait for the first token: a stall mid-stream is no sample of it.
-                            if latency <= attempt.timeouts.first_token {
-                                slowdown.observe_stream(now, latency);
+                            // Only a wait for the first token: a stream that broke after bytes
+                            // reached the client (the call needs continuation) is no sample of it.
+                            if !call.needs_continuation {
+                                slowdown.observe_stream_timeout(now, latency);
                             }
                         } else {
-                            slowdown.observe_plain(now, latency, u64::from(call.output_tokens));
+                            slowdown.observe_plain_timeout(
+                                now,
+                                latency,
+                                u64::from(call.output_tokens),
+                            );
                         }
                     }
                 }

@@ -7,9 +7,10 @@
 //! follow what its users feel, each comparing a recent average with the usual one: streams by
 //! their first token, plain answers by their latency per output token (plus [`PLAIN_TOKEN_OFFSET`]
 //! for the wait before the first, so short and long answers compare). A timeout counts as its
-//! limit. `recent` follows the last half minute, `usual` follows `recent` over two hours, so a
-//! slowdown stands out at once and stays out through an incident's hour or two, while a lasting
-//! new normal is accepted within hours (a 2x slowdown within about three hours). The larger
+//! limit, or as the recent average if that is slower. `recent` follows the last half minute (the
+//! last 50 or so samples when they come faster), `usual` follows `recent` over two hours, so a
+//! slowdown stands out at once and a lasting one is taken for the new normal only slowly (a 2x
+//! slowdown stops spilling after about 50 minutes, a 6x one after about two hours). The larger
 //! `recent / usual` of the two maps to the share of the tier's traffic to spill.
 
 use crate::time::Instant;
@@ -32,7 +33,7 @@ const SPILL_MAX: f64 = 0.9;
 /// Output tokens a plain answer's latency is spread over beyond its own, so a one-token answer is
 /// not judged by its wait alone. Small, so short answers (the most sensitive to a queue's wait)
 /// weigh most in the average.
-pub(crate) const PLAIN_TOKEN_OFFSET: u64 = 16;
+const PLAIN_TOKEN_OFFSET: u64 = 16;
 
 /// One provider's slowdown, for streams and for plain answers.
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,6 +54,28 @@ impl Slowdown {
         let per_token =
             latency.as_nanos() as f64 / (output_tokens.saturating_add(PLAIN_TOKEN_OFFSET)) as f64;
         self.plain.observe(now, per_token);
+    }
+
+    /// A stream attempt timed out after `latency` waiting for its first token: at least that slow,
+    /// so the sample is never below the recent average.
+    pub(crate) fn observe_stream_timeout(&mut self, now: Instant, latency: Duration) {
+        let sample = (latency.as_nanos() as f64).max(self.stream.recent);
+        self.stream.observe(now, sample);
+    }
+
+    /// A plain attempt expecting `output_tokens` at most timed out after `latency`: at least as
+    /// slow as the recent answers (the expectation is an upper bound, so the quotient alone could
+    /// read faster than they are).
+    pub(crate) fn observe_plain_timeout(
+        &mut self,
+        now: Instant,
+        latency: Duration,
+        output_tokens: u64,
+    ) {
+        let sample = (latency.as_nanos() as f64
+            / output_tokens.saturating_add(PLAIN_TOKEN_OFFSET) as f64)
+            .max(self.plain.recent);
+        self.plain.observe(now, sample);
     }
 
     /// The larger `recent / usual` of the two trends (1 for one with too few samples).

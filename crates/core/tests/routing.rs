@@ -387,7 +387,7 @@ fn a_fails_once(class: ErrorClass) -> impl FnMut(&str, u32) -> Outcome {
 }
 
 #[test]
-fn an_isolated_error_on_the_preferred_provider_gets_one_quick_retry_before_a_lower_tier() {
+fn a_loud_error_on_the_preferred_provider_gets_one_quick_retry_before_a_lower_tier() {
     let mut r = router(&["a", "b"], priority);
     let now = warm(&mut r);
     let t = run_call(&mut r, now, a_fails_once(ErrorClass::Server));
@@ -753,6 +753,81 @@ fn a_probe_that_fails_after_its_call_ended_reopens_the_breaker() {
         r.breaker_state(a, later),
         BreakerState::Open { .. }
     ));
+}
+
+/// When the probe's hedge fails, the user does not wait out the probe: the call goes on (a third
+/// provider here), and with nothing else left it waits for the probe rather than giving up.
+#[test]
+fn a_failed_probe_hedge_does_not_leave_the_user_waiting_on_the_probe() {
+    let mut r = router(&["a", "b", "c"], priority);
+    let (a, b, c) = (id(&r, "a"), id(&r, "b"), id(&r, "c"));
+    let now = trip_a(&mut r);
+    let mut call = r.begin(RequestMeta::default(), now);
+    let Decision::Send(probe) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    let Decision::Send(hedge) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    assert_eq!((probe.provider, hedge.provider), (a, b));
+    let later = now + Duration::from_millis(50);
+    r.record(&mut call, hedge, fail(ErrorClass::Server), later);
+    // The call goes on: b's quick retry after a short backoff, then c; never a second attempt on
+    // the probed provider. With b and c failed and the probe still out, it waits for the probe
+    // rather than giving up.
+    let mut t = later;
+    let mut sent = Vec::new();
+    loop {
+        match r.next_attempt(&mut call, t) {
+            Decision::Wait { until } => t = until,
+            Decision::Send(next) => {
+                assert_ne!(next.provider, a, "a second attempt on the probed provider");
+                sent.push(next.provider);
+                r.record(&mut call, next, fail(ErrorClass::Server), t);
+            }
+            Decision::Pending => break,
+            other => panic!("{other:?} with the probe still out"),
+        }
+    }
+    assert!(sent.contains(&c), "{sent:?}");
+    assert!(
+        t < now + Duration::from_secs(5),
+        "the call waited on the probe"
+    );
+    r.record(&mut call, probe, ok(3_000), t + Duration::from_secs(1));
+    assert_eq!(
+        r.next_attempt(&mut call, t + Duration::from_secs(1)),
+        Decision::Done { provider: Some(a) }
+    );
+}
+
+/// A probe detached from its call (the call's answer came from elsewhere) no longer counts as in
+/// flight for the call: a later failure of the winner (a stream broken mid-answer) is routed on,
+/// not left waiting; the probe is recorded on the copy `detach` returned.
+#[test]
+fn a_detached_probe_leaves_its_call_free_to_go_on() {
+    let mut r = router(&["a", "b", "c"], priority);
+    let now = trip_a(&mut r);
+    let mut call = r.begin(RequestMeta::default(), now);
+    let Decision::Send(probe) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    let Decision::Send(hedge) = r.next_attempt(&mut call, now) else {
+        panic!()
+    };
+    let mut detached = call.detach(1);
+    assert_eq!(call.in_flight(), 1);
+    let t = now + Duration::from_secs(2);
+    r.record(&mut call, hedge, fail(ErrorClass::Server), t);
+    assert!(
+        matches!(
+            r.next_attempt(&mut call, t),
+            Decision::Send(_) | Decision::Wait { .. }
+        ),
+        "the call waits on a probe it handed over"
+    );
+    r.record(&mut detached, probe, ok(3_000), t);
+    assert_eq!(r.stats(probe.provider).successes, 1);
 }
 
 #[test]

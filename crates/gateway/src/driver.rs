@@ -278,26 +278,36 @@ impl Driver {
     {
         let mut probes: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
         let end = self.turns(&mut start, &mut probes).await;
-        self.detach_probes(probes);
+        let winner = match &end {
+            LoopEnd::Won(attempt, ..) => Some(*attempt),
+            _ => None,
+        };
+        self.detach_probes(probes, winner);
         if !matches!(end, LoopEnd::Won(..)) {
             self.guard.cancel_pending();
         }
         end
     }
 
-    /// Hands the probes still in flight to a task of their own, which records each when it ends
-    /// (an answer is discarded; a stream is closed at its first token) and then ends.
+    /// Hands the probes still in flight (not `winner`, the attempt whose answer the request
+    /// keeps) to a task of their own, which records each when it ends (an answer is discarded; a
+    /// stream is closed at its first token) and then ends.
     fn detach_probes<T: Settle + Send + 'static>(
         &mut self,
         mut probes: FuturesUnordered<AttemptFuture<T>>,
+        winner: Option<Attempt>,
     ) {
         if probes.is_empty() {
             return;
         }
-        let attempts = self.guard.take_probes();
+        let attempts = self.guard.take_probes(winner);
+        let detached = self
+            .guard
+            .call
+            .detach(u32::try_from(attempts.len()).unwrap_or(u32::MAX));
         let mut guard = CallGuard {
             route: Arc::clone(&self.guard.route),
-            call: self.guard.call.clone(),
+            call: detached,
             pending: attempts,
             clock: self.guard.clock,
             spent: (Usage::default(), 0.0),
@@ -306,12 +316,7 @@ impl Driver {
             while let Some((attempt, deployment, result, latency)) = probes.next().await {
                 let outcome = match result {
                     Ok(value) => value.settle(latency),
-                    Err(failure) if failure.refused_by_plugin => Outcome::Cancelled,
-                    Err(failure) => Outcome::Failure {
-                        class: failure.class,
-                        latency,
-                        retry_after: failure.retry_after,
-                    },
+                    Err(failure) => failure_outcome(&failure, latency),
                 };
                 guard.record(attempt, outcome, &deployment);
             }
@@ -389,20 +394,15 @@ impl Driver {
                 Err(failure) if failure.refused_by_plugin => {
                     // Nothing reached the provider: neutral for its health, not an attempt the
                     // client is told about, not a provider failure in the metrics.
-                    self.guard.record(attempt, Outcome::Cancelled, &deployment);
+                    self.guard
+                        .record(attempt, failure_outcome(&failure, latency), &deployment);
                     self.refused += 1;
                     return LoopEnd::Refused(deployment, failure);
                 }
                 Err(failure) => {
-                    let providers_fault = self.guard.record(
-                        attempt,
-                        Outcome::Failure {
-                            class: failure.class,
-                            latency,
-                            retry_after: failure.retry_after,
-                        },
-                        &deployment,
-                    );
+                    let providers_fault =
+                        self.guard
+                            .record(attempt, failure_outcome(&failure, latency), &deployment);
                     if providers_fault {
                         tracing::warn!(
                             route = %self.guard.route.name,
@@ -629,6 +629,19 @@ impl Driver {
     }
 }
 
+/// What a failed attempt tells the router: nothing when a plugin refused to translate the request
+/// (nothing reached the provider), else the failure.
+fn failure_outcome(failure: &Failure, latency: Duration) -> Outcome {
+    if failure.refused_by_plugin {
+        return Outcome::Cancelled;
+    }
+    Outcome::Failure {
+        class: failure.class,
+        latency,
+        retry_after: failure.retry_after,
+    }
+}
+
 /// What a detached probe's result tells the router when it ends (the result itself is dropped).
 pub(crate) trait Settle {
     /// The outcome of an attempt that produced `self` after `latency`.
@@ -658,9 +671,12 @@ impl Settle for stream::Opened {
 }
 
 impl CallGuard {
-    /// Takes the probes out of the pending attempts (a detached task records them).
-    fn take_probes(&mut self) -> Vec<Attempt> {
-        let (probes, rest) = self.pending.drain(..).partition(Attempt::is_probe);
+    /// Takes the probes but `keep` out of the pending attempts (a detached task records them).
+    fn take_probes(&mut self, keep: Option<Attempt>) -> Vec<Attempt> {
+        let (probes, rest) = self
+            .pending
+            .drain(..)
+            .partition(|a| a.is_probe() && Some(*a) != keep);
         self.pending = rest;
         probes
     }

@@ -236,6 +236,9 @@ impl Live {
                 retry_after: failure.retry_after,
             }
         };
+        // Bytes reached the client: the call is committed before this failure is recorded (the
+        // router then takes it for a broken stream, not a wait for a first token).
+        self.driver.guard.call.require_continuation();
         self.driver
             .guard
             .record(self.attempt, outcome, &self.deployment);

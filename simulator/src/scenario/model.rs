@@ -370,9 +370,10 @@ pub struct Expectation {
     /// failed request counting as never answered) at most 10% above theirs; at equal availability,
     /// no higher cost per 1 000 requests.
     pub beats: Vec<String>,
-    /// Why the latency and cost parts of `beats` may be lost: a trade-off the scenario's user
-    /// chose (e.g. a pricier primary first). Availability is never waived.
-    pub trade_off: Option<String>,
+    /// Per run named in `beats`, why the latency and cost parts against it may be lost: a
+    /// trade-off the scenario's user chose (e.g. a pricier primary first). Availability is never
+    /// waived.
+    pub trade_off: std::collections::BTreeMap<String, String>,
     /// Runs this one must cost strictly less than (per 1 000 requests).
     pub cheaper_than: Vec<String>,
     /// Availability checks apply to requests arriving in this window (ns), if set.

@@ -171,7 +171,8 @@ pub(super) struct RawExpect {
     pub(super) beats: Vec<String>,
     #[serde(default)]
     pub(super) cheaper_than: Vec<String>,
-    pub(super) trade_off: Option<String>,
+    #[serde(default)]
+    pub(super) trade_off: std::collections::BTreeMap<String, String>,
     pub(super) from_s: Option<f64>,
     pub(super) until_s: Option<f64>,
 }

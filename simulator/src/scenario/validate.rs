@@ -197,19 +197,20 @@ pub(super) fn validate(raw: RawScenario, base: &Path) -> Result<Scenario, Invali
         for (j, b) in e.cheaper_than.iter().enumerate() {
             check_run(path(&format!("cheaper_than[{j}]")), b)?;
         }
-        if let Some(why) = &e.trade_off {
-            if why.trim().is_empty() {
+        for (run, why) in &e.trade_off {
+            let at = path(&format!("trade_off.{run}"));
+            if !e.beats.contains(run) {
                 return Err(invalid(
-                    path("trade_off"),
-                    "is empty",
-                    "say which trade-off the scenario's user chose, or remove the key",
+                    at,
+                    format!("explains a comparison with \"{run}\", which `beats` does not name"),
+                    "key each trade-off by a run named in `beats`, or remove it",
                 ));
             }
-            if e.beats.is_empty() {
+            if why.trim().is_empty() {
                 return Err(invalid(
-                    path("trade_off"),
-                    "explains a `beats` comparison, but this expectation has none",
-                    "add `beats`, or remove `trade_off`",
+                    at,
+                    "is empty",
+                    "say which trade-off the scenario's user chose, or remove the key",
                 ));
             }
         }
