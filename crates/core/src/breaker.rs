@@ -157,6 +157,12 @@ impl Breaker {
         self.closed_with_failures_at_most(now, 0.5)
     }
 
+    /// Calls that succeeded in the breaker's window.
+    pub(crate) fn recent_successes(&mut self, now: Instant) -> u64 {
+        let totals = self.window.totals(now);
+        totals[CALLS].saturating_sub(totals[FAILURES])
+    }
+
     fn closed_with_failures_at_most(&mut self, now: Instant, share: f64) -> bool {
         if self.state(now) != BreakerState::Closed {
             return false;

@@ -956,6 +956,12 @@ impl Router {
             if best_untried.is_some_and(|b| pref >= b) {
                 continue;
             }
+            // A provider answering much slower than usual is having its traffic spilled: not
+            // worth a wait on top of its slowness (the wait plus a slowed answer can miss the
+            // deadline that the next tier would meet).
+            if self.health[p.index()].slowdown.spill() > 0.0 {
+                continue;
+            }
             if best.is_none_or(|(bp, bu, _)| (pref, until) < (bp, bu)) {
                 best = Some((pref, until, p));
             }
@@ -1142,9 +1148,8 @@ impl Router {
         // an idle, healthy fallback (as Envoy's per-cluster budgets charge the cluster that
         // receives the retry). Retries of a tried provider, hedges and failovers to a failing
         // provider are charged.
-        let free_failover = kind != SendKind::Hedge
-            && !call.tried.contains(p)
-            && self.health[p.index()].breaker.has_headroom(now);
+        let free_failover =
+            kind != SendKind::Hedge && !call.tried.contains(p) && self.vouched_for(p, now);
         if call.attempts > 0 && !free_failover && !self.budget.try_withdraw(now) {
             if is_hedge {
                 return Decision::Pending;
@@ -1197,6 +1202,16 @@ impl Router {
             stream: call.stream,
             by_call: call.deadline <= now + settings.timeouts.attempt,
         })
+    }
+
+    /// Whether `p` has room for one more attempt free of the retry budget: its breaker shows
+    /// headroom, and its recent successes vouch for every attempt already in flight there (an
+    /// idle provider takes one at a time until it answers). Without the second rule, attempts sent
+    /// concurrently before any outcome of a failing provider came back were all free.
+    fn vouched_for(&mut self, p: ProviderId, now: Instant) -> bool {
+        let breaker = &mut self.health[p.index()].breaker;
+        breaker.has_headroom(now)
+            && u64::from(self.loads[p.index()].in_flight) <= breaker.recent_successes(now)
     }
 
     /// The index of the provider `attempt` went to, if it still exists after reloads.

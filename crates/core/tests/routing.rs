@@ -903,6 +903,40 @@ fn a_slowed_tier_spills_traffic_to_the_next_and_takes_it_back_when_fast() {
     assert_eq!(share, 0.0, "still spilled {share}");
 }
 
+/// A preferred provider answering much slower than usual is not worth waiting out a short
+/// Retry-After for: the wait plus a slowed answer can miss the deadline the next tier meets.
+#[test]
+fn a_slowed_provider_s_short_retry_after_is_not_waited_out() {
+    let mut r = router(&["a", "b"], priority);
+    let _ = spilled(&mut r, Instant::ZERO, 3_000, 500);
+    let slow_from = Instant::from_secs(300);
+    let _ = spilled(&mut r, slow_from, 300, 2_000);
+    // The tenth of the calls still sent to a: a 429 with a 1 s Retry-After there.
+    let mut now = slow_from + Duration::from_secs(30);
+    loop {
+        let meta = RequestMeta {
+            stream: true,
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+            panic!()
+        };
+        if r.provider(first.provider).name != "a" {
+            r.record(&mut call, first, ok(500), now);
+            now = now + Duration::from_millis(100);
+            continue;
+        }
+        r.record(&mut call, first, rate_limited(1_000), now);
+        let Decision::Send(next) = r.next_attempt(&mut call, now) else {
+            panic!("waited out a slowed provider's Retry-After")
+        };
+        assert_eq!(r.provider(next.provider).name, "b");
+        r.record(&mut call, next, ok(500), now);
+        break;
+    }
+}
+
 /// A 30% slowdown is noise, not saturation: nothing spills.
 #[test]
 fn a_mild_slowdown_spills_nothing() {
