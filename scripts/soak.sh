@@ -10,8 +10,8 @@
 # cleanly. Traffic stays on loopback; everything stops by itself.
 #
 #   scripts/soak.sh                          # 10 minutes at 2,000 requests/s
-#   DURATION=60 scripts/soak.sh              # the CI version: 60 s (three 20 s fault cycles)
-#   RATE=1000 DURATION=120 scripts/soak.sh
+#   RATE=1000 DURATION=120 scripts/soak.sh   # the CI version: 120 s (three 40 s fault cycles)
+#   DURATION=60 scripts/soak.sh              # the shortest run: three 20 s fault cycles
 #   DOC=docs/benchmarks.md scripts/soak.sh   # also write the report into that page's soak section
 set -euo pipefail
 

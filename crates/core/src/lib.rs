@@ -37,6 +37,7 @@ pub mod config;
 mod ewma;
 pub mod policy;
 mod provider;
+mod refusals;
 mod rng;
 mod router;
 mod slowdown;

@@ -8,6 +8,7 @@ use crate::config::{PolicyKind, ProviderSettings, ValidConfig};
 use crate::ewma::PeakEwma;
 use crate::policy::{self, Policy, PolicyView, ProviderLoad};
 use crate::provider::{ProviderId, ProviderSet};
+use crate::refusals::Refusals;
 use crate::rng::RouterRng;
 use crate::slowdown::Slowdown;
 use crate::speed::Speed;
@@ -333,6 +334,8 @@ struct Health {
     slowdown: Slowdown,
     /// What it reported of its rate limits, counted down by our sends.
     quota: quota::QuotaLeft,
+    /// How often it lately refused (429) rather than answered.
+    refusals: Refusals,
 }
 
 #[derive(Default)]
@@ -484,6 +487,7 @@ impl Router {
             speed: Speed::default(),
             slowdown: Slowdown::default(),
             quota: quota::QuotaLeft::default(),
+            refusals: Refusals::default(),
         }
     }
 
@@ -741,6 +745,17 @@ impl Router {
             let tried = available.and(call.tried);
             let loud = tried.minus(call.silent);
             let candidates = if loud.is_empty() { tried } else { loud };
+            // A retry goes to a provider that still answers most of its calls when there is one:
+            // the one failing most of its calls most likely fails the retry too.
+            let answering: ProviderSet = candidates
+                .iter()
+                .filter(|p| self.health[p.index()].breaker.mostly_answers(now))
+                .collect();
+            let candidates = if answering.is_empty() {
+                candidates
+            } else {
+                answering
+            };
             if candidates.is_empty() {
                 return self.nothing_available(call, &blocked, now);
             }
@@ -960,6 +975,11 @@ impl Router {
             // worth a wait on top of its slowness (the wait plus a slowed answer can miss the
             // deadline that the next tier would meet).
             if self.health[p.index()].slowdown.spill() > 0.0 {
+                continue;
+            }
+            // Nor one that lately refused most of its calls: the wait would likely end in
+            // another 429, where the next tier most likely answers.
+            if self.health[p.index()].refusals.mostly_refuses() {
                 continue;
             }
             if best.is_none_or(|(bp, bu, _)| (pref, until) < (bp, bu)) {
@@ -1246,6 +1266,7 @@ impl Router {
                 usage,
             } => {
                 if let Some(i) = index {
+                    self.health[i].refusals.observe(false);
                     let felt = first_token.unwrap_or(latency);
                     self.health[i].breaker.on_success(
                         now,
@@ -1315,6 +1336,9 @@ impl Router {
                 call.last_error = Some(class);
                 if let Some(i) = index {
                     self.stats[i].failures[class.index()] += 1;
+                    if class == ErrorClass::RateLimited {
+                        self.health[i].refusals.observe(true);
+                    }
                     // A timeout the client's deadline cut short is a lower bound on the
                     // provider's latency, not a sample: feeding it would raise the estimate
                     // that tells the next client-cut timeout apart (above).
@@ -1391,10 +1415,14 @@ impl Router {
         let retry_after = retry_after.map(|d| d.min(retry.quota_cooldown));
         let health = &mut self.health[i];
         let cooldown = match class {
-            ErrorClass::RateLimited => Some((
-                Cooldown::RateLimited,
-                retry_after.unwrap_or(retry.rate_limit_cooldown),
-            )),
+            // Without Retry-After, an isolated 429 (`Refusals::repeated`) cools nothing down.
+            ErrorClass::RateLimited => match retry_after {
+                Some(d) => Some((Cooldown::RateLimited, d)),
+                None if health.refusals.repeated() => {
+                    Some((Cooldown::RateLimited, retry.rate_limit_cooldown))
+                }
+                None => None,
+            },
             ErrorClass::Auth => Some((Cooldown::Auth, retry.auth_cooldown)),
             ErrorClass::Quota => Some((
                 Cooldown::Quota,

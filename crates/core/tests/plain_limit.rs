@@ -70,18 +70,22 @@ fn an_unmeasured_provider_keeps_the_configured_limit_unless_a_fallback_needs_the
         headers_limit(&mut alone, plain(30), Instant::from_secs(0)),
         Duration::from_millis(35_600)
     );
-    // With a fallback of unknown speed, half the time left is kept for it.
+    // With a fallback of unknown speed, half the time left is kept for it, when the cut comes
+    // after the configured allowance for the answer (50 ms x 512 = 25.6 s): of a 60 s deadline.
     let mut two = router(&["a", "b"], priority);
     assert_eq!(
-        headers_limit(&mut two, plain(30), Instant::from_secs(0)),
-        Duration::from_secs(15)
+        headers_limit(&mut two, plain(60), Instant::from_secs(0)),
+        Duration::from_secs(30)
     );
-    // But an unmeasured provider is given at least twice the default latency (1 s): a client's
-    // 1 s deadline is not turned into a stage limit that blames the provider.
-    assert_eq!(
-        headers_limit(&mut two, plain(1), Instant::from_secs(0)),
-        Duration::from_secs(2)
-    );
+    // Of a 30 s deadline the cut would come at 15 s, before a healthy answer may be done: no cut,
+    // since it would lose the answer in progress for a fallback left less than it needs. Nor is
+    // a client's 1 s deadline turned into a stage limit that blames the provider.
+    for deadline_s in [30, 1] {
+        assert_eq!(
+            headers_limit(&mut two, plain(deadline_s), Instant::from_secs(0)),
+            Duration::from_millis(35_600)
+        );
+    }
 }
 
 #[test]
@@ -102,6 +106,25 @@ fn a_provider_with_long_answers_keeps_time_for_them_even_when_a_fallback_waits()
     let now = teach(&mut r, 60, 15_000, 1_500);
     let limit = headers_limit(&mut r, plain(30), now);
     assert!(limit >= Duration::from_secs(29), "{limit:?}");
+}
+
+#[test]
+fn no_cut_that_would_leave_the_fallback_less_than_it_needs() {
+    let mut r = router(&["a", "b"], priority);
+    // 1 000-token answers in 10 s: a healthy answer may take 20 s. The unmeasured fallback needs
+    // half the 30 s left, so a cut for it would come at 15 s, before a healthy answer is done: a
+    // cut at 20 s would leave it 10 s of its 15. No cut then; the speed rule alone applies.
+    let now = teach(&mut r, 60, 10_000, 1_000);
+    assert_eq!(
+        headers_limit(&mut r, plain(30), now),
+        Duration::from_secs(30)
+    );
+    // With a 60 s deadline the fallback's half (30 s) still fits after a healthy answer: cut.
+    // The speed rule's 30 s comes first here too.
+    assert_eq!(
+        headers_limit(&mut r, plain(60), now),
+        Duration::from_secs(30)
+    );
 }
 
 #[test]

@@ -169,6 +169,99 @@ fn waits_out_a_short_retry_after_when_only_a_worse_tier_remains() {
     assert!(t.waited.is_empty());
 }
 
+fn refused() -> Outcome {
+    Outcome::Failure {
+        class: ErrorClass::RateLimited,
+        latency: Duration::from_millis(5),
+        retry_after: None,
+    }
+}
+
+#[test]
+fn an_isolated_429_without_retry_after_cools_nothing_down_a_repeated_one_does() {
+    let mut r = router(&["primary", "fallback"], priority);
+    let primary = id(&r, "primary");
+    for k in 0..30u64 {
+        let t = run_call(&mut r, Instant::from_secs(k), |_, _| ok(10));
+        assert_eq!(t.end, Ok("primary".to_string()));
+    }
+    // One 429 without Retry-After from a provider that answers nearly every call: it is not
+    // cooling down, so the call retries it once (the rule for a short Retry-After) and the next
+    // call goes to it as usual.
+    let t = run_call(&mut r, Instant::from_secs(40), |name, n| match (name, n) {
+        ("primary", 1) => refused(),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "primary"]);
+    assert_eq!(r.status(t.end_at)[primary.index()].cooldown, None);
+    let t = run_call(&mut r, Instant::from_secs(41), |_, _| ok(10));
+    assert_eq!(t.sent, ["primary"], "the next call goes to the primary");
+    // Refusals in a row: the provider is busy for a while, so it cools down.
+    let t = run_call(&mut r, Instant::from_secs(42), |name, _| match name {
+        "primary" => refused(),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "primary", "fallback"]);
+    assert_eq!(t.end, Ok("fallback".to_string()));
+    assert!(r.status(t.end_at)[primary.index()].cooldown.is_some());
+    let t = run_call(&mut r, t.end_at, |_, _| ok(10));
+    assert_eq!(t.sent, ["fallback"], "the cooling primary is skipped");
+}
+
+#[test]
+fn a_provider_refusing_most_calls_is_not_waited_for() {
+    let mut r = router(&["primary", "fallback"], priority);
+    // It answered its first calls; a short Retry-After is waited out.
+    let t = run_call(&mut r, Instant::ZERO, |name, n| match (name, n) {
+        ("primary", 1) => rate_limited(1_500),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "primary"]);
+    // Now it refuses seven calls in ten: a wait would most likely end in another 429.
+    let mut now = Instant::from_secs(10);
+    for k in 0..40u32 {
+        let t = run_call(&mut r, now, |name, _| match name {
+            "primary" if k % 10 < 7 => rate_limited(1_500),
+            _ => ok(10),
+        });
+        now = t.end_at + Duration::from_secs(2);
+    }
+    let t = run_call(&mut r, now, |name, _| match name {
+        "primary" => rate_limited(1_500),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["primary", "fallback"]);
+    assert!(t.waited.is_empty(), "{t:?}");
+}
+
+#[test]
+fn a_retry_goes_to_the_tried_provider_that_still_answers_most_calls() {
+    // Equal peers; `a` fails nine calls in ten, `b` nearly never.
+    let mut r = router(&["a", "b"], |c| {
+        c.max_attempts = Some(3);
+        c.breaker.failure_rate = Some(0.99);
+        c.breaker.consecutive_failures = Some(1_000);
+    });
+    let mut now = Instant::ZERO;
+    for k in 0..60u32 {
+        let t = run_call(&mut r, now, |name, _| match name {
+            "a" if k % 10 != 0 => fail(ErrorClass::Server),
+            _ => ok(10),
+        });
+        now = t.end_at + Duration::from_millis(100);
+    }
+    // Both fail this call once; the retry goes to `b` every time.
+    for _ in 0..20 {
+        let t = run_call(&mut r, now, |name, n| match (name, n) {
+            (_, 1 | 2) => fail(ErrorClass::Server),
+            _ => ok(10),
+        });
+        assert_eq!(t.sent.len(), 3, "{t:?}");
+        assert_eq!(t.sent[2], "b", "{t:?}");
+        now = t.end_at + Duration::from_millis(100);
+    }
+}
+
 #[test]
 fn fails_over_at_once_to_an_equal_peer_after_a_429() {
     // Weighted: both providers are in tier 0, so they are equal peers.

@@ -15,11 +15,14 @@
 //!    leaves time for it: it ends at the latest `reserve` before the call's deadline, where
 //!    `reserve` is what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times
 //!    its measured time for it, or half the time left when its speed is unknown), and never more
-//!    than half the time left; but never before a healthy answer of this provider would be done
-//!    (twice its longest recent answer, or twice `latency.default_ms` while it is unmeasured), so a
-//!    provider that gives long answers is not cut for a fallback that would be no faster, and a
-//!    client's very short deadline stays the client's. An attempt with nothing to fail over to
-//!    keeps the whole time.
+//!    than half the time left. When that point comes before a healthy answer of this provider
+//!    would be done (twice its longest recent answer; while it is unmeasured, the configured
+//!    allowance for the expected tokens: 50 ms × 512 = 25.6 s), the attempt keeps its time instead: a cut any later would leave the fallback
+//!    less than it needs, losing the answer in progress for one that most likely misses the
+//!    deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut
+//!    at 22 s, leaving 8 s to a fallback that needed 13). So a provider that gives long answers
+//!    is not cut for a fallback that would be no faster, and a client's very short deadline stays
+//!    the client's. An attempt with nothing to fail over to keeps the whole time.
 //!
 //! Streams are untouched: their headers and first token come early, and their own limits apply.
 
@@ -54,9 +57,9 @@ impl Router {
             return configured;
         }
         let mut t = configured;
+        let base = self.config.providers[p.index()].timeouts.headers;
         let healthy = self.healthy_answer(p, now);
         if let Some(healthy) = healthy {
-            let base = self.config.providers[p.index()].timeouts.headers;
             t.headers = t.headers.min(base.saturating_add(healthy));
         }
         let left = call.deadline.saturating_since(now);
@@ -72,11 +75,16 @@ impl Router {
             .min()
             .unwrap_or(half)
             .min(half);
-        // Never before a healthy answer here would be done; unmeasured, never before twice the
-        // default latency (a client's very short deadline is its own, not this provider's fault).
-        let floor = healthy.unwrap_or(self.config.latency_default.saturating_mul(SPEED_MARGIN));
-        let leave_at = left.saturating_sub(reserve).max(floor);
-        t.headers = t.headers.min(leave_at);
+        // Never before a healthy answer here would be done. Unmeasured, a healthy answer may take
+        // the configured allowance for its expected tokens (what the speed rule replaces once the
+        // speed is known); a client's very short deadline stays its own.
+        let floor = healthy.unwrap_or_else(|| configured.headers.saturating_sub(base));
+        let leave_at = left.saturating_sub(reserve);
+        // A cut later than `leave_at` would leave the fallback less than it needs: it would lose
+        // the answer in progress for a fallback that most likely misses the deadline too.
+        if leave_at >= floor {
+            t.headers = t.headers.min(leave_at);
+        }
         t
     }
 
