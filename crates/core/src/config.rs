@@ -139,7 +139,8 @@ pub struct RetryConfig {
     /// Wait out a preferred provider's Retry-After up to this long instead of falling to a lower
     /// tier. Default 3 000.
     pub rate_limit_wait_max_ms: Option<u64>,
-    /// Cool-down after a 429 without Retry-After. Default 1 000.
+    /// Cool-down after a 429 without Retry-After, when the provider's 429s are repeated (an
+    /// isolated one cools nothing down; `docs/routing.md`, "Error classes"). Default 1 000.
     pub rate_limit_cooldown_ms: Option<u64>,
     /// Cool-down after an auth failure (401/403). Default 300 000.
     pub auth_cooldown_ms: Option<u64>,
@@ -288,7 +289,7 @@ pub struct RetrySettings {
     pub backoff_max: Duration,
     /// Longest Retry-After worth waiting out on a preferred provider.
     pub rate_limit_wait_max: Duration,
-    /// Cool-down after a 429 without Retry-After.
+    /// Cool-down after a repeated 429 without Retry-After.
     pub rate_limit_cooldown: Duration,
     /// Cool-down after an auth failure.
     pub auth_cooldown: Duration,

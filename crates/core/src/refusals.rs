@@ -17,8 +17,9 @@
 const WINDOW: f64 = 16.0;
 /// Above this share, a provider is taken to refuse more calls than it answers.
 const MOSTLY: f64 = 0.5;
-/// From this share on, its refusals are no longer isolated: a second refusal among its last
-/// [`WINDOW`] or so outcomes reaches it (1/16 = 0.0625 for one, 0.12 for two in a row).
+/// From this share on, its refusals are no longer isolated: from a clean history, a second
+/// refusal with at most six answers since the first reaches it (1/16 = 0.0625 for one, 0.12 for
+/// two in a row).
 const REPEATED: f64 = 0.1;
 
 /// The recent share of refusals among a provider's answers and refusals.

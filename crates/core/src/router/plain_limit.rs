@@ -16,10 +16,10 @@
 //!    `reserve` is what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times
 //!    its measured time for it, or half the time left when its speed is unknown), and never more
 //!    than half the time left. When that point comes before a healthy answer of this provider
-//!    would be done (twice its longest recent answer; while it is unmeasured, the configured
-//!    allowance for the expected tokens: 50 ms × 512 = 25.6 s), the attempt keeps its time instead: a cut any later would leave the fallback
-//!    less than it needs, losing the answer in progress for one that most likely misses the
-//!    deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut
+//!    would be done (twice its longest recent answer; while it is unmeasured, twice
+//!    `latency.default_ms`, so a cold provider that hangs still leaves its fallback time), the
+//!    attempt keeps its time instead: a cut any later would leave the fallback less than it
+//!    needs, losing the answer in progress for one that most likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut
 //!    at 22 s, leaving 8 s to a fallback that needed 13). So a provider that gives long answers
 //!    is not cut for a fallback that would be no faster, and a client's very short deadline stays
 //!    the client's. An attempt with nothing to fail over to keeps the whole time.
@@ -75,10 +75,10 @@ impl Router {
             .min()
             .unwrap_or(half)
             .min(half);
-        // Never before a healthy answer here would be done. Unmeasured, a healthy answer may take
-        // the configured allowance for its expected tokens (what the speed rule replaces once the
-        // speed is known); a client's very short deadline stays its own.
-        let floor = healthy.unwrap_or_else(|| configured.headers.saturating_sub(base));
+        // Never before a healthy answer here would be done. Unmeasured (at start-up, after an idle
+        // gap), twice the default latency: a cold provider that hangs must still leave its
+        // fallback time, and a client's very short deadline stays its own.
+        let floor = healthy.unwrap_or(self.config.latency_default.saturating_mul(SPEED_MARGIN));
         let leave_at = left.saturating_sub(reserve);
         // A cut later than `leave_at` would leave the fallback less than it needs: it would lose
         // the answer in progress for a fallback that most likely misses the deadline too.
