@@ -9,9 +9,10 @@
 //! attempts for half an hour), the wait only spends the call's time and attempts on another
 //! refusal. And a 429 without Retry-After cools its provider down only when it is not isolated:
 //! an occasional 429 from a provider that answers nearly every call says nothing about the next
-//! call, and a cool-down would send a second's traffic to a lower tier for nothing. The share is an exponentially weighted average over the provider's last
-//! [`WINDOW`] or so answers and refusals (other failures say nothing about its quota), and it
-//! starts at zero: a provider is trusted to answer until it refuses.
+//! call, and a cool-down would send a second's traffic to a lower tier for nothing. The share is
+//! an exponentially weighted average over the provider's last [`WINDOW`] or so answers and
+//! refusals (other failures say nothing about its quota), and it starts at zero: a provider is
+//! trusted to answer until it refuses.
 
 /// How many recent outcomes the share mostly reflects (the weight of a new one is `1 / WINDOW`).
 const WINDOW: f64 = 16.0;
@@ -86,6 +87,26 @@ mod tests {
             r.observe(false);
         }
         assert!(!r.repeated(), "share {}", r.share());
+    }
+
+    /// The rule `docs/routing.md` states: from a clean history, two refusals with at most six
+    /// answers between them are repeated; with seven, the second is isolated again.
+    #[test]
+    fn two_refusals_are_repeated_with_at_most_six_answers_between() {
+        for (between, repeated) in [(6, true), (7, false)] {
+            let mut r = Refusals::default();
+            r.observe(true);
+            for _ in 0..between {
+                r.observe(false);
+            }
+            r.observe(true);
+            assert_eq!(
+                r.repeated(),
+                repeated,
+                "{between} answers: share {}",
+                r.share()
+            );
+        }
     }
 
     #[test]
