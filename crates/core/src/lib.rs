@@ -31,6 +31,7 @@
 
 mod attempt;
 mod breaker;
+mod breaks;
 mod budget;
 mod class;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The router: one route's providers, their health, and the decisions for each request.
 
 use crate::breaker::{Breaker, BreakerState};
+use crate::breaks::StreamBreaks;
 use crate::budget::RetryBudget;
 use crate::config::{PolicyKind, ProviderSettings, ValidConfig};
 use crate::ewma::PeakEwma;
@@ -109,6 +110,21 @@ struct Health {
     quota: quota::QuotaLeft,
     /// How often it lately refused (429) rather than answered.
     refusals: Refusals,
+    /// How often its streams lately broke after reaching the client (spills stream traffic).
+    breaks: StreamBreaks,
+}
+
+impl Health {
+    /// The share of its tier's traffic (of a stream call's, when `stream`) to send to the next
+    /// tier: for its slowdown, and for a stream also for its broken streams.
+    fn spill(&self, stream: bool) -> f64 {
+        let slowdown = self.slowdown.spill();
+        if stream {
+            slowdown.max(self.breaks.spill())
+        } else {
+            slowdown
+        }
+    }
 }
 
 #[derive(Default)]
@@ -137,7 +153,8 @@ const PANIC_MIN_ANSWERED: f64 = 0.25;
 enum SendKind {
     /// The call's next attempt: its first, a retry or a failover.
     Plain,
-    /// A hedge after `hedge.delay_ms` of silence: charged to the retry budget.
+    /// A hedge after `hedge.delay_ms` of silence, or when a plain attempt's fallback needs its
+    /// time (`plain_limit.rs`): charged to the retry budget.
     Hedge,
     /// A hedge of a half-open probe, sent at once: charged as the failover it replaces.
     ProbeHedge,
@@ -261,6 +278,7 @@ impl Router {
             slowdown: Slowdown::default(),
             quota: quota::QuotaLeft::default(),
             refusals: Refusals::default(),
+            breaks: StreamBreaks::default(),
         }
     }
 
@@ -398,6 +416,8 @@ impl Router {
             wait_until: Instant::ZERO,
             backoff_served: false,
             needs_continuation: false,
+            stream_broke: false,
+            fallback_hedge: None,
             last_error: None,
             end: None,
             generation: self.generation,

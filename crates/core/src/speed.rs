@@ -18,7 +18,10 @@
 //!
 //! [`Speed::longest_answer`] is the longest answer's length at the fastest rate. Knowledge stops
 //! counting when it is old: below [`MIN_TOKENS`] of output tokens decayed over [`LONGEST_DECAY`]
-//! there is no estimate, and the configured allowance applies.
+//! there is no estimate, and the configured allowance applies. Knowledge is also young for a
+//! while ([`Speed::watched_for`]): in the first seconds of watching a provider, only its short
+//! answers can have finished, so the longest one seen says little of how long a healthy answer
+//! may take.
 
 use crate::time::Instant;
 use std::time::Duration;
@@ -45,6 +48,10 @@ pub struct Speed {
     /// Output tokens of the longest recent answer, decayed over [`LONGEST_DECAY`].
     longest: f64,
     stamp: Option<Instant>,
+    /// The first answer of the current knowledge (reset when the knowledge lapsed).
+    watch_start: Option<Instant>,
+    /// The estimate was known since `watch_start`: a later unknown one means it lapsed.
+    was_known: bool,
 }
 
 impl Speed {
@@ -61,6 +68,11 @@ impl Speed {
         if output_tokens == 0 {
             return;
         }
+        let known = self.per_token(now).is_some();
+        if self.watch_start.is_none() || (self.was_known && !known) {
+            self.watch_start = Some(now);
+            self.was_known = false;
+        }
         let tokens = output_tokens as f64;
         let faded = self.decay_by(now, LONGEST_DECAY);
         self.evidence = self.evidence * faded + tokens;
@@ -75,6 +87,14 @@ impl Speed {
             }
         }
         self.stamp = Some(self.stamp.map_or(now, |s| s.max(now)));
+        self.was_known |= self.per_token(now).is_some();
+    }
+
+    /// How long the current knowledge has been gathered: since its first answer (zero before
+    /// any). Answers longer than this cannot have been seen yet.
+    pub fn watched_for(&self, now: Instant) -> Duration {
+        self.watch_start
+            .map_or(Duration::ZERO, |start| now.saturating_since(start))
     }
 
     /// The fastest recent time per output token, if enough recent answers measured it.
@@ -144,6 +164,26 @@ mod tests {
             .map_or(0.0, |d| d.as_secs_f64());
         let want = 0.010 * 1_500.0 * (-100.0f64 / 600.0).exp();
         assert!((got - want).abs() < 0.01, "{got} vs {want}");
+    }
+
+    #[test]
+    fn watching_starts_with_the_first_answer_and_again_after_knowledge_lapsed() {
+        let mut s = Speed::default();
+        assert_eq!(s.watched_for(Instant::from_secs(5)), Duration::ZERO);
+        s.observe(Instant::from_secs(10), Duration::from_secs(1), 100);
+        s.observe(Instant::from_secs(20), Duration::from_secs(3), 300);
+        assert_eq!(
+            s.watched_for(Instant::from_secs(70)),
+            Duration::from_secs(60)
+        );
+        // Two hours idle: the knowledge lapsed, and the next answer starts it anew.
+        let later = Instant::from_secs(20 + 7_200);
+        assert_eq!(s.per_token(later), None);
+        s.observe(later, Duration::from_secs(3), 300);
+        assert_eq!(
+            s.watched_for(later + Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use std::time::Duration;
-use stilts_core::{Decision, Instant, Outcome, RequestMeta, Router, Usage};
+use stilts_core::{Decision, ErrorClass, Instant, Outcome, ProviderId, RequestMeta, Router, Usage};
 
 fn plain(deadline_s: u64) -> RequestMeta {
     RequestMeta {
@@ -31,23 +31,22 @@ fn answer(ms: u64, tokens: u64) -> Outcome {
     }
 }
 
-/// `count` answers of `tokens` in `ms` each from the first provider, one a second up to `until`.
+/// `count` answers of `tokens` in `ms` each from the first provider, spread over a minute and a
+/// bit (a provider is known once it was watched for its attempt limit, 60 s by default); returns
+/// the time of the last one.
 fn teach(r: &mut Router, count: u64, ms: u64, tokens: u64) -> Instant {
-    let mut now = Instant::from_secs(0);
+    let every = Duration::from_secs(61) / u32::try_from(count.max(2) - 1).unwrap();
+    let mut last = Instant::ZERO;
     for k in 0..count {
-        now = Instant::from_secs(k);
+        let now = Instant::ZERO + every * u32::try_from(k).unwrap();
         let mut call = r.begin(plain(30), now);
         let Decision::Send(a) = r.next_attempt(&mut call, now) else {
             panic!("no attempt");
         };
-        r.record(
-            &mut call,
-            a,
-            answer(ms, tokens),
-            now + Duration::from_millis(ms),
-        );
+        last = now + Duration::from_millis(ms);
+        r.record(&mut call, a, answer(ms, tokens), last);
     }
-    now + Duration::from_secs(1)
+    last
 }
 
 fn headers_limit(r: &mut Router, meta: RequestMeta, now: Instant) -> Duration {
@@ -70,19 +69,95 @@ fn an_unmeasured_provider_keeps_the_configured_limit_unless_a_fallback_needs_the
         headers_limit(&mut alone, plain(30), Instant::from_secs(0)),
         Duration::from_millis(35_600)
     );
-    // With a fallback of unknown speed, half the time left is kept for it: a cold provider that
-    // hangs still fails over in time.
+    // With a fallback of unknown speed, nothing is cut, but half the time left is kept for it:
+    // the fallback is hedged then (see `a_young_provider_s_long_answer_is_kept_and_its_fallback_
+    // hedged_on_time`).
     let mut two = router(&["a", "b"], priority);
     assert_eq!(
         headers_limit(&mut two, plain(30), Instant::from_secs(0)),
-        Duration::from_secs(15)
-    );
-    // But an unmeasured provider is given at least twice the default latency (1 s); a cut that
-    // would come before that is no cut: a client's 1 s deadline is not turned into a stage limit
-    // that blames the provider.
-    assert_eq!(
-        headers_limit(&mut two, plain(1), Instant::from_secs(0)),
         Duration::from_millis(35_600)
+    );
+    // An unmeasured provider is given at least twice the default latency (1 s) before its
+    // fallback is hedged: a client's 1 s deadline is its own.
+    let mut call = two.begin(plain(1), Instant::ZERO);
+    assert!(matches!(
+        two.next_attempt(&mut call, Instant::ZERO),
+        Decision::Send(_)
+    ));
+    assert_eq!(
+        two.next_attempt(&mut call, Instant::ZERO),
+        Decision::Pending
+    );
+}
+
+/// Young knowledge (answers watched for less than an attempt limit) says little of how long a
+/// healthy answer takes: the attempt keeps its time, and the fallback is hedged when it needs to
+/// start. The attempt that answers first wins; one that lost to the hedge counts as a timeout.
+#[test]
+fn a_young_provider_s_long_answer_is_kept_and_its_fallback_hedged_on_time() {
+    let mut r = router(&["a", "b"], priority);
+    // Ten seconds of 300-token answers in 3 s: only short answers could have finished yet.
+    let mut now = Instant::ZERO;
+    for k in 0..10 {
+        now = Instant::from_secs(k);
+        let mut call = r.begin(plain(30), now);
+        let Decision::Send(a) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        r.record(
+            &mut call,
+            a,
+            answer(3_000, 300),
+            now + Duration::from_secs(3),
+        );
+    }
+    now = now + Duration::from_secs(1);
+    // The long answer takes 20 s: it is not cut, and b is hedged at 15 s (half the time left).
+    let mut call = r.begin(plain(30), now);
+    let Decision::Send(long) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    assert_eq!(long.timeouts.headers, Duration::from_millis(35_600));
+    let hedge_at = now + Duration::from_secs(15);
+    assert_eq!(
+        r.next_attempt(&mut call, now),
+        Decision::Hedge { at: hedge_at }
+    );
+    let Decision::Send(hedge) = r.next_attempt(&mut call, hedge_at) else {
+        panic!("no hedge at 15 s");
+    };
+    assert_eq!(hedge.provider.index(), 1);
+    assert!(hedge.is_hedge);
+    // a answers first: the hedge is cancelled, and a keeps a clean record.
+    let done = now + Duration::from_secs(20);
+    r.record(&mut call, long, answer(20_000, 2_000), done);
+    assert!(matches!(
+        r.next_attempt(&mut call, done),
+        Decision::Done { .. }
+    ));
+    r.record(&mut call, hedge, Outcome::Cancelled, done);
+    let a = *r.stats(ProviderId::from_index(0).unwrap());
+    assert_eq!((a.successes, a.failures.iter().sum::<u64>()), (11, 0));
+
+    // The other way round: b answers first, and a's attempt, cancelled, counts as its timeout.
+    let now = done;
+    let mut call = r.begin(plain(30), now);
+    let Decision::Send(stuck) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    let Decision::Hedge { at } = r.next_attempt(&mut call, now) else {
+        panic!("no fallback hedge");
+    };
+    let Decision::Send(hedge) = r.next_attempt(&mut call, at) else {
+        panic!("no hedge");
+    };
+    let answered = at + Duration::from_secs(5);
+    r.record(&mut call, hedge, answer(5_000, 300), answered);
+    r.record(&mut call, stuck, Outcome::Cancelled, answered);
+    let a = *r.stats(ProviderId::from_index(0).unwrap());
+    assert_eq!(
+        (a.failures[ErrorClass::Timeout.index()], a.cancelled),
+        (1, 0)
     );
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stilts_core::{
-    Attempt, Call, Decision, GiveUp, GiveUpReason, Instant as CoreInstant, Outcome, RequestMeta,
-    Usage,
+    Attempt, Call, Decision, ErrorClass, GiveUp, GiveUpReason, Instant as CoreInstant, Outcome,
+    RequestMeta, Usage,
 };
 
 use crate::engine::{ChatReply, Clock, Gateway, Route, RouteState};
@@ -151,17 +151,38 @@ impl CallGuard {
         providers_fault
     }
 
-    /// Records every pending attempt as cancelled.
+    /// Records every pending attempt as cancelled. The router counts one as a timeout of its
+    /// provider when the call's fallback hedge beat it (`Call` docs): the metrics and the log
+    /// say so too.
     pub fn cancel_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let now = self.clock.now();
         let mut state = self.route.lock();
+        let timeout = ErrorClass::Timeout.index();
         for attempt in self.pending.drain(..) {
+            // Deployments and router are swapped together: a known deployment is a known provider.
+            let known = attempt.provider.index() < state.deployments.len();
+            let timeouts = |state: &RouteState| {
+                known.then(|| state.router.stats(attempt.provider).failures[timeout])
+            };
+            let before = (
+                timeouts(&state),
+                state.router.health_of(attempt.provider, now),
+            );
             state
                 .router
                 .record(&mut self.call, attempt, Outcome::Cancelled, now);
+            if timeouts(&state) > before.0 {
+                let after = state.router.health_of(attempt.provider, now);
+                if let Some(deployment) = state.deployments.get(attempt.provider.index()) {
+                    deployment.metrics.failures[timeout].inc();
+                    if let (Some(before), Some(after)) = (before.1, after) {
+                        log_transition(&self.route.name, &deployment.name, before, after, now);
+                    }
+                }
+            }
         }
     }
 

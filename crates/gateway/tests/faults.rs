@@ -22,22 +22,6 @@ fn fault(status: u16) -> Faults {
     }
 }
 
-/// A `priority` route over the given upstreams, in order.
-fn priority_route(route: &str, ups: &[(&str, &MockUpstream)], extra: &str) -> String {
-    let mut s = format!("[routes.{route}.router]\npolicy = \"priority\"\n{extra}\n");
-    for (i, (name, up)) in ups.iter().enumerate() {
-        s.push_str(&format!(
-            "[[routes.{route}.deployments]]\nname = \"{name}\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"{name}-model\"\npriority = {i}\n",
-            up.base_url()
-        ));
-    }
-    s
-}
-
-fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
 #[tokio::test]
 async fn plain_answer_names_the_provider_and_the_upstream_model() {
     let a = mock("a").await;

@@ -153,6 +153,20 @@ pub enum Decision {
     GiveUp(GiveUp),
 }
 
+/// A plain attempt of a provider whose healthy answer time is not known yet: at `at`, if it is
+/// still running, the call hedges to a fallback instead of cutting it (`plain_limit.rs`). If the
+/// hedge then wins, the attempt counts as a timeout for its provider: it was slower than the
+/// fallback by the time the fallback needed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FallbackHedge {
+    /// The attempt's number within the call.
+    pub(super) attempt: u32,
+    pub(super) sent: Instant,
+    pub(super) at: Instant,
+    /// The hedge went out.
+    pub(super) hedged: bool,
+}
+
 /// One request's routing state: what was tried, what failed, what is in flight.
 ///
 /// Made by [`Router::begin`]; owned by the caller; small and free of heap data.
@@ -185,6 +199,11 @@ pub struct Call {
     pub(super) wait_until: Instant,
     pub(super) backoff_served: bool,
     pub(super) needs_continuation: bool,
+    /// The attempt recorded next broke after its bytes reached the client (set with
+    /// `require_continuation`, taken by `record`).
+    pub(super) stream_broke: bool,
+    /// The plain attempt in flight whose fallback is hedged rather than cut (`plain_limit.rs`).
+    pub(super) fallback_hedge: Option<FallbackHedge>,
     pub(super) last_error: Option<ErrorClass>,
     pub(super) end: Option<Result<Option<ProviderId>, GiveUp>>,
     /// The router's config generation the provider ids in this call refer to.
@@ -239,8 +258,12 @@ impl Call {
     }
 
     /// From now on, only providers that can continue a partial answer exactly are eligible
-    /// (`prefill_continuation`). The driver sets this after stream bytes reached the client.
+    /// (`prefill_continuation`). The driver calls this when a stream whose bytes reached the
+    /// client broke, just before it records that attempt: its failure then counts as a broken
+    /// stream of its provider (`Router::record`), which spills stream traffic from a tier that
+    /// breaks many (`docs/routing.md`, "Spill").
     pub fn require_continuation(&mut self) {
         self.needs_continuation = true;
+        self.stream_broke = true;
     }
 }

@@ -40,8 +40,17 @@ use crate::speed::Speed;
 /// given up.
 pub const SPEED_MARGIN: u32 = 2;
 
+/// A plain attempt's limits: its timeouts, and when its call should hedge to a fallback.
+pub(super) struct PlainLimits {
+    pub(super) timeouts: Timeouts,
+    /// After this long, the call sends a hedge to its fallback (once per call): the provider's
+    /// healthy answer is not known yet, so the attempt is kept and the fallback started instead
+    /// of a cut.
+    pub(super) hedge_after: Option<Duration>,
+}
+
 impl Router {
-    /// The timeouts of an attempt of `call` on `p` sent at `now`; `usable` are the providers
+    /// The limits of an attempt of `call` on `p` sent at `now`; `usable` are the providers
     /// available to the call at this decision (the candidate fallbacks).
     pub(super) fn attempt_timeouts(
         &self,
@@ -49,14 +58,18 @@ impl Router {
         p: ProviderId,
         usable: ProviderSet,
         now: Instant,
-    ) -> Timeouts {
+    ) -> PlainLimits {
         let configured = self.config.providers[p.index()]
             .timeouts
             .for_request(call.stream, call.output_tokens);
+        let mut limits = PlainLimits {
+            timeouts: configured,
+            hedge_after: None,
+        };
         if call.stream {
-            return configured;
+            return limits;
         }
-        let mut t = configured;
+        let t = &mut limits.timeouts;
         let base = self.config.providers[p.index()].timeouts.headers;
         let healthy = self.healthy_answer(p, now);
         if let Some(healthy) = healthy {
@@ -66,7 +79,7 @@ impl Router {
         let mut fallbacks = usable.minus(call.tried);
         fallbacks.remove(p);
         if fallbacks.is_empty() {
-            return t;
+            return limits;
         }
         let half = left / 2;
         let reserve = fallbacks
@@ -83,15 +96,26 @@ impl Router {
         // A cut later than `leave_at` would leave the fallback less than it needs: it would lose
         // the answer in progress for a fallback that most likely misses the deadline too.
         if leave_at >= floor {
-            t.headers = t.headers.min(leave_at);
+            if healthy.is_some() {
+                t.headers = t.headers.min(leave_at);
+            } else if leave_at < t.headers {
+                // Nothing says yet whether an attempt this long is stuck or a long answer: start
+                // the fallback on time and keep the attempt.
+                limits.hedge_after = Some(leave_at);
+            }
         }
-        t
+        limits
     }
 
     /// [`SPEED_MARGIN`] times the time of `p`'s longest recent answer at its measured speed:
-    /// what a healthy plain answer there may take, when known.
+    /// what a healthy plain answer there may take, when known, and when `p` was watched for at
+    /// least its attempt limit (any healthy answer sent since could have finished).
     fn healthy_answer(&self, p: ProviderId, now: Instant) -> Option<Duration> {
-        let longest = self.health[p.index()].speed.longest_answer(now)?;
+        let speed = &self.health[p.index()].speed;
+        if speed.watched_for(now) < self.config.providers[p.index()].timeouts.attempt {
+            return None;
+        }
+        let longest = speed.longest_answer(now)?;
         Some(longest.saturating_mul(SPEED_MARGIN))
     }
 }

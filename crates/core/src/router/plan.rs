@@ -2,6 +2,7 @@
 //! its attempt (preference tiers, spill, panic routing, rate limits worth waiting for), and what
 //! sending it charges.
 
+use super::call::FallbackHedge;
 use super::{
     Blocked, Call, Cooldown, Decision, GiveUpReason, Health, PANIC_MIN_ANSWERED, Router, SendKind,
     nanos,
@@ -209,13 +210,16 @@ impl Router {
                 return self.send(call, p, SendKind::ProbeHedge, available, now);
             }
         }
-        let Some(delay) = self.config.hedge_delay else {
-            return Decision::Pending;
-        };
         if call.hedged || call.attempts >= self.config.max_attempts {
             return Decision::Pending;
         }
-        let at = call.last_send + delay;
+        // The configured hedge after a delay of silence, or the fallback hedge of a plain attempt
+        // whose provider is not measured yet (`plain_limit.rs`), whichever comes first.
+        let configured = self.config.hedge_delay.map(|delay| call.last_send + delay);
+        let fallback = call.fallback_hedge.map(|f| f.at);
+        let Some(at) = [configured, fallback].into_iter().flatten().min() else {
+            return Decision::Pending;
+        };
         if at >= call.deadline {
             return Decision::Pending;
         }
@@ -226,7 +230,12 @@ impl Router {
         let (available, _) = self.available(call, now);
         let untried = available.minus(call.tried);
         match self.choose(untried, call, now) {
-            Some(p) => self.send(call, p, SendKind::Hedge, available, now),
+            Some(p) => {
+                if let Some(f) = &mut call.fallback_hedge {
+                    f.hedged = fallback.is_some_and(|due| due <= now);
+                }
+                self.send(call, p, SendKind::Hedge, available, now)
+            }
             None => Decision::Pending,
         }
     }
@@ -239,7 +248,8 @@ impl Router {
             candidates
         } else {
             let tier = self.tier(candidates, best);
-            self.spill_tier(candidates, tier).unwrap_or(tier)
+            self.spill_tier(candidates, tier, call.stream)
+                .unwrap_or(tier)
         };
         let view = PolicyView {
             now,
@@ -262,11 +272,17 @@ impl Router {
     /// When every provider of the best tier answers much slower than usual (queueing behind its
     /// capacity, or a brownout), the next tier, for a share of the traffic that grows with the
     /// slowdown (`slowdown.rs`): a saturated tier is relieved instead of piled on, and requests
-    /// stop running into their deadlines there. Only toward a tier that is itself less slowed.
-    fn spill_tier(&mut self, candidates: ProviderSet, tier: ProviderSet) -> Option<ProviderSet> {
+    /// stop running into their deadlines there. A `stream` call also spills for the tier's
+    /// broken streams (`breaks.rs`). Only toward a tier that would itself spill less.
+    fn spill_tier(
+        &mut self,
+        candidates: ProviderSet,
+        tier: ProviderSet,
+        stream: bool,
+    ) -> Option<ProviderSet> {
         let spill_of = |set: ProviderSet, health: &[Health]| {
             set.iter()
-                .map(|p| health[p.index()].slowdown.spill())
+                .map(|p| health[p.index()].spill(stream))
                 .fold(f64::INFINITY, f64::min)
         };
         let spill = spill_of(tier, &self.health);
@@ -319,10 +335,10 @@ impl Router {
             if best_untried.is_some_and(|b| pref >= b) {
                 continue;
             }
-            // A provider answering much slower than usual is having its traffic spilled: not
-            // worth a wait on top of its slowness (the wait plus a slowed answer can miss the
-            // deadline that the next tier would meet).
-            if self.health[p.index()].slowdown.spill() > 0.0 {
+            // A provider answering much slower than usual (or, for a stream, breaking its
+            // streams) is having its traffic spilled: not worth a wait on top of its slowness
+            // (the wait plus a slowed answer can miss the deadline that the next tier would meet).
+            if self.health[p.index()].spill(call.stream) > 0.0 {
                 continue;
             }
             // Nor one that lately refused most of its calls: the wait would likely end in
@@ -512,7 +528,7 @@ impl Router {
             return Self::give_up(call, GiveUpReason::BudgetExhausted);
         }
         let i = p.index();
-        let timeouts = self.attempt_timeouts(call, p, usable, now);
+        let limits = self.attempt_timeouts(call, p, usable, now);
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
         let admitted = health.breaker.admits(now, &self.config.breaker);
@@ -545,13 +561,27 @@ impl Router {
         call.attempts += 1;
         call.in_flight += 1;
         call.last_send = now;
+        // A probe is hedged at once already; a hedge keeps the fallback hedge of the attempt it
+        // hedges.
+        if kind == SendKind::Plain {
+            call.fallback_hedge =
+                limits
+                    .hedge_after
+                    .filter(|_| probe.is_none())
+                    .map(|after| FallbackHedge {
+                        attempt: call.attempts,
+                        sent: now,
+                        at: now + after,
+                        hedged: false,
+                    });
+        }
         call.backoff_served = false;
         Decision::Send(Attempt {
             provider: p,
             number: call.attempts,
             is_hedge,
             deadline: (now + settings.timeouts.attempt).min(call.deadline),
-            timeouts,
+            timeouts: limits.timeouts,
             provider_uid: self.uids[i],
             probe,
             stream: call.stream,

@@ -36,6 +36,8 @@ impl Router {
         }
         // The provider's id now (it may have moved in a reload), if it still exists.
         let current = index.and_then(ProviderId::from_index);
+        let outcome = Self::overdue_as_timeout(call, &attempt, outcome, now);
+        let stream_broke = std::mem::take(&mut call.stream_broke);
         match outcome {
             Outcome::Success {
                 latency,
@@ -44,6 +46,9 @@ impl Router {
             } => {
                 if let Some(i) = index {
                     self.health[i].refusals.observe(false);
+                    if first_token.is_some() {
+                        self.health[i].breaks.observe(false);
+                    }
                     let felt = first_token.unwrap_or(latency);
                     self.health[i].breaker.on_success(
                         now,
@@ -116,6 +121,9 @@ impl Router {
                     if class == ErrorClass::RateLimited {
                         self.health[i].refusals.observe(true);
                     }
+                    if stream_broke {
+                        self.health[i].breaks.observe(true);
+                    }
                     // A timeout the client's deadline cut short is a lower bound on the
                     // provider's latency, not a sample: feeding it would raise the estimate
                     // that tells the next client-cut timeout apart (above).
@@ -176,6 +184,31 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// An attempt whose fallback hedge won (`plain_limit.rs`), cancelled because of that, was
+    /// slower than its fallback by all the time the fallback needed: a timeout of its provider,
+    /// not a neutral cancel, or a provider that hangs from its first call would never trip its
+    /// breaker. Any outcome of the attempt ends its fallback hedge.
+    fn overdue_as_timeout(
+        call: &mut Call,
+        attempt: &Attempt,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Outcome {
+        let Some(hedge) = call.fallback_hedge.filter(|f| f.attempt == attempt.number) else {
+            return outcome;
+        };
+        call.fallback_hedge = None;
+        let won_elsewhere = matches!(call.end, Some(Ok(Some(p))) if p != attempt.provider);
+        if hedge.hedged && won_elsewhere && outcome == Outcome::Cancelled {
+            return Outcome::Failure {
+                class: ErrorClass::Timeout,
+                latency: now.saturating_since(hedge.sent),
+                retry_after: None,
+            };
+        }
+        outcome
     }
 
     fn apply_failure(

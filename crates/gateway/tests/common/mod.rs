@@ -338,6 +338,22 @@ pub fn set_env(name: &str, value: &str) {
     }
 }
 
+/// A `priority` route over the given upstreams, in order.
+pub fn priority_route(
+    route: &str,
+    ups: &[(&str, &stilts_gateway::mock::MockUpstream)],
+    extra: &str,
+) -> String {
+    let mut s = format!("[routes.{route}.router]\npolicy = \"priority\"\n{extra}\n");
+    for (i, (name, up)) in ups.iter().enumerate() {
+        s.push_str(&format!(
+            "[[routes.{route}.deployments]]\nname = \"{name}\"\nplugin = \"PLUGIN\"\nbase_url = \"{}\"\nmodel = \"{name}-model\"\npriority = {i}\n",
+            up.base_url()
+        ));
+    }
+    s
+}
+
 /// A response header's value as text (empty when absent or not text).
 pub fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")

@@ -1,0 +1,204 @@
+//! Spill: a preferred tier that answers much slower than usual, or (for streams) breaks many of
+//! its streams after they reached the client, sends a share of its traffic to the next tier (see
+//! `docs/routing.md`, "Spill"), driven call by call in virtual time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use stilts_core::{Decision, ErrorClass, Instant, Outcome, PolicyKind, RequestMeta, RouterConfig};
+
+fn priority(c: &mut RouterConfig) {
+    c.policy = PolicyKind::Priority;
+}
+
+/// One call whose first attempt is answered after `felt_ms` (a stream's first token); returns the
+/// provider the router chose.
+fn one_stream_call(r: &mut stilts_core::Router, now: Instant, felt_ms: u64) -> String {
+    let meta = RequestMeta {
+        stream: true,
+        ..RequestMeta::default()
+    };
+    let mut call = r.begin(meta, now);
+    let Decision::Send(attempt) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt")
+    };
+    let name = r.provider(attempt.provider).name.clone();
+    let felt = if name == "a" { felt_ms } else { 500 };
+    let outcome = Outcome::Success {
+        latency: Duration::from_millis(felt + 2_000),
+        first_token: Some(Duration::from_millis(felt)),
+        usage: stilts_core::Usage {
+            input_tokens: 100,
+            output_tokens: 200,
+        },
+    };
+    r.record(&mut call, attempt, outcome, now);
+    name
+}
+
+/// Share of `calls` calls (one every 100 ms from `from`) that the router sent to `b`.
+fn spilled(r: &mut stilts_core::Router, from: Instant, calls: u32, a_felt_ms: u64) -> f64 {
+    let mut to_b = 0;
+    for k in 0..calls {
+        let now = from + Duration::from_millis(100 * u64::from(k));
+        if one_stream_call(r, now, a_felt_ms) == "b" {
+            to_b += 1;
+        }
+    }
+    f64::from(to_b) / f64::from(calls)
+}
+
+/// A preferred tier that answers far slower than usual (queueing behind its capacity, or a
+/// brownout) spills a share of its traffic to the next tier, growing with the slowdown; it keeps
+/// some to measure itself, and gets everything back once it is fast again.
+#[test]
+fn a_slowed_tier_spills_traffic_to_the_next_and_takes_it_back_when_fast() {
+    let mut r = router(&["a", "b"], priority);
+    let t0 = Instant::ZERO;
+    assert_eq!(spilled(&mut r, t0, 3_000, 500), 0.0, "a steady tier spills");
+    // Four times slower to its first token: most traffic moves, not all.
+    let slow_from = t0 + Duration::from_secs(300);
+    let _ = spilled(&mut r, slow_from, 300, 2_000);
+    let share = spilled(&mut r, slow_from + Duration::from_secs(30), 600, 2_000);
+    assert!((0.75..0.97).contains(&share), "spilled {share}");
+    // Fast again: within a minute, everything is back.
+    let fast_from = slow_from + Duration::from_secs(90);
+    let _ = spilled(&mut r, fast_from, 600, 500);
+    let share = spilled(&mut r, fast_from + Duration::from_secs(60), 600, 500);
+    assert_eq!(share, 0.0, "still spilled {share}");
+}
+
+/// A preferred provider answering much slower than usual is not worth waiting out a short
+/// Retry-After for: the wait plus a slowed answer can miss the deadline the next tier meets.
+#[test]
+fn a_slowed_provider_s_short_retry_after_is_not_waited_out() {
+    let mut r = router(&["a", "b"], priority);
+    let _ = spilled(&mut r, Instant::ZERO, 3_000, 500);
+    let slow_from = Instant::from_secs(300);
+    let _ = spilled(&mut r, slow_from, 300, 2_000);
+    // The tenth of the calls still sent to a: a 429 with a 1 s Retry-After there.
+    let mut now = slow_from + Duration::from_secs(30);
+    loop {
+        let meta = RequestMeta {
+            stream: true,
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+            panic!()
+        };
+        if r.provider(first.provider).name != "a" {
+            r.record(&mut call, first, ok(500), now);
+            now = now + Duration::from_millis(100);
+            continue;
+        }
+        r.record(&mut call, first, rate_limited(1_000), now);
+        let Decision::Send(next) = r.next_attempt(&mut call, now) else {
+            panic!("waited out a slowed provider's Retry-After")
+        };
+        assert_eq!(r.provider(next.provider).name, "b");
+        r.record(&mut call, next, ok(500), now);
+        break;
+    }
+}
+
+/// A 30% slowdown is noise, not saturation: nothing spills.
+#[test]
+fn a_mild_slowdown_spills_nothing() {
+    let mut r = router(&["a", "b"], priority);
+    let _ = spilled(&mut r, Instant::ZERO, 3_000, 500);
+    let share = spilled(&mut r, Instant::from_secs(300), 1_200, 650);
+    assert_eq!(share, 0.0);
+}
+
+fn stream_call() -> RequestMeta {
+    RequestMeta {
+        stream: true,
+        ..RequestMeta::default()
+    }
+}
+
+fn streamed(ms: u64) -> Outcome {
+    Outcome::Success {
+        latency: Duration::from_millis(ms + 2_000),
+        first_token: Some(Duration::from_millis(ms)),
+        usage: stilts_core::Usage {
+            input_tokens: 100,
+            output_tokens: 200,
+        },
+    }
+}
+
+/// `calls` calls, one every 100 ms from `from`, of which every `broken_every`th stream that `a`
+/// starts breaks after its first bytes (0: none), continued on `b`; returns the share the router
+/// sent to `b` first, and the plain calls' share when `plain`.
+fn with_broken_streams(
+    r: &mut stilts_core::Router,
+    from: Instant,
+    calls: u32,
+    broken_every: u32,
+    plain: bool,
+) -> f64 {
+    let (mut to_b, mut on_a) = (0, 0);
+    for k in 0..calls {
+        let now = from + Duration::from_millis(100 * u64::from(k));
+        let meta = if plain {
+            RequestMeta::default()
+        } else {
+            stream_call()
+        };
+        let mut call = r.begin(meta, now);
+        let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt")
+        };
+        if r.provider(first.provider).name == "b" {
+            to_b += 1;
+            r.record(&mut call, first, streamed(500), now);
+            continue;
+        }
+        on_a += 1;
+        if plain || broken_every == 0 || on_a % broken_every != 0 {
+            r.record(&mut call, first, streamed(500), now);
+            continue;
+        }
+        // Bytes reached the client, then the stream was cut: continued on b.
+        call.require_continuation();
+        r.record(&mut call, first, fail(ErrorClass::Server), now);
+        let Decision::Send(next) = r.next_attempt(&mut call, now) else {
+            panic!("no continuation")
+        };
+        assert_eq!(r.provider(next.provider).name, "b");
+        r.record(&mut call, next, streamed(600), now);
+    }
+    f64::from(to_b) / f64::from(calls)
+}
+
+/// A preferred tier whose streams break after reaching the client (here one in three: cuts,
+/// stalls) spills most of its stream traffic to the next tier, though its breaker stays closed;
+/// plain traffic, which it serves well, stays; and the streams come back once it finishes them
+/// again. An occasional cut (one stream in 25) spills nothing.
+#[test]
+fn a_tier_that_breaks_its_streams_spills_them_to_the_next() {
+    let both = |c: &mut RouterConfig| {
+        priority(c);
+        c.providers[1].prefill_continuation = Some(true);
+    };
+    let mut r = router(&["a", "b"], both);
+    let t0 = Instant::ZERO;
+    let share = with_broken_streams(&mut r, t0, 3_000, 25, false);
+    assert!(share < 0.01, "an occasional cut spilled {share}");
+    let from = t0 + Duration::from_secs(300);
+    let _ = with_broken_streams(&mut r, from, 300, 3, false);
+    let share = with_broken_streams(&mut r, from + Duration::from_secs(30), 600, 3, false);
+    assert!((0.8..0.97).contains(&share), "spilled {share}");
+    let plain = with_broken_streams(&mut r, from + Duration::from_secs(90), 300, 3, true);
+    assert_eq!(plain, 0.0, "plain calls spilled {plain}");
+    // Clean again: the few streams still sent to a bring its share down, and the rest follow.
+    let clean = from + Duration::from_secs(120);
+    let _ = with_broken_streams(&mut r, clean, 1_200, 0, false);
+    let share = with_broken_streams(&mut r, clean + Duration::from_secs(120), 600, 0, false);
+    assert_eq!(share, 0.0, "still spilled {share}");
+}
