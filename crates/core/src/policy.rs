@@ -32,7 +32,8 @@ pub struct PolicyView<'a> {
     pub loads: &'a [ProviderLoad],
     /// Input tokens of the request.
     pub input_tokens: u64,
-    /// Expected output tokens of the request.
+    /// Expected output tokens of the request: its bound (`max_tokens`, or the drivers' default),
+    /// or the mean of the route's recent answers when smaller.
     pub output_tokens: u64,
 }
 

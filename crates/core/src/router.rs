@@ -1,5 +1,6 @@
 //! The router: one route's providers, their health, and the decisions for each request.
 
+use crate::answer_length::AnswerLength;
 use crate::breaker::{Breaker, BreakerState};
 use crate::breaks::StreamBreaks;
 use crate::budget::RetryBudget;
@@ -216,6 +217,8 @@ pub struct Router {
     /// Each provider's preference (lower first): its priority tier, and under `priority` its
     /// position.
     preferences: Vec<u64>,
+    /// How long the route's answers are (what the `cost` policy prices output at).
+    answer_length: AnswerLength,
 }
 
 impl fmt::Debug for Router {
@@ -257,6 +260,7 @@ impl Router {
             generation: 0,
             previous_ids: Vec::new(),
             preferences: Self::preferences_of(&config),
+            answer_length: AnswerLength::default(),
             config,
         };
         for p in 0..n {

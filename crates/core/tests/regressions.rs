@@ -526,3 +526,53 @@ fn timeout_at_client_deadline(r: &mut Router, now: Instant, deadline: Duration) 
     );
     end
 }
+
+/// The `cost` policy priced every answer at the request's bound (512 tokens without
+/// `max_tokens`): a provider cheap per input token and dear per output token looked dearer than
+/// it is for the usual short answer, and short prompts went to the other. It now prices output at
+/// the mean of the route's recent answers when that is smaller.
+#[test]
+fn the_cost_policy_prices_output_at_the_usual_answer_not_the_bound() {
+    let mut r = router(&["mini", "chat"], |c| {
+        c.policy = PolicyKind::Cost;
+        // gpt-4o-mini and deepseek-chat list prices, USD per million tokens.
+        (
+            c.providers[0].input_usd_per_mtok,
+            c.providers[0].output_usd_per_mtok,
+        ) = (Some(0.15), Some(0.60));
+        (
+            c.providers[1].input_usd_per_mtok,
+            c.providers[1].output_usd_per_mtok,
+        ) = (Some(0.28), Some(0.42));
+    });
+    let meta = RequestMeta {
+        input_tokens: 600,
+        output_tokens: 512,
+        stream: false,
+        deadline: None,
+    };
+    let first_choice = |r: &mut Router, now: Instant| {
+        let mut call = r.begin(meta, now);
+        let Decision::Send(a) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt")
+        };
+        let answer = Outcome::Success {
+            latency: Duration::from_millis(800),
+            first_token: None,
+            usage: Usage {
+                input_tokens: 600,
+                output_tokens: 150,
+            },
+        };
+        r.record(&mut call, a, answer, now);
+        r.provider(a.provider).name.clone()
+    };
+    // At 512 output tokens deepseek-chat is the cheaper for this 600-token prompt ($0.000383
+    // against $0.000397)...
+    assert_eq!(first_choice(&mut r, ms(0)), "chat");
+    for k in 1..40 {
+        let _ = first_choice(&mut r, ms(k * 100));
+    }
+    // ...but answers here have 150 tokens, at which gpt-4o-mini is ($0.000180 against $0.000231).
+    assert_eq!(first_choice(&mut r, ms(5_000)), "mini");
+}

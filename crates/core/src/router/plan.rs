@@ -256,7 +256,7 @@ impl Router {
             providers: &self.config.providers,
             loads: &self.loads,
             input_tokens: u64::from(call.input_tokens),
-            output_tokens: u64::from(call.output_tokens),
+            output_tokens: self.answer_length.expected(u64::from(call.output_tokens)),
         };
         self.policy.pick(tier, &view, &mut self.rng)
     }

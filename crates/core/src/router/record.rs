@@ -66,6 +66,7 @@ impl Router {
                     self.health[i]
                         .speed
                         .observe(now, latency, usage.output_tokens);
+                    self.answer_length.observe(usage.output_tokens);
                     let cost =
                         self.config.providers[i].cost_usd(usage.input_tokens, usage.output_tokens);
                     let stats = &mut self.stats[i];
