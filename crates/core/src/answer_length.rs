@@ -4,8 +4,8 @@
 //! the drivers assume 512 tokens. Priced at that bound, a provider that is cheap per input token
 //! and dear per output token looks dearer than it is for the usual short answer (gpt-4o-mini at
 //! $0.15/$0.60 per million tokens against deepseek-chat at $0.28/$0.42: at 512 output tokens
-//! deepseek is the cheaper for a prompt under about 900 tokens; at the 150 tokens a chat answer
-//! usually has, gpt-4o-mini is the cheaper for any prompt). Expected cost is linear in the output
+//! deepseek is the cheaper for a prompt under about 700 tokens; at the 150 tokens a chat answer
+//! usually has, only under about 210). Expected cost is linear in the output
 //! tokens, so the right price is at their mean: the router keeps the mean output tokens of the
 //! route's recent answers (an exponentially weighted average over the last [`WINDOW`] or so,
 //! started as the mean of the first ones) and prices a request at that mean, or at its own

@@ -154,9 +154,11 @@ const PANIC_MIN_ANSWERED: f64 = 0.25;
 enum SendKind {
     /// The call's next attempt: its first, a retry or a failover.
     Plain,
-    /// A hedge after `hedge.delay_ms` of silence, or when a plain attempt's fallback needs its
-    /// time (`plain_limit.rs`): charged to the retry budget.
+    /// A hedge after `hedge.delay_ms` of silence: charged to the retry budget.
     Hedge,
+    /// A hedge sent when a plain attempt's fallback needs to start (`plain_limit.rs`): charged as
+    /// the failover it replaces (free when the fallback has headroom).
+    FallbackHedge,
     /// A hedge of a half-open probe, sent at once: charged as the failover it replaces.
     ProbeHedge,
 }
@@ -445,6 +447,14 @@ impl Router {
             call.waited_out = remap(call.waited_out);
             call.excluded = remap(call.excluded);
             call.probes_out = remap(call.probes_out);
+            call.fallback_hedge = call.fallback_hedge.and_then(|mut f| {
+                f.provider = self
+                    .previous_ids
+                    .get(f.provider.index())
+                    .copied()
+                    .flatten()?;
+                Some(f)
+            });
             if let Some(Ok(Some(p))) = call.end {
                 call.end = Some(Ok(self.previous_ids.get(p.index()).copied().flatten()));
             }
@@ -456,6 +466,7 @@ impl Router {
             call.waited_out = ProviderSet::EMPTY;
             call.excluded = ProviderSet::EMPTY;
             call.probes_out = ProviderSet::EMPTY;
+            call.fallback_hedge = None;
             if let Some(Ok(Some(_))) = call.end {
                 call.end = Some(Ok(None));
             }

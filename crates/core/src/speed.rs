@@ -48,7 +48,8 @@ pub struct Speed {
     /// Output tokens of the longest recent answer, decayed over [`LONGEST_DECAY`].
     longest: f64,
     stamp: Option<Instant>,
-    /// The first answer of the current knowledge (reset when the knowledge lapsed).
+    /// The first answer of the current knowledge (reset when the knowledge lapsed, or when
+    /// answers too few to make it known were followed by an idle spell of [`LONGEST_DECAY`]).
     watch_start: Option<Instant>,
     /// The estimate was known since `watch_start`: a later unknown one means it lapsed.
     was_known: bool,
@@ -69,7 +70,12 @@ impl Speed {
             return;
         }
         let known = self.per_token(now).is_some();
-        if self.watch_start.is_none() || (self.was_known && !known) {
+        // Knowledge lapsed (it was known, or a few short answers were followed by a long idle
+        // spell): watching starts anew.
+        let idle = self
+            .stamp
+            .is_some_and(|stamp| now.saturating_since(stamp) >= LONGEST_DECAY);
+        if self.watch_start.is_none() || (!known && (self.was_known || idle)) {
             self.watch_start = Some(now);
             self.was_known = false;
         }
@@ -184,6 +190,12 @@ mod tests {
             s.watched_for(later + Duration::from_secs(5)),
             Duration::from_secs(5)
         );
+        // A few short answers, never enough to know the speed, then hours idle: the same.
+        let mut s = Speed::default();
+        s.observe(Instant::from_secs(0), Duration::from_secs(1), 50);
+        let later = Instant::from_secs(7_200);
+        s.observe(later, Duration::from_secs(1), 50);
+        assert_eq!(s.watched_for(later), Duration::ZERO);
     }
 
     #[test]

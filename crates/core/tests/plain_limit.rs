@@ -200,6 +200,58 @@ fn no_cut_that_would_leave_the_fallback_less_than_it_needs() {
     );
 }
 
+/// When the fallback hedge fails, the call goes on to the next provider while the attempt it
+/// hedged still runs (as a cut would have let it), and never sends that provider a second attempt.
+#[test]
+fn a_failed_fallback_hedge_lets_the_call_go_on_elsewhere() {
+    let mut r = router(&["a", "b", "c"], priority);
+    let now = Instant::ZERO;
+    let mut call = r.begin(plain(30), now);
+    let Decision::Send(hung) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    let Decision::Hedge { at } = r.next_attempt(&mut call, now) else {
+        panic!("no fallback hedge");
+    };
+    let Decision::Send(hedge) = r.next_attempt(&mut call, at) else {
+        panic!("no hedge");
+    };
+    assert_eq!(hedge.provider.index(), 1);
+    let failed = at + Duration::from_millis(50);
+    r.record(
+        &mut call,
+        hedge,
+        Outcome::Failure {
+            class: ErrorClass::Server,
+            latency: Duration::from_millis(50),
+            retry_after: None,
+        },
+        failed,
+    );
+    let Decision::Send(next) = r.next_attempt(&mut call, failed) else {
+        panic!("the call waited on the hung attempt");
+    };
+    assert_eq!(next.provider.index(), 2, "not a second attempt to a");
+    let done = failed + Duration::from_secs(2);
+    r.record(&mut call, next, answer(2_000, 200), done);
+    assert!(matches!(
+        r.next_attempt(&mut call, done),
+        Decision::Done { .. }
+    ));
+    // a lost to the fallback: its cancel is recorded as its timeout.
+    let recorded = r.record(&mut call, hung, Outcome::Cancelled, done);
+    assert!(
+        matches!(
+            recorded,
+            Outcome::Failure {
+                class: ErrorClass::Timeout,
+                ..
+            }
+        ),
+        "{recorded:?}"
+    );
+}
+
 #[test]
 fn streams_are_untouched() {
     let mut r = router(&["a", "b"], priority);
@@ -233,7 +285,7 @@ proptest! {
         if answers * tokens >= 300 {
             let healthy = Duration::from_millis(ms) * 2;
             let expected_floor = healthy.min(configured);
-            // The longest answer's length decays by under 1% over a lesson of 40 s.
+            // The lesson ends with its last answer: the longest answer's length has not decayed.
             prop_assert!(
                 limit.as_secs_f64() >= expected_floor.as_secs_f64() * 0.99,
                 "{limit:?} < {expected_floor:?}"

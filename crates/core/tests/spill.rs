@@ -17,25 +17,13 @@ fn priority(c: &mut RouterConfig) {
 /// One call whose first attempt is answered after `felt_ms` (a stream's first token); returns the
 /// provider the router chose.
 fn one_stream_call(r: &mut stilts_core::Router, now: Instant, felt_ms: u64) -> String {
-    let meta = RequestMeta {
-        stream: true,
-        ..RequestMeta::default()
-    };
-    let mut call = r.begin(meta, now);
+    let mut call = r.begin(stream_call(), now);
     let Decision::Send(attempt) = r.next_attempt(&mut call, now) else {
         panic!("no attempt")
     };
     let name = r.provider(attempt.provider).name.clone();
     let felt = if name == "a" { felt_ms } else { 500 };
-    let outcome = Outcome::Success {
-        latency: Duration::from_millis(felt + 2_000),
-        first_token: Some(Duration::from_millis(felt)),
-        usage: stilts_core::Usage {
-            input_tokens: 100,
-            output_tokens: 200,
-        },
-    };
-    r.record(&mut call, attempt, outcome, now);
+    r.record(&mut call, attempt, streamed(felt), now);
     name
 }
 
@@ -154,14 +142,16 @@ fn with_broken_streams(
         let Decision::Send(first) = r.next_attempt(&mut call, now) else {
             panic!("no attempt")
         };
+        // A plain answer has no first token: it says nothing of streams.
+        let answered = if plain { ok(2_500) } else { streamed(500) };
         if r.provider(first.provider).name == "b" {
             to_b += 1;
-            r.record(&mut call, first, streamed(500), now);
+            r.record(&mut call, first, answered, now);
             continue;
         }
         on_a += 1;
         if plain || broken_every == 0 || on_a % broken_every != 0 {
-            r.record(&mut call, first, streamed(500), now);
+            r.record(&mut call, first, answered, now);
             continue;
         }
         // Bytes reached the client, then the stream was cut: continued on b.

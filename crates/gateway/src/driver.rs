@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stilts_core::{
-    Attempt, Call, Decision, ErrorClass, GiveUp, GiveUpReason, Instant as CoreInstant, Outcome,
-    RequestMeta, Usage,
+    Attempt, Call, Decision, GiveUp, GiveUpReason, Instant as CoreInstant, Outcome, RequestMeta,
+    Usage,
 };
 
 use crate::engine::{ChatReply, Clock, Gateway, Route, RouteState};
@@ -151,8 +151,8 @@ impl CallGuard {
         providers_fault
     }
 
-    /// Records every pending attempt as cancelled. The router counts one as a timeout of its
-    /// provider when the call's fallback hedge beat it (`Call` docs): the metrics and the log
+    /// Records every pending attempt as cancelled. The router records one as a timeout of its
+    /// provider when it lost to its fallback hedge (`Router::record`): the metrics and the log
     /// say so too.
     pub fn cancel_pending(&mut self) {
         if self.pending.is_empty() {
@@ -160,27 +160,20 @@ impl CallGuard {
         }
         let now = self.clock.now();
         let mut state = self.route.lock();
-        let timeout = ErrorClass::Timeout.index();
         for attempt in self.pending.drain(..) {
-            // Deployments and router are swapped together: a known deployment is a known provider.
-            let known = attempt.provider.index() < state.deployments.len();
-            let timeouts = |state: &RouteState| {
-                known.then(|| state.router.stats(attempt.provider).failures[timeout])
-            };
-            let before = (
-                timeouts(&state),
-                state.router.health_of(attempt.provider, now),
-            );
-            state
+            let before = state.router.health_of(attempt.provider, now);
+            let recorded = state
                 .router
                 .record(&mut self.call, attempt, Outcome::Cancelled, now);
-            if timeouts(&state) > before.0 {
-                let after = state.router.health_of(attempt.provider, now);
-                if let Some(deployment) = state.deployments.get(attempt.provider.index()) {
-                    deployment.metrics.failures[timeout].inc();
-                    if let (Some(before), Some(after)) = (before.1, after) {
-                        log_transition(&self.route.name, &deployment.name, before, after, now);
-                    }
+            let Outcome::Failure { class, .. } = recorded else {
+                continue;
+            };
+            let after = state.router.health_of(attempt.provider, now);
+            // Deployments and router are swapped together: the index is the router's.
+            if let Some(deployment) = state.deployments.get(attempt.provider.index()) {
+                deployment.metrics.failures[class.index()].inc();
+                if let (Some(before), Some(after)) = (before, after) {
+                    log_transition(&self.route.name, &deployment.name, before, after, now);
                 }
             }
         }

@@ -56,7 +56,9 @@ pub enum Outcome {
         /// The provider's Retry-After, if it sent one.
         retry_after: Option<Duration>,
     },
-    /// The caller abandoned the attempt (another one won, or the client left). Neutral for health.
+    /// The caller abandoned the attempt (another one won, or the client left). Neutral for health,
+    /// except for a plain attempt that lost to its fallback hedge, which the router records as a
+    /// timeout of its provider ([`Router::record`] returns what it recorded).
     Cancelled,
 }
 
@@ -154,16 +156,21 @@ pub enum Decision {
 }
 
 /// A plain attempt of a provider whose healthy answer time is not known yet: at `at`, if it is
-/// still running, the call hedges to a fallback instead of cutting it (`plain_limit.rs`). If the
-/// hedge then wins, the attempt counts as a timeout for its provider: it was slower than the
-/// fallback by the time the fallback needed.
+/// still running, the call hedges to a fallback instead of cutting it (`plain_limit.rs`). Once the
+/// hedge went out, the call goes on elsewhere as if idle while only this attempt is left (never to
+/// its provider), and if another attempt wins, this one counts as a timeout of its provider: it
+/// was slower than the fallback by all the time the fallback needed.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct FallbackHedge {
     /// The attempt's number within the call.
     pub(super) attempt: u32,
+    /// Its provider (kept current across reloads by `Router::sync`).
+    pub(super) provider: ProviderId,
+    /// When it was sent.
     pub(super) sent: Instant,
+    /// When the fallback needs to start.
     pub(super) at: Instant,
-    /// The hedge went out.
+    /// The hedge was sent.
     pub(super) hedged: bool,
 }
 

@@ -7,22 +7,26 @@
 //! client deadline. An attempt stuck in an overloaded provider's queue then never gives up in time
 //! to fail over. Two rules shorten it, never lengthen it:
 //!
-//! 1. **Speed.** Once the provider's speed is known ([`Speed`]), the allowance per token is
-//!    [`SPEED_MARGIN`] times its measured time per token: `headers + 2 × per_token × tokens`. A
-//!    healthy answer twice as slow as usual still arrives; a stuck one is given up in proportion
-//!    to how fast this provider really is.
+//! 1. **Speed.** Once the provider's speed is known ([`Speed`]: enough recent answers, watched
+//!    for at least its attempt limit, since in its first seconds only short answers can have
+//!    finished), the allowance per token is [`SPEED_MARGIN`] times its measured time per token:
+//!    `headers + 2 × per_token × tokens`. A healthy answer twice as slow as usual still arrives; a
+//!    stuck one is given up in proportion to how fast this provider really is.
 //! 2. **Deadline.** When another provider could take the call if this attempt failed, the attempt
-//!    leaves time for it: it ends at the latest `reserve` before the call's deadline, where
-//!    `reserve` is what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times
-//!    its measured time for it, or half the time left when its speed is unknown), and never more
-//!    than half the time left. When that point comes before a healthy answer of this provider
-//!    would be done (twice its longest recent answer; while it is unmeasured, twice
-//!    `latency.default_ms`, so a cold provider that hangs still leaves its fallback time), the
-//!    attempt keeps its time instead: a cut any later would leave the fallback less than it
-//!    needs, losing the answer in progress for one that most likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut
-//!    at 22 s, leaving 8 s to a fallback that needed 13). So a provider that gives long answers
-//!    is not cut for a fallback that would be no faster, and a client's very short deadline stays
-//!    the client's. An attempt with nothing to fail over to keeps the whole time.
+//!    leaves time for it: at the latest `reserve` before the call's deadline, where `reserve` is
+//!    what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times its measured
+//!    time for it, or half the time left when its speed is unknown), and never more than half the
+//!    time left, the attempt ends, or, while its own provider is not known yet, the call hedges
+//!    to the fallback and keeps the attempt (the first answer wins; `FallbackHedge`). When that
+//!    point comes before a healthy answer of this provider would be done (twice its longest recent
+//!    answer; while it is unmeasured, twice `latency.default_ms`, so a cold provider that hangs
+//!    still leaves its fallback time), the attempt keeps its time instead: a cut any later would
+//!    leave the fallback less than it needs, losing the answer in progress for one that most
+//!    likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed
+//!    provider were cut at 22 s, leaving 8 s to a fallback that needed 13). So a provider that
+//!    gives long answers is not cut for a fallback that would be no faster, and a client's very
+//!    short deadline stays the client's. An attempt with nothing to fail over to keeps the whole
+//!    time.
 //!
 //! Streams are untouched: their headers and first token come early, and their own limits apply.
 
@@ -52,7 +56,7 @@ pub(super) struct PlainLimits {
 impl Router {
     /// The limits of an attempt of `call` on `p` sent at `now`; `usable` are the providers
     /// available to the call at this decision (the candidate fallbacks).
-    pub(super) fn attempt_timeouts(
+    pub(super) fn attempt_limits(
         &self,
         call: &Call,
         p: ProviderId,

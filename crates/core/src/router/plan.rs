@@ -30,11 +30,15 @@ impl Router {
         // hedge failed): the user must not wait out a probe, so the call goes on as if idle.
         let only_hedged_probes = call.probe_hedged
             && call.in_flight == u32::try_from(call.probes_out.len()).unwrap_or(0);
-        if call.in_flight > 0 && !only_hedged_probes {
+        // Likewise when only a plain attempt whose fallback hedge went out (and failed) is left:
+        // the call goes on elsewhere while it runs, as a cut would have let it.
+        let only_overdue = call.fallback_hedge.is_some_and(|f| f.hedged) && call.in_flight == 1;
+        let go_on = only_hedged_probes || only_overdue;
+        if call.in_flight > 0 && !go_on {
             return self.plan_hedge(call, now);
         }
         let decision = self.plan_next(call, now);
-        if only_hedged_probes && call.in_flight > 0 {
+        if go_on && call.in_flight > 0 {
             if let Decision::GiveUp(_) = decision {
                 // Nothing else to try: the probe still running is the call's last chance.
                 call.end = None;
@@ -216,7 +220,7 @@ impl Router {
         // The configured hedge after a delay of silence, or the fallback hedge of a plain attempt
         // whose provider is not measured yet (`plain_limit.rs`), whichever comes first.
         let configured = self.config.hedge_delay.map(|delay| call.last_send + delay);
-        let fallback = call.fallback_hedge.map(|f| f.at);
+        let fallback = call.fallback_hedge.filter(|f| !f.hedged).map(|f| f.at);
         let Some(at) = [configured, fallback].into_iter().flatten().min() else {
             return Decision::Pending;
         };
@@ -226,18 +230,25 @@ impl Router {
         if now < at {
             return Decision::Hedge { at };
         }
-        call.hedged = true;
         let (available, _) = self.available(call, now);
         let untried = available.minus(call.tried);
-        match self.choose(untried, call, now) {
-            Some(p) => {
-                if let Some(f) = &mut call.fallback_hedge {
-                    f.hedged = fallback.is_some_and(|due| due <= now);
-                }
-                self.send(call, p, SendKind::Hedge, available, now)
+        let Some(p) = self.choose(untried, call, now) else {
+            return Decision::Pending;
+        };
+        let for_fallback = fallback.is_some_and(|due| due <= now);
+        let kind = if for_fallback {
+            SendKind::FallbackHedge
+        } else {
+            SendKind::Hedge
+        };
+        let decision = self.send(call, p, kind, available, now);
+        if let Decision::Send(_) = decision {
+            call.hedged = true;
+            if let Some(f) = call.fallback_hedge.as_mut().filter(|_| for_fallback) {
+                f.hedged = true;
             }
-            None => Decision::Pending,
         }
+        decision
     }
 
     /// Picks from `candidates` within the best preference tier, or within the next one for the
@@ -426,7 +437,13 @@ impl Router {
             .saturating_add(call.output_tokens)
             .max(call.min_context);
         let mut set = ProviderSet::EMPTY;
-        for p in self.all.minus(call.excluded).minus(call.probes_out).iter() {
+        // Never a second attempt where the call keeps one running while it goes on elsewhere: its
+        // probes, and a plain attempt whose fallback hedge went out.
+        let mut kept = call.probes_out;
+        if let Some(f) = call.fallback_hedge.filter(|f| f.hedged) {
+            kept.insert(f.provider);
+        }
+        for p in self.all.minus(call.excluded).minus(kept).iter() {
             let i = p.index();
             let settings = &self.config.providers[i];
             if call.needs_continuation && !settings.prefill_continuation {
@@ -528,7 +545,7 @@ impl Router {
             return Self::give_up(call, GiveUpReason::BudgetExhausted);
         }
         let i = p.index();
-        let limits = self.attempt_timeouts(call, p, usable, now);
+        let limits = self.attempt_limits(call, p, usable, now);
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
         let admitted = health.breaker.admits(now, &self.config.breaker);
@@ -561,15 +578,18 @@ impl Router {
         call.attempts += 1;
         call.in_flight += 1;
         call.last_send = now;
-        // A probe is hedged at once already; a hedge keeps the fallback hedge of the attempt it
-        // hedges.
-        if kind == SendKind::Plain {
+        // A probe is hedged at once already (unless `hedge.probes` is off); a hedge, and an
+        // attempt sent while a hedged one still runs (a call hedges once), keep the fallback hedge
+        // of the attempt it was for.
+        if kind == SendKind::Plain && !call.fallback_hedge.is_some_and(|f| f.hedged) {
+            let probe_hedged = probe.is_some() && self.config.hedge_probes;
             call.fallback_hedge =
                 limits
                     .hedge_after
-                    .filter(|_| probe.is_none())
+                    .filter(|_| !probe_hedged)
                     .map(|after| FallbackHedge {
                         attempt: call.attempts,
+                        provider: p,
                         sent: now,
                         at: now + after,
                         hedged: false,

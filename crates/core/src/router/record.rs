@@ -21,8 +21,16 @@ impl Router {
         }
     }
 
-    /// Records how `attempt` of `call` ended.
-    pub fn record(&mut self, call: &mut Call, attempt: Attempt, outcome: Outcome, now: Instant) {
+    /// Records how `attempt` of `call` ended. Returns the outcome as recorded: `outcome`, except
+    /// that a plain attempt cancelled after losing to its fallback hedge is recorded as a timeout
+    /// of its provider (`FallbackHedge`), which a driver counts in its metrics as such.
+    pub fn record(
+        &mut self,
+        call: &mut Call,
+        attempt: Attempt,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Outcome {
         self.sync(call);
         call.in_flight = call.in_flight.saturating_sub(1);
         if attempt.probe.is_some() {
@@ -185,6 +193,7 @@ impl Router {
                 }
             }
         }
+        outcome
     }
 
     /// An attempt whose fallback hedge won (`plain_limit.rs`), cancelled because of that, was
@@ -201,7 +210,8 @@ impl Router {
             return outcome;
         };
         call.fallback_hedge = None;
-        let won_elsewhere = matches!(call.end, Some(Ok(Some(p))) if p != attempt.provider);
+        // A cancelled attempt is never the one that won (ids may have moved in a reload since).
+        let won_elsewhere = matches!(call.end, Some(Ok(_)));
         if hedge.hedged && won_elsewhere && outcome == Outcome::Cancelled {
             return Outcome::Failure {
                 class: ErrorClass::Timeout,
