@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use stilts_gateway::mock::Faults;
+use stilts_gateway::mock::{Faults, MockUpstream};
 
 /// A 2 s deadline: with the fallback unmeasured, half of it (1 s) is kept for the fallback. A
 /// 200 ms default latency lets an unmeasured provider be hedged that early (at least twice it).
@@ -19,6 +19,22 @@ fn slow(latency_ms: u64) -> Faults {
         latency_ms,
         ..Faults::default()
     }
+}
+
+/// A gateway with one `priority` route over `a` then `b`.
+async fn gateway(a: &MockUpstream, b: &MockUpstream) -> Harness {
+    Harness::start(&format!(
+        "{SERVER}{}",
+        priority_route("chat", &[("a", a), ("b", b)], ROUTE)
+    ))
+    .await
+}
+
+/// A plain request with a small `max_tokens`, so a's own headers limit stays far off.
+async fn ask(h: &Harness) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = request("chat");
+    req["max_tokens"] = json!(16);
+    h.chat(req).await
 }
 
 async fn provider_status(h: &Harness, index: usize) -> Value {
@@ -37,14 +53,8 @@ async fn a_cold_provider_that_hangs_is_hedged_in_time_and_counted_as_timed_out()
     )
     .await;
     let b = mock("b", Faults::default()).await;
-    let h = Harness::start(&format!(
-        "{SERVER}{}",
-        priority_route("chat", &[("a", &a), ("b", &b)], ROUTE)
-    ))
-    .await;
-    let mut req = request("chat");
-    req["max_tokens"] = json!(16);
-    let (status, headers, body) = h.chat(req).await;
+    let h = gateway(&a, &b).await;
+    let (status, headers, body) = ask(&h).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "b");
     assert_eq!(header(&headers, "x-stilts-attempts"), "2");
@@ -70,14 +80,8 @@ async fn a_cold_provider_s_long_answer_is_kept_while_its_fallback_is_hedged() {
     // 1 s, would answer at 2.2 s, too late for the deadline.
     let a = mock("a", slow(1_400)).await;
     let b = mock("b", slow(1_200)).await;
-    let h = Harness::start(&format!(
-        "{SERVER}{}",
-        priority_route("chat", &[("a", &a), ("b", &b)], ROUTE)
-    ))
-    .await;
-    let mut req = request("chat");
-    req["max_tokens"] = json!(16);
-    let (status, headers, body) = h.chat(req).await;
+    let h = gateway(&a, &b).await;
+    let (status, headers, body) = ask(&h).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "a");
     assert_eq!(header(&headers, "x-stilts-attempts"), "2");
