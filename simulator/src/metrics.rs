@@ -138,6 +138,12 @@ impl Metrics {
     #[inline]
     pub(crate) fn attempt_succeeded(&mut self, provider: usize, price_usd: f64) {
         self.providers[provider].successes += 1;
+        self.bill(provider, price_usd);
+    }
+
+    /// Bills `price_usd` to `provider` (an answer, or the work of an attempt dropped mid-answer).
+    #[inline]
+    pub(crate) fn bill(&mut self, provider: usize, price_usd: f64) {
         self.providers[provider].cost_usd += price_usd;
         self.cost_usd += price_usd;
     }

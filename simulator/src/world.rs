@@ -364,10 +364,13 @@ impl Scenario {
 
     /// What provider `p` charges for `req`, USD.
     pub(crate) fn price(&self, p: usize, req: &Request) -> f64 {
+        self.price_of_tokens(p, f64::from(req.input_tokens), f64::from(req.output_tokens))
+    }
+
+    /// What provider `p` bills for `input` and `output` tokens.
+    pub(crate) fn price_of_tokens(&self, p: usize, input: f64, output: f64) -> f64 {
         let m = &self.providers[p];
-        (f64::from(req.input_tokens) * m.input_usd_per_mtok
-            + f64::from(req.output_tokens) * m.output_usd_per_mtok)
-            / 1e6
+        (input * m.input_usd_per_mtok + output * m.output_usd_per_mtok) / 1e6
     }
 }
 

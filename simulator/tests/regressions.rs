@@ -486,3 +486,36 @@ fn a_flowing_stream_ended_by_the_clients_own_deadline_is_not_the_providers_failu
     );
     assert!(stilts.providers[0].breaker_trips > 0, "{stilts:?}");
 }
+
+#[test]
+fn an_attempt_dropped_mid_answer_is_billed_its_input_and_the_output_generated() {
+    // 1 USD a token. Each answer starts after 1 s and takes 10 s for its 100 tokens; the client
+    // gives up after 5 s, when 40 tokens were generated: 100 input + 40 output = 140 USD an
+    // attempt, though nothing was answered (it used to be billed nothing, so a hedge's loser
+    // looked free).
+    let text = r#"
+name = "dropped"
+duration_s = 20
+[traffic]
+rate_rps = 2
+deadline_ms = 5000
+input_tokens = { p50 = 100, p99 = 100 }
+output_tokens = { p50 = 100, p99 = 100 }
+[[providers]]
+name = "a"
+ttft_ms = { p50 = 1000, p99 = 1000 }
+tokens_per_s = 10
+errors = { server = 0, rate_limited = 0, timeout = 0 }
+input_usd_per_mtok = 1000000
+output_usd_per_mtok = 1000000
+"#;
+    let report = run(text);
+    let single = named(&report, "single");
+    assert_eq!(single.answered, 0);
+    assert!(single.attempts > 0);
+    let per_attempt = single.cost_usd / single.attempts as f64;
+    assert!(
+        (per_attempt - 140.0).abs() < 1e-3,
+        "{per_attempt} USD per dropped attempt"
+    );
+}

@@ -32,8 +32,8 @@ fn answer(ms: u64, tokens: u64) -> Outcome {
 }
 
 /// `count` answers of `tokens` in `ms` each from the first provider, spread over a minute and a
-/// bit (a provider is known once it was watched for its attempt limit, 60 s by default); returns
-/// the time of the last one.
+/// bit (a provider is known once it was watched for as long as its healthy answer, twice its
+/// longest); returns the time of the last one.
 fn teach(r: &mut Router, count: u64, ms: u64, tokens: u64) -> Instant {
     let every = Duration::from_secs(61) / u32::try_from(count.max(2) - 1).unwrap();
     let mut last = Instant::ZERO;
@@ -90,13 +90,15 @@ fn an_unmeasured_provider_keeps_the_configured_limit_unless_a_fallback_needs_the
     );
 }
 
-/// Young knowledge (answers watched for less than an attempt limit) says little of how long a
-/// healthy answer takes: the attempt keeps its time, and the fallback is hedged when it needs to
-/// start. The attempt that answers first wins; one that lost to the hedge counts as a timeout.
+/// Young knowledge (answers watched for less time than the healthy answer they suggest) says
+/// little of how long a healthy answer takes: the attempt keeps its time, and the fallback is
+/// hedged when it needs to start. The attempt that answers first wins; one that lost to the hedge
+/// counts as a timeout.
 #[test]
 fn a_young_provider_s_long_answer_is_kept_and_its_fallback_hedged_on_time() {
     let mut r = router(&["a", "b"], priority);
-    // Ten seconds of 300-token answers in 3 s: only short answers could have finished yet.
+    // Ten seconds of 600-token answers in 6 s, watched from the first (at 6 s) for 4 s: too
+    // short to have seen a healthy answer of twice 6 s, so only short answers could have finished.
     let mut now = Instant::ZERO;
     for k in 0..10 {
         now = Instant::from_secs(k);
@@ -107,8 +109,8 @@ fn a_young_provider_s_long_answer_is_kept_and_its_fallback_hedged_on_time() {
         r.record(
             &mut call,
             a,
-            answer(3_000, 300),
-            now + Duration::from_secs(3),
+            answer(6_000, 600),
+            now + Duration::from_secs(6),
         );
     }
     now = now + Duration::from_secs(1);

@@ -8,10 +8,11 @@
 //! to fail over. Two rules shorten it, never lengthen it:
 //!
 //! 1. **Speed.** Once the provider's speed is known ([`Speed`]: enough recent answers, watched
-//!    for at least its attempt limit, since in its first seconds only short answers can have
-//!    finished), the allowance per token is [`SPEED_MARGIN`] times its measured time per token:
-//!    `headers + 2 × per_token × tokens`. A healthy answer twice as slow as usual still arrives; a
-//!    stuck one is given up in proportion to how fast this provider really is.
+//!    for at least as long as the healthy answer they suggest, since in its first seconds only
+//!    short answers can have finished), the allowance per token is [`SPEED_MARGIN`] times its
+//!    measured time per token: `headers + 2 × per_token × tokens`. A healthy answer twice as slow
+//!    as usual still arrives; a stuck one is given up in proportion to how fast this provider
+//!    really is.
 //! 2. **Deadline.** When another provider could take the call if this attempt failed, the attempt
 //!    leaves time for it: at the latest `reserve` before the call's deadline, where `reserve` is
 //!    what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times its measured
@@ -112,14 +113,11 @@ impl Router {
     }
 
     /// [`SPEED_MARGIN`] times the time of `p`'s longest recent answer at its measured speed:
-    /// what a healthy plain answer there may take, when known, and when `p` was watched for at
-    /// least its attempt limit (any healthy answer sent since could have finished).
+    /// what a healthy plain answer there may take, when known, and only once `p` was watched for
+    /// at least that long (an answer that long, sent when watching began, would have been seen).
     fn healthy_answer(&self, p: ProviderId, now: Instant) -> Option<Duration> {
         let speed = &self.health[p.index()].speed;
-        if speed.watched_for(now) < self.config.providers[p.index()].timeouts.attempt {
-            return None;
-        }
-        let longest = speed.longest_answer(now)?;
-        Some(longest.saturating_mul(SPEED_MARGIN))
+        let healthy = speed.longest_answer(now)?.saturating_mul(SPEED_MARGIN);
+        (speed.watched_for(now) >= healthy).then_some(healthy)
     }
 }
