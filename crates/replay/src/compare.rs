@@ -31,10 +31,12 @@ pub struct Tolerances {
     pub attempts_per_request: f64,
     /// Each provider's share of attempts, percentage points (default 3).
     pub share_points: f64,
-    /// How late the 99th percentile of requests may leave the client, virtual ms (default 250):
+    /// How late the 90th percentile of requests may leave the client, virtual ms (default 250):
     /// beyond it the machine did not keep up with the compressed clock and nothing else is
-    /// trusted.
-    pub send_lateness_ms_p99: f64,
+    /// trusted. The 90th, not the 99th: a machine that cannot keep up falls behind for most
+    /// requests, while a virtual machine's stalls of tens of milliseconds (seen on a shared
+    /// two-core VM even at 15x) delay only the tail, and moved no gated number.
+    pub send_lateness_ms_p90: f64,
 }
 
 impl Default for Tolerances {
@@ -43,7 +45,7 @@ impl Default for Tolerances {
             availability_points: 1.0,
             attempts_per_request: 0.05,
             share_points: 3.0,
-            send_lateness_ms_p99: 250.0,
+            send_lateness_ms_p90: 250.0,
         }
     }
 }
@@ -98,8 +100,8 @@ pub struct Measured {
     pub cost_usd: f64,
     /// Spend per 1 000 requests, USD.
     pub cost_per_1k_usd: f64,
-    /// The 99th percentile of how late requests left the client, virtual ms.
-    pub send_lateness_ms_p99: f64,
+    /// The 90th percentile of how late requests left the client, virtual ms.
+    pub send_lateness_ms_p90: f64,
 }
 
 /// One gated comparison.
@@ -169,6 +171,16 @@ fn percentile(h: &hdrhistogram::Histogram<u64>, q: f64) -> Option<f64> {
     (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1e3)
 }
 
+/// The 90th percentile of how late requests left the client, virtual ms (0 without requests).
+fn send_lateness_ms_p90(lateness_ns: &[u64]) -> f64 {
+    let mut lateness = lateness_ns.to_vec();
+    lateness.sort_unstable();
+    lateness
+        .get((lateness.len() as f64 * 0.9) as usize)
+        .or(lateness.last())
+        .map_or(0.0, |ns| *ns as f64 / 1e6)
+}
+
 /// Sums up the client's outcomes and the gateway's `/status` view of the route.
 pub(crate) fn measure(
     scenario: &Scenario,
@@ -177,12 +189,7 @@ pub(crate) fn measure(
     route_status: &serde_json::Value,
 ) -> Measured {
     let outcomes = &sent.outcomes;
-    let mut lateness = sent.send_lateness_ns.clone();
-    lateness.sort_unstable();
-    let send_lateness_ms_p99 = lateness
-        .get((lateness.len() as f64 * 0.99) as usize)
-        .or(lateness.last())
-        .map_or(0.0, |ns| *ns as f64 / 1e6);
+    let send_lateness_ms_p90 = send_lateness_ms_p90(&sent.send_lateness_ns);
     // Microseconds, 3 significant digits, up to a day.
     let new_hist = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 86_400_000_000, 3).ok();
     let (mut latency, mut ttft) = (new_hist(), new_hist());
@@ -263,7 +270,7 @@ pub(crate) fn measure(
         providers,
         cost_usd,
         cost_per_1k_usd: per_request(cost_usd) * 1000.0,
-        send_lateness_ms_p99,
+        send_lateness_ms_p90,
     }
 }
 
@@ -299,12 +306,12 @@ pub(crate) fn compare(
     };
     let mut checks = vec![
         check(
-            "send lateness p99 (ms)",
+            "send lateness p90 (ms)",
             0.0,
             (0.0, 0.0),
-            measured.send_lateness_ms_p99,
+            measured.send_lateness_ms_p90,
             1.0,
-            tolerances.send_lateness_ms_p99,
+            tolerances.send_lateness_ms_p90,
         ),
         check(
             "availability",
@@ -552,5 +559,26 @@ impl fmt::Display for ReplayReport {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A machine's short stalls delay a few requests: still comparable. One that cannot keep up
+    /// sends most of them late: not comparable.
+    #[test]
+    fn stalls_delay_the_tail_a_machine_that_cannot_keep_up_delays_most() {
+        let limit = Tolerances::default().send_lateness_ms_p90;
+        // 1 000 requests, 2 ms late as a rule; 5% caught in stalls, 400 ms late.
+        let stalled: Vec<u64> = (0..1_000)
+            .map(|i| if i % 20 == 0 { 400_000_000 } else { 2_000_000 })
+            .collect();
+        assert!(send_lateness_ms_p90(&stalled) <= limit);
+        // Falling behind: each request 1 ms later than the one before.
+        let behind: Vec<u64> = (0..1_000).map(|i| i * 1_000_000).collect();
+        assert!(send_lateness_ms_p90(&behind) > limit);
+        assert_eq!(send_lateness_ms_p90(&[]), 0.0);
     }
 }
