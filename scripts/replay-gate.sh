@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 stilts=${STILTS:-target/release/stilts}
 
 # A hard outage: refused connections on the primary from 600 s.
-"$stilts" replay scenarios/openai-2024-12-11-outage.toml --speed 15 --until 1200
+"$stilts" replay scenarios/openai-2024-12-11-outage.toml --speed 50 --until 1200
 # A 429 storm with Retry-After 5 s on one of two weighted peers from 600 s.
-"$stilts" replay scenarios/rate-limit-retry-after.toml --speed 15 --until 1200
+"$stilts" replay scenarios/rate-limit-retry-after.toml --speed 25 --until 1200
 # Cut and stalled streams from 600 s, continued exactly on an Anthropic deployment.
-"$stilts" replay scenarios/stream-cut-and-stall.toml --speed 15 --until 1200
+"$stilts" replay scenarios/stream-cut-and-stall.toml --speed 25 --until 1200

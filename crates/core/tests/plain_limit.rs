@@ -57,10 +57,6 @@ fn headers_limit(r: &mut Router, meta: RequestMeta, now: Instant) -> Duration {
     }
 }
 
-fn priority(c: &mut stilts_core::RouterConfig) {
-    c.policy = stilts_core::PolicyKind::Priority;
-}
-
 #[test]
 fn an_unmeasured_provider_keeps_the_configured_limit_unless_a_fallback_needs_the_time() {
     // 10 s + 50 ms x 512 = 35.6 s, capped at the 30 s call deadline only by the deadline itself.

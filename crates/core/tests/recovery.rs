@@ -10,13 +10,8 @@ mod common;
 use common::*;
 use std::time::Duration;
 use stilts_core::{
-    BreakerState, Decision, ErrorClass, GiveUpReason, Instant, Outcome, PolicyKind, RequestMeta,
-    RouterConfig,
+    BreakerState, Decision, ErrorClass, GiveUpReason, Instant, Outcome, RequestMeta,
 };
-
-fn priority(c: &mut RouterConfig) {
-    c.policy = PolicyKind::Priority;
-}
 
 #[test]
 fn an_open_breaker_sends_traffic_elsewhere_and_probes_after_the_open_time() {

@@ -12,10 +12,6 @@ use stilts_core::{
     RouterConfig,
 };
 
-fn priority(c: &mut RouterConfig) {
-    c.policy = PolicyKind::Priority;
-}
-
 #[test]
 fn fails_over_to_an_untried_provider_before_retrying() {
     let mut r = router(&["a", "b", "c"], priority);

@@ -9,13 +9,9 @@ use common::*;
 use proptest::prelude::*;
 use std::time::Duration;
 use stilts_core::{
-    BreakerState, Cooldown, ErrorClass, Instant, Opening, PolicyKind, ProviderReport,
-    ReplicaReport, Router, RouterConfig, SharedView,
+    BreakerState, Cooldown, ErrorClass, Instant, Opening, ProviderReport, ReplicaReport, Router,
+    RouterConfig, SharedView,
 };
-
-fn priority(c: &mut RouterConfig) {
-    c.policy = PolicyKind::Priority;
-}
 
 /// Replica `to` takes in what `from` knows.
 fn sync(from: &mut Router, to: &mut Router, now: Instant) {

@@ -8,11 +8,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use stilts_core::{Decision, ErrorClass, Instant, Outcome, PolicyKind, RequestMeta, RouterConfig};
-
-fn priority(c: &mut RouterConfig) {
-    c.policy = PolicyKind::Priority;
-}
+use stilts_core::{Decision, ErrorClass, Instant, Outcome, RequestMeta, RouterConfig};
 
 /// One call whose first attempt is answered after `felt_ms` (a stream's first token); returns the
 /// provider the router chose.

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 use stilts_core::{
-    Decision, ErrorClass, GiveUp, Instant, Outcome, ProviderConfig, ProviderId, RequestMeta,
-    Router, RouterConfig, Usage,
+    Decision, ErrorClass, GiveUp, Instant, Outcome, PolicyKind, ProviderConfig, ProviderId,
+    RequestMeta, Router, RouterConfig, Usage,
 };
 
 /// A config with providers `names`, breaker jitter off, and `edit` applied.
@@ -18,6 +18,11 @@ pub fn router(names: &[&str], edit: impl FnOnce(&mut RouterConfig)) -> Router {
     config.breaker.open_jitter = Some(0.0);
     edit(&mut config);
     Router::new(config.validate().expect("valid test config"), 7)
+}
+
+/// The `priority` policy, as a config edit for [`router`].
+pub fn priority(c: &mut RouterConfig) {
+    c.policy = PolicyKind::Priority;
 }
 
 pub fn ok(ms: u64) -> Outcome {
