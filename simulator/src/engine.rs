@@ -462,6 +462,8 @@ impl<S: Strategy> Engine<'_, S> {
                     served_at = None;
                     resolve_at(Fate::Hang, now)
                 } else {
+                    // Rejected at the door: never served, so never billed.
+                    served_at = None;
                     resolve_at(
                         Fate::Error {
                             class: cap.overload,
