@@ -1,9 +1,9 @@
 //! The upstream HTTP client of one deployment.
 //!
-//! Without a proxy it is hyper's HTTP/1.1 client (hyper-util's pooled client) over rustls with the
-//! platform's certificate verifier: the same stack reqwest is built on, without reqwest's
-//! per-request layers (URL re-parsing, redirect and proxy matching), which were a fifth of the
-//! gateway's work per request (docs/benchmarks-gateway.md). When the environment names a proxy
+//! Without a proxy it is hyper's HTTP/1.1 connections over rustls with the platform's certificate
+//! verifier, pooled by [`pool`]: the stack reqwest is built on, without reqwest's per-request
+//! layers (URL re-parsing, redirect and proxy matching), which were a fifth of the gateway's work
+//! per request, nor hyper-util's general-purpose pool (docs/benchmarks-gateway.md). When the environment names a proxy
 //! (`http_proxy`, `https_proxy`, `all_proxy`, either case) it is reqwest, which applies it (and
 //! `no_proxy`). Both give the same response type and the same transport errors, so the rest of the
 //! gateway does not know which one ran.
@@ -16,12 +16,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+mod pool;
+use pool::{POOL_IDLE, Pool};
 
 /// The body of an upstream response, whichever client read it.
 pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, TransportError>;
@@ -31,8 +32,6 @@ pub(crate) type UpstreamResponse = http::Response<UpstreamBody>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
 /// TCP keep-alive probes on upstream connections (finds dead pooled connections).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -99,10 +98,6 @@ impl TransportError {
 
     fn from_hyper(error: &hyper::Error) -> Self {
         Self::from_chain(false, error.is_timeout(), error)
-    }
-
-    fn from_legacy(error: &hyper_util::client::legacy::Error) -> Self {
-        Self::from_chain(error.is_connect(), false, error)
     }
 
     fn from_reqwest(error: &reqwest::Error) -> Self {
@@ -180,8 +175,8 @@ pub(crate) type DirectConnector = TimedConnector<HttpsConnector<HttpConnector>>;
 /// One deployment's HTTP client (cheap to clone: the pool is shared).
 #[derive(Clone)]
 pub(crate) enum HttpClient {
-    /// hyper's pooled HTTP/1.1 client over rustls.
-    Direct(Box<Client<DirectConnector, Full<Bytes>>>),
+    /// hyper's HTTP/1.1 connections over rustls, pooled.
+    Direct(Arc<Pool>),
     /// reqwest, which applies the proxy settings.
     Proxied(reqwest::Client),
 }
@@ -240,11 +235,7 @@ impl HttpClient {
             inner: https,
             limit: connect_timeout,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(HttpClient::Direct(Box::new(client)))
+        Ok(HttpClient::Direct(Arc::new(Pool::new(connector))))
     }
 
     /// reqwest with the environment's proxy settings (and the same limits as [`Self::direct`]).
@@ -267,16 +258,7 @@ impl HttpClient {
         request: http::Request<Bytes>,
     ) -> Result<UpstreamResponse, TransportError> {
         match self {
-            HttpClient::Direct(client) => {
-                let response = client
-                    .request(request.map(Full::new))
-                    .await
-                    .map_err(|e| TransportError::from_legacy(&e))?;
-                Ok(response.map(|body| {
-                    body.map_err(|e| TransportError::from_hyper(&e))
-                        .boxed_unsync()
-                }))
-            }
+            HttpClient::Direct(pool) => pool.send(request).await,
             HttpClient::Proxied(client) => {
                 let request = reqwest::Request::try_from(request)
                     .map_err(|e| TransportError::from_reqwest(&e))?;

@@ -14,41 +14,101 @@
 //! reset further away than [`MAX_RESET`] is capped there: a broken header must not keep a
 //! provider out for long. Nothing here fails: an unreadable header is as good as none.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use std::time::{Duration, SystemTime};
 use stilts_core::Quota;
 
 /// The furthest reset a header can set.
 pub(crate) const MAX_RESET: Duration = Duration::from_secs(15 * 60);
 
+/// The headers of one limit: what is left, when it resets, and the limit itself.
+struct LimitHeaders {
+    remaining: HeaderName,
+    reset: HeaderName,
+    limit: HeaderName,
+    /// A request limit (refills one request at a time) rather than a token limit.
+    requests: bool,
+}
+
+impl LimitHeaders {
+    const fn new(remaining: &'static str, reset: &'static str, limit: &'static str) -> Self {
+        LimitHeaders {
+            remaining: HeaderName::from_static(remaining),
+            reset: HeaderName::from_static(reset),
+            limit: HeaderName::from_static(limit),
+            requests: false,
+        }
+    }
+
+    const fn of_requests(mut self) -> Self {
+        self.requests = true;
+        self
+    }
+}
+
+/// Named once, so reading an answer's headers hashes each name and parses none (this runs on
+/// every successful answer).
+static OPENAI_REQUESTS: LimitHeaders = LimitHeaders::new(
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-requests",
+)
+.of_requests();
+static OPENAI_TOKENS: LimitHeaders = LimitHeaders::new(
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit-tokens",
+);
+static ANTHROPIC_REQUESTS: LimitHeaders = LimitHeaders::new(
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-requests-limit",
+)
+.of_requests();
+static ANTHROPIC_TOKENS: LimitHeaders = LimitHeaders::new(
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-tokens-limit",
+);
+static ANTHROPIC_INPUT_TOKENS: LimitHeaders = LimitHeaders::new(
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-input-tokens-limit",
+);
+
 /// The quota `headers` report, read at wall-clock time `now` (for Anthropic's absolute resets).
 pub(crate) fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Quota> {
-    let text = |name: &str| {
+    // Most answers carry none: a look at the names costs less than the lookups.
+    let reported = headers.keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-")
+    });
+    if !reported {
+        return None;
+    }
+    let text = |name: &HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let count = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
-    let openai = |kind: &str| {
-        let left = count(&format!("x-ratelimit-remaining-{kind}"))?;
-        let reset = text(&format!("x-ratelimit-reset-{kind}")).and_then(duration)?;
-        let limit = count(&format!("x-ratelimit-limit-{kind}"));
-        Some((left, next_unit(kind, left, limit, reset)))
+    let count = |name: &HeaderName| text(name).and_then(|v| v.parse::<u64>().ok());
+    let openai = |limit: &LimitHeaders| {
+        let left = count(&limit.remaining)?;
+        let reset = text(&limit.reset).and_then(duration)?;
+        Some((left, next_unit(limit, left, count(&limit.limit), reset)))
     };
-    let anthropic = |kind: &str| {
-        let left = count(&format!("anthropic-ratelimit-{kind}-remaining"))?;
-        let at = text(&format!("anthropic-ratelimit-{kind}-reset"))
-            .and_then(|v| humantime::parse_rfc3339(v).ok())?;
+    let anthropic = |limit: &LimitHeaders| {
+        let left = count(&limit.remaining)?;
+        let at = text(&limit.reset).and_then(|v| humantime::parse_rfc3339(v).ok())?;
         let reset = at.duration_since(now).unwrap_or(Duration::ZERO);
-        let limit = count(&format!("anthropic-ratelimit-{kind}-limit"));
-        Some((left, next_unit(kind, left, limit, reset)))
+        Some((left, next_unit(limit, left, count(&limit.limit), reset)))
     };
     let quota = Quota {
-        requests: openai("requests").or_else(|| anthropic("requests")),
-        tokens: openai("tokens")
-            .or_else(|| anthropic("tokens"))
-            .or_else(|| anthropic("input-tokens")),
+        requests: openai(&OPENAI_REQUESTS).or_else(|| anthropic(&ANTHROPIC_REQUESTS)),
+        tokens: openai(&OPENAI_TOKENS)
+            .or_else(|| anthropic(&ANTHROPIC_TOKENS))
+            .or_else(|| anthropic(&ANTHROPIC_INPUT_TOKENS)),
     };
     (quota != Quota::default()).then_some(quota)
 }
@@ -58,10 +118,10 @@ pub(crate) fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Quota
 /// full reset divided by the units used: the router forgets the count then and sends again (and
 /// learns the new count from that answer), instead of keeping the provider out until the bucket
 /// is full. Token limits keep the full reset (a request needs many tokens at once).
-fn next_unit(kind: &str, left: u64, limit: Option<u64>, full: Duration) -> Duration {
+fn next_unit(headers: &LimitHeaders, left: u64, limit: Option<u64>, full: Duration) -> Duration {
     let full = full.min(MAX_RESET);
     match limit {
-        Some(limit) if kind == "requests" && limit > left => {
+        Some(limit) if headers.requests && limit > left => {
             full / u32::try_from(limit - left).unwrap_or(u32::MAX)
         }
         _ => full,
