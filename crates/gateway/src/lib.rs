@@ -3,8 +3,8 @@
 //!
 //! The core decides; this crate performs. For each request the [`Gateway`] asks the route's
 //! router what to do, sends attempts through the deployment's plugin (loaded at run time from a
-//! shared library) over HTTP (`http_client`: hyper's pooled client with rustls, or reqwest
-//! when a proxy is configured), enforces every stage's timeout, and records each outcome. It can
+//! shared library) over HTTP (`http_client`: hyper's HTTP/1.1 connections with rustls in a pool of
+//! its own, or reqwest when a proxy is configured), enforces every stage's timeout, and records each outcome. It can
 //! be embedded as a library ([`Gateway::chat`]) or served over HTTP ([`server::serve`]).
 //!
 //! * [`config`]: the TOML config and its validation.
