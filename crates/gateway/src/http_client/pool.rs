@@ -7,17 +7,23 @@
 //! this pool is a short list under a lock: a request takes the most recently returned connection
 //! that is ready, and its response body puts the connection back when it has been read to the end.
 //!
-//! * A connection is reused only after its response was read to its end; a body dropped before
-//!   (a client gone, a stream given up) drops the connection with it.
+//! * A connection is reused only once hyper has read its response to the end. A body read to its
+//!   end returns it at once. A body dropped before its end (a stream ends at its last event, before
+//!   the chunk that closes the body has been read; a client gone) leaves hyper to read the rest if
+//!   it has arrived, or close the connection: a task waits for the one or the other (at most
+//!   [`IDLE_WAIT`]) and returns the connection if it went idle, as hyper-util did for every request.
 //! * A request that a reused connection could not send (the server closed it while it was idle) is
 //!   sent again on another, as hyper-util did; a request sent on a fresh connection is never
 //!   repeated.
-//! * A connection idle for [`POOL_IDLE`] is closed at the next checkout or return.
+//! * A connection idle for [`POOL_IDLE`] is closed at the next checkout or return, or by the
+//!   pool's reaper (a task started with the first connection returned, ending with the pool),
+//!   which looks every [`REAP_EVERY`]: none is kept idle much longer than two minutes.
 //! * Requests go out in origin form (`POST /v1/chat/completions`) with a `Host` header, as a
 //!   server expects from a client talking to it directly.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -33,6 +39,10 @@ use super::{DirectConnector, TransportError, TransportKind, UpstreamResponse};
 
 /// How long an idle pooled connection is kept.
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(90);
+/// How often the reaper closes the connections idle for [`POOL_IDLE`].
+const REAP_EVERY: Duration = Duration::from_secs(30);
+/// How long a connection whose response body was dropped early may take to go idle.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a connection goes: requests to the same origin share connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +63,8 @@ pub(crate) struct Pool {
     connector: DirectConnector,
     /// Oldest first: connections are returned at the end and taken from the end.
     idle: Mutex<Vec<Idle>>,
+    /// Whether the reaper runs.
+    reaping: AtomicBool,
 }
 
 impl Pool {
@@ -60,7 +72,13 @@ impl Pool {
         Pool {
             connector,
             idle: Mutex::new(Vec::new()),
+            reaping: AtomicBool::new(false),
         }
+    }
+
+    /// The idle list (its contents stay consistent: nothing panics while holding it).
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends `request` (an absolute URL) on a pooled connection or a new one, and waits for the
@@ -120,7 +138,7 @@ impl Pool {
     /// The most recently returned connection to `origin` that is ready for a request. Drops the
     /// closed ones met on the way, and those idle too long.
     fn checkout(&self, origin: &Origin) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle();
         prune(&mut idle, |c| c.since, Instant::now());
         let mut at = idle.len();
         while at > 0 {
@@ -135,21 +153,41 @@ impl Pool {
         None
     }
 
-    /// Puts a connection whose last response was read to its end back in the pool.
-    fn give_back(&self, origin: Origin, sender: SendRequest<Full<Bytes>>) {
+    /// Puts a connection whose last response was read to its end back in the pool, and starts
+    /// the reaper with the first one.
+    fn give_back(self: &Arc<Self>, origin: Origin, sender: SendRequest<Full<Bytes>>) {
         if sender.is_closed() {
             return;
         }
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
         let now = Instant::now();
-        prune(&mut idle, |c| c.since, now);
-        idle.push(Idle {
-            origin,
-            sender,
-            since: now,
-        });
+        {
+            let mut idle = self.idle();
+            prune(&mut idle, |c| c.since, now);
+            idle.push(Idle {
+                origin,
+                sender,
+                since: now,
+            });
+        }
+        if !self.reaping.swap(true, Ordering::Relaxed) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(reap(Arc::downgrade(self)));
+            }
+        }
+    }
+
+    /// Closes the connections idle too long and forgets the closed ones.
+    fn reap_now(&self) {
+        let closed: Vec<Idle> = {
+            let mut idle = self.idle();
+            prune(&mut idle, |c| c.since, Instant::now());
+            let (closed, open) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|c| c.sender.is_closed());
+            *idle = open;
+            closed
+        };
+        drop(closed);
     }
 
     /// A new connection to `uri`'s origin (DNS, TCP, TLS within the connector's limit), driven by
@@ -178,6 +216,19 @@ impl Pool {
     }
 }
 
+/// The reaper of a pool: every [`REAP_EVERY`], until the pool is gone.
+async fn reap(pool: Weak<Pool>) {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + REAP_EVERY, REAP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.reap_now();
+    }
+}
+
 /// Drops the connections idle for [`POOL_IDLE`] or longer (they are at the front: returned
 /// oldest first).
 fn prune<T>(idle: &mut Vec<T>, since: impl Fn(&T) -> Instant, now: Instant) {
@@ -199,7 +250,12 @@ fn host_header<'a>(uri: &http::Uri, authority: &'a Authority) -> &'a str {
         _ => None,
     };
     match authority.port_u16() {
-        Some(port) if Some(port) != default_port => authority.as_str(),
+        // host:port, without any user info (upstream URLs with credentials are refused at load).
+        Some(port) if Some(port) != default_port => {
+            let text = authority.as_str();
+            text.rsplit_once('@')
+                .map_or(text, |(_, host_port)| host_port)
+        }
         _ => authority.host(),
     }
 }
@@ -242,6 +298,38 @@ impl PooledBody {
     }
 }
 
+impl Drop for PooledBody {
+    /// A body dropped before its end: the connection is returned once hyper has read the rest
+    /// (when it had arrived, as the chunk closing a stream after its last event usually has) and
+    /// gone idle; otherwise hyper closes it.
+    fn drop(&mut self) {
+        let Some(GiveBack {
+            pool,
+            origin,
+            mut sender,
+        }) = self.give_back.take()
+        else {
+            return;
+        };
+        if sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            pool.give_back(origin, sender);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let idle = std::future::poll_fn(|cx| sender.poll_ready(cx));
+            if let Ok(Ok(())) = tokio::time::timeout(IDLE_WAIT, idle).await {
+                pool.give_back(origin, sender);
+            }
+        });
+    }
+}
+
 impl Body for PooledBody {
     type Data = Bytes;
     type Error = TransportError;
@@ -280,9 +368,22 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An upstream on loopback that answers every request on a connection with `{}` and records
-    /// the connections it accepted and the head of each request. With `close_after_one`, it
-    /// closes each connection after its first answer (while advertising keep-alive).
+    /// How the test upstream answers.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Answers {
+        /// `{}` with a content length, connections kept alive.
+        KeepAlive,
+        /// The same, but each connection is closed after its first answer (while advertising
+        /// keep-alive).
+        CloseAfterOne,
+        /// An SSE stream in chunked encoding: one event, `[DONE]`, then the closing chunk.
+        Stream,
+        /// The head and 2 of the 10 bytes its content length announces; the rest never comes.
+        Partial,
+    }
+
+    /// An upstream on loopback that answers every request on a connection and records the
+    /// connections it accepted and the head of each request.
     struct Upstream {
         port: u16,
         connections: Arc<AtomicUsize>,
@@ -291,7 +392,7 @@ mod tests {
     }
 
     impl Upstream {
-        async fn start(close_after_one: bool) -> Self {
+        async fn start(answers: Answers) -> Self {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let connections = Arc::new(AtomicUsize::new(0));
@@ -334,8 +435,29 @@ mod tests {
                             }
                             buf.drain(..head_end + length);
                             seen.lock().unwrap().push(head);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                            if tcp.write_all(answer).await.is_err() || close_after_one {
+                            let answer: &[u8] = match answers {
+                                Answers::KeepAlive | Answers::CloseAfterOne => {
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+                                }
+                                Answers::Partial => {
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}"
+                                }
+                                Answers::Stream => {
+                                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                                      transfer-encoding: chunked\r\n\r\n\
+                                      f\r\ndata: {\"a\":1}\n\n\r\n\
+                                      e\r\ndata: [DONE]\n\n\r\n\
+                                      0\r\n\r\n"
+                                }
+                            };
+                            if tcp.write_all(answer).await.is_err()
+                                || answers == Answers::CloseAfterOne
+                            {
+                                return;
+                            }
+                            if answers == Answers::Partial {
+                                // Hold the connection, never finishing the answer.
+                                tokio::time::sleep(Duration::from_secs(60)).await;
                                 return;
                             }
                         }
@@ -379,7 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_whose_answer_was_read_is_reused() {
-        let upstream = Upstream::start(false).await;
+        let upstream = Upstream::start(Answers::KeepAlive).await;
         let pool = pool();
         for _ in 0..5 {
             let response = pool.send(upstream.request()).await.unwrap();
@@ -400,19 +522,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_whose_answer_was_not_read_to_its_end_is_not_reused() {
-        let upstream = Upstream::start(false).await;
+    async fn a_connection_whose_answer_had_not_all_arrived_when_dropped_is_not_reused() {
+        let upstream = Upstream::start(Answers::Partial).await;
         let pool = pool();
         let unread = pool.send(upstream.request()).await.unwrap();
         drop(unread);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool.idle().is_empty(), "a connection mid-answer came back");
+        drop(pool.send(upstream.request()).await.unwrap());
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// hyper reads the rest of an answer that has arrived in full; the connection then serves the
+    /// next request, as with hyper-util.
+    #[tokio::test]
+    async fn a_connection_whose_dropped_answer_had_arrived_is_reused() {
+        let upstream = Upstream::start(Answers::KeepAlive).await;
+        let pool = pool();
+        drop(pool.send(upstream.request()).await.unwrap());
+        let back = async {
+            while pool.idle().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), back)
+            .await
+            .expect("the connection never came back");
         let response = pool.send(upstream.request()).await.unwrap();
         assert_eq!(read_all(response).await, Bytes::from_static(b"{}"));
-        assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_pooled_connection_the_server_closed_is_replaced() {
-        let upstream = Upstream::start(true).await;
+        let upstream = Upstream::start(Answers::CloseAfterOne).await;
         let pool = pool();
         for _ in 0..3 {
             let response = pool.send(upstream.request()).await.unwrap();
@@ -426,7 +569,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_each_get_a_connection_and_all_come_back() {
-        let upstream = Upstream::start(false).await;
+        let upstream = Upstream::start(Answers::KeepAlive).await;
         let pool = pool();
         let sends = (0..4).map(|_| {
             let pool = Arc::clone(&pool);
@@ -437,12 +580,54 @@ mod tests {
             assert_eq!(body, Bytes::from_static(b"{}"));
         }
         assert_eq!(upstream.connections.load(Ordering::SeqCst), 4);
-        assert_eq!(pool.idle.lock().unwrap().len(), 4);
+        assert_eq!(pool.idle().len(), 4);
         // Then one at a time: no new connection.
         for _ in 0..4 {
             read_all(pool.send(upstream.request()).await.unwrap()).await;
         }
         assert_eq!(upstream.connections.load(Ordering::SeqCst), 4);
+    }
+
+    /// A stream's reader stops at its last event and drops the body before hyper has read the
+    /// chunk that closes it: the connection must still come back (streams would otherwise open a
+    /// connection each).
+    #[tokio::test]
+    async fn a_stream_dropped_at_its_last_event_gives_its_connection_back() {
+        let upstream = Upstream::start(Answers::Stream).await;
+        let pool = pool();
+        for _ in 0..3 {
+            let mut body = pool.send(upstream.request()).await.unwrap().into_body();
+            let mut read = Vec::new();
+            while !read.ends_with(b"data: [DONE]\n\n") {
+                let frame = body.frame().await.unwrap().unwrap();
+                read.extend_from_slice(&frame.into_data().unwrap());
+            }
+            drop(body);
+            // The connection comes back once hyper has read the closing chunk.
+            let back = async {
+                while pool.idle().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), back)
+                .await
+                .expect("the connection never came back");
+        }
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_reaper_closes_connections_idle_too_long() {
+        let upstream = Upstream::start(Answers::KeepAlive).await;
+        let pool = pool();
+        read_all(pool.send(upstream.request()).await.unwrap()).await;
+        assert_eq!(pool.idle().len(), 1);
+        let since = pool.idle()[0].since;
+        pool.idle()[0].since = since.checked_sub(POOL_IDLE).unwrap();
+        pool.reap_now();
+        assert!(pool.idle().is_empty());
+        read_all(pool.send(upstream.request()).await.unwrap()).await;
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
     }
 
     #[test]
@@ -469,6 +654,7 @@ mod tests {
                 "api.openai.com",
             ),
             ("http://[::1]:11434/v1", "[::1]:11434"),
+            ("http://user@example.com:8080/v1", "example.com:8080"),
         ] {
             let uri: http::Uri = url.parse().unwrap();
             assert_eq!(host_header(&uri, uri.authority().unwrap()), host, "{url}");
