@@ -495,6 +495,18 @@ mod tests {
         }
     }
 
+    /// Waits (at most 5 s) until a connection is idle in `pool`.
+    async fn connection_comes_back(pool: &Pool) {
+        let back = async {
+            while pool.idle().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), back)
+            .await
+            .expect("the connection never came back");
+    }
+
     async fn read_all(response: UpstreamResponse) -> Bytes {
         response.into_body().collect().await.unwrap().to_bytes()
     }
@@ -540,14 +552,7 @@ mod tests {
         let upstream = Upstream::start(Answers::KeepAlive).await;
         let pool = pool();
         drop(pool.send(upstream.request()).await.unwrap());
-        let back = async {
-            while pool.idle().is_empty() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), back)
-            .await
-            .expect("the connection never came back");
+        connection_comes_back(&pool).await;
         let response = pool.send(upstream.request()).await.unwrap();
         assert_eq!(read_all(response).await, Bytes::from_static(b"{}"));
         assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
@@ -604,14 +609,7 @@ mod tests {
             }
             drop(body);
             // The connection comes back once hyper has read the closing chunk.
-            let back = async {
-                while pool.idle().is_empty() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(5), back)
-                .await
-                .expect("the connection never came back");
+            connection_comes_back(&pool).await;
         }
         assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
     }
