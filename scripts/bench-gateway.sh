@@ -23,6 +23,8 @@
 #   CALLGRIND=2000 scripts/bench-gateway.sh  # instructions per request instead (valgrind
 #                                            # callgrind, 2000 requests at 300 req/s, 16 conns):
 #                                            # repeatable on a noisy machine, unlike timings
+#   STREAM=1 CALLGRIND=1000 scripts/bench-gateway.sh   # the same for streamed requests (the
+#                                            # fake upstream's answer: 15 events)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -136,6 +138,7 @@ NGX
 fi
 
 BODY='{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi in five words."}],"max_tokens":16}'
+STREAM_BODY="${BODY%\}},\"stream\":true}"
 PORTS=("$MOCK_PORT" "$GW_PORT")
 [ "$NGINX" = 1 ] && PORTS+=("$NGINX_PORT")
 [ "$CLUSTER" = 1 ] && PORTS+=("$CLUSTER_PORT")
@@ -156,9 +159,11 @@ run() { # name url
 }
 
 if [ -n "$CALLGRIND" ]; then
+    CG_BODY="$BODY"
+    [ "${STREAM:-0}" = 1 ] && CG_BODY="$STREAM_BODY"
     fixed() { # name requests rate
         ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -n "$2" -q "$3" -c 16 -m POST -H 'content-type: application/json' \
-            -d "$BODY" "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/$1.json"
+            -d "$CG_BODY" "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/$1.json"
     }
     echo "== callgrind: 500 warm-up requests, then $CALLGRIND counted"
     fixed warm 500 200

@@ -63,6 +63,9 @@ impl SseFramer {
     }
 
     /// Feeds bytes; returns the events completed by them.
+    ///
+    /// A line that arrives whole within `bytes` is read where it is; only a line split across
+    /// reads is gathered in the framer's buffer (which keeps its allocation).
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let mut events = Vec::new();
         let mut rest = bytes;
@@ -74,20 +77,26 @@ impl SseFramer {
                     continue;
                 }
             }
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(i) => {
-                    self.extend_line(&rest[..i])?;
-                    self.skip_lf = rest[i] == b'\r';
-                    rest = &rest[i + 1..];
-                    let line = std::mem::take(&mut self.line);
-                    if let Some(ev) = self.line_done(&line) {
-                        events.push(ev);
-                    }
-                }
-                None => {
-                    self.extend_line(rest)?;
-                    rest = &[];
-                }
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.extend_line(rest)?;
+                break;
+            };
+            let (tail, after) = (&rest[..end], &rest[end + 1..]);
+            let ended = if self.line.is_empty() {
+                self.check_room(tail.len())?;
+                self.line_done(tail)
+            } else {
+                self.extend_line(tail)?;
+                let mut line = std::mem::take(&mut self.line);
+                let ended = self.line_done(&line);
+                line.clear();
+                self.line = line;
+                ended
+            };
+            self.skip_lf = rest[end] == b'\r';
+            rest = after;
+            if let Some(event) = ended {
+                events.push(event);
             }
         }
         Ok(events)
@@ -104,10 +113,11 @@ impl SseFramer {
         pending
     }
 
-    fn extend_line(&mut self, part: &[u8]) -> Result<(), LineTooLong> {
-        // The pending event's data counts too: an event that never ends must not grow without
-        // bound, one `data:` line at a time.
-        if self.data.len() + self.line.len() + part.len() > self.max_line_bytes {
+    /// Refuses `more` bytes of line when the pending line and event data would then pass the
+    /// limit. The pending event's data counts too: an event that never ends must not grow
+    /// without bound, one `data:` line at a time.
+    fn check_room(&mut self, more: usize) -> Result<(), LineTooLong> {
+        if self.data.len() + self.line.len() + more > self.max_line_bytes {
             self.line.clear();
             self.data.clear();
             self.has_data = false;
@@ -115,6 +125,11 @@ impl SseFramer {
                 limit: self.max_line_bytes,
             });
         }
+        Ok(())
+    }
+
+    fn extend_line(&mut self, part: &[u8]) -> Result<(), LineTooLong> {
+        self.check_room(part.len())?;
         self.line.extend_from_slice(part);
         Ok(())
     }
@@ -134,7 +149,7 @@ impl SseFramer {
         if line[0] == b':' {
             return None;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
