@@ -36,6 +36,10 @@ MOCK_PORT="${MOCK_PORT:-19101}"
 GW_PORT="${GW_PORT:-19102}"
 DOC="${DOC:-}"
 CALLGRIND="${CALLGRIND:-}"
+if [ "${STREAM:-0}" = 1 ] && [ -z "$CALLGRIND" ]; then
+    echo "STREAM=1 counts instructions per streamed request: use it with CALLGRIND=N" >&2
+    exit 2
+fi
 SATURATE="${SATURATE:-1}"
 NGINX="${NGINX:-0}"
 NGINX_PORT="${NGINX_PORT:-19103}"

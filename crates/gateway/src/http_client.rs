@@ -3,9 +3,9 @@
 //! Without a proxy it is hyper's HTTP/1.1 connections over rustls with the platform's certificate
 //! verifier, pooled by [`pool`]: the stack reqwest is built on, without reqwest's per-request
 //! layers (URL re-parsing, redirect and proxy matching), which were a fifth of the gateway's work
-//! per request, nor hyper-util's general-purpose pool (docs/benchmarks-gateway.md). When the environment names a proxy
-//! (`http_proxy`, `https_proxy`, `all_proxy`, either case) it is reqwest, which applies it (and
-//! `no_proxy`). Both give the same response type and the same transport errors, so the rest of the
+//! per request, nor hyper-util's general-purpose pool (docs/benchmarks-gateway.md). When the
+//! environment names a proxy (`http_proxy`, `https_proxy`, `all_proxy`, either case) it is
+//! reqwest, which applies it (and `no_proxy`). Both give the same response type and the same transport errors, so the rest of the
 //! gateway does not know which one ran.
 
 use std::fmt;

@@ -21,20 +21,29 @@ use stilts_core::Quota;
 /// The furthest reset a header can set.
 pub(crate) const MAX_RESET: Duration = Duration::from_secs(15 * 60);
 
-/// The headers of one limit: what is left, when it resets, and the limit itself.
+/// The headers of one limit: what is left, when it resets (and how the vendor writes that), and
+/// the limit itself.
 struct LimitHeaders {
     remaining: HeaderName,
     reset: HeaderName,
+    /// The time until the reset, from the reset header's text and the wall-clock time.
+    reset_in: fn(&str, SystemTime) -> Option<Duration>,
     limit: HeaderName,
     /// A request limit (refills one request at a time) rather than a token limit.
     requests: bool,
 }
 
 impl LimitHeaders {
-    const fn new(remaining: &'static str, reset: &'static str, limit: &'static str) -> Self {
+    const fn new(
+        remaining: &'static str,
+        reset: &'static str,
+        limit: &'static str,
+        reset_in: fn(&str, SystemTime) -> Option<Duration>,
+    ) -> Self {
         LimitHeaders {
             remaining: HeaderName::from_static(remaining),
             reset: HeaderName::from_static(reset),
+            reset_in,
             limit: HeaderName::from_static(limit),
             requests: false,
         }
@@ -52,28 +61,33 @@ static OPENAI_REQUESTS: LimitHeaders = LimitHeaders::new(
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
     "x-ratelimit-limit-requests",
+    openai_reset,
 )
 .of_requests();
 static OPENAI_TOKENS: LimitHeaders = LimitHeaders::new(
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
     "x-ratelimit-limit-tokens",
+    openai_reset,
 );
 static ANTHROPIC_REQUESTS: LimitHeaders = LimitHeaders::new(
     "anthropic-ratelimit-requests-remaining",
     "anthropic-ratelimit-requests-reset",
     "anthropic-ratelimit-requests-limit",
+    anthropic_reset,
 )
 .of_requests();
 static ANTHROPIC_TOKENS: LimitHeaders = LimitHeaders::new(
     "anthropic-ratelimit-tokens-remaining",
     "anthropic-ratelimit-tokens-reset",
     "anthropic-ratelimit-tokens-limit",
+    anthropic_reset,
 );
 static ANTHROPIC_INPUT_TOKENS: LimitHeaders = LimitHeaders::new(
     "anthropic-ratelimit-input-tokens-remaining",
     "anthropic-ratelimit-input-tokens-reset",
     "anthropic-ratelimit-input-tokens-limit",
+    anthropic_reset,
 );
 
 /// The quota `headers` report, read at wall-clock time `now` (for Anthropic's absolute resets).
@@ -93,22 +107,16 @@ pub(crate) fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Quota
             .map(str::trim)
     };
     let count = |name: &HeaderName| text(name).and_then(|v| v.parse::<u64>().ok());
-    let openai = |limit: &LimitHeaders| {
+    let read = |limit: &LimitHeaders| {
         let left = count(&limit.remaining)?;
-        let reset = text(&limit.reset).and_then(duration)?;
-        Some((left, next_unit(limit, left, count(&limit.limit), reset)))
-    };
-    let anthropic = |limit: &LimitHeaders| {
-        let left = count(&limit.remaining)?;
-        let at = text(&limit.reset).and_then(|v| humantime::parse_rfc3339(v).ok())?;
-        let reset = at.duration_since(now).unwrap_or(Duration::ZERO);
+        let reset = text(&limit.reset).and_then(|v| (limit.reset_in)(v, now))?;
         Some((left, next_unit(limit, left, count(&limit.limit), reset)))
     };
     let quota = Quota {
-        requests: openai(&OPENAI_REQUESTS).or_else(|| anthropic(&ANTHROPIC_REQUESTS)),
-        tokens: openai(&OPENAI_TOKENS)
-            .or_else(|| anthropic(&ANTHROPIC_TOKENS))
-            .or_else(|| anthropic(&ANTHROPIC_INPUT_TOKENS)),
+        requests: read(&OPENAI_REQUESTS).or_else(|| read(&ANTHROPIC_REQUESTS)),
+        tokens: read(&OPENAI_TOKENS)
+            .or_else(|| read(&ANTHROPIC_TOKENS))
+            .or_else(|| read(&ANTHROPIC_INPUT_TOKENS)),
     };
     (quota != Quota::default()).then_some(quota)
 }
@@ -126,6 +134,17 @@ fn next_unit(headers: &LimitHeaders, left: u64, limit: Option<u64>, full: Durati
         }
         _ => full,
     }
+}
+
+/// OpenAI's reset: a duration (see [`duration`]).
+fn openai_reset(text: &str, _now: SystemTime) -> Option<Duration> {
+    duration(text)
+}
+
+/// Anthropic's reset: an RFC 3339 time, `now` or sooner in the past meaning at once.
+fn anthropic_reset(text: &str, now: SystemTime) -> Option<Duration> {
+    let at = humantime::parse_rfc3339(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A reset duration as OpenAI writes it: `1s`, `6m0s`, `1h2m3s`, `20ms`, or decimal seconds

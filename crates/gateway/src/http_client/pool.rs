@@ -187,6 +187,7 @@ impl Pool {
             *idle = open;
             closed
         };
+        // Outside the lock: dropping a sender wakes its connection's task.
         drop(closed);
     }
 
