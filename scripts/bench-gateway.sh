@@ -23,8 +23,13 @@
 #   CALLGRIND=2000 scripts/bench-gateway.sh  # instructions per request instead (valgrind
 #                                            # callgrind, 2000 requests at 300 req/s, 16 conns):
 #                                            # repeatable on a noisy machine, unlike timings
+#                                            # and the code run per request
+#                                            # (scripts/code-footprint.py)
+#   NGINX=1 CALLGRIND=2000 scripts/bench-gateway.sh    # the same for nginx alongside
 #   STREAM=1 CALLGRIND=1000 scripts/bench-gateway.sh   # the same for streamed requests (the
 #                                            # fake upstream's answer: 15 events)
+#   STILTS_BIN=target/pgo/release/stilts CALLGRIND=2000 scripts/bench-gateway.sh   # a prebuilt
+#                                            # binary instead (here scripts/build-pgo.sh's)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,9 +81,13 @@ if ! command -v oha >/dev/null; then
     cargo install --locked oha
 fi
 
-echo "== building stilts and the openai plugin (release)"
-(cd "$ROOT" && cargo build --locked --release -q -p stilts-cli -p stilts-plugin-openai)
-BIN="$TARGET/release/stilts"
+if [ -n "${STILTS_BIN:-}" ]; then
+    BIN="$STILTS_BIN" # a prebuilt binary; its plugins are found beside it
+else
+    echo "== building stilts and the openai plugin (release)"
+    (cd "$ROOT" && cargo build --locked --release -q -p stilts-cli -p stilts-plugin-openai)
+    BIN="$TARGET/release/stilts"
+fi
 
 ${ON_REST[@]+"${ON_REST[@]}"} "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
@@ -92,8 +101,10 @@ plugin = "openai"
 base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 model = "bench-model"
 TOML
+# Per-instruction counts (not only per line of source): scripts/code-footprint.py reads them.
+CALLGRIND_ARGS=(--tool=callgrind --dump-instr=yes --compress-pos=no --compress-strings=no)
 if [ -n "$CALLGRIND" ]; then
-    RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+    RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} valgrind "${CALLGRIND_ARGS[@]}" --callgrind-out-file="$WORK/callgrind.out" \
         "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
 else
     RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} "$BIN" serve --config "$WORK/bench.toml" >"$WORK/gw.log" 2>&1 &
@@ -117,8 +128,12 @@ fi
 if [ "$NGINX" = 1 ]; then
     command -v nginx >/dev/null || { echo "NGINX=1 needs nginx (Debian: apt-get install nginx-light)"; exit 1; }
     mkdir -p "$WORK/nginx"
+    # Under callgrind, one process serves (no master): the profile is the worker's.
+    MASTER=""
+    [ -n "$CALLGRIND" ] && MASTER="master_process off;"
     cat >"$WORK/nginx/nginx.conf" <<NGX
 worker_processes 1;
+$MASTER
 daemon off;
 error_log $WORK/nginx/error.log warn;
 pid $WORK/nginx/nginx.pid;
@@ -136,7 +151,12 @@ http {
     }
 }
 NGX
-    ${ON_GW[@]+"${ON_GW[@]}"} nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+    if [ -n "$CALLGRIND" ]; then
+        ${ON_GW[@]+"${ON_GW[@]}"} valgrind "${CALLGRIND_ARGS[@]}" --callgrind-out-file="$WORK/nginx-callgrind.out" \
+            nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+    else
+        ${ON_GW[@]+"${ON_GW[@]}"} nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+    fi
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
 fi
@@ -165,21 +185,30 @@ run() { # name url
 if [ -n "$CALLGRIND" ]; then
     CG_BODY="$BODY"
     [ "${STREAM:-0}" = 1 ] && CG_BODY="$STREAM_BODY"
-    fixed() { # name requests rate
-        ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -n "$2" -q "$3" -c 16 -m POST -H 'content-type: application/json' \
-            -d "$CG_BODY" "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/$1.json"
+    fixed() { # name port requests rate
+        ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -n "$3" -q "$4" -c 16 -m POST -H 'content-type: application/json' \
+            -d "$CG_BODY" "http://127.0.0.1:$2/v1/chat/completions" >"$WORK/$1.json"
+    }
+    counted() { # name pid port out-prefix: warm-up, then CALLGRIND requests counted; prints the profile's path
+        fixed "$1-warm" "$3" 500 200
+        callgrind_control -z "$2" >/dev/null 2>&1
+        fixed "$1-counted" "$3" "$CALLGRIND" 300
+        callgrind_control -d "$2" >/dev/null 2>&1
+        sleep 1
+        ls "$WORK/$4".out.* | tail -1
     }
     echo "== callgrind: 500 warm-up requests, then $CALLGRIND counted"
-    fixed warm 500 200
-    callgrind_control -z "$GW_PID" >/dev/null 2>&1
-    fixed counted "$CALLGRIND" 300
-    callgrind_control -d "$GW_PID" >/dev/null 2>&1
-    sleep 1
-    OUT="$(ls "$WORK"/callgrind.out.* | tail -1)"
+    OUT="$(counted gateway "$GW_PID" "$GW_PORT" callgrind)"
     IR="$(awk '/^summary:/ {print $2}' "$OUT")"
     echo "gateway instructions per request: $((IR / CALLGRIND)) ($IR over $CALLGRIND requests)"
+    python3 "$ROOT/scripts/code-footprint.py" "$OUT" "$CALLGRIND" --label stilts
     [ -n "${CALLGRIND_OUT:-}" ] && cp "$OUT" "$CALLGRIND_OUT"
     callgrind_annotate --inclusive=yes "$OUT" 2>/dev/null | sed -n '1,60p' >"${CALLGRIND_REPORT:-/dev/null}" || true
+    if [ "$NGINX" = 1 ]; then
+        echo "== callgrind, nginx (reference): the same requests"
+        python3 "$ROOT/scripts/code-footprint.py" "$(counted nginx "$NGINX_PID" "$NGINX_PORT" nginx-callgrind)" \
+            "$CALLGRIND" --label nginx
+    fi
     exit 0
 fi
 
@@ -189,52 +218,55 @@ DURATION=3s run warm-gw "http://127.0.0.1:$GW_PORT/v1/chat/completions"
 echo "== direct: $RATE req/s for $DURATION"
 run direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 MOCK_PID="${PIDS[0]}"
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+cpu_ns() { # pid: nanoseconds its threads have run (the scheduler's count: precise at low rates,
+    # where clock ticks of 10 ms would round a request's work away)
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f\n", ns}'
+}
 echo "== through stilts: $RATE req/s for $DURATION"
-GW_T0="$(cpu_ticks "$GW_PID")"; MOCK_T0="$(cpu_ticks "$MOCK_PID")"
+GW_T0="$(cpu_ns "$GW_PID")"; MOCK_T0="$(cpu_ns "$MOCK_PID")"
 run through "http://127.0.0.1:$GW_PORT/v1/chat/completions"
-GW_TICKS=$(( $(cpu_ticks "$GW_PID") - GW_T0 )); MOCK_TICKS=$(( $(cpu_ticks "$MOCK_PID") - MOCK_T0 ))
-NGINX_TICKS=0
+GW_NS=$(( $(cpu_ns "$GW_PID") - GW_T0 )); MOCK_NS=$(( $(cpu_ns "$MOCK_PID") - MOCK_T0 ))
+NGINX_NS=0
 if [ "$NGINX" = 1 ]; then
     NGINX_WORKER="$(pgrep -P "$NGINX_PID" | head -1 || true)"
     [ -n "$NGINX_WORKER" ] || { echo "nginx started no worker process"; cat "$WORK/nginx.log"; exit 1; }
     echo "== through nginx (reference): $RATE req/s for $DURATION"
     DURATION=3s run warm-nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
-    NGINX_T0="$(cpu_ticks "$NGINX_WORKER")"
+    NGINX_T0="$(cpu_ns "$NGINX_WORKER")"
     run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
-    NGINX_TICKS=$(( $(cpu_ticks "$NGINX_WORKER") - NGINX_T0 ))
+    NGINX_NS=$(( $(cpu_ns "$NGINX_WORKER") - NGINX_T0 ))
 fi
-CLUSTER_TICKS=0
+CLUSTER_NS=0
 if [ "$CLUSTER" = 1 ]; then
     echo "== through stilts with [cluster] (Redis on loopback, one idle sibling): $RATE req/s for $DURATION"
     DURATION=3s run warm-cluster "http://127.0.0.1:$CLUSTER_PORT/v1/chat/completions"
     curl -s "http://127.0.0.1:$CLUSTER_PORT/metrics" | grep -q '^stilts_cluster_replicas 2$' \
         || { echo "the [cluster] gateway does not see its sibling"; curl -s "http://127.0.0.1:$CLUSTER_PORT/metrics" | grep cluster; exit 1; }
-    CLUSTER_T0="$(cpu_ticks "$CLUSTER_PID")"
+    CLUSTER_T0="$(cpu_ns "$CLUSTER_PID")"
     run cluster "http://127.0.0.1:$CLUSTER_PORT/v1/chat/completions"
-    CLUSTER_TICKS=$(( $(cpu_ticks "$CLUSTER_PID") - CLUSTER_T0 ))
+    CLUSTER_NS=$(( $(cpu_ns "$CLUSTER_PID") - CLUSTER_T0 ))
 fi
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
-SAT_TICKS=0
+SAT_NS=0
 SAT_SECONDS=10
 if [ "$SATURATE" = 1 ]; then
     echo "== full speed: closed loop, 32 connections, ${SAT_SECONDS} s"
-    SAT_T0="$(cpu_ticks "$GW_PID")"
+    SAT_T0="$(cpu_ns "$GW_PID")"
     ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -z "${SAT_SECONDS}s" -c 32 \
         -m POST -H 'content-type: application/json' -d "$BODY" \
         "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$WORK/saturate.json"
-    SAT_TICKS=$(( $(cpu_ticks "$GW_PID") - SAT_T0 ))
+    SAT_NS=$(( $(cpu_ns "$GW_PID") - SAT_T0 ))
 fi
 
 HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")"
 RSS_KB="$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")"
 curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$WORK/metrics.txt"
 
-python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_TICKS" "$MOCK_TICKS" "$(getconf CLK_TCK)" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_TICKS" "$SATURATE" "$SAT_TICKS" "$SAT_SECONDS" "$GW_SCOPE" "$CLUSTER" "$CLUSTER_TICKS" <<'PY'
+python3 - "$WORK" "$RATE" "$DURATION" "$CONNS" "$HWM_KB" "$RSS_KB" "$DOC" "$GW_NS" "$MOCK_NS" "$LOAD" "$PLACEMENT" "$NGINX" "$NGINX_NS" "$SATURATE" "$SAT_NS" "$SAT_SECONDS" "$GW_SCOPE" "$CLUSTER" "$CLUSTER_NS" <<'PY'
 import json, sys, re, platform, subprocess, datetime
-work, rate, duration, conns, hwm_kb, rss_kb, doc, gw_ticks, mock_ticks, hz, loadavg = sys.argv[1:12]
-placement, nginx, nginx_ticks, saturate, sat_ticks, sat_seconds, gw_scope = sys.argv[12:19]
-cluster, cluster_ticks = sys.argv[19:21]
+work, rate, duration, conns, hwm_kb, rss_kb, doc, gw_ns, mock_ns, loadavg = sys.argv[1:11]
+placement, nginx, nginx_ns, saturate, sat_ns, sat_seconds, gw_scope = sys.argv[11:18]
+cluster, cluster_ns = sys.argv[18:20]
 def load(name):
     j = json.load(open(f"{work}/{name}.json"))
     p = j["latencyPercentiles"]
@@ -273,22 +305,22 @@ lines += [
     f"- placement: {placement}",
     f"- stilts' own overhead histogram (`stilts_gateway_overhead_seconds`, time in stilts excluding the upstream wait): mean {ov_mean_us:.1f} µs",
     f"- gateway peak RSS (VmHWM): {int(hwm_kb)/1024:.1f} MiB (RSS at the end: {int(rss_kb)/1024:.1f} MiB)",
-    f"- CPU per request (user + system, from /proc): gateway {int(gw_ticks) / int(hz) / t['count'] * 1e6:.0f} µs, fake upstream {int(mock_ticks) / int(hz) / t['count'] * 1e6:.0f} µs",
+    f"- CPU per request (time on a core, from /proc/PID/task/*/schedstat): gateway {int(gw_ns) / 1e3 / t['count']:.0f} µs, fake upstream {int(mock_ns) / 1e3 / t['count']:.0f} µs",
     f"- status codes through stilts: {t['codes']}",
 ]
 if cluster == "1":
-    plain_us = int(gw_ticks) / int(hz) / t['count'] * 1e6
-    cluster_us = int(cluster_ticks) / int(hz) / c['count'] * 1e6
+    plain_us = int(gw_ns) / 1e3 / t['count']
+    cluster_us = int(cluster_ns) / 1e3 / c['count']
     lines.append(f"- with [cluster] (loopback redis-server, sync_ms 100, one idle sibling; same placement and load): gateway CPU per request "
                  f"{cluster_us:.0f} µs against {plain_us:.0f} µs without ({(cluster_us / max(plain_us, 1e-9) - 1) * 100:+.0f}%), "
                  f"status codes {c['codes']}")
 if nginx == "1":
-    lines.append(f"- nginx worker CPU per request (user + system): {int(nginx_ticks) / int(hz) / n['count'] * 1e6:.0f} µs")
+    lines.append(f"- nginx worker CPU per request (time on a core): {int(nginx_ns) / 1e3 / n['count']:.0f} µs")
 if saturate == "1":
     s = load("saturate")
-    busy = int(sat_ticks) / int(hz) / float(sat_seconds)
+    busy = int(sat_ns) / 1e9 / float(sat_seconds)
     lines.append(f"- full speed (closed loop, 32 connections, {sat_seconds} s, gateway {gw_scope}): **{s['rps']:.0f} req/s** through stilts, "
-                 f"gateway CPU {busy:.2f} cores ({int(sat_ticks) / int(hz) / s['count'] * 1e6:.0f} µs per request), "
+                 f"gateway CPU {busy:.2f} cores ({int(sat_ns) / 1e3 / s['count']:.0f} µs per request), "
                  f"p50 {s['p50']:.0f} µs, status codes {s['codes']}")
 lines += [
     f"- load average at the end of the run: {loadavg}",
