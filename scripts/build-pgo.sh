@@ -19,10 +19,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 TRAIN_S="${TRAIN_S:-60}"
 TRAIN_RATE="${TRAIN_RATE:-500}"
 TRAIN_DIR="$ROOT/target/pgo-train"
 OUT_DIR="$ROOT/target/pgo"
+for v in TRAIN_S TRAIN_RATE; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
+done
 PACKAGES=(-p stilts-cli -p stilts-plugin-openai -p stilts-plugin-anthropic -p stilts-plugin-gemini)
 cd "$ROOT"
 
@@ -60,7 +64,7 @@ mkdir -p "$WORK/soak"
 # The instrumented gateway is slower than the real one: the soak's own verdict does not matter
 # here, only that the gateway served the traffic and exited normally (which writes its profile).
 LLVM_PROFILE_FILE="$WORK/profiles/gateway-%p-%m.profraw" \
-    ${ON_REST[@]+"${ON_REST[@]}"} "$ROOT/target/release/stilts-soak" --stilts "$TRAIN_DIR/release/stilts" \
+    ${ON_REST[@]+"${ON_REST[@]}"} "$TARGET/release/stilts-soak" --stilts "$TRAIN_DIR/release/stilts" \
     --duration-s "$TRAIN_S" --rate "$TRAIN_RATE" --work-dir "$WORK/soak" \
     ${GW_PLACE[@]+"${GW_PLACE[@]}"} >"$WORK/soak.log" 2>&1 || true
 if ! compgen -G "$WORK/profiles/gateway-*.profraw" >/dev/null; then
