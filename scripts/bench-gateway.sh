@@ -20,11 +20,10 @@
 #                                            # replica), same placement and load: what shared
 #                                            # state costs per request
 #   DOC=docs/benchmarks-gateway.md scripts/bench-gateway.sh   # also write the results there
-#   CALLGRIND=2000 scripts/bench-gateway.sh  # instructions per request instead (valgrind
-#                                            # callgrind, 2000 requests at 300 req/s, 16 conns):
-#                                            # repeatable on a noisy machine, unlike timings
-#                                            # and the code run per request
-#                                            # (scripts/code-footprint.py)
+#   CALLGRIND=2000 scripts/bench-gateway.sh  # instructions and code run per request instead
+#                                            # (valgrind callgrind, 2000 requests at 300 req/s,
+#                                            # 16 conns; scripts/code-footprint.py): repeatable
+#                                            # on a noisy machine, unlike timings
 #   NGINX=1 CALLGRIND=2000 scripts/bench-gateway.sh    # the same for nginx alongside
 #   STREAM=1 CALLGRIND=1000 scripts/bench-gateway.sh   # the same for streamed requests (the
 #                                            # fake upstream's answer: 15 events)
@@ -82,7 +81,7 @@ if ! command -v oha >/dev/null; then
 fi
 
 if [ -n "${STILTS_BIN:-}" ]; then
-    BIN="$STILTS_BIN" # a prebuilt binary; its plugins are found beside it
+    BIN="$STILTS_BIN" # a prebuilt binary (the fake upstream runs it too); its plugins are beside it
 else
     echo "== building stilts and the openai plugin (release)"
     (cd "$ROOT" && cargo build --locked --release -q -p stilts-cli -p stilts-plugin-openai)
@@ -201,7 +200,7 @@ if [ -n "$CALLGRIND" ]; then
     OUT="$(counted gateway "$GW_PID" "$GW_PORT" callgrind)"
     IR="$(awk '/^summary:/ {print $2}' "$OUT")"
     echo "gateway instructions per request: $((IR / CALLGRIND)) ($IR over $CALLGRIND requests)"
-    python3 "$ROOT/scripts/code-footprint.py" "$OUT" "$CALLGRIND" --label stilts
+    python3 "$ROOT/scripts/code-footprint.py" "$OUT" "$CALLGRIND" --label stilts --crates 12
     [ -n "${CALLGRIND_OUT:-}" ] && cp "$OUT" "$CALLGRIND_OUT"
     callgrind_annotate --inclusive=yes "$OUT" 2>/dev/null | sed -n '1,60p' >"${CALLGRIND_REPORT:-/dev/null}" || true
     if [ "$NGINX" = 1 ]; then
@@ -218,9 +217,10 @@ DURATION=3s run warm-gw "http://127.0.0.1:$GW_PORT/v1/chat/completions"
 echo "== direct: $RATE req/s for $DURATION"
 run direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 MOCK_PID="${PIDS[0]}"
-cpu_ns() { # pid: nanoseconds its threads have run (the scheduler's count: precise at low rates,
-    # where clock ticks of 10 ms would round a request's work away)
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f\n", ns}'
+cpu_ns() { # pid: nanoseconds its live threads have run (the scheduler's count: precise at low
+    # rates, where clock ticks of 10 ms would round a request's work away; a thread that exits
+    # during the window takes its time with it, so the figure is a floor)
+    awk '{ns += $1} END {printf "%.0f\n", ns}' /proc/"$1"/task/*/schedstat 2>/dev/null || echo 0
 }
 echo "== through stilts: $RATE req/s for $DURATION"
 GW_T0="$(cpu_ns "$GW_PID")"; MOCK_T0="$(cpu_ns "$MOCK_PID")"

@@ -12,7 +12,9 @@
 #   SECOND_BIN=target/pgo/release/stilts SECOND_LABEL="stilts, profile-guided" scripts/bench-low-rate.sh
 #
 # Placement as in the other benches (scripts/placement.sh): the proxies share the last core, one
-# at a time busy; the load generator and the fake upstream run on the others.
+# at a time busy; the load generator and the fake upstream run on the others. nginx is configured
+# as in scripts/bench-peers.sh (keep-alive to the upstream, no response buffering). Each round
+# starts with a different target; a 2 s warm-up of each comes first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,17 +113,24 @@ for t in "${TARGETS[@]}"; do
         fi
         sleep 0.1
     done
-    [ "$ok" = 1 ] || { echo "${t%%:*} does not answer on port ${t#*:}"; tail -5 "$WORK"/*.log; exit 1; }
+    [ "$ok" = 1 ] || { echo "${t%%:*} does not answer on port ${t#*:}"; tail -n 5 "$WORK"/*.log "$WORK"/nginx/error.log; exit 1; }
 done
 
+load() { # target out-file seconds
+    ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -z "${3}s" -q "$RATE" -c 1 \
+        -m POST -H 'content-type: application/json' -d "$BODY" \
+        "http://127.0.0.1:${1#*:}/v1/chat/completions" >"$2"
+}
+echo "== warm-up: 2 s each"
+for t in "${TARGETS[@]}"; do load "$t" "$WORK/warm-${t%%:*}.json" 2; done
 echo "== $ROUNDS rounds, each: ${TARGETS[*]%%:*} for ${SECS} s at $RATE req/s, one connection"
 for round in $(seq "$ROUNDS"); do
-    for t in "${TARGETS[@]}"; do
-        ${ON_REST[@]+"${ON_REST[@]}"} oha --no-tui --output-format json -z "${SECS}s" -q "$RATE" -c 1 \
-            -m POST -H 'content-type: application/json' -d "$BODY" \
-            "http://127.0.0.1:${t#*:}/v1/chat/completions" >"$WORK/$round-${t%%:*}.json"
-    done
-    echo "   round $round of $ROUNDS done"
+    # Each round starts one target later: none is always first, or always right after another.
+    n=${#TARGETS[@]}
+    order=()
+    for i in $(seq 0 $((n - 1))); do order+=("${TARGETS[$(((i + round - 1) % n))]}"); done
+    for t in "${order[@]}"; do load "$t" "$WORK/$round-${t%%:*}.json" "$SECS"; done
+    echo "   round $round of $ROUNDS done (${order[*]%%:*})"
 done
 
 python3 - "$WORK" "$ROUNDS" "$RATE" "$SECS" "$SECOND_LABEL" "${TARGETS[@]%%:*}" <<'PY'
@@ -134,8 +143,10 @@ for r in range(1, int(rounds) + 1):
     runs = {}
     for n in names:
         j = json.load(open(f"{work}/{r}-{n}.json"))
-        if j["summary"]["successRate"] < 1:
-            sys.exit(f"round {r}: {n} answered {j['summary']['successRate'] * 100:.2f} % of its requests")
+        codes = j.get("statusCodeDistribution", {})
+        if set(codes) != {"200"} or j["summary"]["successRate"] < 1:
+            sys.exit(f"round {r}: {n} did not answer every request with 200 (status codes {codes}, "
+                     f"{j['summary']['successRate'] * 100:.2f} % completed)")
         runs[n] = j["latencyPercentiles"]
     for n in added:
         for q in ("p50", "p99"):
