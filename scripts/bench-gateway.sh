@@ -54,6 +54,7 @@ SIBLING_PORT="${SIBLING_PORT:-19106}"
 WORK="$(mktemp -d)"
 # Placement: the gateway alone on the last core this script may use, everything else on the others.
 . "$ROOT/scripts/placement.sh"
+. "$ROOT/scripts/bench-configs.sh"
 if [ "$PINNED" = 1 ]; then
     PLACEMENT="gateway alone on core $GW_CPUS, load generator and fake upstream on cores $REST_CPUS"
     GW_SCOPE="on one core"
@@ -90,16 +91,7 @@ fi
 
 ${ON_REST[@]+"${ON_REST[@]}"} "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
-cat >"$WORK/bench.toml" <<TOML
-[server]
-listen = "127.0.0.1:$GW_PORT"
-
-[[routes.bench.deployments]]
-name = "mock"
-plugin = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-model = "bench-model"
-TOML
+write_stilts_conf "$WORK/bench.toml" "$GW_PORT" "$MOCK_PORT"
 # Per-instruction counts (not only per line of source): scripts/code-footprint.py reads them.
 CALLGRIND_ARGS=(--tool=callgrind --dump-instr=yes --compress-pos=no --compress-strings=no)
 if [ -n "$CALLGRIND" ]; then
@@ -126,30 +118,10 @@ if [ "$CLUSTER" = 1 ]; then
 fi
 if [ "$NGINX" = 1 ]; then
     command -v nginx >/dev/null || { echo "NGINX=1 needs nginx (Debian: apt-get install nginx-light)"; exit 1; }
-    mkdir -p "$WORK/nginx"
     # Under callgrind, one process serves (no master): the profile is the worker's.
     MASTER=""
     [ -n "$CALLGRIND" ] && MASTER="master_process off;"
-    cat >"$WORK/nginx/nginx.conf" <<NGX
-worker_processes 1;
-$MASTER
-daemon off;
-error_log $WORK/nginx/error.log warn;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-NGX
+    write_nginx_conf "$WORK/nginx" "$NGINX_PORT" "$MOCK_PORT" "$MASTER"
     if [ -n "$CALLGRIND" ]; then
         ${ON_GW[@]+"${ON_GW[@]}"} valgrind "${CALLGRIND_ARGS[@]}" --callgrind-out-file="$WORK/nginx-callgrind.out" \
             nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &

@@ -12,9 +12,9 @@
 #   SECOND_BIN=target/pgo/release/stilts SECOND_LABEL="stilts, profile-guided" scripts/bench-low-rate.sh
 #
 # Placement as in the other benches (scripts/placement.sh): the proxies share the last core, one
-# at a time busy; the load generator and the fake upstream run on the others. nginx is configured
-# as in scripts/bench-peers.sh (keep-alive to the upstream, no response buffering). Each round
-# starts with a different target; a 2 s warm-up of each comes first.
+# at a time busy; the load generator and the fake upstream run on the others. Both proxies are
+# configured as in the other benches (scripts/bench-configs.sh). Each round starts with a
+# different target; a 2 s warm-up of each comes first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +41,7 @@ fi
 [ -z "$SECOND_BIN" ] || [ -x "$SECOND_BIN" ] || { echo "SECOND_BIN $SECOND_BIN is not an executable" >&2; exit 2; }
 
 . "$ROOT/scripts/placement.sh"
+. "$ROOT/scripts/bench-configs.sh"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -59,41 +60,11 @@ STILTS_PORT=$((PORT_BASE + 2))
 SECOND_PORT=$((PORT_BASE + 3))
 ${ON_REST[@]+"${ON_REST[@]}"} "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --name bench >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-error_log $WORK/nginx/error.log warn;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 16; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-NGX
+write_nginx_conf "$WORK/nginx" "$NGINX_PORT" "$MOCK_PORT"
 ${ON_GW[@]+"${ON_GW[@]}"} nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 start_stilts() { # binary port log
-    cat >"$WORK/stilts-$2.toml" <<TOML
-[server]
-listen = "127.0.0.1:$2"
-
-[[routes.bench.deployments]]
-name = "mock"
-plugin = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-model = "bench-model"
-TOML
+    write_stilts_conf "$WORK/stilts-$2.toml" "$2" "$MOCK_PORT"
     RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} "$1" serve --config "$WORK/stilts-$2.toml" >"$3" 2>&1 &
     PIDS+=($!)
 }

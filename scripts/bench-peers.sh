@@ -83,6 +83,7 @@ done
 WORK="$(mktemp -d)"
 mkdir -p "$WORK/res" "$CACHE"
 . "$ROOT/scripts/placement.sh"
+. "$ROOT/scripts/bench-configs.sh"
 if [ "$PINNED" = 1 ]; then
     PLACEMENT="each proxy alone on core $GW_CPUS; load generator, stream client and fake upstream on cores $REST_CPUS"
 else
@@ -449,41 +450,11 @@ start_peer() { # name: starts it pinned and prints nothing; sets PEER_PID
     port_free "$port" || { fail "$name" "port $port is already in use (set PORT_BASE)"; return 1; }
     case "$name" in
         nginx)
-            mkdir -p "$WORK/nginx"
-            cat >"$WORK/nginx/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-error_log $WORK/nginx/error.log warn;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-NGX
+            write_nginx_conf "$WORK/nginx" "$port" "$MOCK_PORT"
             ${ON_GW[@]+"${ON_GW[@]}"} nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$log" 2>&1 &
             ;;
         stilts)
-            cat >"$WORK/stilts.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-
-[[routes.bench.deployments]]
-name = "mock"
-plugin = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-model = "bench-model"
-TOML
+            write_stilts_conf "$WORK/stilts.toml" "$port" "$MOCK_PORT"
             RUST_LOG=warn ${ON_GW[@]+"${ON_GW[@]}"} "$BIN" serve --config "$WORK/stilts.toml" >"$log" 2>&1 &
             ;;
         litellm)

@@ -46,16 +46,20 @@ PROFDATA="$(profdata)"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/profiles"
+# A fixed place for the raw profiles, so that the instrumented build's flags, and with them its
+# cached crates, stay the same from one run to the next. The profile itself goes to a new path each
+# run: a changed profile must rebuild every crate that uses it.
+PROFILES="$TRAIN_DIR/profiles"
+mkdir -p "$PROFILES"
 
 echo "== the soak driver (plain release build: its own code must not enter the profile)"
 cargo build --locked --release -q -p stilts-soak
 
 echo "== instrumented build ($TRAIN_DIR)"
-CARGO_TARGET_DIR="$TRAIN_DIR" RUSTFLAGS="-Cprofile-generate=$WORK/profiles" \
+CARGO_TARGET_DIR="$TRAIN_DIR" RUSTFLAGS="-Cprofile-generate=$PROFILES" \
     cargo build --locked --release -q "${PACKAGES[@]}"
 # Build scripts and proc macros ran instrumented too and wrote profiles of their own: not ours.
-rm -f "$WORK"/profiles/*.profraw
+rm -f "$PROFILES"/*.profraw
 
 echo "== training: ${TRAIN_S} s at ${TRAIN_RATE} requests/s through the instrumented gateway, every fault kind"
 . "$ROOT/scripts/placement.sh"
@@ -68,13 +72,13 @@ mkdir -p "$WORK/soak"
 # per plugin it loaded). The plugins must be the instrumented ones beside it.
 unset STILTS_PLUGIN_DIR
 soak_status=0
-LLVM_PROFILE_FILE="$WORK/profiles/gateway-%p-%m.profraw" \
+LLVM_PROFILE_FILE="$PROFILES/gateway-%p-%m.profraw" \
     ${ON_REST[@]+"${ON_REST[@]}"} "$TARGET/release/stilts-soak" --stilts "$TRAIN_DIR/release/stilts" \
     --duration-s "$TRAIN_S" --rate "$TRAIN_RATE" --work-dir "$WORK/soak" \
     ${GW_PLACE[@]+"${GW_PLACE[@]}"} >"$WORK/soak.log" 2>&1 || soak_status=$?
 answered="$(grep -oE '[0-9]+ sent, [0-9]+ answered' "$WORK/soak.log" | head -1 || true)"
 echo "   soak: ${answered:-no count} (its own checks: $([ "$soak_status" = 0 ] && echo passed || echo "exit $soak_status"))"
-profiles=$(compgen -G "$WORK/profiles/gateway-*.profraw" | wc -l || true)
+profiles=$(compgen -G "$PROFILES/gateway-*.profraw" | wc -l || true)
 if [ "${answered:-}" = "" ] || [ "$(echo "$answered" | awk '{print $3}')" -lt $((TRAIN_S * TRAIN_RATE / 2)) ] \
     || [ "$profiles" -lt 2 ]; then
     echo "the training did not run (answered: ${answered:-none}, expected at least $((TRAIN_S * TRAIN_RATE / 2));"
@@ -82,7 +86,7 @@ if [ "${answered:-}" = "" ] || [ "$(echo "$answered" | awk '{print $3}')" -lt $(
     tail -n 30 "$WORK/soak.log"
     exit 1
 fi
-"$PROFDATA" merge -o "$WORK/stilts.profdata" "$WORK"/profiles/gateway-*.profraw
+"$PROFDATA" merge -o "$WORK/stilts.profdata" "$PROFILES"/gateway-*.profraw
 echo "   merged $profiles profiles (the gateway and the plugins it loaded)"
 
 echo "== optimised build ($OUT_DIR)"
