@@ -27,7 +27,7 @@ def read_counts(path):
     """Instruction counts per (object, function, address), summed over the cost lines that repeat
     an address (callgrind writes one line per instruction and basic block or context)."""
     counts = collections.Counter()
-    ir_column = None
+    n_positions = ir_column = None
     obj, fn = "?", "?"
     skip_next = False
     with open(path, errors="replace") as f:
@@ -38,6 +38,8 @@ def read_counts(path):
                     fail(f"{path} has no instruction positions: record it with --dump-instr=yes")
                 n_positions = len(positions)
             elif line.startswith("events:"):
+                if n_positions is None:
+                    fail(f"{path} names its events before its positions: not a callgrind profile")
                 events = line.split(":", 1)[1].split()
                 if "Ir" not in events:
                     fail(f"{path} counts no instructions (events: {' '.join(events)})")
