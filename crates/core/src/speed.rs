@@ -16,7 +16,16 @@
 //!   (ten minutes). A plain request rarely says how long its answer will be (without `max_tokens`
 //!   the router assumes 512 tokens), so the length that matters is the provider's own.
 //!
-//! [`Speed::longest_answer`] is the longest answer's length at the fastest rate. Knowledge stops
+//! [`Speed::longest_answer`] is the longest answer's length at the fastest rate.
+//!
+//! A third measure answers another question: how long would an answer of a given length take
+//! **now**? [`Speed::recent_answer_time`] fits the recent answers with a start-up time plus a time
+//! per output token (least squares), so neither a short answer's start-up nor the fastest rate's
+//! slow drift skews it. The answers of about the last minute ([`PACE_DECAY`]) count, but at least
+//! the last [`PACE_ANSWERS`] however old: a provider that gets only a trickle of calls (because the
+//! router keeps traffic away from it) keeps an estimate instead of losing it. The spill uses it to
+//! keep the route's longest answers away from a provider where they would miss their deadline
+//! (`docs/routing.md`, "Spill"). Knowledge stops
 //! counting when it is old: below [`MIN_TOKENS`] of output tokens decayed over [`LONGEST_DECAY`]
 //! there is no estimate, and the configured allowance applies. Knowledge is also young for a
 //! while ([`Speed::watched_for`]): in the first seconds of watching a provider, only its short
@@ -38,6 +47,19 @@ pub const MIN_TOKENS: f64 = 256.0;
 /// Answers shorter than this do not measure the rate.
 pub const MIN_ANSWER_TOKENS: u64 = 32;
 
+/// Time constant with which age fades the answers behind [`Speed::recent_answer_time`].
+pub const PACE_DECAY: Duration = Duration::from_secs(60);
+
+/// Answers (weighted) below which [`Speed::recent_answer_time`] is not known.
+const PACE_MIN_ANSWERS: f64 = 8.0;
+
+/// The answers [`Speed::recent_answer_time`] reflects at least, however far apart.
+const PACE_ANSWERS: f64 = 16.0;
+
+/// The spread of the recent answers' lengths (standard deviation, tokens) below which the time
+/// per token cannot be told from the start-up time.
+const PACE_MIN_SPREAD: f64 = 32.0;
+
 /// What the router knows of a provider's answers' speed and length.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Speed {
@@ -53,6 +75,67 @@ pub struct Speed {
     watch_start: Option<Instant>,
     /// The estimate was known since `watch_start`: a later unknown one means it lapsed.
     was_known: bool,
+    /// The recent answers' durations against their lengths.
+    pace: Pace,
+}
+
+/// Decayed sums of recent answers' lengths `x` (tokens) and durations `y` (seconds), for a least
+/// squares fit of `y = start + per_token * x`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pace {
+    n: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+    stamp: Option<Instant>,
+}
+
+impl Pace {
+    fn faded(&self, now: Instant) -> f64 {
+        self.stamp.map_or(1.0, |stamp| {
+            let dt = now.as_nanos().saturating_sub(stamp.as_nanos()) as f64;
+            (-dt / PACE_DECAY.as_nanos() as f64).exp()
+        })
+    }
+
+    fn observe(&mut self, now: Instant, duration: Duration, tokens: f64) {
+        // Age fades the older answers, but never below the weight of the last [`PACE_ANSWERS`]
+        // less one: a provider that gets a trickle of calls keeps an estimate from its last
+        // answers, however old, instead of losing it (and being taken for unknown).
+        let floor = if self.n > 0.0 {
+            ((PACE_ANSWERS - 1.0) / self.n).min(1.0)
+        } else {
+            1.0
+        };
+        let w = self.faded(now).max(floor);
+        let y = duration.as_secs_f64();
+        self.n = self.n * w + 1.0;
+        self.x = self.x * w + tokens;
+        self.y = self.y * w + y;
+        self.xx = self.xx * w + tokens * tokens;
+        self.xy = self.xy * w + tokens * y;
+        self.stamp = Some(self.stamp.map_or(now, |s| s.max(now)));
+    }
+
+    /// The fitted time of an answer of `tokens`, when enough recent answers of spread lengths
+    /// determine it.
+    fn time_for(&self, tokens: f64) -> Option<Duration> {
+        if self.n < PACE_MIN_ANSWERS {
+            return None;
+        }
+        let (mx, my) = (self.x / self.n, self.y / self.n);
+        let spread = self.xx / self.n - mx * mx;
+        if spread < PACE_MIN_SPREAD * PACE_MIN_SPREAD {
+            return None;
+        }
+        let per_token = (self.xy / self.n - mx * my) / spread;
+        if per_token.is_nan() || per_token <= 0.0 {
+            return None;
+        }
+        let start = (my - per_token * mx).max(0.0);
+        Duration::try_from_secs_f64(start + per_token * tokens).ok()
+    }
 }
 
 impl Speed {
@@ -80,6 +163,7 @@ impl Speed {
             self.was_known = false;
         }
         let tokens = output_tokens as f64;
+        self.pace.observe(now, duration, tokens);
         let faded = self.decay_by(now, LONGEST_DECAY);
         self.evidence = self.evidence * faded + tokens;
         self.longest = (self.longest * faded).max(tokens);
@@ -111,11 +195,21 @@ impl Speed {
         Some(Duration::from_nanos(self.fastest as u64))
     }
 
+    /// Output tokens of the longest recent answer (a peak decaying over [`LONGEST_DECAY`]).
+    pub fn longest_tokens(&self, now: Instant) -> f64 {
+        self.longest * self.decay_by(now, LONGEST_DECAY)
+    }
+
+    /// How long an answer of `output_tokens` takes at the recent pace (start-up included), when
+    /// enough recent answers of spread lengths tell.
+    pub fn recent_answer_time(&self, output_tokens: f64) -> Option<Duration> {
+        self.pace.time_for(output_tokens)
+    }
+
     /// The time of the longest recent answer at the fastest recent rate, when known.
     pub fn longest_answer(&self, now: Instant) -> Option<Duration> {
         let per_token = self.per_token(now)?;
-        let longest = self.longest * self.decay_by(now, LONGEST_DECAY);
-        Some(per_token.mul_f64(longest.max(1.0)))
+        Some(per_token.mul_f64(self.longest_tokens(now).max(1.0)))
     }
 }
 
@@ -204,5 +298,69 @@ mod tests {
         s.observe(Instant::from_secs(1), Duration::from_secs(30), 0);
         assert_eq!(s.per_token(Instant::from_secs(1)), None);
         assert_eq!(s.evidence, 0.0);
+    }
+
+    fn answer(tokens: u64, start_ms: u64, per_token_ms: u64) -> Duration {
+        Duration::from_millis(start_ms + tokens * per_token_ms)
+    }
+
+    #[test]
+    fn the_recent_pace_fits_start_up_and_time_per_token() {
+        let mut s = Speed::default();
+        assert_eq!(s.recent_answer_time(1_000.0), None);
+        let lengths = [20u64, 80, 200, 500];
+        for k in 0..40u64 {
+            let tokens = lengths[(k % 4) as usize];
+            s.observe(
+                Instant::from_millis(k * 100),
+                answer(tokens, 600, 12),
+                tokens,
+            );
+        }
+        // 0.6 s + 1 000 x 12 ms, though the fastest rate per token (start-up included) says less
+        // of it.
+        let got = s
+            .recent_answer_time(1_000.0)
+            .map_or(0.0, |d| d.as_secs_f64());
+        assert!((got - 12.6).abs() < 0.01, "{got}");
+    }
+
+    #[test]
+    fn answers_of_one_length_do_not_tell_the_pace() {
+        let mut s = Speed::default();
+        for k in 0..100u64 {
+            s.observe(Instant::from_millis(k * 100), answer(200, 600, 12), 200);
+        }
+        assert_eq!(s.recent_answer_time(1_000.0), None);
+    }
+
+    /// A slowdown shows within a minute or two of busy traffic; a provider that then gets only a
+    /// trickle keeps its estimate for hours, and a few of the trickle's answers move it.
+    #[test]
+    fn the_recent_pace_follows_a_slowdown_and_survives_a_trickle() {
+        let mut s = Speed::default();
+        let lengths = [20u64, 80, 200, 500, 1_000];
+        let mut feed = |s: &mut Speed, from_ms: u64, count: u64, every_ms: u64, per_token: u64| {
+            for k in 0..count {
+                let tokens = lengths[(k % 5) as usize];
+                let at = Instant::from_millis(from_ms + k * every_ms);
+                s.observe(at, answer(tokens, 500, per_token), tokens);
+            }
+        };
+        let seconds = |s: &Speed| {
+            s.recent_answer_time(1_000.0)
+                .map_or(f64::NAN, |d| d.as_secs_f64())
+        };
+        feed(&mut s, 0, 6_000, 100, 10);
+        assert!((seconds(&s) - 10.5).abs() < 0.1, "{}", seconds(&s));
+        // 2.5 times slower per token (25.5 s), ten answers a second: two minutes on, most of it.
+        feed(&mut s, 600_000, 1_200, 100, 25);
+        let slowed = seconds(&s);
+        assert!(slowed > 22.0, "{slowed}");
+        // Then hours of silence (the estimate has no age limit), and a trickle of answers back at
+        // the old pace, one a minute: each counts for a sixteenth, so that forty of them bring the
+        // estimate most of the way back.
+        feed(&mut s, 7_200_000, 40, 60_000, 10);
+        assert!(seconds(&s) < 12.0, "{}", seconds(&s));
     }
 }

@@ -1,5 +1,6 @@
 //! Spill: a preferred tier that answers much slower than usual, or (for streams) breaks many of
-//! its streams after they reached the client, sends a share of its traffic to the next tier (see
+//! its streams after they reached the client, sends a share of its traffic to the next tier, and
+//! nearly all of it where the route's long answers would miss their deadline (see
 //! `docs/routing.md`, "Spill"), driven call by call in virtual time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken fixtures.
@@ -187,4 +188,99 @@ fn a_tier_that_breaks_its_streams_spills_them_to_the_next() {
     let _ = with_broken_streams(&mut r, clean, 1_200, 0, false);
     let share = with_broken_streams(&mut r, clean + Duration::from_secs(120), 600, 0, false);
     assert_eq!(share, 0.0, "still spilled {share}");
+}
+
+/// Answer lengths cycled through by [`paced`]: a route whose longest answers are 1 200 tokens.
+const LENGTHS: [u64; 5] = [50, 150, 300, 600, 1_200];
+
+/// `calls` plain calls with a 30 s deadline, one every 100 ms from `from`, answered by `a` in
+/// 400 ms plus `a_ms_per_token` a token and by `b` in 600 ms plus 14 ms a token, the lengths cycling
+/// through `lengths`; returns the share the router sent to `b`.
+fn paced(
+    r: &mut stilts_core::Router,
+    from: Instant,
+    calls: u32,
+    a_ms_per_token: u64,
+    lengths: &[u64],
+) -> f64 {
+    let mut to_b = 0;
+    for k in 0..calls {
+        let now = from + Duration::from_millis(100 * u64::from(k));
+        let meta = RequestMeta {
+            deadline: Some(Duration::from_secs(30)),
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let Decision::Send(attempt) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt")
+        };
+        let tokens = lengths[k as usize % lengths.len()];
+        let ms = if r.provider(attempt.provider).name == "a" {
+            400 + tokens * a_ms_per_token
+        } else {
+            to_b += 1;
+            600 + tokens * 14
+        };
+        let answer = Outcome::Success {
+            latency: Duration::from_millis(ms),
+            first_token: None,
+            usage: stilts_core::Usage {
+                input_tokens: 100,
+                output_tokens: tokens,
+            },
+        };
+        r.record(&mut call, attempt, answer, now + Duration::from_millis(ms));
+    }
+    f64::from(to_b) / f64::from(calls)
+}
+
+/// A preferred tier slowed so far that the route's long answers would miss their deadline there
+/// (1 200 tokens at 28 ms a token: 34 s) sends nearly all its traffic to a next tier where they fit
+/// (17 s), more than its slowdown alone would spill (at most 90%): the router cannot tell which
+/// call will be long. The tier keeps a trickle, and gets its traffic back once it is fast again.
+#[test]
+fn a_tier_where_long_answers_would_miss_the_deadline_spills_nearly_all_of_it() {
+    let mut r = router(&["a", "b"], priority);
+    let t0 = Instant::ZERO;
+    assert_eq!(paced(&mut r, t0, 3_000, 11, &LENGTHS), 0.0);
+    let slow_from = t0 + Duration::from_secs(300);
+    let _ = paced(&mut r, slow_from, 1_200, 28, &LENGTHS);
+    let share = paced(
+        &mut r,
+        slow_from + Duration::from_secs(120),
+        1_200,
+        28,
+        &LENGTHS,
+    );
+    assert!((0.97..1.0).contains(&share), "spilled {share}");
+    // Fast again: the trickle of calls still sent to a shows it, and the traffic comes back.
+    let fast_from = slow_from + Duration::from_secs(240);
+    let _ = paced(&mut r, fast_from, 6_000, 11, &LENGTHS);
+    let share = paced(
+        &mut r,
+        fast_from + Duration::from_secs(600),
+        600,
+        11,
+        &LENGTHS,
+    );
+    assert_eq!(share, 0.0, "still spilled {share}");
+}
+
+/// The same slowdown on a route of short answers (300 tokens at most: 9 s) spills only for the
+/// slowdown: at most 90%, and the tier keeps the rest.
+#[test]
+fn a_slowed_tier_whose_answers_still_fit_spills_only_for_its_slowdown() {
+    let short = &LENGTHS[..3];
+    let mut r = router(&["a", "b"], priority);
+    let _ = paced(&mut r, Instant::ZERO, 3_000, 11, short);
+    let slow_from = Instant::from_secs(300);
+    let _ = paced(&mut r, slow_from, 1_200, 28, short);
+    let share = paced(
+        &mut r,
+        slow_from + Duration::from_secs(120),
+        1_200,
+        28,
+        short,
+    );
+    assert!((0.3..0.93).contains(&share), "spilled {share}");
 }

@@ -259,8 +259,7 @@ impl Router {
             candidates
         } else {
             let tier = self.tier(candidates, best);
-            self.spill_tier(candidates, tier, call.stream)
-                .unwrap_or(tier)
+            self.spill_tier(candidates, tier, call, now).unwrap_or(tier)
         };
         let view = PolicyView {
             now,
@@ -284,28 +283,60 @@ impl Router {
     /// capacity, or a brownout), the next tier, for a share of the traffic that grows with the
     /// slowdown (`slowdown.rs`): a saturated tier is relieved instead of piled on, and requests
     /// stop running into their deadlines there. A `stream` call also spills for the tier's
-    /// broken streams (`breaks.rs`). Only toward a tier that would itself spill less.
+    /// broken streams (`breaks.rs`), and any call for nearly all of it when the route's long
+    /// answers would miss the call's deadline there but not in the next tier
+    /// ([`Router::misses_deadline`]). Only toward a tier that would itself spill less.
     fn spill_tier(
         &mut self,
         candidates: ProviderSet,
         tier: ProviderSet,
-        stream: bool,
+        call: &Call,
+        now: Instant,
     ) -> Option<ProviderSet> {
         let spill_of = |set: ProviderSet, health: &[Health]| {
             set.iter()
-                .map(|p| health[p.index()].spill(stream))
+                .map(|p| health[p.index()].spill(call.stream))
                 .fold(f64::INFINITY, f64::min)
         };
-        let spill = spill_of(tier, &self.health);
+        let rest = candidates.minus(tier);
+        let next = self.tier(rest, self.best_preference(rest)?);
+        let mut spill = spill_of(tier, &self.health);
+        if self.misses_deadline(tier, next, call.deadline.saturating_since(now), now) {
+            spill = spill.max(DEADLINE_SPILL);
+        }
         if spill <= 0.0 || !spill.is_finite() {
             return None;
         }
-        let rest = candidates.minus(tier);
-        let next = self.tier(rest, self.best_preference(rest)?);
         if spill_of(next, &self.health) >= spill || self.rng.unit() >= spill {
             return None;
         }
         Some(next)
+    }
+
+    /// Whether the route's longest recent answer, at the recent pace (`speed.rs`), would take
+    /// longer than `left` at every provider of `tier` and not at any of `next`. The router cannot
+    /// tell which call will be the long one, so under this the whole tier's traffic is at risk
+    /// of the deadline; the check needs every provider of both tiers measured, so an unmeasured
+    /// fallback is not taken for a faster one.
+    fn misses_deadline(
+        &self,
+        tier: ProviderSet,
+        next: ProviderSet,
+        left: Duration,
+        now: Instant,
+    ) -> bool {
+        let longest = self
+            .health
+            .iter()
+            .map(|h| h.speed.longest_tokens(now))
+            .fold(0.0, f64::max);
+        if longest < f64::from(DEADLINE_MIN_TOKENS) {
+            return false;
+        }
+        let time = |p: ProviderId| self.health[p.index()].speed.recent_answer_time(longest);
+        tier.iter()
+            .all(|p| time(p).is_some_and(|t| t.mul_f64(DEADLINE_MARGIN) > left))
+            && next.iter().all(|q| time(q).is_some_and(|t| t <= left))
     }
 
     /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
@@ -619,3 +650,16 @@ impl Router {
             && u64::from(self.loads[p.index()].in_flight) <= breaker.recent_successes(now)
     }
 }
+
+/// The share of a tier's traffic spilled when the route's long answers would miss their
+/// deadline there (the rest keeps the tier measured, so the traffic comes back when it is fast).
+const DEADLINE_SPILL: f64 = 0.99;
+
+/// How much longer than its fitted time an answer may take (the wait for its first token varies
+/// most): a tier is at risk of the deadline when its fitted time for the route's longest answer,
+/// this much longer, would miss it.
+const DEADLINE_MARGIN: f64 = 1.25;
+
+/// Answers shorter than this are not judged against a deadline (a route of short answers that
+/// still misses it is a stuck provider, which the breaker and the attempt limits handle).
+const DEADLINE_MIN_TOKENS: u32 = 64;
