@@ -340,7 +340,7 @@ mod tests {
     fn the_recent_pace_follows_a_slowdown_and_survives_a_trickle() {
         let mut s = Speed::default();
         let lengths = [20u64, 80, 200, 500, 1_000];
-        let mut feed = |s: &mut Speed, from_ms: u64, count: u64, every_ms: u64, per_token: u64| {
+        let feed = |s: &mut Speed, from_ms: u64, count: u64, every_ms: u64, per_token: u64| {
             for k in 0..count {
                 let tokens = lengths[(k % 5) as usize];
                 let at = Instant::from_millis(from_ms + k * every_ms);

@@ -245,24 +245,14 @@ fn a_tier_where_long_answers_would_miss_the_deadline_spills_nearly_all_of_it() {
     assert_eq!(paced(&mut r, t0, 3_000, 11, &LENGTHS), 0.0);
     let slow_from = t0 + Duration::from_secs(300);
     let _ = paced(&mut r, slow_from, 1_200, 28, &LENGTHS);
-    let share = paced(
-        &mut r,
-        slow_from + Duration::from_secs(120),
-        1_200,
-        28,
-        &LENGTHS,
-    );
+    let settled = slow_from + Duration::from_secs(120);
+    let share = paced(&mut r, settled, 1_200, 28, &LENGTHS);
     assert!((0.97..1.0).contains(&share), "spilled {share}");
     // Fast again: the trickle of calls still sent to a shows it, and the traffic comes back.
     let fast_from = slow_from + Duration::from_secs(240);
     let _ = paced(&mut r, fast_from, 6_000, 11, &LENGTHS);
-    let share = paced(
-        &mut r,
-        fast_from + Duration::from_secs(600),
-        600,
-        11,
-        &LENGTHS,
-    );
+    let back = fast_from + Duration::from_secs(600);
+    let share = paced(&mut r, back, 600, 11, &LENGTHS);
     assert_eq!(share, 0.0, "still spilled {share}");
 }
 
