@@ -25,6 +25,9 @@ pub struct Attempt {
     pub timeouts: Timeouts,
     pub(crate) provider_uid: u64,
     pub(crate) probe: Option<ProbeEpoch>,
+    /// A pace probe: sent to a tier whose recent pace would miss the call's deadline on the
+    /// route's long answers, to keep that pace measured (`Router::misses_deadline`).
+    pub(crate) pace_probe: bool,
     /// The call asked for a stream.
     pub(crate) stream: bool,
     /// `deadline` is the call's deadline (it came before the attempt limit).
@@ -43,10 +46,12 @@ impl Attempt {
         self.stream
     }
 
-    /// Whether this attempt is a half-open breaker's probe. When its call ends first (another
-    /// attempt answered, or the call gave up), do not cancel it: let it run to its own end, discard
-    /// its answer, and record its outcome, so the breaker learns whether the provider is back.
+    /// Whether this attempt is a probe: a half-open breaker's, or a pace probe of a tier whose
+    /// traffic is spilled because its pace would miss the deadline of the route's long answers.
+    /// When its call ends first (another attempt answered, or the call gave up), do not cancel
+    /// it: let it run to its own end, discard its answer, and record its outcome, so the breaker
+    /// learns whether the provider is back and the router whether its pace is.
     pub fn is_probe(&self) -> bool {
-        self.probe.is_some()
+        self.probe.is_some() || self.pace_probe
     }
 }

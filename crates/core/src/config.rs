@@ -176,9 +176,11 @@ pub struct HedgeConfig {
     /// Send a second attempt to another provider when the first has not answered after this long.
     /// Unset (the default) disables hedging. Hedges draw on the retry budget.
     pub delay_ms: Option<u64>,
-    /// Hedge a half-open breaker's probe at once to another provider, so a user whose request
-    /// probes a provider that may still be down is answered by the other either way; the probe
-    /// runs to its end and its outcome decides the breaker. Default true.
+    /// Hedge a probe at once to another provider, so a user whose request probes a provider that
+    /// may still be down (a half-open breaker's probe), or that is too slow for the route's long
+    /// answers (a pace probe of a tier spilled for the deadline), is answered by the other either
+    /// way; the probe runs to its end and its outcome decides the breaker or measures the pace.
+    /// Default true.
     pub probes: Option<bool>,
 }
 
@@ -409,7 +411,7 @@ pub struct ValidConfig {
     pub budget: BudgetSettings,
     /// Hedge delay, if hedging is on.
     pub hedge_delay: Option<Duration>,
-    /// Hedge half-open probes at once (`hedge.probes`).
+    /// Hedge probes at once, half-open and pace probes (`hedge.probes`).
     pub hedge_probes: bool,
     /// Peak-EWMA decay.
     pub latency_decay: Duration,

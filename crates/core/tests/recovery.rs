@@ -347,3 +347,48 @@ fn no_panic_traffic_to_a_provider_with_no_recent_answer_or_a_cooldown() {
     assert!(t.sent.is_empty() && t.end.is_err(), "{t:?}");
     assert_eq!(r.stats(id(&r, "a")).panic_sends, 0);
 }
+
+/// A call that already failed does not spend its next attempt probing a half-open provider that
+/// is likely still down: it goes to a healthy one, and the probe rides on a fresh call, which has
+/// the other providers left to hedge it to.
+#[test]
+fn a_retry_goes_to_a_healthy_provider_not_to_a_half_open_probe() {
+    let mut r = router(&["a", "b", "c"], priority);
+    let (a, b) = (id(&r, "a"), id(&r, "b"));
+    let mut tripped = Instant::ZERO;
+    for _ in 0..5 {
+        let t = run_call(&mut r, tripped, |name, _| match name {
+            "a" => fail(ErrorClass::Server),
+            _ => ok(10),
+        });
+        tripped = t.end_at;
+    }
+    // Open for 4 to 5 s (the open time is jittered).
+    let before = tripped + Duration::from_secs(1);
+    let half_open = tripped + Duration::from_secs(5);
+    assert!(matches!(
+        r.breaker_state(a, before),
+        BreakerState::Open { .. }
+    ));
+    let mut call = r.begin(RequestMeta::default(), before);
+    let Decision::Send(first) = r.next_attempt(&mut call, before) else {
+        panic!("no attempt")
+    };
+    assert_eq!(first.provider, b);
+    r.record(&mut call, first, fail(ErrorClass::Server), half_open);
+    // b's isolated error earns it a quick retry (after a short backoff); a is not probed.
+    let mut decision = r.next_attempt(&mut call, half_open);
+    if let Decision::Wait { until } = decision {
+        decision = r.next_attempt(&mut call, until);
+    }
+    let Decision::Send(retry) = decision else {
+        panic!("no retry: {decision:?}")
+    };
+    assert!(retry.provider == b && !retry.is_probe(), "{retry:?}");
+    // A fresh call probes a.
+    let mut fresh = r.begin(RequestMeta::default(), half_open);
+    let Decision::Send(probe) = r.next_attempt(&mut fresh, half_open) else {
+        panic!("no probe")
+    };
+    assert!(probe.provider == a && probe.is_probe());
+}

@@ -274,3 +274,82 @@ fn a_slowed_tier_whose_answers_still_fit_spills_only_for_its_slowdown() {
     );
     assert!((0.3..0.93).contains(&share), "spilled {share}");
 }
+
+/// The trickle a tier keeps while its traffic is spilled for the deadline goes out as a pace
+/// probe: hedged at once to the tier where long answers fit, so the user is answered by whichever
+/// comes first, and run to its end after the call, so its answer still measures the tier's pace.
+/// Before the slowdown, a call to the same tier is a plain attempt.
+#[test]
+fn the_trickle_of_a_tier_spilled_for_the_deadline_is_a_pace_probe_hedged_at_once() {
+    let mut r = router(&["a", "b"], priority);
+    let (a, b) = (id(&r, "a"), id(&r, "b"));
+    let meta = RequestMeta {
+        deadline: Some(Duration::from_secs(30)),
+        ..RequestMeta::default()
+    };
+    let _ = paced(&mut r, Instant::ZERO, 3_000, 11, &LENGTHS);
+    let healthy = Instant::from_secs(300);
+    let mut call = r.begin(meta, healthy);
+    let Decision::Send(plain) = r.next_attempt(&mut call, healthy) else {
+        panic!("no attempt")
+    };
+    assert!(plain.provider == a && !plain.is_probe());
+    assert_eq!(r.next_attempt(&mut call, healthy), Decision::Pending);
+    r.record(
+        &mut call,
+        plain,
+        ok(400),
+        healthy + Duration::from_millis(400),
+    );
+
+    let slow_from = Instant::from_secs(301);
+    let _ = paced(&mut r, slow_from, 1_200, 28, &LENGTHS);
+    let mut now = slow_from + Duration::from_secs(120);
+    let mut probes = 0;
+    for k in 0..2_000 {
+        now = now + Duration::from_millis(100);
+        let tokens = LENGTHS[k % LENGTHS.len()];
+        let answer = |startup_ms: u64, ms_per_token: u64| {
+            let ms = startup_ms + tokens * ms_per_token;
+            let outcome = Outcome::Success {
+                latency: Duration::from_millis(ms),
+                first_token: None,
+                usage: stilts_core::Usage {
+                    input_tokens: 100,
+                    output_tokens: tokens,
+                },
+            };
+            (outcome, Duration::from_millis(ms))
+        };
+        let (from_b, b_takes) = answer(600, 14);
+        let mut call = r.begin(meta, now);
+        let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt")
+        };
+        if first.provider == b {
+            assert!(!first.is_probe());
+            r.record(&mut call, first, from_b, now + b_takes);
+            continue;
+        }
+        probes += 1;
+        assert!(first.is_probe() && !first.is_hedge, "{first:?}");
+        let Decision::Send(hedge) = r.next_attempt(&mut call, now) else {
+            panic!("the pace probe was not hedged at once")
+        };
+        assert!(hedge.provider == b && hedge.is_hedge && !hedge.is_probe());
+        let answered = now + b_takes;
+        r.record(&mut call, hedge, from_b, answered);
+        assert_eq!(
+            r.next_attempt(&mut call, answered),
+            Decision::Done { provider: Some(b) }
+        );
+        // The probe ends after its call, on the copy the driver detached, and is recorded.
+        let mut detached = call.detach(1);
+        let (from_a, a_takes) = answer(400, 28);
+        r.record(&mut detached, first, from_a, now + a_takes);
+    }
+    assert!(
+        (5..=60).contains(&probes),
+        "{probes} pace probes in 2 000 calls"
+    );
+}

@@ -305,7 +305,7 @@ impl Driver {
 
     /// Hands the probes still in flight (not `winner`, the attempt whose answer the request
     /// keeps) to a task of their own, which records each when it ends (an answer is discarded; a
-    /// stream is closed at its first token) and then ends.
+    /// stream is read to its end and discarded) and then ends.
     fn detach_probes<T: Settle + Send + 'static>(
         &mut self,
         mut probes: FuturesUnordered<AttemptFuture<T>>,
@@ -329,7 +329,7 @@ impl Driver {
         tokio::spawn(async move {
             while let Some((attempt, deployment, result, latency)) = probes.next().await {
                 let outcome = match result {
-                    Ok(value) => value.settle(latency),
+                    Ok(value) => value.settle(latency, guard.clock).await,
                     Err(failure) => failure_outcome(&failure, latency),
                 };
                 guard.record(attempt, outcome, &deployment);
@@ -658,12 +658,12 @@ fn failure_outcome(failure: &Failure, latency: Duration) -> Outcome {
 
 /// What a detached probe's result tells the router when it ends (the result itself is dropped).
 pub(crate) trait Settle {
-    /// The outcome of an attempt that produced `self` after `latency`.
-    fn settle(self, latency: Duration) -> Outcome;
+    /// The outcome of an attempt that produced `self` after `latency`, on the core's `clock`.
+    fn settle(self, latency: Duration, clock: Clock) -> impl Future<Output = Outcome> + Send;
 }
 
 impl Settle for Answer {
-    fn settle(self, latency: Duration) -> Outcome {
+    async fn settle(self, latency: Duration, _clock: Clock) -> Outcome {
         Outcome::Success {
             latency,
             first_token: None,
@@ -673,14 +673,10 @@ impl Settle for Answer {
 }
 
 impl Settle for stream::Opened {
-    /// A stream past its first token: the provider is back. It is closed here, so only the tokens
-    /// sent so far are billed (none are known: usage comes at a stream's end).
-    fn settle(self, latency: Duration) -> Outcome {
-        Outcome::Success {
-            latency,
-            first_token: Some(latency),
-            usage: Usage::default(),
-        }
+    /// A stream past its first token: read to its end (under the attempt's timer) and dropped, so
+    /// its outcome carries the answer's whole time and length, as the router's pace needs.
+    async fn settle(self, latency: Duration, clock: Clock) -> Outcome {
+        stream::read_to_end(self, latency, clock).await
     }
 }
 

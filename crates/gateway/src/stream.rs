@@ -71,6 +71,53 @@ pub(crate) async fn open(
     }
 }
 
+/// Reads a stream past its first token (after `first_token`) that nobody forwards, a probe
+/// detached from its call, to its end under its attempt's timer, and returns its outcome: a
+/// success with the answer's whole time and usage, or the failure that ended it.
+pub(crate) async fn read_to_end(opened: Opened, first_token: Duration, clock: Clock) -> Outcome {
+    let (mut reader, mut timer) = opened;
+    loop {
+        reader.out.clear();
+        let latency = |timer: &mut AttemptTimer| {
+            let now = clock.now();
+            timer.on_end(now);
+            now.saturating_since(timer.sent())
+        };
+        match reader.end.take() {
+            Some(StreamEnd::Clean) => {}
+            Some(_) if reader.finished => {}
+            Some(_) => {
+                return Outcome::Failure {
+                    class: ErrorClass::Server,
+                    latency: latency(&mut timer),
+                    retry_after: None,
+                };
+            }
+            None => match until_expiry(&mut timer, clock, reader.pump()).await {
+                Ok(()) => {
+                    timer.on_data(clock.now());
+                    continue;
+                }
+                // Finished, then silent without [DONE]: a complete answer.
+                Err(_) if reader.finished => {}
+                Err(expiry) => {
+                    let failure = Failure::expired(&expiry);
+                    return Outcome::Failure {
+                        class: failure.class,
+                        latency: latency(&mut timer),
+                        retry_after: None,
+                    };
+                }
+            },
+        }
+        return Outcome::Success {
+            latency: latency(&mut timer),
+            first_token: Some(first_token),
+            usage: usage_of(reader.usage.as_ref()),
+        };
+    }
+}
+
 /// A stream past its first token.
 pub(crate) struct Live {
     driver: Driver,

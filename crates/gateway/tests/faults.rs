@@ -723,7 +723,8 @@ async fn a_half_open_probe_is_hedged_at_once_and_still_closes_the_breaker() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(primary_status(&h).await["breaker"]["state"], "half_open");
     let served_before = primary.stats().requests;
-    // One plain probe, one stream probe (closed at its first token, once it has one).
+    // One plain probe, one stream probe (read to its end, as the plain one is).
+    let mut output_tokens = 0;
     for probe in 1..=2 {
         let asked = if probe == 1 {
             request("chat")
@@ -745,6 +746,13 @@ async fn a_half_open_probe_is_hedged_at_once_and_still_closes_the_breaker() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
         }
+        // Its answer's tokens are known and billed: a stream probe's too, from its end.
+        let billed = primary_status(&h).await["output_tokens"].as_u64().unwrap();
+        assert!(
+            billed > output_tokens,
+            "probe {probe}: {billed} output tokens"
+        );
+        output_tokens = billed;
     }
     assert_eq!(primary.stats().requests, served_before + 2);
     assert_eq!(primary.stats().abandoned, 0, "a probe was cancelled");

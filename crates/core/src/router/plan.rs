@@ -489,7 +489,12 @@ impl Router {
                 continue;
             }
             let health = &mut self.health[i];
-            if health.breaker.admits(now, &self.config.breaker).is_none() {
+            // A half-open probe rides on a call's first attempt, which has the other providers
+            // left to hedge it to: a call that already failed does not spend its next attempt
+            // on a provider that is likely still down (unless nothing else is left: panic
+            // routing).
+            let admits = health.breaker.admits(now, &self.config.breaker);
+            if admits.is_none() || (call.attempts > 0 && admits.flatten().is_some()) {
                 blocked.unhealthy = true;
                 if health.cooldown.is_none_or(|(_, until)| now >= until) {
                     blocked.breaker_only.insert(p);
@@ -577,12 +582,16 @@ impl Router {
         }
         let i = p.index();
         let limits = self.attempt_limits(call, p, usable, now);
+        let pace_probe = kind == SendKind::Plain
+            && self.config.hedge_probes
+            && self.pace_probe(call, p, usable, now);
         let settings = &self.config.providers[i];
         let health = &mut self.health[i];
         let admitted = health.breaker.admits(now, &self.config.breaker);
         let probe = admitted.flatten();
         health.breaker.on_send(probe);
-        if probe.is_some() {
+        let pace_probe = pace_probe && probe.is_none();
+        if probe.is_some() || pace_probe {
             call.probing = true;
             call.probes_out.insert(p);
         }
@@ -613,7 +622,7 @@ impl Router {
         // attempt sent while a hedged one still runs (a call hedges once), keep the fallback hedge
         // of the attempt it was for.
         if kind == SendKind::Plain && !call.fallback_hedge.is_some_and(|f| f.hedged) {
-            let probe_hedged = probe.is_some() && self.config.hedge_probes;
+            let probe_hedged = (probe.is_some() || pace_probe) && self.config.hedge_probes;
             call.fallback_hedge =
                 limits
                     .hedge_after
@@ -635,9 +644,27 @@ impl Router {
             timeouts: limits.timeouts,
             provider_uid: self.uids[i],
             probe,
+            pace_probe,
             stream: call.stream,
             by_call: call.deadline <= now + settings.timeouts.attempt,
         })
+    }
+
+    /// Whether an attempt of `call` sent to `p` is a pace probe: `p`'s tier would miss the call's
+    /// deadline on the route's long answers while a tier of `usable` the call has not tried would
+    /// not ([`Router::misses_deadline`]). Such a tier keeps only the share of traffic its spill
+    /// leaves it, to stay measured; that share is hedged at once to the faster tier, as a
+    /// half-open probe is, so the user is answered by whichever comes first, and the probe runs to
+    /// its end, measuring the pace either way.
+    fn pace_probe(&self, call: &Call, p: ProviderId, usable: ProviderSet, now: Instant) -> bool {
+        let preference = self.preference(p);
+        let mut tier = self.tier(usable, preference);
+        tier.insert(p);
+        let rest = usable.minus(call.tried).minus(tier);
+        let Some(next) = self.best_preference(rest).map(|best| self.tier(rest, best)) else {
+            return false;
+        };
+        self.misses_deadline(tier, next, call.deadline.saturating_since(now), now)
     }
 
     /// Whether `p` has room for one more attempt free of the retry budget: its breaker shows

@@ -33,7 +33,7 @@ impl Router {
     ) -> Outcome {
         self.sync(call);
         call.in_flight = call.in_flight.saturating_sub(1);
-        if attempt.probe.is_some() {
+        if attempt.is_probe() {
             if let Some(p) = self.resolve(&attempt).and_then(ProviderId::from_index) {
                 call.probes_out.remove(p);
             }
