@@ -9,6 +9,10 @@
 //! - over a sliding time window with at least `minimum_calls` calls, the failure rate or the
 //!   slow-call rate reaches its threshold (catches partial outages and brownouts).
 //!
+//! After a recovery (half-open to closed), neither rule trips for three of the provider's average
+//! answer times: the first outcomes then are the fast failures of the calls sent since, whose
+//! answers are still running, and would re-trip a partially failing provider every time.
+//!
 //! Open time grows on repeated trips (`open_base × multiplier^(trips-1)`, capped at `open_max`, then
 //! shortened by up to `open_jitter` so probes from many gateways spread out). The trip count decays:
 //! a provider that stayed closed for a whole `open_max` starts again from `open_base`, so a recovered
@@ -35,6 +39,12 @@ const HEALTHY_FAILURE_RATIO: f64 = 0.1;
 /// A streak of failures whose chance at the provider's background failure rate is below this
 /// trips the breaker (see `Breaker::streak_to_trip`).
 const STREAK_CHANCE: f64 = 1e-6;
+
+/// The weight of each answer in the breaker's average answer time (about the last 20 count).
+const ANSWER_TIME_WEIGHT: f64 = 0.05;
+
+/// How many of the provider's average answer times a recovered breaker settles for.
+const SETTLE_ANSWER_TIMES: u32 = 3;
 
 /// The longest streak needed, as a multiple of `consecutive_failures`.
 const STREAK_MAX_FACTOR: u32 = 4;
@@ -92,6 +102,9 @@ pub(crate) struct Breaker {
     /// tenth of the way by each later outcome: probes, panic attempts, calls sent before the
     /// trip). `None` when nothing was known at the trip.
     answered_share: Option<f64>,
+    /// How long its answers take from send to end (an average over about the last 20), once
+    /// one was seen: the grace after a recovery (`Breaker::settling`).
+    answer_time: Option<Duration>,
 }
 
 impl Breaker {
@@ -110,6 +123,7 @@ impl Breaker {
             opened_at: None,
             recovered_at: None,
             answered_share: None,
+            answer_time: None,
         }
     }
 
@@ -270,6 +284,9 @@ impl Breaker {
         self.consecutive_failures += 1;
         let slow = u64::from(latency >= settings.slow_call);
         let totals = self.window.add(now, [1, 1, slow]);
+        if self.settling(now) {
+            return;
+        }
         if settings.consecutive_failures > 0
             && self.consecutive_failures >= self.streak_to_trip(totals, settings)
         {
@@ -280,6 +297,33 @@ impl Breaker {
         } else {
             self.check_rates(totals, now, settings, rng);
         }
+    }
+
+    /// Records that an answer took `answered_in` from its send to its end (a stream's whole
+    /// time, not its first token).
+    pub(crate) fn observe_answer_time(&mut self, answered_in: Duration) {
+        self.answer_time = Some(match self.answer_time {
+            None => answered_in,
+            Some(average) => {
+                average.mul_f64(1.0 - ANSWER_TIME_WEIGHT) + answered_in.mul_f64(ANSWER_TIME_WEIGHT)
+            }
+        });
+    }
+
+    /// Whether the breaker closed after its probes answered less than the provider's usual
+    /// answer time ago: it counts outcomes then, but neither rule trips it yet. A failure comes
+    /// back long before an answer does (a 503 in 100 ms, an answer in seconds), so the first
+    /// outcomes after a recovery are the fast failures of the calls sent since, while their
+    /// answers are still running: a provider that fails a third of its calls showed its first
+    /// five as failures in a row, and twenty outcomes of which seventeen failed, and re-tripped
+    /// at every recovery. Once the usual answer time has passed, answers and failures come back
+    /// in the proportion they are sent. A provider still down fails its calls over at once
+    /// meanwhile, and trips when the grace ends.
+    fn settling(&self, now: Instant) -> bool {
+        self.recovered_at == Some(self.closed_at)
+            && self.answer_time.is_some_and(|t| {
+                now.saturating_since(self.closed_at) < t.saturating_mul(SETTLE_ANSWER_TIMES)
+            })
     }
 
     /// Failures in a row that trip the breaker: `consecutive_failures`, or more when the
@@ -320,6 +364,9 @@ impl Breaker {
         settings: &BreakerSettings,
         rng: &mut RouterRng,
     ) {
+        if self.settling(now) {
+            return;
+        }
         let calls = totals[CALLS];
         if calls < u64::from(settings.minimum_calls) {
             return;
@@ -666,5 +713,41 @@ mod tests {
         assert_eq!(b.admits(at(5_000), &s), None);
         b.on_neutral(p1);
         assert_eq!(b.admits(at(5_000), &s), Some(Some(1)));
+    }
+
+    /// After a recovery, the first outcomes are the fast failures of the calls sent since (their
+    /// answers take seconds): for three average answer times the breaker counts them but does not
+    /// trip; a provider still down trips when that grace ends.
+    #[test]
+    fn a_recovered_breaker_settles_before_judging_its_fast_failures() {
+        let s = settings(|_| {});
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        for _ in 0..20 {
+            b.observe_answer_time(Duration::from_secs(2));
+        }
+        for i in 0..5 {
+            b.on_failure(at(i), FAST, None, &s, &mut rng);
+        }
+        assert!(matches!(b.state(at(5)), BreakerState::Open { .. }));
+        let (p1, p2) = (
+            b.admits(at(5_005), &s).unwrap(),
+            b.admits(at(5_005), &s).unwrap(),
+        );
+        b.on_send(p1);
+        b.on_send(p2);
+        b.on_success(at(7_000), FAST, p1, &s, &mut rng);
+        b.on_success(at(7_000), FAST, p2, &s, &mut rng);
+        assert_eq!(b.state(at(7_000)), BreakerState::Closed);
+        // Thirty fast failures in the first 3 s (and no answer yet): still closed.
+        for i in 0..30 {
+            b.on_failure(at(7_100 + 100 * i), FAST, None, &s, &mut rng);
+        }
+        assert_eq!(b.state(at(10_000)), BreakerState::Closed);
+        // Failures go on past 3 average answer times (6 s): an outage, it trips.
+        for i in 0..40 {
+            b.on_failure(at(10_100 + 100 * i), FAST, None, &s, &mut rng);
+        }
+        assert!(matches!(b.state(at(14_100)), BreakerState::Open { .. }));
     }
 }

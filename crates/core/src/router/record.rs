@@ -58,6 +58,7 @@ impl Router {
                         self.health[i].breaks.observe(false);
                     }
                     let felt = first_token.unwrap_or(latency);
+                    self.health[i].breaker.observe_answer_time(latency);
                     self.health[i].breaker.on_success(
                         now,
                         felt,
