@@ -293,3 +293,58 @@ proptest! {
         }
     }
 }
+
+/// Where a healthy answer may take longer than the point the fallback needs to start (1 000-token
+/// answers in 10 s: 20 s, against 15 s), the attempt is kept, and the fallback is hedged at that
+/// point only if the provider shows trouble by then: a long answer of a healthy provider costs no
+/// hedge (the check moves on a second at a time), a hang that trips its breaker meanwhile does.
+#[test]
+fn a_measured_provider_s_fallback_is_hedged_only_once_it_shows_trouble() {
+    let mut r = router(&["a", "b"], priority);
+    let b = ProviderId::from_index(1).unwrap();
+    let now = teach(&mut r, 60, 10_000, 1_000) + Duration::from_secs(1);
+    let mut call = r.begin(plain(30), now);
+    let Decision::Send(long) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    assert!(long.timeouts.headers >= Duration::from_secs(29), "{long:?}");
+    let due = now + Duration::from_secs(15);
+    assert_eq!(r.next_attempt(&mut call, now), Decision::Hedge { at: due });
+    // Healthy at 15 s: no hedge, a look again a second later.
+    let again = due + Duration::from_secs(1);
+    assert_eq!(
+        r.next_attempt(&mut call, due),
+        Decision::Hedge { at: again }
+    );
+    let done = now + Duration::from_millis(15_500);
+    r.record(&mut call, long, answer(15_500, 1_500), done);
+    assert!(matches!(
+        r.next_attempt(&mut call, done),
+        Decision::Done { .. }
+    ));
+    assert_eq!(r.stats(b).attempts, 0, "a hedge went out");
+
+    // A hang: the call's attempt goes silent while five others fail, tripping a's breaker.
+    let now = done;
+    let mut call = r.begin(plain(30), now);
+    let Decision::Send(stuck) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    for k in 1..=5 {
+        let t = now + Duration::from_secs(k);
+        let mut other = r.begin(plain(30), t);
+        let Decision::Send(a) = r.next_attempt(&mut other, t) else {
+            panic!("no attempt");
+        };
+        r.record(&mut other, a, fail(ErrorClass::Timeout), t);
+    }
+    let due = now + Duration::from_secs(15);
+    assert_eq!(r.next_attempt(&mut call, now), Decision::Hedge { at: due });
+    let Decision::Send(hedge) = r.next_attempt(&mut call, due) else {
+        panic!("no hedge for a provider in trouble");
+    };
+    assert!(hedge.provider == b && hedge.is_hedge);
+    let answered = due + Duration::from_secs(5);
+    r.record(&mut call, hedge, answer(5_000, 300), answered);
+    r.record(&mut call, stuck, Outcome::Cancelled, answered);
+}

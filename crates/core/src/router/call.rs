@@ -172,6 +172,9 @@ pub(super) struct FallbackHedge {
     pub(super) at: Instant,
     /// The hedge was sent.
     pub(super) hedged: bool,
+    /// The hedge goes out only once the attempt's provider shows trouble (`plain_limit.rs`):
+    /// until then its check moves on by [`FALLBACK_RECHECK`](super::plan) at a time.
+    pub(super) only_on_trouble: bool,
 }
 
 /// One request's routing state: what was tried, what failed, what is in flight.

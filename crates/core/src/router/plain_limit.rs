@@ -21,7 +21,10 @@
 //!    to the fallback and keeps the attempt (the first answer wins; `FallbackHedge`). When that
 //!    point comes before a healthy answer of this provider would be done (twice its longest recent
 //!    answer; while it is unmeasured, twice `latency.default_ms`, so a cold provider that hangs
-//!    still leaves its fallback time), the attempt keeps its time instead: a cut any later would
+//!    still leaves its fallback time), the attempt keeps its time instead, its fallback hedged at
+//!    that point only if its provider shows trouble by then (`FallbackHedge::only_on_trouble`:
+//!    its breaker open or over a tenth of its recent calls failed; else looked at again every
+//!    second): a cut any later would
 //!    leave the fallback less than it needs, losing the answer in progress for one that most
 //!    likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed
 //!    provider were cut at 22 s, leaving 8 s to a fallback that needed 13). So a provider that
@@ -52,6 +55,10 @@ pub(super) struct PlainLimits {
     /// healthy answer is not known yet, so the attempt is kept and the fallback started instead
     /// of a cut.
     pub(super) hedge_after: Option<Duration>,
+    /// The hedge goes out only if the provider shows trouble by then (its breaker open, or more
+    /// than a tenth of its recent calls failed): a measured provider whose healthy answers may
+    /// run longer than that point (see the module docs).
+    pub(super) hedge_only_on_trouble: bool,
 }
 
 impl Router {
@@ -70,6 +77,7 @@ impl Router {
         let mut limits = PlainLimits {
             timeouts: configured,
             hedge_after: None,
+            hedge_only_on_trouble: false,
         };
         if call.stream {
             return limits;
@@ -108,6 +116,12 @@ impl Router {
                 // the fallback on time and keep the attempt.
                 limits.hedge_after = Some(leave_at);
             }
+        } else if healthy.is_some() && leave_at < t.headers {
+            // A healthy answer here may take longer: keep the attempt, and start the fallback
+            // then only if the provider shows trouble by that time (a hang shows in its other
+            // calls' timeouts); a healthy provider's long answer costs no hedge.
+            limits.hedge_after = Some(leave_at);
+            limits.hedge_only_on_trouble = true;
         }
         limits
     }

@@ -230,6 +230,23 @@ impl Router {
         if now < at {
             return Decision::Hedge { at };
         }
+        if let Some(f) = call.fallback_hedge.as_mut() {
+            let due = !f.hedged && f.at <= now;
+            if due
+                && f.only_on_trouble
+                && configured.is_none_or(|c| c > now)
+                && self.health[f.provider.index()].breaker.has_headroom(now)
+            {
+                // The provider shows no trouble: a long answer, most likely. Look again later.
+                f.at = now + FALLBACK_RECHECK;
+                let next = configured.map_or(f.at, |c| c.min(f.at));
+                return if next < call.deadline {
+                    Decision::Hedge { at: next }
+                } else {
+                    Decision::Pending
+                };
+            }
+        }
         let (available, _) = self.available(call, now);
         let untried = available.minus(call.tried);
         let Some(p) = self.choose(untried, call, now) else {
@@ -633,6 +650,7 @@ impl Router {
                         sent: now,
                         at: now + after,
                         hedged: false,
+                        only_on_trouble: limits.hedge_only_on_trouble,
                     });
         }
         call.backoff_served = false;
@@ -677,6 +695,10 @@ impl Router {
             && u64::from(self.loads[p.index()].in_flight) <= breaker.recent_successes(now)
     }
 }
+
+/// How often a plain attempt's fallback hedge that waits for its provider to show trouble looks
+/// again (`FallbackHedge::only_on_trouble`).
+pub(super) const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 
 /// The share of a tier's traffic spilled when the route's long answers would miss their
 /// deadline there (the rest keeps the tier measured, so the traffic comes back when it is fast).
