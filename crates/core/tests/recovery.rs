@@ -67,8 +67,9 @@ fn a_recovered_primary_gets_traffic_back_within_15_s() {
     }
 }
 
-/// Trips `a`'s breaker (five server errors) and returns when it is half-open.
-fn trip_a(r: &mut stilts_core::Router) -> Instant {
+/// Trips `a`'s breaker (five server errors) and returns when it tripped; it is open for 4 to 5 s
+/// (the open time is jittered).
+fn trip_a_open(r: &mut stilts_core::Router) -> Instant {
     let mut now = Instant::ZERO;
     for _ in 0..5 {
         let t = run_call(r, now, |name, _| match name {
@@ -79,7 +80,13 @@ fn trip_a(r: &mut stilts_core::Router) -> Instant {
     }
     let a = id(r, "a");
     assert!(matches!(r.breaker_state(a, now), BreakerState::Open { .. }));
-    let later = now + Duration::from_secs(5);
+    now
+}
+
+/// Trips `a`'s breaker (five server errors) and returns when it is half-open.
+fn trip_a(r: &mut stilts_core::Router) -> Instant {
+    let a = id(r, "a");
+    let later = trip_a_open(r) + Duration::from_secs(5);
     assert!(matches!(
         r.breaker_state(a, later),
         BreakerState::HalfOpen { .. }
@@ -355,15 +362,7 @@ fn no_panic_traffic_to_a_provider_with_no_recent_answer_or_a_cooldown() {
 fn a_retry_goes_to_a_healthy_provider_not_to_a_half_open_probe() {
     let mut r = router(&["a", "b", "c"], priority);
     let (a, b) = (id(&r, "a"), id(&r, "b"));
-    let mut tripped = Instant::ZERO;
-    for _ in 0..5 {
-        let t = run_call(&mut r, tripped, |name, _| match name {
-            "a" => fail(ErrorClass::Server),
-            _ => ok(10),
-        });
-        tripped = t.end_at;
-    }
-    // Open for 4 to 5 s (the open time is jittered).
+    let tripped = trip_a_open(&mut r);
     let before = tripped + Duration::from_secs(1);
     let half_open = tripped + Duration::from_secs(5);
     assert!(matches!(
