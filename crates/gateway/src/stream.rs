@@ -78,18 +78,13 @@ pub(crate) async fn read_to_end(opened: Opened, first_token: Duration, clock: Cl
     let (mut reader, mut timer) = opened;
     loop {
         reader.out.clear();
-        let latency = |timer: &mut AttemptTimer| {
-            let now = clock.now();
-            timer.on_end(now);
-            now.saturating_since(timer.sent())
-        };
         match reader.end.take() {
             Some(StreamEnd::Clean) => {}
             Some(_) if reader.finished => {}
             Some(_) => {
                 return Outcome::Failure {
                     class: ErrorClass::Server,
-                    latency: latency(&mut timer),
+                    latency: ended(&mut timer, clock),
                     retry_after: None,
                 };
             }
@@ -104,18 +99,25 @@ pub(crate) async fn read_to_end(opened: Opened, first_token: Duration, clock: Cl
                     let failure = Failure::expired(&expiry);
                     return Outcome::Failure {
                         class: failure.class,
-                        latency: latency(&mut timer),
+                        latency: ended(&mut timer, clock),
                         retry_after: None,
                     };
                 }
             },
         }
         return Outcome::Success {
-            latency: latency(&mut timer),
+            latency: ended(&mut timer, clock),
             first_token: Some(first_token),
             usage: usage_of(reader.usage.as_ref()),
         };
     }
+}
+
+/// Ends `timer` now and returns the time from the attempt's send, on the core's clock.
+fn ended(timer: &mut AttemptTimer, clock: Clock) -> Duration {
+    let now = clock.now();
+    timer.on_end(now);
+    now.saturating_since(timer.sent())
 }
 
 /// A stream past its first token.
@@ -227,9 +229,7 @@ impl Live {
 
     /// Time from the current attempt's send to now, on the core's clock.
     fn latency(&mut self) -> Duration {
-        let now = self.driver.guard.clock().now();
-        self.timer.on_end(now);
-        now.saturating_since(self.timer.sent())
+        ended(&mut self.timer, self.driver.guard.clock())
     }
 
     fn succeed(&mut self) {
