@@ -46,6 +46,11 @@ if [ "$status" -ne 0 ] && [ -f "$WORK/gateway.log" ]; then
     echo "== the gateway's last log lines"
     tail -n 20 "$WORK/gateway.log"
 fi
+# Printed last, so that a log cut to its end still names what failed.
+if [ "$status" -ne 0 ] && [ -f "$WORK/report.md" ]; then
+    echo "== failed checks"
+    grep -F '| **FAIL** |' "$WORK/report.md" || echo "(none failed: stilts-soak itself stopped with status $status)"
+fi
 
 if [ -n "$DOC" ] && [ -f "$WORK/report.md" ]; then
     python3 - "$ROOT/$DOC" "$WORK/report.md" "$(git -C "$ROOT" rev-parse --short HEAD)" <<'PY'

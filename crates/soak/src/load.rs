@@ -26,6 +26,8 @@ pub const LATE_GRACE: Duration = Duration::from_millis(500);
 /// Requests the generator keeps in flight at most; beyond it a due request is not sent and is
 /// counted as skipped (the generator, not the gateway, fell behind).
 const MAX_IN_FLIGHT: usize = 8_192;
+/// How long the load generator keeps an idle connection to the gateway.
+const CLIENT_POOL_IDLE: Duration = Duration::from_secs(2);
 /// Lost requests described in the report at most.
 const LOST_SAMPLES: usize = 12;
 
@@ -349,6 +351,9 @@ pub async fn run(
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        // Idle connections close soon, so the gateway's connections follow the requests in flight
+        // and fall to a few in each cycle's quiet phase, where the soak reads its low-water marks.
+        .pool_idle_timeout(CLIENT_POOL_IDLE)
         .timeout(deadline + LOST_MARGIN)
         .build()?;
     let tally = Arc::new(Mutex::new(Tally {

@@ -8,8 +8,8 @@
 //! - every request ended in an answer or a clear error, none lost, none past its deadline;
 //! - the gateway's `stilts_requests_total` agrees with the client's count, outcome for outcome;
 //! - every reload was applied;
-//! - the gateway's RSS, open descriptors and runtime tasks in the last cycle are within 10% of
-//!   the first cycle after warm-up (the same fault mix in both);
+//! - the gateway's RSS (mean), open descriptors and runtime tasks (low-water marks) in the last
+//!   cycle are within 10% of the first cycle after warm-up (the same fault mix in both);
 //! - its log holds no panic and no error-level line, and it exits cleanly on SIGTERM.
 //!
 //! `scripts/soak.sh` builds and runs it (10 minutes at 2,000 requests/s by default; CI runs 60 s).
@@ -222,11 +222,15 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
                 let Some((rss_kib, fds, threads)) = watch::proc_sample(pid) else {
                     return samples;
                 };
-                let tasks = match watch::scrape(&probe, &base).await {
+                let (tasks, connections) = match watch::scrape(&probe, &base).await {
                     Ok(text) => {
-                        watch::plain_value(&text, "stilts_runtime_tasks").unwrap_or(0.0) as u64
+                        let read = |name| watch::plain_value(&text, name).unwrap_or(0.0) as u64;
+                        (
+                            read("stilts_runtime_tasks"),
+                            read("stilts_client_connections"),
+                        )
                     }
-                    Err(_) => 0,
+                    Err(_) => (0, 0),
                 };
                 samples.push(watch::Sample {
                     at: begun.elapsed(),
@@ -234,6 +238,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
                     fds,
                     threads,
                     tasks,
+                    connections,
                 });
             }
         })

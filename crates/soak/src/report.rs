@@ -1,7 +1,7 @@
 //! The gateway config the soak serves, the checks of a finished run and its report.
 
 use crate::load::{LATE_GRACE, Tally};
-use crate::watch::{Sample, mean_in, sum_by_label};
+use crate::watch::{Sample, mean_in, min_in, sum_by_label};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -120,6 +120,37 @@ pub struct Run {
     pub exit: Option<std::process::ExitStatus>,
     /// CPU used during the load.
     pub cpu: crate::Cpu,
+}
+
+/// How a resource's samples over one cycle are summed up for the flatness checks.
+#[derive(Clone, Copy, Debug)]
+enum Summary {
+    /// Their mean.
+    Mean,
+    /// Their fewest: what stays held through the quietest moment of the cycle.
+    LowWater,
+}
+
+impl Summary {
+    fn name(self) -> &'static str {
+        match self {
+            Summary::Mean => "mean",
+            Summary::LowWater => "low-water mark",
+        }
+    }
+
+    fn of(
+        self,
+        samples: &[Sample],
+        from: Duration,
+        to: Duration,
+        read: fn(&Sample) -> u64,
+    ) -> Option<f64> {
+        match self {
+            Summary::Mean => mean_in(samples, from, to, read),
+            Summary::LowWater => min_in(samples, from, to, read).map(|v| v as f64),
+        }
+    }
 }
 
 /// One check of the run.
@@ -244,20 +275,27 @@ impl Run {
 
     /// RSS, descriptors and tasks: the last cycle against the first cycle after warm-up (the
     /// first cycle), each window seeing every fault phase once.
+    ///
+    /// RSS is compared by its mean. Descriptors and tasks are compared by their low-water mark
+    /// (the fewest sampled in the cycle): most of them are connections, to clients and to
+    /// upstreams, and how many a cycle holds at its peak follows how many requests its hangs,
+    /// stalls and slow first tokens happened to hold at once, which moved the mean by up to 15%
+    /// between two cycles of a healthy run. What a leak leaves behind stays through the quiet part
+    /// of every later cycle, so it raises the low-water mark.
     fn flat_checks(&self) -> Vec<Check> {
         let end = self.samples.last().map(|s| s.at).unwrap_or_default();
         let reference = (self.cycle, self.cycle * 2);
         let last_start = end.saturating_sub(self.cycle);
         let mut out = Vec::new();
         type Reading = fn(&Sample) -> u64;
-        let resources: [(&str, Reading, &str); 3] = [
-            ("RSS", |s| s.rss_kib, "KiB"),
-            ("open file descriptors", |s| s.fds, ""),
-            ("runtime tasks", |s| s.tasks, ""),
+        let resources: [(&str, Reading, &str, Summary); 3] = [
+            ("RSS", |s| s.rss_kib, "KiB", Summary::Mean),
+            ("open file descriptors", |s| s.fds, "", Summary::LowWater),
+            ("runtime tasks", |s| s.tasks, "", Summary::LowWater),
         ];
-        for (name, read, unit) in resources {
-            let first = mean_in(&self.samples, reference.0, reference.1, read);
-            let last = mean_in(
+        for (name, read, unit, summary) in resources {
+            let first = summary.of(&self.samples, reference.0, reference.1, read);
+            let last = summary.of(
                 &self.samples,
                 last_start,
                 end + Duration::from_secs(1),
@@ -269,7 +307,8 @@ impl Run {
                     (
                         last <= bound,
                         format!(
-                            "mean {first:.0}{unit} over {}–{} s, {last:.0}{unit} over the last cycle ({}–{} s): {:+.1}%",
+                            "{} {first:.0}{unit} over {}–{} s, {last:.0}{unit} over the last cycle ({}–{} s): {:+.1}%",
+                            summary.name(),
                             reference.0.as_secs(),
                             reference.1.as_secs(),
                             last_start.as_secs(),
@@ -343,7 +382,7 @@ impl Run {
         }
         let _ = writeln!(
             s,
-            "\n| sent at (s) | sent | answered | clear errors | lost | late | gateway RSS (MiB) | descriptors | tasks |\n|---|---|---|---|---|---|---|---|---|"
+            "\n| sent at (s) | sent | answered | clear errors | lost | late | gateway RSS (MiB) | descriptors | tasks | client connections |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         let window = t.window.max(Duration::from_secs(1));
         for (i, w) in t.timeline.iter().enumerate() {
@@ -353,11 +392,12 @@ impl Run {
                 .iter()
                 .filter(|x| x.at >= from && x.at < from + window)
                 .max_by_key(|x| x.tasks);
-            let (rss, fds, tasks) =
-                sample.map_or((0.0, 0, 0), |x| (x.rss_kib as f64 / 1024.0, x.fds, x.tasks));
+            let (rss, fds, tasks, connections) = sample.map_or((0.0, 0, 0, 0), |x| {
+                (x.rss_kib as f64 / 1024.0, x.fds, x.tasks, x.connections)
+            });
             let _ = writeln!(
                 s,
-                "| {}–{} | {} | {} | {} | {} | {} | {rss:.0} | {fds} | {tasks} |",
+                "| {}–{} | {} | {} | {} | {} | {} | {rss:.0} | {fds} | {tasks} | {connections} |",
                 from.as_secs(),
                 (from + window).as_secs(),
                 w.sent,
@@ -419,5 +459,78 @@ impl Run {
             let _ = writeln!(s, "\n- lost: {sample}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of three 10 s cycles (sampled up to 30 s) whose tasks and descriptors peak at
+    /// `peaks` in each cycle and fall to `floors` at its start.
+    fn run(peaks: [u64; 3], floors: [u64; 3]) -> Run {
+        let samples = (0..=30u64)
+            .map(|at| {
+                let cycle = (at / 10).min(2) as usize;
+                let held = if at % 10 == 0 {
+                    floors[cycle]
+                } else {
+                    peaks[cycle]
+                };
+                Sample {
+                    at: Duration::from_secs(at),
+                    rss_kib: 40_000,
+                    fds: held,
+                    tasks: held,
+                    ..Sample::default()
+                }
+            })
+            .collect();
+        Run {
+            rate: 1,
+            duration: Duration::from_secs(30),
+            load_time: Duration::from_secs(30),
+            cycle: Duration::from_secs(10),
+            deadline: Duration::from_secs(4),
+            rewrites: 0,
+            tally: Tally::default(),
+            metrics: String::new(),
+            samples,
+            log: String::new(),
+            exit: None,
+            cpu: crate::Cpu::default(),
+        }
+    }
+
+    #[test]
+    fn peaks_that_differ_by_chance_pass_and_a_rising_low_water_mark_fails() {
+        let noisy = run([600, 540, 620], [340, 345, 350]);
+        assert!(noisy.flat_checks().iter().all(|c| c.passed));
+        let leaking = run([600, 600, 600], [340, 345, 420]);
+        let failed: Vec<String> = leaking
+            .flat_checks()
+            .into_iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "open file descriptors flat after warm-up (within 10%)",
+                "runtime tasks flat after warm-up (within 10%)"
+            ]
+        );
+        let growing_memory = Run {
+            samples: noisy
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    rss_kib: 40_000 + s.at.as_secs() * 1_000,
+                    ..*s
+                })
+                .collect(),
+            ..run([600, 540, 620], [340, 345, 350])
+        };
+        assert!(!growing_memory.flat_checks()[0].passed);
     }
 }

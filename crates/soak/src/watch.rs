@@ -17,6 +17,8 @@ pub struct Sample {
     pub threads: u64,
     /// Tasks alive on the async runtime (`stilts_runtime_tasks`).
     pub tasks: u64,
+    /// Open client connections (`stilts_client_connections`).
+    pub connections: u64,
 }
 
 /// Reads `/proc/PID` (and nothing when the process is gone).
@@ -137,6 +139,20 @@ pub fn mean_in(
     (!picked.is_empty()).then(|| picked.iter().sum::<u64>() as f64 / picked.len() as f64)
 }
 
+/// The fewest of `f` over the samples taken in `[from, to)`.
+pub fn min_in(
+    samples: &[Sample],
+    from: Duration,
+    to: Duration,
+    f: impl Fn(&Sample) -> u64,
+) -> Option<u64> {
+    samples
+        .iter()
+        .filter(|s| s.at >= from && s.at < to)
+        .map(f)
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +194,20 @@ mod tests {
             mean_in(&samples, Duration::ZERO, Duration::from_secs(3), |s| s
                 .rss_kib),
             Some(15.0)
+        );
+        assert_eq!(
+            min_in(&samples, Duration::ZERO, Duration::from_secs(3), |s| s
+                .rss_kib),
+            Some(10)
+        );
+        assert_eq!(
+            min_in(
+                &samples,
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                |s| s.rss_kib
+            ),
+            Some(20)
         );
         assert!(cpu_ticks("self").is_some());
         let (busy, total) = machine_ticks().unwrap_or_default();
