@@ -12,7 +12,8 @@
 //!   cycle are within 10% of the first cycle after warm-up (the same fault mix in both);
 //! - its log holds no panic and no error-level line, and it exits cleanly on SIGTERM.
 //!
-//! `scripts/soak.sh` builds and runs it (10 minutes at 2,000 requests/s by default; CI runs 60 s).
+//! `scripts/soak.sh` builds and runs it (10 minutes at 2,000 requests/s by default; CI runs 120 s
+//! at 1,000).
 
 mod faults;
 mod load;
