@@ -124,6 +124,19 @@ pub async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<Stri
     Ok(response.text().await?)
 }
 
+/// `f` of each sample taken in `[from, to)`.
+fn readings_in(
+    samples: &[Sample],
+    from: Duration,
+    to: Duration,
+    f: impl Fn(&Sample) -> u64,
+) -> impl Iterator<Item = u64> {
+    samples
+        .iter()
+        .filter(move |s| s.at >= from && s.at < to)
+        .map(f)
+}
+
 /// The mean of `f` over the samples taken in `[from, to)`.
 pub fn mean_in(
     samples: &[Sample],
@@ -131,11 +144,7 @@ pub fn mean_in(
     to: Duration,
     f: impl Fn(&Sample) -> u64,
 ) -> Option<f64> {
-    let picked: Vec<u64> = samples
-        .iter()
-        .filter(|s| s.at >= from && s.at < to)
-        .map(f)
-        .collect();
+    let picked: Vec<u64> = readings_in(samples, from, to, f).collect();
     (!picked.is_empty()).then(|| picked.iter().sum::<u64>() as f64 / picked.len() as f64)
 }
 
@@ -146,11 +155,7 @@ pub fn min_in(
     to: Duration,
     f: impl Fn(&Sample) -> u64,
 ) -> Option<u64> {
-    samples
-        .iter()
-        .filter(|s| s.at >= from && s.at < to)
-        .map(f)
-        .min()
+    readings_in(samples, from, to, f).min()
 }
 
 #[cfg(test)]
