@@ -86,6 +86,45 @@ fn an_unmeasured_provider_keeps_the_configured_limit_unless_a_fallback_needs_the
     );
 }
 
+/// Found by the soak (4 s deadlines, answers too short to measure a speed): half the time left,
+/// 2 s less a few microseconds, fell just short of the cold floor of 2 s, and the call then hedged
+/// nothing, so every hang of its first provider ran into the deadline. A cold provider's fallback
+/// is hedged at the later of the two, whatever the deadline, as long as the deadline is later.
+#[test]
+fn a_cold_provider_s_fallback_is_hedged_at_its_floor_when_the_deadline_is_short() {
+    for deadline_s in [3, 4, 5] {
+        let mut r = router(&["a", "b"], priority);
+        // The call began a few microseconds before its first attempt went out.
+        let began = Instant::ZERO;
+        let now = began + Duration::from_micros(7);
+        let mut call = r.begin(plain(deadline_s), began);
+        let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        assert_eq!(first.provider.index(), 0);
+        let Decision::Hedge { at } = r.next_attempt(&mut call, now) else {
+            panic!("no fallback hedge with a {deadline_s} s deadline");
+        };
+        // Half the time left, but no earlier than the cold floor of twice the default latency.
+        let left = Duration::from_secs(deadline_s) - Duration::from_micros(7);
+        let expected = now + (left / 2).max(Duration::from_secs(2));
+        assert_eq!(at, expected, "{deadline_s} s deadline");
+        let Decision::Send(hedge) = r.next_attempt(&mut call, at) else {
+            panic!("no hedge");
+        };
+        assert_eq!(hedge.provider.index(), 1);
+        assert!(hedge.is_hedge);
+        // b answers; the hung attempt on a loses.
+        let answered = at + Duration::from_millis(5);
+        r.record(&mut call, hedge, answer(5, 10), answered);
+        assert!(matches!(
+            r.next_attempt(&mut call, answered),
+            Decision::Done { .. }
+        ));
+        r.record(&mut call, first, Outcome::Cancelled, answered);
+    }
+}
+
 /// Young knowledge (answers watched for less time than the healthy answer they suggest) says
 /// little of how long a healthy answer takes: the attempt keeps its time, and the fallback is
 /// hedged when it needs to start. The attempt that answers first wins; one that lost to the hedge

@@ -128,9 +128,14 @@ impl PhaseClock {
         self.0.store(index % PHASES.len(), Ordering::Relaxed);
     }
 
+    /// The current phase's index into [`PHASES`].
+    pub fn index(&self) -> usize {
+        self.0.load(Ordering::Relaxed) % PHASES.len()
+    }
+
     /// The current phase.
     pub fn phase(&self) -> &'static Phase {
-        &PHASES[self.0.load(Ordering::Relaxed) % PHASES.len()]
+        &PHASES[self.index()]
     }
 }
 

@@ -243,6 +243,19 @@ pub struct WindowTally {
     pub late: u64,
 }
 
+/// Requests sent during one fault phase (over every cycle), by what became of them.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTally {
+    /// Sent.
+    pub sent: u64,
+    /// Answered.
+    pub answered: u64,
+    /// Clear errors, by status and code.
+    pub errors: BTreeMap<String, u64>,
+    /// Lost.
+    pub lost: u64,
+}
+
 /// The timeline's window for a run of `duration`: 5 s, or a 24th of a longer run (whole seconds),
 /// so the report has at most about 24 rows.
 pub fn window_for(duration: Duration) -> Duration {
@@ -274,6 +287,9 @@ pub struct Tally {
     pub lost_samples: Vec<String>,
     /// Per kind: (sent, answered).
     pub by_kind: BTreeMap<Kind, (u64, u64)>,
+    /// Per fault phase at the time the request was sent (an index into
+    /// [`crate::faults::PHASES`]): what became of its requests.
+    pub by_phase: BTreeMap<usize, PhaseTally>,
     /// Latency of answered requests, µs.
     pub latency_us: Option<hdrhistogram::Histogram<u64>>,
 }
@@ -284,10 +300,12 @@ impl Tally {
         self.errors.values().sum()
     }
 
+    #[allow(clippy::too_many_arguments)] // reason: one request's facts, recorded in one place
     fn record(
         &mut self,
         kind: Kind,
         index: u64,
+        phase: usize,
         outcome: Outcome,
         sent_at: Duration,
         took: Duration,
@@ -302,10 +320,21 @@ impl Tally {
         }
         let window = &mut self.timeline[w];
         window.sent += 1;
+        let in_phase = self.by_phase.entry(phase).or_default();
+        in_phase.sent += 1;
         match &outcome {
-            Outcome::Answered => window.answered += 1,
-            Outcome::ClearError(_) => window.errors += 1,
-            Outcome::Lost(_) => window.lost += 1,
+            Outcome::Answered => {
+                window.answered += 1;
+                in_phase.answered += 1;
+            }
+            Outcome::ClearError(code) => {
+                window.errors += 1;
+                *in_phase.errors.entry(code.clone()).or_default() += 1;
+            }
+            Outcome::Lost(_) => {
+                window.lost += 1;
+                in_phase.lost += 1;
+            }
         }
         if !on_time && !matches!(outcome, Outcome::Lost(_)) {
             window.late += 1;
@@ -341,12 +370,14 @@ impl Tally {
     }
 }
 
-/// Sends `rate` requests a second to `gateway` until `until`, then waits for the last answers.
+/// Sends `rate` requests a second to `gateway` for `duration`, then waits for the last answers.
+/// Each request is counted under the fault phase `phases` shows when it is sent.
 pub async fn run(
     gateway: SocketAddr,
     rate: u32,
     duration: Duration,
     deadline: Duration,
+    phases: Arc<crate::faults::PhaseClock>,
 ) -> anyhow::Result<Tally> {
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -381,12 +412,14 @@ pub async fn run(
             };
             lock(&tally).sent += 1;
             let (client, base, tally) = (client.clone(), Arc::clone(&base), Arc::clone(&tally));
+            let phase = phases.index();
             tasks.spawn(async move {
                 let kind = kind_of(index);
                 let began = Instant::now();
                 let outcome = one(&client, &base, kind, index, deadline).await;
                 let sent_at = began.duration_since(start);
-                lock(&tally).record(kind, index, outcome, sent_at, began.elapsed(), deadline);
+                let took = began.elapsed();
+                lock(&tally).record(kind, index, phase, outcome, sent_at, took, deadline);
                 drop(permit);
             });
         }

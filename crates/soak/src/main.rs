@@ -246,7 +246,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     };
 
     let addr: SocketAddr = listen;
-    let tally = load::run(addr, args.rate, duration, deadline).await?;
+    let tally = load::run(addr, args.rate, duration, deadline, Arc::clone(&phases)).await?;
     let load_time = begun.elapsed();
     let cpu = Cpu::read(pid).since(&cpu_before);
     phase_task.abort();

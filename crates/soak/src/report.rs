@@ -427,6 +427,35 @@ impl Run {
                     .join(", ")
             );
         }
+        if !t.by_phase.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nBy the fault phase a request was sent in (over every cycle):\n\n| phase | sent | answered | clear errors |\n|---|---|---|---|"
+            );
+            for (i, p) in &t.by_phase {
+                let name = crate::faults::PHASES.get(*i).map_or("?", |p| p.name);
+                let errors = if p.errors.is_empty() {
+                    "none".to_owned()
+                } else {
+                    p.errors
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let lost = if p.lost > 0 {
+                    format!("; {} lost", p.lost)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {:.2}% | {errors}{lost} |",
+                    p.sent,
+                    p.answered as f64 * 100.0 / p.sent.max(1) as f64
+                );
+            }
+        }
         if let (Some(first), Some(last)) = (self.samples.first(), self.samples.last()) {
             let peak = self.samples.iter().map(|x| x.rss_kib).max().unwrap_or(0);
             let _ = writeln!(
@@ -532,5 +561,34 @@ mod tests {
             ..run([600, 540, 620], [340, 345, 350])
         };
         assert!(!growing_memory.flat_checks()[0].passed);
+    }
+
+    #[test]
+    fn the_report_names_the_fault_phase_its_errors_came_from() {
+        let mut r = run([600, 540, 620], [340, 345, 350]);
+        let hangs = crate::load::PhaseTally {
+            sent: 200,
+            answered: 190,
+            errors: [("504 deadline_exceeded".to_owned(), 10)].into(),
+            lost: 0,
+        };
+        let healthy = crate::load::PhaseTally {
+            sent: 200,
+            answered: 200,
+            ..Default::default()
+        };
+        r.tally.by_phase = [(0, healthy), (3, hangs)].into();
+        let text = r.render(&[]);
+        assert!(
+            text.contains("| healthy | 200 | 100.00% | none |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "| {} | 200 | 95.00% | 504 deadline_exceeded: 10 |",
+                crate::faults::PHASES[3].name
+            )),
+            "{text}"
+        );
     }
 }

@@ -18,19 +18,25 @@
 //!    what the fastest such fallback needs for this answer ([`SPEED_MARGIN`] times its measured
 //!    time for it, or half the time left when its speed is unknown), and never more than half the
 //!    time left, the attempt ends, or, while its own provider is not known yet, the call hedges
-//!    to the fallback and keeps the attempt (the first answer wins; `FallbackHedge`). When that
-//!    point comes before a healthy answer of this provider would be done (twice its longest recent
-//!    answer; while it is unmeasured, twice `latency.default_ms`, so a cold provider that hangs
-//!    still leaves its fallback time), the attempt keeps its time instead, its fallback hedged at
-//!    that point only if its provider shows trouble by then (`FallbackHedge::only_on_trouble`:
-//!    its breaker open or over a tenth of its recent calls failed; else looked at again every
-//!    second): a cut any later would
-//!    leave the fallback less than it needs, losing the answer in progress for one that most
-//!    likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed
-//!    provider were cut at 22 s, leaving 8 s to a fallback that needed 13). So a provider that
-//!    gives long answers is not cut for a fallback that would be no faster, and a client's very
-//!    short deadline stays the client's. An attempt with nothing to fail over to keeps the whole
-//!    time.
+//!    to the fallback and keeps the attempt (the first answer wins; `FallbackHedge`).
+//!
+//!    When that point comes before a healthy answer of a measured provider would be done (twice
+//!    its longest recent answer), the attempt keeps its time instead, its fallback hedged at that
+//!    point only if its provider shows trouble by then (`FallbackHedge::only_on_trouble`: its
+//!    breaker open or over a tenth of its recent calls failed; else looked at again every
+//!    second): a cut any later would leave the fallback less than it needs, losing the answer in
+//!    progress for one that most likely misses the deadline too
+//!    (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut at 22 s,
+//!    leaving 8 s to a fallback that needed 13). So a provider that gives long answers is not cut
+//!    for a fallback that would be no faster.
+//!
+//!    An unmeasured provider's fallback is hedged no earlier than twice `latency.default_ms`
+//!    (most answers of a route of short answers, which never measure a speed, are done by then),
+//!    and at that point when it is later than the point the fallback needs: the fallback gets
+//!    less time than it may need, but a cold provider that hangs still leaves its fallback what
+//!    time there is, and the hedge costs nothing when the attempt answers first. A client's
+//!    deadline shorter than that floor stays the client's. An attempt with nothing to fail over
+//!    to keeps the whole time.
 //!
 //! Streams are untouched: their headers and first token come early, and their own limits apply.
 
@@ -101,27 +107,32 @@ impl Router {
             .min()
             .unwrap_or(half)
             .min(half);
-        // Never before a healthy answer here would be done. Unmeasured (at start-up, after an idle
-        // gap), twice the default latency: a cold provider that hangs must still leave its
-        // fallback time, and a client's very short deadline stays its own.
+        // Never before a healthy answer here would be done; unmeasured (at start-up, after an
+        // idle gap, on a route of short answers), twice the default latency.
         let floor = healthy.unwrap_or(self.config.latency_default.saturating_mul(SPEED_MARGIN));
         let leave_at = left.saturating_sub(reserve);
-        // A cut later than `leave_at` would leave the fallback less than it needs: it would lose
-        // the answer in progress for a fallback that most likely misses the deadline too.
-        if leave_at >= floor {
-            if healthy.is_some() {
-                t.headers = t.headers.min(leave_at);
-            } else if leave_at < t.headers {
-                // Nothing says yet whether an attempt this long is stuck or a long answer: start
-                // the fallback on time and keep the attempt.
-                limits.hedge_after = Some(leave_at);
+        match healthy {
+            None => {
+                // Nothing says yet whether an attempt this long is stuck or a long answer: keep
+                // the attempt and start the fallback on time, or at the floor when that is later
+                // (a cold provider that hangs must still leave its fallback what time there is;
+                // `plan_hedge` drops a hedge due at or after the deadline).
+                let at = leave_at.max(floor);
+                if at < t.headers {
+                    limits.hedge_after = Some(at);
+                }
             }
-        } else if healthy.is_some() && leave_at < t.headers {
-            // A healthy answer here may take longer: keep the attempt, and start the fallback
-            // then only if the provider shows trouble by that time (a hang shows in its other
-            // calls' timeouts); a healthy provider's long answer costs no hedge.
-            limits.hedge_after = Some(leave_at);
-            limits.hedge_only_on_trouble = true;
+            // A cut later than `leave_at` would leave the fallback less than it needs: it would
+            // lose the answer in progress for a fallback that most likely misses the deadline too.
+            Some(_) if leave_at >= floor => t.headers = t.headers.min(leave_at),
+            Some(_) if leave_at < t.headers => {
+                // A healthy answer here may take longer: keep the attempt, and start the fallback
+                // then only if the provider shows trouble by that time (a hang shows in its other
+                // calls' timeouts); a healthy provider's long answer costs no hedge.
+                limits.hedge_after = Some(leave_at);
+                limits.hedge_only_on_trouble = true;
+            }
+            Some(_) => {}
         }
         limits
     }
