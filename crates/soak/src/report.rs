@@ -283,7 +283,16 @@ impl Run {
     /// between two cycles of a healthy run. What a leak leaves behind stays through the quiet part
     /// of every later cycle, so it raises the low-water mark.
     fn flat_checks(&self) -> Vec<Check> {
-        let end = self.samples.last().map(|s| s.at).unwrap_or_default();
+        // Only the load's own time: a sample taken after its last request went out reads an idle
+        // gateway draining its last answers, and that quiet would hide a leak from the low-water
+        // mark.
+        let end = self
+            .samples
+            .last()
+            .map(|s| s.at)
+            .unwrap_or_default()
+            .min(self.duration);
+        let until = (end + Duration::from_secs(1)).min(self.duration);
         let reference = (self.cycle, self.cycle * 2);
         let last_start = end.saturating_sub(self.cycle);
         let mut out = Vec::new();
@@ -295,12 +304,7 @@ impl Run {
         ];
         for (name, read, unit, summary) in resources {
             let first = summary.of(&self.samples, reference.0, reference.1, read);
-            let last = summary.of(
-                &self.samples,
-                last_start,
-                end + Duration::from_secs(1),
-                read,
-            );
+            let last = summary.of(&self.samples, last_start, until, read);
             let (passed, detail) = match (first, last) {
                 (Some(first), Some(last)) if last_start >= reference.1 => {
                     let bound = (first * (1.0 + FLAT_SHARE)).max(first + FLAT_FLOOR);
@@ -561,6 +565,18 @@ mod tests {
             ..run([600, 540, 620], [340, 345, 350])
         };
         assert!(!growing_memory.flat_checks()[0].passed);
+        // The drain after the load's last request reads as quiet as a fresh gateway: it must not
+        // stand for the last cycle's low-water mark.
+        let mut drained = run([600, 600, 600], [340, 345, 420]);
+        drained.samples.push(Sample {
+            at: Duration::from_secs(31),
+            rss_kib: 40_000,
+            fds: 12,
+            tasks: 6,
+            ..Sample::default()
+        });
+        let failed = drained.flat_checks().iter().filter(|c| !c.passed).count();
+        assert_eq!(failed, 2, "a leak hidden by the drain");
     }
 
     #[test]
