@@ -353,3 +353,90 @@ fn the_trickle_of_a_tier_spilled_for_the_deadline_is_a_pace_probe_hedged_at_once
         "{probes} pace probes in 2 000 calls"
     );
 }
+
+/// `calls` plain calls with a 30 s deadline, one every 100 ms from `from`: `a` fails at once with
+/// a 503 while `a_down`, else answers in 400 ms plus `a_ms_per_token` a token; `b` answers in
+/// 600 ms plus `b_ms_per_token` a token; the lengths cycle through [`LENGTHS`]. Returns the share
+/// of the calls whose first attempt went to `b`.
+fn paced_with_failover(
+    r: &mut stilts_core::Router,
+    from: Instant,
+    calls: u32,
+    (a_down, a_ms_per_token): (bool, u64),
+    b_ms_per_token: u64,
+) -> f64 {
+    let mut first_to_b = 0;
+    for k in 0..calls {
+        let now = from + Duration::from_millis(100 * u64::from(k));
+        let meta = RequestMeta {
+            deadline: Some(Duration::from_secs(30)),
+            ..RequestMeta::default()
+        };
+        let mut call = r.begin(meta, now);
+        let tokens = LENGTHS[k as usize % LENGTHS.len()];
+        let mut at = now;
+        for attempt_number in 0.. {
+            let attempt = match r.next_attempt(&mut call, at) {
+                Decision::Send(attempt) => attempt,
+                Decision::Wait { until } => {
+                    at = until;
+                    continue;
+                }
+                _ => break,
+            };
+            let on_a = r.provider(attempt.provider).name == "a";
+            if attempt_number == 0 && !on_a {
+                first_to_b += 1;
+            }
+            let (outcome, took) = if on_a && a_down {
+                let failure = Outcome::Failure {
+                    class: ErrorClass::Server,
+                    latency: Duration::from_millis(100),
+                    retry_after: None,
+                };
+                (failure, 100)
+            } else {
+                let ms = if on_a {
+                    400 + tokens * a_ms_per_token
+                } else {
+                    600 + tokens * b_ms_per_token
+                };
+                let answer = Outcome::Success {
+                    latency: Duration::from_millis(ms),
+                    first_token: None,
+                    usage: stilts_core::Usage {
+                        input_tokens: 100,
+                        output_tokens: tokens,
+                    },
+                };
+                (answer, ms)
+            };
+            at = at + Duration::from_millis(took);
+            r.record(&mut call, attempt, outcome, at);
+        }
+    }
+    f64::from(first_to_b) / f64::from(calls)
+}
+
+/// Found in `openai-2025-07-09-partial-model` (seed 42): the route's longest answer (2 093 tokens)
+/// took 26.9 s at the second tier, which with its 25% margin missed the 30 s deadline, and 28.7 s
+/// at the third, which fit without one; so 99% of the failovers went to the slower third tier,
+/// whose few recent answers could not vouch for them, and 28 requests found the retry budget
+/// spent. Here `a` (1 200 tokens in 24.4 s: 30.5 s with the margin) is faster than `b` (25.8 s),
+/// which took the traffic while `a` was down: once `a` is back, `b` gets nothing for the deadline.
+#[test]
+fn a_slower_next_tier_is_never_where_long_answers_spill() {
+    let mut r = router(&["a", "b"], priority);
+    let down = paced_with_failover(&mut r, Instant::ZERO, 1_200, (true, 20), 21);
+    assert!(down > 0.5, "a's breaker sent the traffic to b: {down}");
+    let back = Instant::from_secs(200);
+    let _ = paced_with_failover(&mut r, back, 1_200, (false, 20), 21);
+    let share = paced_with_failover(
+        &mut r,
+        back + Duration::from_secs(120),
+        1_200,
+        (false, 20),
+        21,
+    );
+    assert!(share < 0.05, "spilled {share} to the slower tier");
+}

@@ -331,10 +331,12 @@ impl Router {
     }
 
     /// Whether the route's longest recent answer, at the recent pace (`speed.rs`), would take
-    /// longer than `left` at every provider of `tier` and not at any of `next`. The router cannot
-    /// tell which call will be the long one, so under this the whole tier's traffic is at risk
-    /// of the deadline; the check needs every provider of both tiers measured, so an unmeasured
-    /// fallback is not taken for a faster one.
+    /// longer than `left` at every provider of `tier` and not at any of `next`, every one of
+    /// which is faster at it than every one of `tier`. The router cannot tell which call will be
+    /// the long one, so under this the whole tier's traffic is at risk of the deadline; the check
+    /// needs every provider of both tiers measured, so an unmeasured fallback is not taken for a
+    /// faster one. A slower next tier is never the way out, even where its time fits and the
+    /// tier's only misses by its margin: it would put the long answers at more risk, not less.
     fn misses_deadline(
         &self,
         tier: ProviderSet,
@@ -351,9 +353,24 @@ impl Router {
             return false;
         }
         let time = |p: ProviderId| self.health[p.index()].speed.recent_answer_time(longest);
-        tier.iter()
-            .all(|p| time(p).is_some_and(|t| t.mul_f64(DEADLINE_MARGIN) > left))
-            && next.iter().all(|q| time(q).is_some_and(|t| t <= left))
+        let slowest = |set: ProviderSet| {
+            set.iter()
+                .map(time)
+                .try_fold(Duration::ZERO, |worst, t| t.map(|t| worst.max(t)))
+        };
+        let fastest = |set: ProviderSet| {
+            set.iter()
+                .map(time)
+                .try_fold(Duration::MAX, |best, t| t.map(|t| best.min(t)))
+        };
+        let (Some(tier_fastest), Some(next_slowest)) = (fastest(tier), slowest(next)) else {
+            return false;
+        };
+        !tier.is_empty()
+            && !next.is_empty()
+            && tier_fastest.mul_f64(DEADLINE_MARGIN) > left
+            && next_slowest <= left
+            && next_slowest < tier_fastest
     }
 
     /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
