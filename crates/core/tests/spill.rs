@@ -193,6 +193,26 @@ fn a_tier_that_breaks_its_streams_spills_them_to_the_next() {
 /// Answer lengths cycled through by [`paced`]: a route whose longest answers are 1 200 tokens.
 const LENGTHS: [u64; 5] = [50, 150, 300, 600, 1_200];
 
+/// A plain call with a 30 s deadline.
+fn plain_30s() -> RequestMeta {
+    RequestMeta {
+        deadline: Some(Duration::from_secs(30)),
+        ..RequestMeta::default()
+    }
+}
+
+/// A plain answer of `tokens` output tokens in `ms`.
+fn answer_in(ms: u64, tokens: u64) -> Outcome {
+    Outcome::Success {
+        latency: Duration::from_millis(ms),
+        first_token: None,
+        usage: stilts_core::Usage {
+            input_tokens: 100,
+            output_tokens: tokens,
+        },
+    }
+}
+
 /// `calls` plain calls with a 30 s deadline, one every 100 ms from `from`, answered by `a` in
 /// 400 ms plus `a_ms_per_token` a token and by `b` in 600 ms plus 14 ms a token, the lengths cycling
 /// through `lengths`; returns the share the router sent to `b`.
@@ -206,11 +226,7 @@ fn paced(
     let mut to_b = 0;
     for k in 0..calls {
         let now = from + Duration::from_millis(100 * u64::from(k));
-        let meta = RequestMeta {
-            deadline: Some(Duration::from_secs(30)),
-            ..RequestMeta::default()
-        };
-        let mut call = r.begin(meta, now);
+        let mut call = r.begin(plain_30s(), now);
         let Decision::Send(attempt) = r.next_attempt(&mut call, now) else {
             panic!("no attempt")
         };
@@ -221,14 +237,7 @@ fn paced(
             to_b += 1;
             600 + tokens * 14
         };
-        let answer = Outcome::Success {
-            latency: Duration::from_millis(ms),
-            first_token: None,
-            usage: stilts_core::Usage {
-                input_tokens: 100,
-                output_tokens: tokens,
-            },
-        };
+        let answer = answer_in(ms, tokens);
         r.record(&mut call, attempt, answer, now + Duration::from_millis(ms));
     }
     f64::from(to_b) / f64::from(calls)
@@ -368,11 +377,7 @@ fn paced_with_failover(
     let mut first_to_b = 0;
     for k in 0..calls {
         let now = from + Duration::from_millis(100 * u64::from(k));
-        let meta = RequestMeta {
-            deadline: Some(Duration::from_secs(30)),
-            ..RequestMeta::default()
-        };
-        let mut call = r.begin(meta, now);
+        let mut call = r.begin(plain_30s(), now);
         let tokens = LENGTHS[k as usize % LENGTHS.len()];
         let mut at = now;
         for attempt_number in 0.. {
@@ -401,15 +406,7 @@ fn paced_with_failover(
                 } else {
                     600 + tokens * b_ms_per_token
                 };
-                let answer = Outcome::Success {
-                    latency: Duration::from_millis(ms),
-                    first_token: None,
-                    usage: stilts_core::Usage {
-                        input_tokens: 100,
-                        output_tokens: tokens,
-                    },
-                };
-                (answer, ms)
+                (answer_in(ms, tokens), ms)
             };
             at = at + Duration::from_millis(took);
             r.record(&mut call, attempt, outcome, at);
