@@ -95,6 +95,11 @@ fn encode(events: &[SseEvent]) -> Vec<u8> {
 /// The canonical request deserializer on `body`, through `ChatRequest::from_json` as plugins read
 /// requests: what it accepts is JSON, serialises and reads back the same, and reads the same from a
 /// JSON tree and from a reader.
+///
+/// A JSON tree cannot be read from JSON nested deeper than serde_json's recursion limit (128),
+/// while the request reader skips a field it ignores without recursing, at any depth: such a body
+/// is JSON all the same (the gateway refuses it with a 400 before a plugin sees it,
+/// `crates/gateway/tests/client_limits.rs`), so only the tree comparison is left out for it.
 pub fn check_canonical_request(body: &[u8]) {
     let Ok(req) = ChatRequest::from_json(body) else {
         return;
@@ -102,12 +107,14 @@ pub fn check_canonical_request(body: &[u8]) {
     let out = serde_json::to_vec(&req).unwrap();
     let back: ChatRequest = serde_json::from_slice(&out).unwrap();
     assert_eq!(back, req, "serialised and read again, the request changed");
-    let tree: Value = match serde_json::from_slice(body) {
-        Ok(tree) => tree,
+    match serde_json::from_slice::<Value>(body) {
+        Ok(tree) => {
+            let from_tree: ChatRequest = serde_json::from_value(tree).unwrap();
+            assert_eq!(from_tree, req, "read from a JSON tree, the request differs");
+        }
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {}
         Err(e) => panic!("accepted a body that is not JSON ({e})"),
-    };
-    let from_tree: ChatRequest = serde_json::from_value(tree).unwrap();
-    assert_eq!(from_tree, req, "read from a JSON tree, the request differs");
+    }
     let from_reader: ChatRequest = serde_json::from_reader(body).unwrap();
     assert_eq!(from_reader, req, "read from a reader, the request differs");
 }

@@ -194,3 +194,20 @@ proptest! {
         prop_assert_eq!(plugin.panic_count(), 0);
     }
 }
+
+/// Found by `scripts/fuzz.sh` in CI: a tool call with an unknown field nested 200 deep. The request
+/// reader skips the field without recursing and accepts the body, which is JSON, but deeper than a
+/// JSON tree can be read (serde_json's recursion limit of 128); the check had called it "not JSON".
+#[test]
+fn regression_a_request_nested_past_the_tree_limit_in_an_ignored_field_is_still_json() {
+    let deep = format!("{}\"x\"{}", "[".repeat(200), "]".repeat(200));
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function","function":{{"name":"f","arguments":"{{}}"}},"extra":{deep}}}]}}]}}"#
+    );
+    assert!(
+        stilts_plugin::canonical::ChatRequest::from_json(body.as_bytes()).is_ok(),
+        "the reader skips the ignored field"
+    );
+    assert!(serde_json::from_slice::<serde_json::Value>(body.as_bytes()).is_err());
+    host::check_canonical_request(body.as_bytes());
+}
