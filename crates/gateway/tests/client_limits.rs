@@ -398,7 +398,7 @@ async fn oversized_heads_and_bodies_are_refused_at_once_and_closed() {
 }
 
 #[tokio::test]
-async fn json_nested_beyond_any_parsers_depth_is_a_400_on_every_endpoint() {
+async fn json_nested_past_any_parsers_depth_is_a_400_where_read_and_dropped_where_ignored() {
     let (h, up) = gateway("", 0).await;
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let bodies = [
@@ -445,6 +445,21 @@ async fn json_nested_beyond_any_parsers_depth_is_a_400_on_every_endpoint() {
     assert_eq!(up.stats().requests, 0);
     let (status, _, body) = h.chat(request("chat")).await;
     assert_eq!(status, 200, "{body}");
+    // A field no reader keeps (an unknown field of a tool call) is skipped without recursing, at
+    // any depth: the request is answered, without the field, and nothing overflows.
+    let dropped = format!(
+        r#"{{"model":"chat","messages":[{{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function","function":{{"name":"f","arguments":"{{}}"}},"extra":{deep}}}]}},{{"role":"user","content":"hi"}}]}}"#
+    );
+    let response = h
+        .http
+        .post(h.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(dropped)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
 }
 
 #[tokio::test]
