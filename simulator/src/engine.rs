@@ -47,6 +47,7 @@ const PROGRESS_EVERY: u64 = 1 << 16;
 enum Ev {
     Wake { req: u32, generation: u32 },
     AttemptEnd { att: u32, generation: u32 },
+    FirstToken { att: u32, generation: u32 },
     ServiceEnd { provider: u8 },
     CapacityChange { provider: u8 },
 }
@@ -345,6 +346,7 @@ impl<S: Strategy> Engine<'_, S> {
                 }
             }
             Ev::AttemptEnd { att, generation } => self.complete(att, generation, now),
+            Ev::FirstToken { att, generation } => self.first_token(att, generation, now),
             Ev::ServiceEnd { provider } => {
                 let p = provider as usize;
                 self.providers[p].busy = self.providers[p].busy.saturating_sub(1);
@@ -502,6 +504,14 @@ impl<S: Strategy> Engine<'_, S> {
             }
         }
         self.push(res.at, Ev::AttemptEnd { att, generation });
+        self.push_first_token(att, generation, &res);
+    }
+
+    /// Schedules the first token of a stream attempt resolved as `res`, if it has one.
+    fn push_first_token(&mut self, att: u32, generation: u32, res: &Resolution) {
+        if let Some(at) = res.first_token {
+            self.push(at, Ev::FirstToken { att, generation });
+        }
     }
 
     /// Starts queued work on provider `p` while it has free slots.
@@ -532,6 +542,7 @@ impl<S: Strategy> Engine<'_, S> {
                     );
                     if moved {
                         self.push(res.at, Ev::AttemptEnd { att, generation });
+                        self.push_first_token(att, generation, &res);
                     }
                 }
                 None if cap.serve_abandoned => {
@@ -601,6 +612,53 @@ impl<S: Strategy> Engine<'_, S> {
         }
         self.strategy.record(&mut rs.call, a.attempt, outcome, now);
         self.step(a.req, now);
+    }
+
+    /// A stream attempt's first token is due: as the gateway does, the call is committed to it.
+    /// Every other attempt of its call is cancelled (probes run on, detached), and the strategy
+    /// is not asked again until this attempt ends (a hedge planned for later is dropped: the
+    /// client's stream has begun).
+    fn first_token(&mut self, att: u32, generation: u32, now: u64) {
+        let req = match self.atts.get_mut(att, generation) {
+            Some(a) if a.res.first_token == Some(now) && a.detached.is_none() => a.req,
+            _ => return, // cancelled, detached, or rescheduled (a stale entry)
+        };
+        let Some(Some(rs)) = self.reqs.slots.get_mut(req as usize).map(|s| s.1.as_mut()) else {
+            self.metrics.invariant_violations += 1;
+            return;
+        };
+        self.wakes = self.wakes.wrapping_add(1);
+        rs.wake_gen = self.wakes;
+        let others: Vec<u32> = rs.live[..rs.n_live]
+            .iter()
+            .copied()
+            .filter(|&x| x != att)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        rs.live[0] = att;
+        rs.n_live = 1;
+        for other in others {
+            let detached = self
+                .atts
+                .slots
+                .get_mut(other as usize)
+                .and_then(|s| s.1.as_mut());
+            if let Some(a) = detached {
+                if let Some(call) = self.strategy.detach(&mut rs.call, &a.attempt) {
+                    a.detached = Some((call, rs.req));
+                    continue;
+                }
+            }
+            if let Some(a) = self.atts.remove(other) {
+                self.metrics
+                    .bill(a.provider, abandoned_price(self.scenario, &a, &rs.req, now));
+                self.strategy
+                    .record(&mut rs.call, a.attempt, Outcome::Cancelled, now);
+                self.metrics.cancelled += 1;
+            }
+        }
     }
 
     /// Ends request `id`: cancels what is in flight and records the result.

@@ -519,3 +519,58 @@ output_usd_per_mtok = 1000000
         "{per_attempt} USD per dropped attempt"
     );
 }
+
+#[test]
+fn a_stream_race_is_won_by_the_first_first_token_not_the_first_end() {
+    // a's first token comes at 3 s and its answer right after; b, hedged at 1 s, has its first
+    // token at 2.5 s and then takes 10 s. The gateway commits a stream to the first attempt
+    // whose first token arrives and cancels the other then: b's stream is the client's. The
+    // simulator used to let both run and take the first to end (a's), an answer the gateway
+    // cannot give once b's bytes reached the client.
+    let text = r#"
+name = "race"
+duration_s = 20
+[traffic]
+rate_rps = 1
+stream_share = 1.0
+input_tokens = { p50 = 100, p99 = 100 }
+output_tokens = { p50 = 100, p99 = 100 }
+[[providers]]
+name = "a"
+ttft_ms = { p50 = 3000, p99 = 3000 }
+tokens_per_s = 1000
+errors = { server = 0, rate_limited = 0, timeout = 0 }
+[[providers]]
+name = "b"
+ttft_ms = { p50 = 1500, p99 = 1500 }
+tokens_per_s = 10
+errors = { server = 0, rate_limited = 0, timeout = 0 }
+[[configs]]
+name = "stilts"
+[configs.router]
+policy = "priority"
+providers = [{ name = "a" }, { name = "b" }]
+hedge = { delay_ms = 1000 }
+"#;
+    let report = run(text);
+    let stilts = named(&report, "stilts");
+    assert_eq!(stilts.answered, stilts.requests, "{stilts:?}");
+    assert!(stilts.requests >= 15, "{stilts:?}");
+    assert_eq!(stilts.hedges, stilts.requests, "{stilts:?}");
+    assert_eq!(
+        stilts.cancelled, stilts.requests,
+        "a lost every race: {stilts:?}"
+    );
+    assert_eq!(stilts.providers[0].successes, 0, "{stilts:?}");
+    assert_eq!(stilts.providers[1].successes, stilts.requests, "{stilts:?}");
+    assert!(
+        stilts
+            .ttft_ms_p50
+            .is_some_and(|t| (t - 2_500.0).abs() < 50.0),
+        "b's first token, 1.5 s after its send at 1 s: {stilts:?}"
+    );
+    assert!(
+        stilts.latency_ms_p50.is_some_and(|l| l > 12_000.0),
+        "b's whole answer: {stilts:?}"
+    );
+}

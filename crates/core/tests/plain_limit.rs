@@ -1,6 +1,7 @@
 //! A plain attempt's headers limit: fitted to the provider's measured speed and to the call's
 //! deadline, never longer than the configured one, never shorter than a healthy answer of the
-//! provider (see `src/router/plain_limit.rs`).
+//! provider; and the fallback hedge of a plain attempt or a stream (see
+//! `src/router/plain_limit.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
@@ -289,13 +290,92 @@ fn a_failed_fallback_hedge_lets_the_call_go_on_elsewhere() {
     );
 }
 
+/// A stream's limits stay the configured ones (its first token, not its whole answer, comes
+/// within them), whatever its provider's measured speed.
 #[test]
-fn streams_are_untouched() {
+fn a_stream_keeps_its_configured_limits() {
     let mut r = router(&["a", "b"], priority);
     let now = teach(&mut r, 60, 3_000, 300);
     let mut meta = plain(30);
     meta.stream = true;
-    assert_eq!(headers_limit(&mut r, meta, now), Duration::from_secs(10));
+    let mut call = r.begin(meta, now);
+    let Decision::Send(a) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    assert_eq!(a.timeouts.headers, Duration::from_secs(10));
+    assert_eq!(a.timeouts.first_token, Duration::from_secs(10));
+    // With the route's 30 s deadline, the fallback needs its time only after the first-token
+    // limit has run out: no hedge.
+    assert_eq!(r.next_attempt(&mut call, now), Decision::Pending);
+}
+
+/// A stream whose first token has not come when its fallback must start is hedged there (no
+/// earlier than the cold floor of twice the default latency): with a 4 s deadline and the
+/// configured 10 s first-token limit, a hung stream used to hold the call to its deadline. The
+/// first first token wins; the drivers cancel the loser then, before the stream's end, and the
+/// loser counts as a timeout of its provider.
+#[test]
+fn a_stream_without_its_first_token_is_hedged_when_its_fallback_must_start() {
+    for (deadline_s, after_ms) in [(3, 2_000), (4, 2_000), (6, 3_000), (12, 6_000)] {
+        let mut r = router(&["a", "b"], priority);
+        let now = Instant::ZERO;
+        let mut meta = plain(deadline_s);
+        meta.stream = true;
+        let mut call = r.begin(meta, now);
+        let Decision::Send(hung) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        assert_eq!(hung.provider.index(), 0);
+        let Decision::Hedge { at } = r.next_attempt(&mut call, now) else {
+            panic!("no fallback hedge with a {deadline_s} s deadline");
+        };
+        assert_eq!(at, now + Duration::from_millis(after_ms), "{deadline_s} s");
+        let Decision::Send(hedge) = r.next_attempt(&mut call, at) else {
+            panic!("no hedge");
+        };
+        assert_eq!(hedge.provider.index(), 1);
+        assert!(hedge.is_hedge);
+        // b's first token comes first: a is cancelled then, while b's stream still flows.
+        let first_token = at + Duration::from_millis(300);
+        let recorded = r.record(&mut call, hung, Outcome::Cancelled, first_token);
+        assert!(
+            matches!(
+                recorded,
+                Outcome::Failure {
+                    class: ErrorClass::Timeout,
+                    ..
+                }
+            ),
+            "{deadline_s} s: {recorded:?}"
+        );
+        let done = first_token + Duration::from_millis(500);
+        let streamed = Outcome::Success {
+            latency: Duration::from_millis(800),
+            first_token: Some(Duration::from_millis(300)),
+            usage: Usage {
+                input_tokens: 900,
+                output_tokens: 40,
+            },
+        };
+        r.record(&mut call, hedge, streamed, done);
+        assert!(matches!(
+            r.next_attempt(&mut call, done),
+            Decision::Done { .. }
+        ));
+    }
+}
+
+/// A stream with nothing to fail over to keeps its whole time: no hedge.
+#[test]
+fn a_stream_with_no_fallback_is_not_hedged() {
+    let mut r = router(&["a"], priority);
+    let mut meta = plain(4);
+    meta.stream = true;
+    let mut call = r.begin(meta, Instant::ZERO);
+    let Decision::Send(_) = r.next_attempt(&mut call, Instant::ZERO) else {
+        panic!("no attempt");
+    };
+    assert_eq!(r.next_attempt(&mut call, Instant::ZERO), Decision::Pending);
 }
 
 proptest! {

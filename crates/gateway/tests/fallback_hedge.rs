@@ -1,5 +1,6 @@
 //! A plain attempt on a provider the router has not measured yet is not cut to leave its fallback
-//! time: the fallback is hedged when it needs to start, and the first answer wins
+//! time: the fallback is hedged when it needs to start, and the first answer wins; a stream
+//! without its first token by then is hedged too, and the first first token wins
 //! (`crates/core/src/router/plain_limit.rs`). Fake upstreams behind a real gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
@@ -92,4 +93,66 @@ async fn a_cold_provider_s_long_answer_is_kept_while_its_fallback_is_hedged() {
     let a_status = provider_status(&h, 0).await;
     assert_eq!(a_status["failures"]["timeout"], 0, "a answered: no failure");
     assert_eq!(a_status["in_flight"], 0);
+}
+
+/// A stream whose provider hangs before its first token: with the configured 10 s first-token
+/// limit it used to hold the call to its 2 s deadline. Its fallback is hedged when it must start,
+/// answers the client's stream, and the hung attempt is cancelled at the fallback's first token
+/// and counted as a timeout.
+#[tokio::test]
+async fn a_stream_without_its_first_token_is_hedged_in_time() {
+    let a = mock(
+        "a",
+        Faults {
+            hang: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let b = mock("b", Faults::default()).await;
+    let h = gateway(&a, &b).await;
+    let (status, headers, body) = h.stream(stream_request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "b");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "2");
+    let (text, done, error) = sse_text(&body);
+    assert!(!text.is_empty() && done == 1 && error.is_none(), "{body}");
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().abandoned == 1).await,
+        "the hung stream was not cancelled"
+    );
+    assert_eq!(provider_status(&h, 0).await["failures"]["timeout"], 1);
+}
+
+/// The first first token wins: a's first token (1.3 s) comes after its fallback was hedged (1 s)
+/// but before b's (1.6 s), so the client gets a's stream and b's is cancelled; a answered, so it
+/// counts no failure.
+#[tokio::test]
+async fn a_stream_s_late_first_token_beats_its_fallback_hedge() {
+    let a = mock(
+        "a",
+        Faults {
+            first_token_ms: 1_300,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let b = mock(
+        "b",
+        Faults {
+            first_token_ms: 600,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let h = gateway(&a, &b).await;
+    let (status, headers, body) = h.stream(stream_request("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-provider"), "a");
+    assert_eq!(header(&headers, "x-stilts-attempts"), "2");
+    assert!(
+        eventually(Duration::from_secs(5), || b.stats().abandoned == 1).await,
+        "the losing hedge was not cancelled"
+    );
+    assert_eq!(provider_status(&h, 0).await["failures"]["timeout"], 0);
 }

@@ -155,8 +155,10 @@ pub enum Decision {
     GiveUp(GiveUp),
 }
 
-/// A plain attempt of a provider whose healthy answer time is not known yet: at `at`, if it is
-/// still running, the call hedges to a fallback instead of cutting it (`plain_limit.rs`). Once the
+/// A plain attempt whose healthy answer may outlast the point its fallback must start, or a
+/// stream without its first token by then: at `at`, if it is still running (a stream: still
+/// without its first token), the call hedges to a fallback instead of cutting it
+/// (`plain_limit.rs`). Once the
 /// hedge went out, the call goes on elsewhere as if idle while only this attempt is left (never to
 /// its provider), and if another attempt wins, this one counts as a timeout of its provider: it
 /// was slower than the fallback by all the time the fallback needed.
@@ -257,12 +259,16 @@ impl Call {
     }
 
     /// Hands `attempts` probes of this call, still in flight, over to the caller, who lets them run
-    /// to their end after the call ended ([`Attempt::is_probe`]): the call stops counting them,
-    /// and the copy returned is the one to record them on.
+    /// to their end after the call ended or committed to another attempt's stream
+    /// ([`Attempt::is_probe`]): the call stops counting them, and the copy returned is the one to
+    /// record them on. The call goes on as if it had not tried their providers: a stream that
+    /// lost its probe's race and is cut later may continue there (a probe rides on a call's first
+    /// attempt, so the call had not tried them before).
     pub fn detach(&mut self, attempts: u32) -> Call {
         self.in_flight = self.in_flight.saturating_sub(attempts);
         let mut detached = self.clone();
         detached.in_flight = attempts;
+        self.tried = self.tried.minus(self.probes_out);
         self.probes_out = ProviderSet::EMPTY;
         detached
     }
@@ -275,5 +281,39 @@ impl Call {
     pub fn require_continuation(&mut self) {
         self.needs_continuation = true;
         self.stream_broke = true;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+mod tests {
+    use crate::provider::ProviderId;
+    use crate::time::Instant;
+    use crate::{ProviderConfig, RequestMeta, Router, RouterConfig};
+
+    /// A probe detached while its call goes on (another attempt's stream won the race to the
+    /// first token) no longer counts as tried by the call, nor as a probe of it.
+    #[test]
+    fn detaching_a_probe_leaves_its_provider_untried() {
+        let config = RouterConfig {
+            providers: vec![ProviderConfig::named("a"), ProviderConfig::named("b")],
+            ..RouterConfig::default()
+        };
+        let mut router = Router::new(config.validate().unwrap(), 1);
+        let mut call = router.begin(RequestMeta::default(), Instant::ZERO);
+        let (a, b) = (
+            ProviderId::from_index(0).unwrap(),
+            ProviderId::from_index(1).unwrap(),
+        );
+        call.tried.insert(a);
+        call.tried.insert(b);
+        call.probes_out.insert(a);
+        call.in_flight = 2;
+        let detached = call.detach(1);
+        assert_eq!(detached.in_flight, 1);
+        assert_eq!(call.in_flight, 1);
+        assert!(!call.tried.contains(a), "the probe's provider is untried");
+        assert!(call.tried.contains(b), "the winner's provider stays tried");
+        assert!(call.probes_out.is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! A plain attempt's headers limit, fitted to the provider's measured speed and to the call's
-//! deadline.
+//! deadline; and the fallback hedge of a plain attempt or a stream.
 //!
 //! A plain upstream sends its headers only with the whole answer, so the configured headers limit
 //! of a plain attempt is `headers + plain_headers_per_output_token × expected output tokens`
@@ -38,7 +38,16 @@
 //!    deadline shorter than that floor stays the client's. An attempt with nothing to fail over
 //!    to keeps the whole time.
 //!
-//! Streams are untouched: their headers and first token come early, and their own limits apply.
+//! A stream keeps its configured limits: its headers and first token come early, whatever the
+//! length of its answer. What it shares with a plain attempt is the fallback's need for time: a
+//! stream whose first token has not come by the point its fallback must start (the same `reserve`
+//! before the deadline, never before the cold floor of twice `latency.default_ms`) hedges to the
+//! fallback there, and the first first token wins. That point falls before the first-token limit
+//! only under a short deadline (with the route's 30 s and the default 10 s limit, the fallback's
+//! half of the time starts at 15 s): a stream that hangs under a client's 4 s deadline used to
+//! hold the call to it. Both drivers commit a call to the attempt whose first token comes first
+//! and cancel the others then, before the stream's end, so the loser counts as a timeout of its
+//! provider as a plain hedge's loser does.
 
 use super::Router;
 use crate::config::Timeouts;
@@ -85,7 +94,21 @@ impl Router {
             hedge_after: None,
             hedge_only_on_trouble: false,
         };
+        let left = call.deadline.saturating_since(now);
+        let mut fallbacks = usable.minus(call.tried);
+        fallbacks.remove(p);
+        let cold_floor = self.config.latency_default.saturating_mul(SPEED_MARGIN);
         if call.stream {
+            // A stream's first token, not its whole answer, says it is alive: hedge the fallback
+            // once it is due, no earlier than the cold floor, if the first token has not come by
+            // then (the first first token wins).
+            if !fallbacks.is_empty() {
+                let leave_at = left.saturating_sub(self.fallback_reserve(fallbacks, left, now));
+                let at = leave_at.max(cold_floor);
+                if at < limits.timeouts.first_token {
+                    limits.hedge_after = Some(at);
+                }
+            }
             return limits;
         }
         let t = &mut limits.timeouts;
@@ -94,23 +117,13 @@ impl Router {
         if let Some(healthy) = healthy {
             t.headers = t.headers.min(base.saturating_add(healthy));
         }
-        let left = call.deadline.saturating_since(now);
-        let mut fallbacks = usable.minus(call.tried);
-        fallbacks.remove(p);
         if fallbacks.is_empty() {
             return limits;
         }
-        let half = left / 2;
-        let reserve = fallbacks
-            .iter()
-            .map(|f| self.healthy_answer(f, now).unwrap_or(half))
-            .min()
-            .unwrap_or(half)
-            .min(half);
         // Never before a healthy answer here would be done; unmeasured (at start-up, after an
         // idle gap, on a route of short answers), twice the default latency.
-        let floor = healthy.unwrap_or(self.config.latency_default.saturating_mul(SPEED_MARGIN));
-        let leave_at = left.saturating_sub(reserve);
+        let floor = healthy.unwrap_or(cold_floor);
+        let leave_at = left.saturating_sub(self.fallback_reserve(fallbacks, left, now));
         match healthy {
             None => {
                 // Nothing says yet whether an attempt this long is stuck or a long answer: keep
@@ -135,6 +148,18 @@ impl Router {
             Some(_) => {}
         }
         limits
+    }
+
+    /// What the fastest of `fallbacks` needs for this call's answer, of the `left` time: its
+    /// healthy answer when measured, else half the time left, and never more than that half.
+    fn fallback_reserve(&self, fallbacks: ProviderSet, left: Duration, now: Instant) -> Duration {
+        let half = left / 2;
+        fallbacks
+            .iter()
+            .map(|f| self.healthy_answer(f, now).unwrap_or(half))
+            .min()
+            .unwrap_or(half)
+            .min(half)
     }
 
     /// [`SPEED_MARGIN`] times the time of `p`'s longest recent answer at its measured speed:

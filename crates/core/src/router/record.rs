@@ -192,6 +192,15 @@ impl Router {
                     self.stats[i].cancelled += 1;
                     self.health[i].breaker.on_neutral(attempt.probe);
                 }
+                // Cancelled while its call goes on: a stream's loser, cancelled at the winner's
+                // first token. It said nothing of its provider, so the call has not really tried
+                // it: if the winner is cut, the continuation may go there as a first attempt
+                // (a failover the budget does not charge when the provider has headroom).
+                if call.end.is_none() {
+                    if let Some(p) = current {
+                        call.tried.remove(p);
+                    }
+                }
             }
         }
         outcome
@@ -212,7 +221,9 @@ impl Router {
         };
         call.fallback_hedge = None;
         // A cancelled attempt is never the one that won (ids may have moved in a reload since).
-        let won_elsewhere = matches!(call.end, Some(Ok(_)));
+        // A stream's call has not ended when its drivers cancel the losers: that happens at the
+        // winner's first token.
+        let won_elsewhere = matches!(call.end, Some(Ok(_))) || (call.stream && call.end.is_none());
         if hedge.hedged && won_elsewhere && outcome == Outcome::Cancelled {
             return Outcome::Failure {
                 class: ErrorClass::Timeout,
