@@ -239,3 +239,27 @@ async fn a_capacity_limited_provider_is_replayed() {
         "the capacity limit bites (rejections): {text}"
     );
 }
+
+/// Streams only, hedged after 300 ms: about a third of the calls race two attempts to their first
+/// token. The gateway commits a stream to the first first token and cancels the other then; the
+/// simulator predicts the same race (it used to let both run and take the first to end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_race_is_replayed() {
+    let text = OUTAGE
+        .replace("stream_share = 0.5\n", "stream_share = 1.0\n")
+        .replace(
+            "[[configs]]\nname = \"stilts\"\n[configs.router]\n",
+            "[[configs]]\nname = \"stilts\"\n[configs.router]\nhedge = { delay_ms = 300 }\n",
+        );
+    let options = ReplayOptions {
+        configs: vec!["stilts".to_owned()],
+        until_s: Some(40.0),
+        ..options()
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let report = replay(&scenario(&text), &options, &|_| {}).await.unwrap();
+    let text = report.to_string();
+    assert!(report.passed, "{text}");
+    let c = &report.configs[0];
+    assert!(c.predicted.hedges > 50, "the race is run often: {text}");
+}
