@@ -437,3 +437,81 @@ fn a_slower_next_tier_is_never_where_long_answers_spill() {
     );
     assert!(share < 0.05, "spilled {share} to the slower tier");
 }
+
+/// A stream call spilled to a slower tier because the faster one breaks its streams is not a
+/// pace probe of that tier, though the route's long answers would miss the deadline there: hedged
+/// at once to the faster tier, its first token would win the race most often, and a break there
+/// leaves the continuation too little time (`stream-cut-and-stall` at an 8 s deadline answered
+/// fewer than `seed_router` so). Here `a` (400 ms + 5 ms a token) breaks one stream in three,
+/// continued on `b` (600 ms + 10 ms a token, 12.6 s for the route's 1 200-token answers, past the
+/// 8 s deadline).
+#[test]
+fn a_stream_spilled_from_a_tier_that_breaks_streams_is_not_hedged_back_to_it() {
+    let mut r = router(&["a", "b"], |c| {
+        priority(c);
+        c.providers[1].prefill_continuation = Some(true);
+    });
+    let (a, b) = (id(&r, "a"), id(&r, "b"));
+    let meta = RequestMeta {
+        stream: true,
+        deadline: Some(Duration::from_secs(8)),
+        ..RequestMeta::default()
+    };
+    let streamed_in = |startup_ms: u64, ms_per_token: u64, tokens: u64| {
+        let ms = startup_ms + tokens * ms_per_token;
+        let outcome = Outcome::Success {
+            latency: Duration::from_millis(ms),
+            first_token: Some(Duration::from_millis(startup_ms)),
+            usage: stilts_core::Usage {
+                input_tokens: 100,
+                output_tokens: tokens,
+            },
+        };
+        (outcome, Duration::from_millis(ms))
+    };
+    let (mut on_a, mut to_b, mut hedged_at_once) = (0, 0, 0);
+    for k in 0..3_600_u32 {
+        let now = Instant::ZERO + Duration::from_millis(100 * u64::from(k));
+        let tokens = LENGTHS[k as usize % LENGTHS.len()];
+        let (from_a, a_takes) = streamed_in(400, 5, tokens);
+        let (from_b, b_takes) = streamed_in(600, 10, tokens);
+        let measuring = k >= 3_000;
+        let mut call = r.begin(meta, now);
+        let Decision::Send(first) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt")
+        };
+        if first.provider == b {
+            to_b += u32::from(measuring);
+            if let Decision::Send(hedge) = r.next_attempt(&mut call, now) {
+                // A pace probe, hedged at once to a, whose first token wins.
+                hedged_at_once += u32::from(measuring);
+                assert_eq!(hedge.provider, a);
+                r.record(&mut call, hedge, from_a, now + a_takes);
+                let mut detached = call.detach(1);
+                r.record(&mut detached, first, from_b, now + b_takes);
+            } else {
+                r.record(&mut call, first, from_b, now + b_takes);
+            }
+            continue;
+        }
+        on_a += 1;
+        if on_a % 3 != 0 {
+            r.record(&mut call, first, from_a, now + a_takes);
+            continue;
+        }
+        // Its first bytes reached the client, then it broke: continued on b.
+        let broke = now + Duration::from_millis(500);
+        call.require_continuation();
+        r.record(&mut call, first, fail(ErrorClass::Server), broke);
+        let Decision::Send(continuation) = r.next_attempt(&mut call, broke) else {
+            panic!("no continuation")
+        };
+        assert_eq!(continuation.provider, b);
+        r.record(&mut call, continuation, from_b, broke + b_takes);
+    }
+    assert!(
+        to_b > 400,
+        "a's broken streams spilled {to_b} of 600 calls to b"
+    );
+    assert_eq!(hedged_at_once, 0, "of {to_b} calls spilled to b");
+}

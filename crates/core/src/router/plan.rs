@@ -690,7 +690,8 @@ impl Router {
     /// not ([`Router::misses_deadline`]). Such a tier keeps only the share of traffic its spill
     /// leaves it, to stay measured; that share is hedged at once to the faster tier, as a
     /// half-open probe is, so the user is answered by whichever comes first, and the probe runs to
-    /// its end, measuring the pace either way.
+    /// its end, measuring the pace either way. Not a stream call when the faster tier breaks more
+    /// streams than `p`'s (the call is where the break spill sent it).
     fn pace_probe(&self, call: &Call, p: ProviderId, usable: ProviderSet, now: Instant) -> bool {
         let preference = self.preference(p);
         let mut tier = self.tier(usable, preference);
@@ -699,6 +700,17 @@ impl Router {
         let Some(next) = self.best_preference(rest).map(|best| self.tier(rest, best)) else {
             return false;
         };
+        // For a stream, a faster tier that breaks more streams is no way out: hedged at once,
+        // its first token would win the race most often, and its break would leave a
+        // continuation too little time (its pace does not show its breaks).
+        let breaks_of = |set: ProviderSet| {
+            set.iter()
+                .map(|p| self.health[p.index()].breaks.spill())
+                .fold(f64::INFINITY, f64::min)
+        };
+        if call.stream && breaks_of(next) > breaks_of(tier) {
+            return false;
+        }
         self.misses_deadline(tier, next, call.deadline.saturating_since(now), now)
     }
 
