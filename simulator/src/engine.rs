@@ -640,24 +640,15 @@ impl<S: Strategy> Engine<'_, S> {
         rs.live[0] = att;
         rs.n_live = 1;
         for other in others {
-            let detached = self
-                .atts
-                .slots
-                .get_mut(other as usize)
-                .and_then(|s| s.1.as_mut());
-            if let Some(a) = detached {
-                if let Some(call) = self.strategy.detach(&mut rs.call, &a.attempt) {
-                    a.detached = Some((call, rs.req));
-                    continue;
-                }
-            }
-            if let Some(a) = self.atts.remove(other) {
-                self.metrics
-                    .bill(a.provider, abandoned_price(self.scenario, &a, &rs.req, now));
-                self.strategy
-                    .record(&mut rs.call, a.attempt, Outcome::Cancelled, now);
-                self.metrics.cancelled += 1;
-            }
+            let_go(
+                &mut self.atts,
+                &mut self.strategy,
+                &mut self.metrics,
+                self.scenario,
+                (&mut rs.call, rs.req),
+                other,
+                now,
+            );
         }
     }
 
@@ -667,24 +658,15 @@ impl<S: Strategy> Engine<'_, S> {
             return;
         };
         for &att in &rs.live[..rs.n_live] {
-            let detached = self
-                .atts
-                .slots
-                .get_mut(att as usize)
-                .and_then(|s| s.1.as_mut());
-            if let Some(a) = detached {
-                if let Some(call) = self.strategy.detach(&mut rs.call, &a.attempt) {
-                    a.detached = Some((call, rs.req));
-                    continue;
-                }
-            }
-            if let Some(a) = self.atts.remove(att) {
-                self.metrics
-                    .bill(a.provider, abandoned_price(self.scenario, &a, &rs.req, now));
-                self.strategy
-                    .record(&mut rs.call, a.attempt, Outcome::Cancelled, now);
-                self.metrics.cancelled += 1;
-            }
+            let_go(
+                &mut self.atts,
+                &mut self.strategy,
+                &mut self.metrics,
+                self.scenario,
+                (&mut rs.call, rs.req),
+                att,
+                now,
+            );
         }
         let req = rs.req;
         if success && now <= req.deadline {
@@ -708,6 +690,31 @@ impl<S: Strategy> Engine<'_, S> {
         } else {
             self.metrics.failed(reason);
         }
+    }
+}
+
+/// Lets attempt `att` of a call (and its request) go at `now`: a probe the strategy detaches runs
+/// on and is recorded on the copy handed back; anything else is cancelled, billed what its
+/// provider generated until now ([`abandoned_price`]) and recorded as `Cancelled`.
+fn let_go<S: Strategy>(
+    atts: &mut Slab<AttemptState<S::Attempt, S::Call>>,
+    strategy: &mut S,
+    metrics: &mut Metrics,
+    scenario: &Scenario,
+    (call, req): (&mut S::Call, Request),
+    att: u32,
+    now: u64,
+) {
+    if let Some(a) = atts.slots.get_mut(att as usize).and_then(|s| s.1.as_mut()) {
+        if let Some(copy) = strategy.detach(call, &a.attempt) {
+            a.detached = Some((copy, req));
+            return;
+        }
+    }
+    if let Some(a) = atts.remove(att) {
+        metrics.bill(a.provider, abandoned_price(scenario, &a, &req, now));
+        strategy.record(call, a.attempt, Outcome::Cancelled, now);
+        metrics.cancelled += 1;
     }
 }
 

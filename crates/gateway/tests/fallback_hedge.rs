@@ -31,6 +31,21 @@ async fn gateway(a: &MockUpstream, b: &MockUpstream) -> Harness {
     .await
 }
 
+/// `a` never answers, `b` answers at once, and a gateway over them.
+async fn hung_a_healthy_b() -> (MockUpstream, MockUpstream, Harness) {
+    let a = mock(
+        "a",
+        Faults {
+            hang: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let b = mock("b", Faults::default()).await;
+    let h = gateway(&a, &b).await;
+    (a, b, h)
+}
+
 /// A plain request with a small `max_tokens`, so a's own headers limit stays far off.
 async fn ask(h: &Harness) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut req = request("chat");
@@ -45,16 +60,7 @@ async fn provider_status(h: &Harness, index: usize) -> Value {
 
 #[tokio::test]
 async fn a_cold_provider_that_hangs_is_hedged_in_time_and_counted_as_timed_out() {
-    let a = mock(
-        "a",
-        Faults {
-            hang: true,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let b = mock("b", Faults::default()).await;
-    let h = gateway(&a, &b).await;
+    let (a, _b, h) = hung_a_healthy_b().await;
     let (status, headers, body) = ask(&h).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "b");
@@ -101,16 +107,7 @@ async fn a_cold_provider_s_long_answer_is_kept_while_its_fallback_is_hedged() {
 /// and counted as a timeout.
 #[tokio::test]
 async fn a_stream_without_its_first_token_is_hedged_in_time() {
-    let a = mock(
-        "a",
-        Faults {
-            hang: true,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let b = mock("b", Faults::default()).await;
-    let h = gateway(&a, &b).await;
+    let (a, _b, h) = hung_a_healthy_b().await;
     let (status, headers, body) = h.stream(stream_request("chat")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-provider"), "b");

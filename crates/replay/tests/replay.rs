@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use stilts_replay::{ReplayError, ReplayOptions, replay};
+use stilts_replay::{ReplayError, ReplayOptions, ReplayReport, replay};
 use stilts_sim::Scenario;
 
 /// Two providers; the primary refuses connections for 20 of 60 seconds while the backup answers
@@ -82,16 +82,23 @@ fn scenario(text: &str) -> Scenario {
     Scenario::parse(text, Path::new("replay-test.toml")).unwrap()
 }
 
+/// Replays the scenario `text` with `options` (one replay at a time), checks that the gateway did
+/// what the simulator predicted, and returns the report with its text.
+async fn replay_agreeing(text: &str, options: &ReplayOptions) -> (ReplayReport, String) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let report = replay(&scenario(text), options, &|_| {}).await.unwrap();
+    let text = report.to_string();
+    assert!(report.passed, "{text}");
+    (report, text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_does_what_the_simulator_predicts() {
     let options = ReplayOptions {
         configs: vec!["stilts".to_owned()],
         ..options()
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let report = replay(&scenario(OUTAGE), &options, &|_| {}).await.unwrap();
-    let text = report.to_string();
-    assert!(report.passed, "{text}");
+    let (report, text) = replay_agreeing(OUTAGE, &options).await;
     let c = &report.configs[0];
     // The run is not trivial: the outage and the 429s happened, and failover answered them.
     assert!(c.measured.requests > 500, "{text}");
@@ -183,10 +190,7 @@ async fn an_account_rate_limit_is_replayed() {
         until_s: Some(40.0),
         ..options()
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let report = replay(&scenario(&text), &options, &|_| {}).await.unwrap();
-    let text = report.to_string();
-    assert!(report.passed, "{text}");
+    let (report, text) = replay_agreeing(&text, &options).await;
     let c = &report.configs[0];
     // The fake upstream itself turned attempts away (not only the simulator's prediction).
     assert!(
@@ -224,10 +228,7 @@ async fn a_capacity_limited_provider_is_replayed() {
         until_s: Some(40.0),
         ..options()
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let report = replay(&scenario(&text), &options, &|_| {}).await.unwrap();
-    let text = report.to_string();
-    assert!(report.passed, "{text}");
+    let (report, text) = replay_agreeing(&text, &options).await;
     let c = &report.configs[0];
     assert!(
         c.predicted
@@ -256,10 +257,7 @@ async fn a_stream_race_is_replayed() {
         until_s: Some(40.0),
         ..options()
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let report = replay(&scenario(&text), &options, &|_| {}).await.unwrap();
-    let text = report.to_string();
-    assert!(report.passed, "{text}");
+    let (report, text) = replay_agreeing(&text, &options).await;
     let c = &report.configs[0];
     assert!(c.predicted.hedges > 50, "the race is run often: {text}");
 }
