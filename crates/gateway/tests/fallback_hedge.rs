@@ -31,6 +31,14 @@ async fn gateway(a: &MockUpstream, b: &MockUpstream) -> Harness {
     .await
 }
 
+/// Streams whose first token comes `ms` after their headers.
+fn first_token_after(ms: u64) -> Faults {
+    Faults {
+        first_token_ms: ms,
+        ..Faults::default()
+    }
+}
+
 /// `a` never answers, `b` answers at once, and a gateway over them.
 async fn hung_a_healthy_b() -> (MockUpstream, MockUpstream, Harness) {
     let a = mock(
@@ -126,22 +134,8 @@ async fn a_stream_without_its_first_token_is_hedged_in_time() {
 /// counts no failure.
 #[tokio::test]
 async fn a_stream_s_late_first_token_beats_its_fallback_hedge() {
-    let a = mock(
-        "a",
-        Faults {
-            first_token_ms: 1_300,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let b = mock(
-        "b",
-        Faults {
-            first_token_ms: 600,
-            ..Faults::default()
-        },
-    )
-    .await;
+    let a = mock("a", first_token_after(1_300)).await;
+    let b = mock("b", first_token_after(600)).await;
     let h = gateway(&a, &b).await;
     let (status, headers, body) = h.stream(stream_request("chat")).await;
     assert_eq!(status, 200, "{body}");

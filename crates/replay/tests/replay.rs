@@ -78,6 +78,15 @@ fn options() -> ReplayOptions {
     }
 }
 
+/// The options that replay only the `stilts` config, for the first 40 s of the scenario.
+fn stilts_for_40s() -> ReplayOptions {
+    ReplayOptions {
+        configs: vec!["stilts".to_owned()],
+        until_s: Some(40.0),
+        ..options()
+    }
+}
+
 fn scenario(text: &str) -> Scenario {
     Scenario::parse(text, Path::new("replay-test.toml")).unwrap()
 }
@@ -185,11 +194,7 @@ async fn an_account_rate_limit_is_replayed() {
         "errors = { server = 0.01, rate_limited = 0.005 }\n",
         "errors = { server = 0.01, rate_limited = 0.005 }\nrequests_per_minute = 240\n",
     );
-    let options = ReplayOptions {
-        configs: vec!["stilts".to_owned()],
-        until_s: Some(40.0),
-        ..options()
-    };
+    let options = stilts_for_40s();
     let (report, text) = replay_agreeing(&text, &options).await;
     let c = &report.configs[0];
     // The fake upstream itself turned attempts away (not only the simulator's prediction).
@@ -252,11 +257,7 @@ async fn a_stream_race_is_replayed() {
             "[[configs]]\nname = \"stilts\"\n[configs.router]\n",
             "[[configs]]\nname = \"stilts\"\n[configs.router]\nhedge = { delay_ms = 300 }\n",
         );
-    let options = ReplayOptions {
-        configs: vec!["stilts".to_owned()],
-        until_s: Some(40.0),
-        ..options()
-    };
+    let options = stilts_for_40s();
     let (report, text) = replay_agreeing(&text, &options).await;
     let c = &report.configs[0];
     assert!(c.predicted.hedges > 50, "the race is run often: {text}");
