@@ -11,28 +11,29 @@
 //! capacity (a free slot, else the queue, else a rejection; work keeps its slot until done even when
 //! the client has gone, which is what sustains a metastable overload), and then walks the fate's
 //! milestones through the attempt's timer, the core's [`AttemptTimer`] that the gateway runs too
-//! (see [`resolve`]): where the timer falls due before the next milestone, the attempt ends there as
+//! (see [`resolve()`]): where the timer falls due before the next milestone, the attempt ends there as
 //! a `Timeout`. No limit is computed here. Every attempt is recorded with the strategy exactly
 //! once: its outcome, or `Cancelled` when its call ends first.
 //!
 //! An answer is billed in full. An attempt dropped while its provider was answering (cancelled
 //! when its call ended, as a hedge's loser is, or given up by its timer) is billed as providers
 //! do for a dropped request: its input once generation began (its first token was due), and the
-//! output generated until the drop ([`abandoned_price`]). Errors, hangs, queued work and the
+//! output generated until the drop (`outcome.rs`). Errors, hangs, queued work and the
 //! provider's own cuts, stalls and malformed answers are not billed.
 
 use crate::metrics::Metrics;
 use crate::scenario::Scenario;
 use crate::strategy::{SendAttempt, Step, Strategy};
-use crate::world::{Arrivals, Fate, Mishap, Request};
+use crate::world::{Arrivals, Fate, Request};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Duration;
-use stilts_core::{AttemptTimer, Cause, ErrorClass, Outcome, Usage};
+use stilts_core::{AttemptTimer, ErrorClass};
 
+mod outcome;
 mod resolve;
 
-use resolve::{End, Resolution, resolve};
+use outcome::{attempt_outcome, let_go};
+use resolve::{Resolution, resolve};
 
 /// How long a provider takes to reject an attempt it has no room for.
 const REJECT_NS: u64 = 5_000_000;
@@ -691,127 +692,6 @@ impl<S: Strategy> Engine<'_, S> {
             self.metrics.failed(reason);
         }
     }
-}
-
-/// Lets attempt `att` of a call (and its request) go at `now`: a probe the strategy detaches runs
-/// on and is recorded on the copy handed back; anything else is cancelled, billed what its
-/// provider generated until now ([`abandoned_price`]) and recorded as `Cancelled`.
-fn let_go<S: Strategy>(
-    atts: &mut Slab<AttemptState<S::Attempt, S::Call>>,
-    strategy: &mut S,
-    metrics: &mut Metrics,
-    scenario: &Scenario,
-    (call, req): (&mut S::Call, Request),
-    att: u32,
-    now: u64,
-) {
-    if let Some(a) = atts.slots.get_mut(att as usize).and_then(|s| s.1.as_mut()) {
-        if let Some(copy) = strategy.detach(call, &a.attempt) {
-            a.detached = Some((copy, req));
-            return;
-        }
-    }
-    if let Some(a) = atts.remove(att) {
-        metrics.bill(a.provider, abandoned_price(scenario, &a, &req, now));
-        strategy.record(call, a.attempt, Outcome::Cancelled, now);
-        metrics.cancelled += 1;
-    }
-}
-
-/// How an attempt ended, as its call's strategy is told, with the attempt's counts in `metrics`;
-/// and whether stream bytes of it reached the client before it failed (the call is then committed).
-#[allow(clippy::too_many_arguments)] // the engine's disjoint fields, borrowed apart
-fn attempt_outcome<S: Strategy>(
-    strategy: &mut S,
-    metrics: &mut Metrics,
-    scenario: &Scenario,
-    providers: &[ProviderRuntime],
-    a: &AttemptState<S::Attempt, S::Call>,
-    call: &S::Call,
-    req: &Request,
-    now: u64,
-) -> (Outcome, bool) {
-    let latency = Duration::from_nanos(now - a.send);
-    if let End::Answered = a.res.end {
-        if let Some(window) = &providers[a.provider].rate_window {
-            // The answer's rate-limit headers, as of its arrival.
-            let (left, frees_in) = window.report(now);
-            strategy.note_quota(call, a.attempt, left, frees_in, now);
-        }
-        let price = scenario.price(a.provider, req);
-        metrics.attempt_succeeded(a.provider, price);
-        let outcome = Outcome::Success {
-            latency,
-            first_token: a.res.first_token.map(|t| Duration::from_nanos(t - a.send)),
-            usage: Usage {
-                input_tokens: u64::from(req.input_tokens),
-                output_tokens: u64::from(req.output_tokens),
-            },
-        };
-        return (outcome, false);
-    }
-    if let End::Expired { .. } = a.res.end {
-        metrics.bill(a.provider, abandoned_price(scenario, a, req, now));
-    }
-    if a.res.first_token.is_some()
-        && matches!(
-            a.res.end,
-            End::Expired {
-                cause: Cause::CallDeadline,
-                ..
-            }
-        )
-        && strategy.deadline_is_clients(call)
-    {
-        // A stream was flowing when the client's own deadline ended it: not the provider's
-        // failure (the gateway records it so too).
-        metrics.cancelled += 1;
-        return (Outcome::Cancelled, false);
-    }
-    let (class, retry_after) = match a.res.end {
-        End::Failed { class, retry_after } => (class, retry_after),
-        End::Expired { .. } | End::Answered => (ErrorClass::Timeout, None),
-    };
-    metrics.attempt_failed(class);
-    let outcome = Outcome::Failure {
-        class,
-        latency,
-        retry_after: retry_after.map(Duration::from_nanos),
-    };
-    (outcome, a.res.first_token.is_some())
-}
-
-/// What the provider bills for attempt `a`, dropped at `now` before its answer was complete: the
-/// input once generation began, and the share of the output generated by then. Nothing for an
-/// attempt that was not being answered (an error, a hang, still queued) or whose answer the
-/// provider itself spoiled (a cut, a stall, malformed data).
-fn abandoned_price<A, C>(
-    scenario: &Scenario,
-    a: &AttemptState<A, C>,
-    req: &Request,
-    now: u64,
-) -> f64 {
-    let (
-        Fate::Answer {
-            ttft,
-            generation,
-            mishap: Mishap::None,
-        },
-        Some(served_at),
-    ) = (a.fate, a.served_at)
-    else {
-        return 0.0;
-    };
-    let Some(generating) = now.saturating_sub(served_at).checked_sub(ttft) else {
-        return 0.0;
-    };
-    let share = if generation == 0 {
-        1.0
-    } else {
-        (generating as f64 / generation as f64).min(1.0)
-    };
-    let output = f64::from(req.output_tokens) * share;
-    scenario.price_of_tokens(a.provider, f64::from(req.input_tokens), output)
 }
 
 #[cfg(test)]
