@@ -630,17 +630,11 @@ impl<S: Strategy> Engine<'_, S> {
         };
         self.wakes = self.wakes.wrapping_add(1);
         rs.wake_gen = self.wakes;
-        let others: Vec<u32> = rs.live[..rs.n_live]
-            .iter()
-            .copied()
-            .filter(|&x| x != att)
-            .collect();
-        if others.is_empty() {
-            return;
-        }
+        // A copy of the live list (a small array): no allocation per first token.
+        let (live, n_live) = (rs.live, rs.n_live);
         rs.live[0] = att;
         rs.n_live = 1;
-        for other in others {
+        for &other in live[..n_live].iter().filter(|&&x| x != att) {
             let_go(
                 &mut self.atts,
                 &mut self.strategy,
