@@ -30,6 +30,7 @@ fn targets() -> Vec<Target> {
             host::check_canonical_request(b)
         }),
         ("retry-after", "retry-after", retry_after),
+        ("binary-meta", "meta", host::check_meta),
         ("gateway-config", "gateway-config", |b| {
             if let Ok(text) = std::str::from_utf8(b) {
                 config::check_gateway_config(text);

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use stilts_plugin::canonical::ChatRequest;
+use stilts_plugin::meta;
 use stilts_plugin::sse::{SseEvent, SseFramer, frame_all};
 use stilts_plugin::types::http::{self, MAX_RETRY_AFTER_MS};
 
@@ -139,4 +140,50 @@ pub fn check_retry_after(headers: &[(String, String)]) {
         from_ms == Some(ms as f64) || from_secs == Some(ms),
         "{headers:?} gave {ms} ms, from neither header"
     );
+}
+
+/// The binary metadata decoders of ABI 1.2 (`stilts_plugin::meta`) on `bytes`, read as each of
+/// the three metas: never a panic, and what one accepts, encoded again, reads back the same.
+pub fn check_meta(bytes: &[u8]) {
+    let inner = |out: Vec<u8>| {
+        let parts = stilts_plugin::abi::frames::split(&out).unwrap();
+        assert_eq!(parts.len(), 1, "a meta is one frame");
+        parts[0].to_vec()
+    };
+    if let Ok(head) = meta::decode_request_head(bytes) {
+        let mut out = Vec::new();
+        meta::push_request_head(&mut out, &head.method, &head.url, &head.headers).unwrap();
+        let again = meta::decode_request_head(&inner(out)).unwrap();
+        assert_eq!(
+            (again.method, again.url, again.headers),
+            (head.method, head.url, head.headers),
+            "a request head changed when encoded again"
+        );
+    }
+    if let Ok(m) = meta::decode_response_meta(bytes) {
+        let mut out = Vec::new();
+        meta::push_response_meta(
+            &mut out,
+            m.usage.as_ref(),
+            m.model.as_deref(),
+            m.finish_reason,
+        )
+        .unwrap();
+        let again = meta::decode_response_meta(&inner(out)).unwrap();
+        assert_eq!(
+            (again.usage, again.model, again.finish_reason),
+            (m.usage, m.model, m.finish_reason),
+            "a response meta changed when encoded again"
+        );
+    }
+    if let Ok(m) = meta::decode_step_meta(bytes) {
+        let mut out = Vec::new();
+        meta::push_step_meta(&mut out, m.usage.as_ref(), m.done.as_ref()).unwrap();
+        let again = meta::decode_step_meta(&inner(out)).unwrap();
+        assert_eq!(
+            (again.usage, again.done),
+            (m.usage, m.done),
+            "a step meta changed when encoded again"
+        );
+    }
 }

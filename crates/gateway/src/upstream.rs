@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stilts_core::{AttemptTimer, ErrorClass, Expiry, Usage};
+use stilts_plugin::abi::frames;
 use stilts_plugin::host::{CallError, Plugin, StreamState};
 use stilts_plugin::sse::SseFramer;
 use stilts_plugin::types::{ErrorInfo, StreamEnd};
@@ -288,13 +289,14 @@ impl Deployment {
             }
             return Ok(response);
         }
-        let headers = header_pairs(&response);
+        let headers = header_frames(&response);
         let body = read_body(response, timer, clock)
             .await
             .map_err(|f| self.failure(f))?;
         timer.on_end(clock.now());
         let info = timed(local, || {
-            self.plugin.classify_error(status.as_u16(), &headers, &body)
+            self.plugin
+                .classify_error_framed(status.as_u16(), &headers, &body)
         })
         .unwrap_or_else(|e| {
             ErrorInfo::new(
@@ -316,16 +318,16 @@ impl Deployment {
     ) -> Result<Answer, Failure> {
         let response = self.send_op(op, body, timer, clock, local).await?;
         let status = response.status().as_u16();
-        let headers = timed(local, || header_pairs(&response));
+        let headers = timed(local, || header_frames(&response));
         let bytes = read_body(response, timer, clock)
             .await
             .map_err(|f| self.failure(f))?;
         timer.on_end(clock.now());
         match timed(local, || match op {
-            Operation::Chat => self.plugin.parse_response(status, &headers, &bytes),
+            Operation::Chat => self.plugin.parse_response_framed(status, &headers, &bytes),
             Operation::Embeddings => self
                 .plugin
-                .parse_embeddings_response(status, &headers, &bytes),
+                .parse_embeddings_response_framed(status, &headers, &bytes),
         }) {
             Ok(parsed) => Ok(Answer {
                 usage: usage_of(parsed.usage.as_ref()),
@@ -374,12 +376,26 @@ pub(crate) async fn until_expiry<F: Future>(
     }
 }
 
-fn header_pairs<B>(response: &http::Response<B>) -> Vec<(String, String)> {
-    response
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect()
+/// The response's headers as the plugin receives them, frames `[name, value…]`, written straight
+/// from hyper's map. A value that is not visible ASCII (`to_str` refuses it) is left out, as no
+/// plugin could read it as text.
+fn header_frames<B>(response: &http::Response<B>) -> Vec<u8> {
+    let headers = response.headers();
+    let mut out = Vec::with_capacity(headers.len() * 48);
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            let at = out.len();
+            // Only a part over 4 GiB is refused, which hyper's parser never lets through; the
+            // pair is then left out whole.
+            if frames::push(&mut out, name.as_str().as_bytes())
+                .and_then(|()| frames::push(&mut out, value.as_bytes()))
+                .is_none()
+            {
+                out.truncate(at);
+            }
+        }
+    }
+    out
 }
 
 /// Reads a whole body, telling `timer` of each chunk (a body may not stall either).

@@ -22,7 +22,8 @@
 //! * Every function may be called concurrently from several threads, except that one stream handle is used
 //!   by one thread at a time (handles are `Send`, not `Sync`).
 //! * Payloads are UTF-8 JSON (see [`crate::types`] and [`crate::canonical`]), packed into [`frames`] when a
-//!   call returns more than one part.
+//!   call returns more than one part. The first part of a multi-part answer, its metadata, is JSON
+//!   unless host and plugin agreed on the binary form of [`crate::meta`] (ABI 1.2, `meta_format`).
 #![allow(unsafe_code)] // reason: this module is the FFI boundary; each unsafe block carries a SAFETY comment.
 
 use std::ffi::c_void;
@@ -32,8 +33,14 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"STILTSPL");
 /// Incompatible-change counter. Part of the entry symbol's name.
 pub const ABI_MAJOR: u16 = 1;
 /// Compatible-change counter: bumped when fields are appended to [`PluginTableV1`]. 1: embeddings
-/// (`build_embeddings_request`, `parse_embeddings_response`).
-pub const ABI_MINOR: u16 = 1;
+/// (`build_embeddings_request`, `parse_embeddings_response`). 2: binary metadata (`meta_format`).
+pub const ABI_MINOR: u16 = 2;
+
+/// A metadata format (see [`PluginTableV1::meta_format`]): the first frame of a built request, a
+/// parsed response or a stream step as JSON, the only form before ABI 1.2.
+pub const META_JSON: u32 = 0;
+/// A metadata format: the binary frames of [`crate::meta`] (ABI 1.2).
+pub const META_BINARY: u32 = 1;
 /// The exported entry symbol, NUL-terminated, as passed to `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"stilts_plugin_entry_v1\0";
 /// The entry symbol's name without the trailing NUL, for messages.
@@ -204,7 +211,15 @@ pub struct PluginTableV1 {
         body: ByteSlice,
         out: *mut OwnedBytes,
     ) -> Status,
+    /// ABI 1.2. The host offers the newest metadata format it reads ([`META_BINARY`]) once, after
+    /// `describe` and before any other call; the plugin answers the format it will write from then
+    /// on, never newer than the one offered. Until then, and with a host that never calls it (one
+    /// built before 1.2), metadata is [`META_JSON`].
+    pub meta_format: unsafe extern "C" fn(offered: u32) -> u32,
 }
+
+/// The size of an ABI 1.1 table: a host reads `meta_format` only from a larger one.
+pub const TABLE_V1_1_SIZE: usize = std::mem::offset_of!(PluginTableV1, meta_format);
 
 /// The size of an ABI 1.0 table: the fields every ABI 1 plugin has. A host needs this much; it
 /// reads the fields appended by a later minor only when the table's `size` covers them.
@@ -226,17 +241,68 @@ pub mod frames {
         Some(())
     }
 
-    /// Splits `buf` into frames. `None` when a length runs past the end.
-    pub fn split(mut buf: &[u8]) -> Option<Vec<&[u8]>> {
-        let mut parts = Vec::new();
-        while !buf.is_empty() {
-            let (len_bytes, rest) = buf.split_at_checked(4)?;
-            let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
-            let (part, rest) = rest.split_at_checked(len)?;
-            parts.push(part);
-            buf = rest;
+    /// Appends one frame whose bytes `write` appends to `out` (its length is filled in after):
+    /// a frame built in place, without a buffer of its own. `None` when `write` fails or the
+    /// frame is longer than `u32::MAX` bytes (`out` is then left as it was).
+    pub fn push_with(
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> Option<()>,
+    ) -> Option<()> {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let written = write(out).and_then(|()| u32::try_from(out.len() - at - 4).ok());
+        match written {
+            Some(len) => {
+                out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                Some(())
+            }
+            None => {
+                out.truncate(at);
+                None
+            }
         }
-        Some(parts)
+    }
+
+    /// Splits `buf` into frames. `None` when a length runs past the end.
+    pub fn split(buf: &[u8]) -> Option<Vec<&[u8]>> {
+        Iter::new(buf).collect()
+    }
+
+    /// The frames of a buffer, one by one: `Some(part)`, or a last `None` when a length runs
+    /// past the end.
+    pub struct Iter<'a> {
+        rest: &'a [u8],
+    }
+
+    impl<'a> Iter<'a> {
+        /// The frames of `buf`.
+        pub fn new(buf: &'a [u8]) -> Self {
+            Iter { rest: buf }
+        }
+    }
+
+    impl<'a> Iterator for Iter<'a> {
+        type Item = Option<&'a [u8]>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let part = self.rest.split_at_checked(4).and_then(|(len, rest)| {
+                let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+                rest.split_at_checked(len)
+            });
+            match part {
+                Some((part, rest)) => {
+                    self.rest = rest;
+                    Some(Some(part))
+                }
+                None => {
+                    self.rest = &[];
+                    Some(None)
+                }
+            }
+        }
     }
 
     /// Encodes a header list as frames.

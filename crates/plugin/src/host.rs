@@ -227,12 +227,16 @@ struct Vtable {
         Option<unsafe extern "C" fn(ByteSlice, ByteSlice, *mut OwnedBytes) -> Status>,
     parse_embeddings_response:
         Option<unsafe extern "C" fn(u16, ByteSlice, ByteSlice, *mut OwnedBytes) -> Status>,
+    /// ABI 1.2; `None` for a plugin built before (its metadata is JSON).
+    meta_format: Option<unsafe extern "C" fn(u32) -> u32>,
 }
 
 struct Inner {
     path: PathBuf,
     vt: Vtable,
     info: PluginInfo,
+    /// The plugin writes its metadata frames in binary ([`crate::meta`]), as agreed at load.
+    binary_meta: bool,
     abi_minor: u16,
     faults: FaultCounters,
 }
@@ -297,6 +301,16 @@ impl Plugin {
     /// The ABI minor version of the plugin's table (from the header).
     pub fn abi_minor(&self) -> u16 {
         self.inner.abi_minor
+    }
+
+    /// The form of the plugin's metadata frames, agreed at load: [`abi::META_BINARY`] for a plugin
+    /// built for ABI 1.2 or later, [`abi::META_JSON`] before.
+    pub fn meta_format(&self) -> u32 {
+        if self.inner.binary_meta {
+            abi::META_BINARY
+        } else {
+            abi::META_JSON
+        }
     }
 
     /// How many calls into this plugin panicked so far (caught). A non-zero count means a broken plugin.

@@ -7,6 +7,7 @@
 //! * [`abi`]: the `#[repr(C)]` table, status codes and byte buffers that cross the `dlopen` boundary, and
 //!   the rules for changing them (magic, ABI major/minor, append-only fields).
 //! * [`canonical`]: serde types for the canonical format, shared by every plugin.
+//! * [`meta`]: the binary form of the metadata frame that starts a plugin's multi-part answers.
 //! * [`types`]: deployment config, upstream HTTP request, error classes, plugin description, stream steps.
 //! * [`sdk`]: for plugin authors: the [`sdk::Translator`] trait and the [`export_plugin!`] macro.
 //! * [`host`]: for the host: [`host::Plugin::load`] and the safe call wrappers.
@@ -20,6 +21,7 @@
 pub mod abi;
 pub mod canonical;
 pub mod host;
+pub mod meta;
 pub mod sdk;
 pub mod sse;
 pub mod testing;

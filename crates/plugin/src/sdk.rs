@@ -268,10 +268,12 @@ macro_rules! export_plugin {
 pub mod __ffi {
     use std::ffi::c_void;
     use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::{HttpRequest, ParsedResponse, PluginError, StreamSlot, Translator};
     use crate::abi::{self, ByteSlice, OwnedBytes, PluginTableV1, Status, frames};
     use crate::canonical::ChatRequest;
+    use crate::meta;
     use crate::types::{
         DeploymentConfig, PluginInfo, RequestHead, ResponseMeta, StepMeta, StreamEnd, StreamStep,
     };
@@ -302,6 +304,26 @@ pub mod __ffi {
             stream_free: stream_free::<T>,
             build_embeddings_request: build_embeddings_request::<T>,
             parse_embeddings_response: parse_embeddings_response::<T>,
+            meta_format,
+        }
+    }
+
+    /// Whether the host asked for binary metadata (ABI 1.2, [`meta_format`]). One per plugin
+    /// library: every host in a process is the same build.
+    static BINARY_META: AtomicBool = AtomicBool::new(false);
+
+    fn binary_meta() -> bool {
+        BINARY_META.load(Ordering::Relaxed)
+    }
+
+    /// See [`PluginTableV1::meta_format`].
+    pub unsafe extern "C" fn meta_format(offered: u32) -> u32 {
+        let binary = offered >= abi::META_BINARY;
+        BINARY_META.store(binary, Ordering::Relaxed);
+        if binary {
+            abi::META_BINARY
+        } else {
+            abi::META_JSON
         }
     }
 
@@ -367,7 +389,33 @@ pub mod __ffi {
         (Status::OK, out)
     }
 
+    /// Frames `[meta, body…]`, the meta in binary and written in place by `meta`.
+    fn binary_frames(
+        meta: impl FnOnce(&mut Vec<u8>) -> Option<()>,
+        meta_len: usize,
+        parts: &[Vec<u8>],
+    ) -> Outcome {
+        let mut out =
+            Vec::with_capacity(meta_len + parts.iter().map(|p| p.len() + 4).sum::<usize>());
+        if meta(&mut out).is_none() {
+            return (Status::INTERNAL, b"cannot encode the meta".to_vec());
+        }
+        for p in parts {
+            if frames::push(&mut out, p).is_none() {
+                return (Status::INTERNAL, b"output part larger than 4 GiB".to_vec());
+            }
+        }
+        (Status::OK, out)
+    }
+
     fn encode_step(step: &StreamStep) -> Outcome {
+        if binary_meta() {
+            return binary_frames(
+                |out| meta::push_step_meta(out, step.usage.as_ref(), step.done.as_ref()),
+                64,
+                &step.chunks,
+            );
+        }
         let meta = StepMeta {
             usage: step.usage.clone(),
             done: step.done.clone(),
@@ -454,9 +502,20 @@ pub mod __ffi {
         }
     }
 
-    /// A built request as frames `[request meta JSON, body]`, or the plugin's error.
+    /// A built request as frames `[request meta, body]`, or the plugin's error.
     fn request_outcome(built: Result<HttpRequest, PluginError>) -> Outcome {
         match built {
+            Ok(http) if binary_meta() => binary_frames(
+                |out| meta::push_request_head(out, &http.method, &http.url, &http.headers),
+                http.url.len()
+                    + http
+                        .headers
+                        .iter()
+                        .map(|(n, v)| n.len() + v.len() + 8)
+                        .sum::<usize>()
+                    + 16,
+                std::slice::from_ref(&http.body),
+            ),
             Ok(http) => with_meta(
                 &RequestHead {
                     method: http.method,
@@ -469,9 +528,21 @@ pub mod __ffi {
         }
     }
 
-    /// A parsed response as frames `[response meta JSON, body]`, or the plugin's error.
+    /// A parsed response as frames `[response meta, body]`, or the plugin's error.
     fn parsed_outcome(parsed: Result<ParsedResponse, PluginError>) -> Outcome {
         match parsed {
+            Ok(p) if binary_meta() => binary_frames(
+                |out| {
+                    meta::push_response_meta(
+                        out,
+                        p.usage.as_ref(),
+                        p.model.as_deref(),
+                        p.finish_reason,
+                    )
+                },
+                64 + p.model.as_ref().map_or(0, String::len),
+                std::slice::from_ref(&p.body),
+            ),
             Ok(p) => with_meta(
                 &ResponseMeta {
                     usage: p.usage,

@@ -7,6 +7,8 @@
 //! * the canonical request deserializer (`fuzz_canonical_request`): what it accepts round-trips,
 //!   and reads the same from bytes and from a JSON tree;
 //! * the retry hints of response headers (`fuzz_retry_after`): bounded, and taken from one header;
+//! * the binary metadata decoders of ABI 1.2 (`fuzz_binary_meta`): what they accept, encoded
+//!   again, reads back the same;
 //! * the three workspace plugins loaded from their shared libraries (`fuzz_loaded_plugins`):
 //!   arbitrary buffers through the real C ABI into every entry point, where every answer is a
 //!   result or a clear refusal, never a panic or a broken contract, and an error about the
@@ -138,6 +140,11 @@ proptest! {
             .prop_flat_map(|v: Input| headers_with(String::from_utf8_lossy(&v).into_owned())),
     ) {
         host::check_retry_after(&headers);
+    }
+
+    #[test]
+    fn fuzz_binary_meta(bytes in inputs(corpus("meta"), &["\x01", "\x06", "\x00\x00\x00\x00", "\x18\x00\x00\x00\x01"], Structure::Bytes)) {
+        host::check_meta(&bytes);
     }
 
     #[test]

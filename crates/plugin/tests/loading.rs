@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
+use stilts_plugin::abi;
 use stilts_plugin::host::{CallError, LoadError, Plugin};
 use stilts_plugin::sse::SseFramer;
 use stilts_plugin::{ApiKey, DeploymentConfig, ErrorClass, StreamEnd};
@@ -460,6 +461,38 @@ fn a_plugin_built_for_abi_1_0_loads_without_embeddings() {
     );
     // Its chat functions work as before.
     assert!(plugin.classify_error(500, &[], b"").is_ok());
+}
+
+#[test]
+fn a_plugin_built_for_abi_1_1_keeps_json_metadata_and_answers_as_a_binary_one() {
+    let (_, old) = load_copy(&bad_plugin("abi-1-1", &[]), "abi-1-1");
+    let old = old.expect("an ABI 1.1 table is accepted by a 1.2 host");
+    let (_, new) = load_copy(&bad_plugin("", &[]), "abi-1-2");
+    let new = new.unwrap();
+    assert_eq!((old.abi_minor(), new.abi_minor()), (1, 2));
+    assert_eq!(old.meta_format(), abi::META_JSON, "never asked: JSON");
+    assert_eq!(new.meta_format(), abi::META_BINARY, "agreed at load");
+    // The same answers through either form: the request head (method, url, headers with the
+    // key and extra headers in order), and each kind of stream end.
+    let mut c = cfg();
+    c.extra_headers = vec![
+        ("x-one".into(), "1".into()),
+        ("x-empty".into(), String::new()),
+    ];
+    let [from_old, from_new] = [&old, &new].map(|p| {
+        p.build_request(br#"{"messages":[{"role":"user","content":"hi"}]}"#, &c)
+            .unwrap()
+    });
+    assert_eq!(from_old, from_new);
+    assert_eq!(from_new.headers.len(), 3);
+    for data in [&b"end"[..], b"other"] {
+        let [a, b] = [&old, &new].map(|p| {
+            let mut st = p.stream_open().unwrap();
+            p.stream_event(&mut st, None, data).unwrap()
+        });
+        assert_eq!(a, b);
+        assert!(b.done.is_some());
+    }
 }
 
 #[test]

@@ -59,8 +59,12 @@ impl Plugin {
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
             return Err(self.contract(format!("{what} must return 2 frames")));
         };
-        let meta: RequestHead = serde_json::from_slice(parts[0])
-            .map_err(|e| self.contract(format!("invalid request meta: {e}")))?;
+        let meta: RequestHead = if self.inner.binary_meta {
+            crate::meta::decode_request_head(parts[0])
+        } else {
+            serde_json::from_slice(parts[0]).map_err(|e| e.to_string())
+        }
+        .map_err(|e| self.contract(format!("invalid request meta: {e}")))?;
         Ok(HttpRequest {
             method: meta.method,
             url: meta.url,
@@ -81,8 +85,12 @@ impl Plugin {
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
             return Err(self.contract(format!("{what} must return 2 frames")));
         };
-        let meta: ResponseMeta = serde_json::from_slice(parts[0])
-            .map_err(|e| self.contract(format!("invalid response meta: {e}")))?;
+        let meta: ResponseMeta = if self.inner.binary_meta {
+            crate::meta::decode_response_meta(parts[0])
+        } else {
+            serde_json::from_slice(parts[0]).map_err(|e| e.to_string())
+        }
+        .map_err(|e| self.contract(format!("invalid response meta: {e}")))?;
         if std::str::from_utf8(parts[1]).is_err() {
             return Err(self.contract(format!("{what} returned a body that is not UTF-8")));
         }
@@ -145,6 +153,17 @@ impl Plugin {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<ParsedResponse, CallError> {
+        self.parse_embeddings_response_framed(status, &encode_headers(headers)?, body)
+    }
+
+    /// [`Plugin::parse_embeddings_response`] with the headers already encoded as frames (see
+    /// [`Plugin::parse_response_framed`]).
+    pub fn parse_embeddings_response_framed(
+        &self,
+        status: u16,
+        headers: &[u8],
+        body: &[u8],
+    ) -> Result<ParsedResponse, CallError> {
         let Some(parse) = self
             .inner
             .vt
@@ -153,14 +172,13 @@ impl Plugin {
         else {
             return Err(self.no_embeddings());
         };
-        let headers = encode_headers(headers)?;
         let mut out = OwnedBytes::EMPTY;
         let began = std::time::Instant::now();
         // SAFETY: as in parse_response; the pointer came from a table whose size covers it.
         let st = unsafe {
             parse(
                 status,
-                ByteSlice::new(&headers),
+                ByteSlice::new(headers),
                 ByteSlice::new(body),
                 &mut out,
             )
@@ -179,14 +197,25 @@ impl Plugin {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<ParsedResponse, CallError> {
-        let headers = encode_headers(headers)?;
+        self.parse_response_framed(status, &encode_headers(headers)?, body)
+    }
+
+    /// [`Plugin::parse_response`] with the headers already encoded as frames `[name, value…]`
+    /// ([`frames::push`] each, straight from the HTTP client's own header map: no list of
+    /// owned strings in between).
+    pub fn parse_response_framed(
+        &self,
+        status: u16,
+        headers: &[u8],
+        body: &[u8],
+    ) -> Result<ParsedResponse, CallError> {
         let mut out = OwnedBytes::EMPTY;
         let began = std::time::Instant::now();
         // SAFETY: as in build_request_with_config_json.
         let st = unsafe {
             (self.inner.vt.parse_response)(
                 status,
-                ByteSlice::new(&headers),
+                ByteSlice::new(headers),
                 ByteSlice::new(body),
                 &mut out,
             )
@@ -201,14 +230,24 @@ impl Plugin {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<ErrorInfo, CallError> {
-        let headers = encode_headers(headers)?;
+        self.classify_error_framed(status, &encode_headers(headers)?, body)
+    }
+
+    /// [`Plugin::classify_error`] with the headers already encoded as frames (see
+    /// [`Plugin::parse_response_framed`]).
+    pub fn classify_error_framed(
+        &self,
+        status: u16,
+        headers: &[u8],
+        body: &[u8],
+    ) -> Result<ErrorInfo, CallError> {
         let mut out = OwnedBytes::EMPTY;
         let began = std::time::Instant::now();
         // SAFETY: as in build_request_with_config_json.
         let st = unsafe {
             (self.inner.vt.classify_error)(
                 status,
-                ByteSlice::new(&headers),
+                ByteSlice::new(headers),
                 ByteSlice::new(body),
                 &mut out,
             )
@@ -267,8 +306,12 @@ impl Plugin {
         let Some(parts) = frames::split(out.bytes()).filter(|p| !p.is_empty()) else {
             return Err(self.contract("stream_event must return at least 1 frame".to_owned()));
         };
-        let meta: StepMeta = serde_json::from_slice(parts[0])
-            .map_err(|e| self.contract(format!("invalid step meta: {e}")))?;
+        let meta: StepMeta = if self.inner.binary_meta {
+            crate::meta::decode_step_meta(parts[0])
+        } else {
+            serde_json::from_slice(parts[0]).map_err(|e| e.to_string())
+        }
+        .map_err(|e| self.contract(format!("invalid step meta: {e}")))?;
         if parts[1..].iter().any(|c| std::str::from_utf8(c).is_err()) {
             return Err(self.contract("stream_event returned a chunk that is not UTF-8".to_owned()));
         }

@@ -121,7 +121,8 @@ impl Plugin {
         // to the whole struct, which may be larger than the plugin's table): a field appended by a
         // later minor is read only when the declared size covers it.
         let vt = unsafe {
-            let covers = size as usize >= std::mem::size_of::<PluginTableV1>();
+            let covers = size as usize >= abi::TABLE_V1_1_SIZE;
+            let covers_1_2 = size as usize >= std::mem::size_of::<PluginTableV1>();
             Vtable {
                 free_bytes: std::ptr::addr_of!((*table).free_bytes).read(),
                 build_request: std::ptr::addr_of!((*table).build_request).read(),
@@ -135,6 +136,7 @@ impl Plugin {
                     .then(|| std::ptr::addr_of!((*table).build_embeddings_request).read()),
                 parse_embeddings_response: covers
                     .then(|| std::ptr::addr_of!((*table).parse_embeddings_response).read()),
+                meta_format: covers_1_2.then(|| std::ptr::addr_of!((*table).meta_format).read()),
             }
         };
         // SAFETY: a 1.0 field of a table whose size covers it (checked above).
@@ -171,11 +173,28 @@ impl Plugin {
         if !info.panic_unwind {
             return Err(LoadError::PanicAbort { path });
         }
+        let binary_meta = match vt.meta_format {
+            // SAFETY: a 1.2 field of a table whose size covers it (checked above); it takes and
+            // returns plain integers.
+            Some(meta_format) => match unsafe { meta_format(abi::META_BINARY) } {
+                abi::META_JSON => false,
+                abi::META_BINARY => true,
+                other => {
+                    let reason = format!(
+                        "meta_format answered format {other}, newer than the {} it was offered",
+                        abi::META_BINARY
+                    );
+                    return Err(LoadError::InvalidDescription { path, reason });
+                }
+            },
+            None => false,
+        };
         Ok(Plugin {
             inner: Arc::new(Inner {
                 path,
                 vt,
                 info,
+                binary_meta,
                 abi_minor: minor,
                 faults: FaultCounters::default(),
             }),
