@@ -39,6 +39,12 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
         plugin.abi_minor(),
         info.sdk_version
     );
+    let metadata = if plugin.meta_format() == stilts_plugin::abi::META_BINARY {
+        "binary (ABI 1.2)"
+    } else {
+        "JSON (a plugin built before ABI 1.2)"
+    };
+    println!("metadata:     {metadata}");
     let caps = &info.capabilities;
     println!("streaming:    {}", yes_no(caps.streaming));
     println!("prefill:      {}", yes_no(caps.prefill_continuation));

@@ -88,6 +88,7 @@ fn plugin_check_loads_the_openai_plugin_and_passes_its_self_test() {
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("openai"), "{stdout}");
+    assert!(stdout.contains("metadata:     binary"), "{stdout}");
 }
 
 /// The simulator reads a gateway config's route the way the gateway does: the route's deployments
