@@ -380,9 +380,14 @@ pub mod __ffi {
     }
 
     fn frames_of(parts: &[&[u8]]) -> Outcome {
-        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+        let out = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+        pushed(out, parts)
+    }
+
+    /// `out` with each of `parts` appended as a frame.
+    fn pushed<P: AsRef<[u8]>>(mut out: Vec<u8>, parts: &[P]) -> Outcome {
         for p in parts {
-            if frames::push(&mut out, p).is_none() {
+            if frames::push(&mut out, p.as_ref()).is_none() {
                 return (Status::INTERNAL, b"output part larger than 4 GiB".to_vec());
             }
         }
@@ -400,12 +405,7 @@ pub mod __ffi {
         if meta(&mut out).is_none() {
             return (Status::INTERNAL, b"cannot encode the meta".to_vec());
         }
-        for p in parts {
-            if frames::push(&mut out, p).is_none() {
-                return (Status::INTERNAL, b"output part larger than 4 GiB".to_vec());
-            }
-        }
-        (Status::OK, out)
+        pushed(out, parts)
     }
 
     fn encode_step(step: &StreamStep) -> Outcome {

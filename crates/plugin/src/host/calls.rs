@@ -59,18 +59,30 @@ impl Plugin {
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
             return Err(self.contract(format!("{what} must return 2 frames")));
         };
-        let meta: RequestHead = if self.inner.binary_meta {
-            crate::meta::decode_request_head(parts[0])
-        } else {
-            serde_json::from_slice(parts[0]).map_err(|e| e.to_string())
-        }
-        .map_err(|e| self.contract(format!("invalid request meta: {e}")))?;
+        let meta: RequestHead =
+            self.meta(parts[0], crate::meta::decode_request_head, "request meta")?;
         Ok(HttpRequest {
             method: meta.method,
             url: meta.url,
             headers: meta.headers,
             body: parts[1].to_vec(),
         })
+    }
+
+    /// A metadata frame in the form agreed at load: `binary` decodes the binary form, JSON is
+    /// read by serde. An unreadable frame is a contract fault.
+    fn meta<M: serde::de::DeserializeOwned>(
+        &self,
+        frame: &[u8],
+        binary: fn(&[u8]) -> Result<M, String>,
+        what: &str,
+    ) -> Result<M, CallError> {
+        if self.inner.binary_meta {
+            binary(frame)
+        } else {
+            serde_json::from_slice(frame).map_err(|e| e.to_string())
+        }
+        .map_err(|e| self.contract(format!("invalid {what}: {e}")))
     }
 
     /// The response a parse function returned: frames `[response meta JSON, body]`.
@@ -85,12 +97,8 @@ impl Plugin {
         let Some(parts) = frames::split(out.bytes()).filter(|p| p.len() == 2) else {
             return Err(self.contract(format!("{what} must return 2 frames")));
         };
-        let meta: ResponseMeta = if self.inner.binary_meta {
-            crate::meta::decode_response_meta(parts[0])
-        } else {
-            serde_json::from_slice(parts[0]).map_err(|e| e.to_string())
-        }
-        .map_err(|e| self.contract(format!("invalid response meta: {e}")))?;
+        let meta: ResponseMeta =
+            self.meta(parts[0], crate::meta::decode_response_meta, "response meta")?;
         if std::str::from_utf8(parts[1]).is_err() {
             return Err(self.contract(format!("{what} returned a body that is not UTF-8")));
         }
@@ -306,12 +314,7 @@ impl Plugin {
         let Some(parts) = frames::split(out.bytes()).filter(|p| !p.is_empty()) else {
             return Err(self.contract("stream_event must return at least 1 frame".to_owned()));
         };
-        let meta: StepMeta = if self.inner.binary_meta {
-            crate::meta::decode_step_meta(parts[0])
-        } else {
-            serde_json::from_slice(parts[0]).map_err(|e| e.to_string())
-        }
-        .map_err(|e| self.contract(format!("invalid step meta: {e}")))?;
+        let meta: StepMeta = self.meta(parts[0], crate::meta::decode_step_meta, "step meta")?;
         if parts[1..].iter().any(|c| std::str::from_utf8(c).is_err()) {
             return Err(self.contract("stream_event returned a chunk that is not UTF-8".to_owned()));
         }
