@@ -406,6 +406,7 @@ impl Router {
             output_tokens: meta.output_tokens,
             stream: meta.stream,
             tried: ProviderSet::EMPTY,
+            retried: ProviderSet::EMPTY,
             silent: ProviderSet::EMPTY,
             rate_limited: ProviderSet::EMPTY,
             waited_out: ProviderSet::EMPTY,
@@ -442,6 +443,7 @@ impl Router {
         };
         if call.generation.wrapping_add(1) == self.generation {
             call.tried = remap(call.tried);
+            call.retried = remap(call.retried);
             call.silent = remap(call.silent);
             call.rate_limited = remap(call.rate_limited);
             call.waited_out = remap(call.waited_out);
@@ -461,6 +463,7 @@ impl Router {
         } else {
             // Several reloads ago: forget the details, but never prefer a provider it already tried.
             call.tried = self.all;
+            call.retried = ProviderSet::EMPTY;
             call.silent = ProviderSet::EMPTY;
             call.rate_limited = ProviderSet::EMPTY;
             call.waited_out = ProviderSet::EMPTY;

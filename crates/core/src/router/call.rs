@@ -192,6 +192,8 @@ pub struct Call {
     pub(super) output_tokens: u32,
     pub(super) stream: bool,
     pub(super) tried: ProviderSet,
+    /// Providers this call sent more than one attempt to.
+    pub(super) retried: ProviderSet,
     pub(super) silent: ProviderSet,
     pub(super) rate_limited: ProviderSet,
     /// Rate-limited providers this call already waited for once.

@@ -120,10 +120,16 @@ impl Router {
                 .iter()
                 .filter(|p| self.health[p.index()].breaker.mostly_answers(now))
                 .collect();
+            // Among those, to one the call tried only once: a provider whose window says it
+            // answers but that failed this call twice (its quick retry too) is failing now (a
+            // flap's onset), and the other's single failure is more likely isolated. Where the
+            // windows say the providers fail most calls, a second failure is what they said:
+            // the call's own count tells nothing new, and preference decides.
             let candidates = if answering.is_empty() {
                 candidates
             } else {
-                answering
+                let once = answering.minus(call.retried);
+                if once.is_empty() { answering } else { once }
             };
             if candidates.is_empty() {
                 return self.nothing_available(call, &blocked, now);
@@ -648,6 +654,9 @@ impl Router {
         stats.free_failovers += u64::from(free_failover && call.attempts > 0);
         // Past its breaker: only panic routing sends there.
         stats.panic_sends += u64::from(admitted.is_none());
+        if call.tried.contains(p) {
+            call.retried.insert(p);
+        }
         call.tried.insert(p);
         call.attempts += 1;
         call.in_flight += 1;
