@@ -36,6 +36,10 @@ const SLOW: usize = 2;
 /// of the retry budget (see `Router::send`).
 const HEALTHY_FAILURE_RATIO: f64 = 0.1;
 
+/// Calls in the breaker's window below which `Breaker::fails_most` does not judge a provider that
+/// did not recover lately by its failure share.
+const JUDGED_CALLS: u64 = 3;
+
 /// A streak of failures whose chance at the provider's background failure rate is below this
 /// trips the breaker (see `Breaker::streak_to_trip`).
 const STREAK_CHANCE: f64 = 1e-6;
@@ -169,6 +173,25 @@ impl Breaker {
     /// the breaker's window failed. A retry there is then more likely than not to succeed.
     pub(crate) fn mostly_answers(&mut self, now: Instant) -> bool {
         self.closed_with_failures_at_most(now, 0.5)
+    }
+
+    /// Whether the provider is known to fail most of its calls: its breaker is not closed, or more
+    /// than half the calls in its window failed. Not the opposite of `mostly_answers`: with fewer
+    /// than `JUDGED_CALLS` calls in a window that saw no recovery (a lower tier that gets traffic
+    /// only on failovers), one failure says little either way. A breaker that closed within the
+    /// window has a short window because it was open: its failures count.
+    pub(crate) fn fails_most(&mut self, now: Instant) -> bool {
+        if self.state(now) != BreakerState::Closed {
+            return true;
+        }
+        let totals = self.window.totals(now);
+        let recovered_lately = self.recovered_at.is_some_and(|at| {
+            now.as_nanos().saturating_sub(at.as_nanos()) < self.window.span_nanos()
+        });
+        if totals[CALLS] < JUDGED_CALLS && !recovered_lately {
+            return false;
+        }
+        totals[FAILURES] as f64 > 0.5 * totals[CALLS] as f64
     }
 
     /// Calls that succeeded in the breaker's window.
@@ -509,6 +532,45 @@ mod tests {
         assert_eq!(b.state(at(4)), BreakerState::Open { until: at(5_004) });
         assert_eq!(b.admits(at(5_003), &s), None);
         assert_eq!(b.admits(at(5_004), &s), Some(Some(1)));
+    }
+
+    #[test]
+    fn failing_most_needs_a_few_calls_to_judge_unless_the_breaker_recovered_lately() {
+        let s = settings(|_| {});
+        let mut rng = RouterRng::seed_from_u64(0);
+        let mut b = Breaker::new(&s);
+        b.on_failure(at(0), FAST, None, &s, &mut rng);
+        assert!(!b.fails_most(at(0)), "one failure of one call says little");
+        assert!(
+            !b.mostly_answers(at(0)),
+            "nor does it vouch for the provider"
+        );
+        b.on_failure(at(1), FAST, None, &s, &mut rng);
+        assert!(!b.fails_most(at(1)));
+        b.on_success(at(2), FAST, None, &s, &mut rng);
+        assert!(b.fails_most(at(2)), "two failures of three calls");
+        b.on_success(at(3), FAST, None, &s, &mut rng);
+        assert!(!b.fails_most(at(3)));
+        assert!(b.mostly_answers(at(3)), "half failed");
+        // Open, then closed by its probe: the window restarts, and one failure after the
+        // recovery counts.
+        for i in 4..9 {
+            b.on_failure(at(i), FAST, None, &s, &mut rng);
+        }
+        assert!(b.fails_most(at(9)), "open");
+        let probe_at = at(60_000);
+        for _ in 0..s.half_open_probes {
+            let probe = b.admits(probe_at, &s).flatten();
+            assert!(probe.is_some(), "half-open");
+            b.on_send(probe);
+            b.on_success(probe_at, FAST, probe, &s, &mut rng);
+        }
+        assert_eq!(b.state(probe_at), BreakerState::Closed);
+        b.on_failure(probe_at, FAST, None, &s, &mut rng);
+        assert!(
+            b.fails_most(probe_at),
+            "recovered lately: its one failure counts"
+        );
     }
 
     #[test]

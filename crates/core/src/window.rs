@@ -36,6 +36,11 @@ impl<const K: usize> SlidingWindow<K> {
         }
     }
 
+    /// The span of time the window covers.
+    pub(crate) fn span_nanos(&self) -> u64 {
+        self.bucket_nanos.saturating_mul(self.buckets.len() as u64)
+    }
+
     fn advance(&mut self, now: Instant) {
         if now.as_nanos() < self.head_end_nanos {
             return;

@@ -479,6 +479,16 @@ fn a_retry_goes_to_the_provider_that_failed_the_call_fewer_times() {
     });
     assert_eq!(t.sent, ["a", "a", "b", "b"]);
     assert_eq!(t.end.as_deref(), Ok("b"));
+    // The same with b cold (no call of its own lately): its single failure says little of it.
+    let mut r = router(&["a", "b"], priority);
+    let now = warm(&mut r);
+    let t = run_call(&mut r, now, |p, n| match (p, n) {
+        ("a", _) => fail(ErrorClass::Server),
+        ("b", 3) => fail(ErrorClass::Server),
+        _ => ok(10),
+    });
+    assert_eq!(t.sent, ["a", "a", "b", "b"]);
+    assert_eq!(t.end.as_deref(), Ok("b"));
 }
 
 #[test]

@@ -114,14 +114,14 @@ impl Router {
             let tried = available.and(call.tried);
             let loud = tried.minus(call.silent);
             let candidates = if loud.is_empty() { tried } else { loud };
-            // A retry goes to a provider that still answers most of its calls when there is one:
+            // A retry goes to a provider not known to fail most of its calls when there is one:
             // the one failing most of its calls most likely fails the retry too.
             let answering: ProviderSet = candidates
                 .iter()
-                .filter(|p| self.health[p.index()].breaker.mostly_answers(now))
+                .filter(|p| !self.health[p.index()].breaker.fails_most(now))
                 .collect();
-            // Among those, to one the call tried only once: a provider whose window says it
-            // answers but that failed this call twice (its quick retry too) is failing now (a
+            // Among those, to one the call tried only once: a provider that failed this call
+            // twice (its quick retry too) though its window says it answers is failing now (a
             // flap's onset), and the other's single failure is more likely isolated. Where the
             // windows say the providers fail most calls, a second failure is what they said:
             // the call's own count tells nothing new, and preference decides.
