@@ -25,8 +25,18 @@ symbols() { # name, address and size of every function symbol in $1
     nm --defined-only -S "$1" | awk 'NF == 4 && ($3 == "t" || $3 == "T") {print $4, $1, $2}'
 }
 
+RUSTC_VERSION="$(rustc --version)"
+
 if [ "${1:-}" = --check ]; then
     [ -x "$BIN" ] || { echo "hot-code: no $BIN: build it with cargo build --release" >&2; exit 1; }
+    # The linker's names carry a hash of the compiler's version: a list made with another rustc
+    # names nothing in this build. That is worth a regeneration, not a failed check.
+    made_with="$(sed -n 's/^# made with //p' "$LIST")"
+    if [ "$made_with" != "$RUSTC_VERSION" ]; then
+        echo "hot-code: $LIST was made with ${made_with:-an unknown rustc}, this is $RUSTC_VERSION:" \
+            "the layout does not apply; regenerate it with scripts/hot-code.sh" >&2
+        exit 0
+    fi
     symbols "$BIN" | python3 -c '
 import sys
 listed = [l.strip() for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")]
@@ -53,9 +63,9 @@ echo "== profiling 2,000 requests (scripts/bench-gateway.sh, CALLGRIND mode)"
 CALLGRIND=2000 CALLGRIND_OUT="$WORK/callgrind.out" SATURATE=0 scripts/bench-gateway.sh >"$WORK/bench.log" 2>&1 \
     || { tail -20 "$WORK/bench.log" >&2; exit 1; }
 symbols "$BIN" >"$WORK/symbols"
-python3 - "$WORK/callgrind.out" 2000 "$WORK/symbols" "$LIST" <<'PY'
+python3 - "$WORK/callgrind.out" 2000 "$WORK/symbols" "$LIST" "$RUSTC_VERSION" <<'PY'
 import bisect, collections, importlib.util, os, sys
-profile, requests, symbols, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+profile, requests, symbols, out, rustc = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 spec = importlib.util.spec_from_file_location("footprint", os.path.join("scripts", "code-footprint.py"))
 footprint = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(footprint)
@@ -76,6 +86,7 @@ hot = [name for name, count in heat.most_common() if count >= requests]
 with open(out, "w") as f:
     f.write("# Written by scripts/hot-code.sh: the functions of the stilts binary that a plain request\n")
     f.write("# through the gateway runs, hottest first (crates/cli/build.rs). Do not edit by hand.\n")
+    f.write(f"# made with {rustc}\n")
     f.write("\n".join(hot) + "\n")
 print(f"hot-code: {len(hot)} functions, {sum(heat[n] for n in hot) / requests:.0f} instructions per request, written to {out}")
 PY
