@@ -464,31 +464,28 @@ fn a_loud_error_on_the_preferred_provider_gets_one_quick_retry_before_a_lower_ti
 /// back to the preferred one that failed it twice, though both still answer most of their calls.
 #[test]
 fn a_retry_goes_to_the_provider_that_failed_the_call_fewer_times() {
+    let flap_onset = |r: &mut stilts_core::Router, now| {
+        let t = run_call(r, now, |p, n| match (p, n) {
+            ("a", _) => fail(ErrorClass::Server),
+            ("b", 3) => fail(ErrorClass::Server),
+            _ => ok(10),
+        });
+        assert_eq!(t.sent, ["a", "a", "b", "b"]);
+        assert_eq!(t.end.as_deref(), Ok("b"));
+    };
+    // b has answered some failovers (a's timeouts) lately.
     let mut r = router(&["a", "b"], priority);
     let mut now = warm(&mut r);
-    // b has answered some failovers (a's timeouts) lately.
     for _ in 0..10 {
         let t = run_call(&mut r, now, a_fails_once(ErrorClass::Timeout));
         assert_eq!(t.sent, ["a", "b"]);
         now = run_call(&mut r, t.end_at, |_, _| ok(10)).end_at;
     }
-    let t = run_call(&mut r, now, |p, n| match (p, n) {
-        ("a", _) => fail(ErrorClass::Server),
-        ("b", 3) => fail(ErrorClass::Server),
-        _ => ok(10),
-    });
-    assert_eq!(t.sent, ["a", "a", "b", "b"]);
-    assert_eq!(t.end.as_deref(), Ok("b"));
-    // The same with b cold (no call of its own lately): its single failure says little of it.
+    flap_onset(&mut r, now);
+    // b cold (no call of its own lately): its single failure says little of it.
     let mut r = router(&["a", "b"], priority);
     let now = warm(&mut r);
-    let t = run_call(&mut r, now, |p, n| match (p, n) {
-        ("a", _) => fail(ErrorClass::Server),
-        ("b", 3) => fail(ErrorClass::Server),
-        _ => ok(10),
-    });
-    assert_eq!(t.sent, ["a", "a", "b", "b"]);
-    assert_eq!(t.end.as_deref(), Ok("b"));
+    flap_onset(&mut r, now);
 }
 
 #[test]
