@@ -18,7 +18,7 @@
 # and such a build runs without most of the layout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DIR=${TARGET_DIR:-target}/release
+DIR=${CARGO_TARGET_DIR:-target}/release
 # file in the build, its list
 ARTIFACTS=("$DIR/stilts" crates/cli/hot-code.txt "$DIR/libstilts_plugin_openai.so" plugins/openai/hot-code.txt)
 # The share of listed names a build must still have: a renamed or moved hot function drops out of

@@ -34,7 +34,7 @@ pub fn lay_out(artifact: Artifact<'_>) {
     println!("cargo:rerun-if-changed=hot-code.txt");
     println!("cargo:rerun-if-env-changed=STILTS_HOT_CODE");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
-    if skipped().is_some() {
+    if !applies() {
         return;
     }
     let Ok(dir) = env::var("CARGO_MANIFEST_DIR") else {
@@ -52,27 +52,20 @@ pub fn lay_out(artifact: Artifact<'_>) {
     println!("{directive}-Wl,--no-warn-symbol-ordering");
 }
 
-/// Why the list is not given to the linker, if it is not.
-pub fn skipped() -> Option<&'static str> {
-    if env::var("STILTS_HOT_CODE").as_deref() == Ok("0") {
-        return Some("STILTS_HOT_CODE=0");
-    }
-    if env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") {
-        return Some("not x86_64-unknown-linux-gnu");
-    }
-    if env::var("PROFILE").as_deref() != Ok("release") {
-        return Some("not a release build");
-    }
-    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("linker")
-        || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
-    {
-        return Some("a linker of the user's choice");
-    }
-    if !lld_by_default(&env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned())) {
-        return Some("rustc older than 1.90 links with the system linker");
-    }
-    None
+/// Whether the list goes to the linker: a release build for `x86_64-unknown-linux-gnu`, linked by
+/// rustc's default linker (LLD from Rust 1.90), and not turned off with `STILTS_HOT_CODE=0`.
+fn applies() -> bool {
+    let off = env::var("STILTS_HOT_CODE").as_deref() == Ok("0");
+    let target = env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu");
+    let release = env::var("PROFILE").as_deref() == Ok("release");
+    let own_linker = env::var("CARGO_ENCODED_RUSTFLAGS")
+        .unwrap_or_default()
+        .contains("linker")
+        || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
+    !off && target
+        && release
+        && !own_linker
+        && lld_by_default(&env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned()))
 }
 
 /// Whether `rustc` links with LLD by default (1.90 and later on this target).
