@@ -36,6 +36,7 @@ mod breaks;
 mod budget;
 mod class;
 pub mod config;
+mod deadline_misses;
 mod ewma;
 pub mod policy;
 mod provider;

@@ -5,6 +5,7 @@ use crate::breaker::{Breaker, BreakerState};
 use crate::breaks::StreamBreaks;
 use crate::budget::RetryBudget;
 use crate::config::{PolicyKind, ProviderSettings, ValidConfig};
+use crate::deadline_misses::DeadlineMisses;
 use crate::ewma::PeakEwma;
 use crate::policy::{self, Policy, ProviderLoad};
 use crate::provider::{ProviderId, ProviderSet};
@@ -113,17 +114,21 @@ struct Health {
     refusals: Refusals,
     /// How often its streams lately broke after reaching the client (spills stream traffic).
     breaks: StreamBreaks,
+    /// How often its calls lately ran out of their deadline on it (moves traffic to a provider
+    /// that finishes in time).
+    deadline_misses: DeadlineMisses,
 }
 
 impl Health {
     /// The share of its tier's traffic (of a stream call's, when `stream`) to send to the next
-    /// tier: for its slowdown, and for a stream also for its broken streams.
+    /// tier: for its slowdown and its calls out of their deadline, and for a stream also for its
+    /// broken streams.
     fn spill(&self, stream: bool) -> f64 {
-        let slowdown = self.slowdown.spill();
+        let slow = self.slowdown.spill().max(self.deadline_misses.shun());
         if stream {
-            slowdown.max(self.breaks.spill())
+            slow.max(self.breaks.spill())
         } else {
-            slowdown
+            slow
         }
     }
 }
@@ -285,6 +290,7 @@ impl Router {
             quota: quota::QuotaLeft::default(),
             refusals: Refusals::default(),
             breaks: StreamBreaks::default(),
+            deadline_misses: DeadlineMisses::default(),
         }
     }
 
@@ -401,6 +407,7 @@ impl Router {
         };
         Call {
             deadline: now + deadline,
+            given: deadline,
             client_deadline,
             input_tokens: meta.input_tokens,
             output_tokens: meta.output_tokens,

@@ -467,3 +467,36 @@ fn a_measured_provider_s_fallback_is_hedged_only_once_it_shows_trouble() {
     r.record(&mut call, hedge, answer(5_000, 300), answered);
     r.record(&mut call, stuck, Outcome::Cancelled, answered);
 }
+
+/// A provider that slows down all at once (a brownout's onset) shows no trouble until its slowed
+/// calls time out: its attempt is still kept past the point its fallback needed, but once it has
+/// outlasted a healthy answer there (twice its longest recent one: 20 s), the fallback is hedged
+/// anyway, while the call has time left for it.
+#[test]
+fn a_measured_provider_s_fallback_is_hedged_once_its_attempt_outlasts_a_healthy_answer() {
+    let mut r = router(&["a", "b"], priority);
+    let b = ProviderId::from_index(1).unwrap();
+    let now = teach(&mut r, 60, 10_000, 1_000) + Duration::from_secs(1);
+    let mut call = r.begin(plain(30), now);
+    let Decision::Send(slowed) = r.next_attempt(&mut call, now) else {
+        panic!("no attempt");
+    };
+    let mut t = now;
+    let hedge = loop {
+        match r.next_attempt(&mut call, t) {
+            Decision::Hedge { at } if at > t => t = at,
+            Decision::Send(hedge) => break hedge,
+            other => panic!("at {:?}: {other:?}", t.saturating_since(now)),
+        }
+    };
+    let after = t.saturating_since(now);
+    assert!(
+        after > Duration::from_secs(19) && after <= Duration::from_secs(20),
+        "hedged after {after:?}"
+    );
+    assert!(hedge.provider == b && hedge.is_hedge);
+    let answered = t + Duration::from_secs(5);
+    r.record(&mut call, hedge, answer(5_000, 300), answered);
+    r.record(&mut call, slowed, Outcome::Cancelled, answered);
+    assert_eq!(r.stats(b).successes, 1);
+}

@@ -174,9 +174,10 @@ pub(super) struct FallbackHedge {
     pub(super) at: Instant,
     /// The hedge was sent.
     pub(super) hedged: bool,
-    /// The hedge goes out only once the attempt's provider shows trouble (`plain_limit.rs`):
-    /// until then its check moves on by [`FALLBACK_RECHECK`](super::plan) at a time.
-    pub(super) only_on_trouble: bool,
+    /// Until then, the hedge goes out only once the attempt's provider shows trouble
+    /// (`plain_limit.rs`): its check moves on by [`FALLBACK_RECHECK`](super::plan) at a time.
+    /// From then on the attempt has outlasted a healthy answer of its provider.
+    pub(super) trouble_only_until: Option<Instant>,
 }
 
 /// One request's routing state: what was tried, what failed, what is in flight.
@@ -185,6 +186,8 @@ pub(super) struct FallbackHedge {
 #[derive(Clone, Debug)]
 pub struct Call {
     pub(super) deadline: Instant,
+    /// The time the call was given: its deadline less its start.
+    pub(super) given: Duration,
     /// The deadline is the client's own (shorter than the route's): a timeout it causes says
     /// nothing about the provider.
     pub(super) client_deadline: bool,

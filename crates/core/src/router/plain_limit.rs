@@ -22,13 +22,15 @@
 //!
 //!    When that point comes before a healthy answer of a measured provider would be done (twice
 //!    its longest recent answer), the attempt keeps its time instead, its fallback hedged at that
-//!    point only if its provider shows trouble by then (`FallbackHedge::only_on_trouble`: its
+//!    point only if its provider shows trouble by then (`FallbackHedge::trouble_only_until`: its
 //!    breaker open or over a tenth of its recent calls failed; else looked at again every
-//!    second): a cut any later would leave the fallback less than it needs, losing the answer in
-//!    progress for one that most likely misses the deadline too
-//!    (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut at 22 s,
-//!    leaving 8 s to a fallback that needed 13). So a provider that gives long answers is not cut
-//!    for a fallback that would be no faster.
+//!    second), and at the latest once the attempt has outlasted that healthy answer: a cut any
+//!    later would leave the fallback less than it needs, losing the answer in progress for one
+//!    that most likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of
+//!    a slowed provider were cut at 22 s, leaving 8 s to a fallback that needed 13). So a
+//!    provider that gives long answers is not cut for a fallback that would be no faster, and one
+//!    that slows down all at once (a brownout's onset, before any of its calls failed) still has
+//!    its fallback started while there is time.
 //!
 //!    An unmeasured provider's fallback is hedged no earlier than twice `latency.default_ms`
 //!    (most answers of a route of short answers, which never measure a speed, are done by then),
@@ -70,10 +72,11 @@ pub(super) struct PlainLimits {
     /// healthy answer is not known yet, so the attempt is kept and the fallback started instead
     /// of a cut.
     pub(super) hedge_after: Option<Duration>,
-    /// The hedge goes out only if the provider shows trouble by then (its breaker open, or more
-    /// than a tenth of its recent calls failed): a measured provider whose healthy answers may
-    /// run longer than that point (see the module docs).
-    pub(super) hedge_only_on_trouble: bool,
+    /// Until this long after the send, the hedge goes out only if the provider shows trouble
+    /// (its breaker open, or more than a tenth of its recent calls failed): a measured provider
+    /// whose healthy answers may run longer than the hedge's point (see the module docs). From
+    /// then on the attempt has outlasted a healthy answer there, and the hedge goes out anyway.
+    pub(super) hedge_on_trouble_until: Option<Duration>,
 }
 
 impl Router {
@@ -92,7 +95,7 @@ impl Router {
         let mut limits = PlainLimits {
             timeouts: configured,
             hedge_after: None,
-            hedge_only_on_trouble: false,
+            hedge_on_trouble_until: None,
         };
         let left = call.deadline.saturating_since(now);
         let mut fallbacks = usable.minus(call.tried);
@@ -143,7 +146,7 @@ impl Router {
                 // then only if the provider shows trouble by that time (a hang shows in its other
                 // calls' timeouts); a healthy provider's long answer costs no hedge.
                 limits.hedge_after = Some(leave_at);
-                limits.hedge_only_on_trouble = true;
+                limits.hedge_on_trouble_until = Some(floor);
             }
             Some(_) => {}
         }

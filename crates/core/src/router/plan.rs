@@ -238,13 +238,14 @@ impl Router {
         }
         if let Some(f) = call.fallback_hedge.as_mut() {
             let due = !f.hedged && f.at <= now;
-            if due
-                && f.only_on_trouble
-                && configured.is_none_or(|c| c > now)
-                && self.health[f.provider.index()].breaker.has_headroom(now)
-            {
-                // The provider shows no trouble: a long answer, most likely. Look again later.
-                f.at = now + FALLBACK_RECHECK;
+            let trouble_only_until = f.trouble_only_until.filter(|&until| now < until);
+            if let Some(until) = trouble_only_until.filter(|_| {
+                due && configured.is_none_or(|c| c > now)
+                    && self.health[f.provider.index()].breaker.has_headroom(now)
+            }) {
+                // The provider shows no trouble: a long answer, most likely. Look again later,
+                // and no later than the attempt outlasts a healthy answer there.
+                f.at = (now + FALLBACK_RECHECK).min(until);
                 let next = configured.map_or(f.at, |c| c.min(f.at));
                 return if next < call.deadline {
                     Decision::Hedge { at: next }
@@ -284,6 +285,7 @@ impl Router {
             let tier = self.tier(candidates, best);
             self.spill_tier(candidates, tier, call, now).unwrap_or(tier)
         };
+        let tier = self.shun_deadline_misses(tier);
         let view = PolicyView {
             now,
             providers: &self.config.providers,
@@ -377,6 +379,20 @@ impl Router {
             && tier_fastest.mul_f64(DEADLINE_MARGIN) > left
             && next_slowest <= left
             && next_slowest < tier_fastest
+    }
+
+    /// Within a tier of several providers, for a share of the calls, the providers whose calls run
+    /// out of their deadline more often than the best one's (`deadline_misses.rs`): the share
+    /// each loses is how much more it is shunned than the best. One draw decides for all, so a
+    /// provider shunned more is left out whenever one shunned less is; the best always stays.
+    fn shun_deadline_misses(&mut self, tier: ProviderSet) -> ProviderSet {
+        let shun = |p: ProviderId| self.health[p.index()].deadline_misses.shun();
+        let best = tier.iter().map(shun).fold(f64::INFINITY, f64::min);
+        if tier.iter().all(|p| shun(p) <= best) {
+            return tier;
+        }
+        let draw = self.rng.unit();
+        tier.iter().filter(|&p| shun(p) - best <= draw).collect()
     }
 
     /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
@@ -676,7 +692,7 @@ impl Router {
                         sent: now,
                         at: now + after,
                         hedged: false,
-                        only_on_trouble: limits.hedge_only_on_trouble,
+                        trouble_only_until: limits.hedge_on_trouble_until.map(|until| now + until),
                     });
         }
         call.backoff_served = false;
@@ -735,7 +751,7 @@ impl Router {
 }
 
 /// How often a plain attempt's fallback hedge that waits for its provider to show trouble looks
-/// again (`FallbackHedge::only_on_trouble`).
+/// again (`FallbackHedge::trouble_only_until`).
 pub(super) const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 
 /// The share of a tier's traffic spilled when the route's long answers would miss their

@@ -46,6 +46,32 @@ impl Router {
         let current = index.and_then(ProviderId::from_index);
         let outcome = Self::overdue_as_timeout(call, &attempt, outcome, now);
         let stream_broke = std::mem::take(&mut call.stream_broke);
+        if let Some(i) = index.filter(|_| attempt.number == 1) {
+            // Answered in time, or still running when the call's deadline ended it. Only a call's
+            // first attempt counts: it had all of the call's time, where a failover starts with
+            // what is left. And a deadline shorter than the provider's usual latency is the
+            // client's choice, not the provider's slowness: counted, a client asking for answers
+            // in 10 ms would move everyone's traffic (as the neutral time-out below, for the
+            // breaker).
+            let usual = self.loads[i]
+                .latency
+                .estimate(now)
+                .max(self.config.latency_default);
+            let ran_out = now >= call.deadline && call.given >= usual;
+            match outcome {
+                Outcome::Success { .. } => self.health[i].deadline_misses.observe(ran_out),
+                Outcome::Failure {
+                    class: ErrorClass::Timeout,
+                    ..
+                }
+                | Outcome::Cancelled
+                    if ran_out =>
+                {
+                    self.health[i].deadline_misses.observe(true);
+                }
+                _ => {}
+            }
+        }
         match outcome {
             Outcome::Success {
                 latency,
