@@ -476,7 +476,10 @@ fn a_flowing_stream_ended_by_the_clients_own_deadline_is_not_the_providers_failu
     let stilts = named(&report, "stilts");
     assert_eq!(stilts.attempt_errors.get("timeout"), None, "{stilts:?}");
     assert_eq!(stilts.providers[0].breaker_trips, 0, "{stilts:?}");
-    assert!(stilts.providers[0].share > 0.99, "{stilts:?}");
+    // Nothing fails over: what reaches b is the deadline-miss shun trying it for a few seconds,
+    // until b is seen to miss the deadline as often as a (`deadline_misses.rs`).
+    assert!(stilts.providers[0].share > 0.95, "{stilts:?}");
+    assert_eq!(stilts.amplification, 1.0, "{stilts:?}");
     // The route's own deadline is no client's: there the cut is the provider's timeout.
     let report = run(&streams_outlasting_the_clients_deadline(3_000));
     let stilts = named(&report, "stilts");
