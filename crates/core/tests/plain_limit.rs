@@ -500,3 +500,72 @@ fn a_measured_provider_s_fallback_is_hedged_once_its_attempt_outlasts_a_healthy_
     r.record(&mut call, slowed, Outcome::Cancelled, answered);
     assert_eq!(r.stats(b).successes, 1);
 }
+
+/// A provider that answers much slower than usual (its answers queue: its slowdown spills, see
+/// `src/slowdown.rs`) is in trouble though its breaker has seen no failure: an attempt already in
+/// its queue gets its fallback hedged at the point the fallback needs to start, not only once it
+/// outlasts a healthy answer there (found on unseen worlds: a metastable retry storm with 8 s
+/// deadlines failed 314 requests, 110 with this rule).
+#[test]
+fn a_measured_provider_s_fallback_is_hedged_on_time_once_it_answers_slower_than_usual() {
+    let mut r = router(&["a", "b"], priority);
+    let a = ProviderId::from_index(0).unwrap();
+    let b = ProviderId::from_index(1).unwrap();
+    let mut now = teach(&mut r, 120, 10_000, 1_000) + Duration::from_secs(1);
+    // Half as fast for a minute: 500-token answers in 10 s. Some calls spill to b, whose answers
+    // are as long as a's usual ones: it needs more time than a's healthy answer leaves, so a's
+    // attempts are kept, and their fallback hedged only if a shows trouble.
+    for _ in 0..100 {
+        let mut call = r.begin(plain(30), now);
+        let Decision::Send(sent) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        let (ms, tokens) = if sent.provider == a {
+            (10_000, 500)
+        } else {
+            (10_000, 1_000)
+        };
+        r.record(
+            &mut call,
+            sent,
+            answer(ms, tokens),
+            now + Duration::from_millis(ms),
+        );
+        now = now + Duration::from_millis(600);
+    }
+    assert!(r.stats(b).attempts > 0, "the slowdown spilled nothing");
+    assert_eq!(r.breaker_state(a, now), stilts_core::BreakerState::Closed);
+
+    // A call that still goes to a (the rest of the spill goes to b and is answered there).
+    let (mut call, queued) = loop {
+        let mut call = r.begin(plain(30), now);
+        let Decision::Send(sent) = r.next_attempt(&mut call, now) else {
+            panic!("no attempt");
+        };
+        if sent.provider == a {
+            break (call, sent);
+        }
+        r.record(
+            &mut call,
+            sent,
+            answer(10_000, 1_000),
+            now + Duration::from_secs(10),
+        );
+        now = now + Duration::from_millis(1);
+    };
+    let planned = r.next_attempt(&mut call, now);
+    let Decision::Hedge { at: due } = planned else {
+        panic!(
+            "no fallback hedge planned: {planned:?} (limit {:?})",
+            queued.timeouts
+        );
+    };
+    assert!(due > now && due < now + Duration::from_secs(30), "{due:?}");
+    let Decision::Send(hedge) = r.next_attempt(&mut call, due) else {
+        panic!("the fallback was not hedged at its point while a answered slower than usual");
+    };
+    assert!(hedge.provider == b && hedge.is_hedge);
+    let answered = due + Duration::from_secs(3);
+    r.record(&mut call, hedge, answer(3_000, 300), answered);
+    r.record(&mut call, queued, Outcome::Cancelled, answered);
+}

@@ -23,8 +23,8 @@
 //!    When that point comes before a healthy answer of a measured provider would be done (twice
 //!    its longest recent answer), the attempt keeps its time instead, its fallback hedged at that
 //!    point only if its provider shows trouble by then (`FallbackHedge::trouble_only_until`: its
-//!    breaker open or over a tenth of its recent calls failed; else looked at again every
-//!    second), and at the latest once the attempt has outlasted that healthy answer: a cut any
+//!    breaker open or over a tenth of its recent calls failed, or its answers much slower than
+//!    usual, `slowdown.rs`; else looked at again every second), and at the latest once the attempt has outlasted that healthy answer: a cut any
 //!    later would leave the fallback less than it needs, losing the answer in progress for one
 //!    that most likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of
 //!    a slowed provider were cut at 22 s, leaving 8 s to a fallback that needed 13). So a
@@ -73,9 +73,10 @@ pub(super) struct PlainLimits {
     /// of a cut.
     pub(super) hedge_after: Option<Duration>,
     /// Until this long after the send, the hedge goes out only if the provider shows trouble
-    /// (its breaker open, or more than a tenth of its recent calls failed): a measured provider
-    /// whose healthy answers may run longer than the hedge's point (see the module docs). From
-    /// then on the attempt has outlasted a healthy answer there, and the hedge goes out anyway.
+    /// (its breaker open, more than a tenth of its recent calls failed, or its answers much
+    /// slower than usual): a measured provider whose healthy answers may run longer than the
+    /// hedge's point (see the module docs). From then on the attempt has outlasted a healthy
+    /// answer there, and the hedge goes out anyway.
     pub(super) hedge_on_trouble_until: Option<Duration>,
 }
 

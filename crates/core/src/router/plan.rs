@@ -240,8 +240,7 @@ impl Router {
             let due = !f.hedged && f.at <= now;
             let trouble_only_until = f.trouble_only_until.filter(|&until| now < until);
             if let Some(until) = trouble_only_until.filter(|_| {
-                due && configured.is_none_or(|c| c > now)
-                    && self.health[f.provider.index()].breaker.has_headroom(now)
+                due && configured.is_none_or(|c| c > now) && self.shows_no_trouble(f.provider, now)
             }) {
                 // The provider shows no trouble: a long answer, most likely. Look again later,
                 // and no later than the attempt outlasts a healthy answer there.
@@ -737,6 +736,16 @@ impl Router {
             return false;
         }
         self.misses_deadline(tier, next, call.deadline.saturating_since(now), now)
+    }
+
+    /// Whether `p` shows none of the trouble a plain attempt's fallback hedge waits for
+    /// (`FallbackHedge::trouble_only_until`): its breaker has headroom, and it answers about as
+    /// fast as usual (`slowdown.rs`). A provider queueing behind its capacity, or in a brownout,
+    /// answers slower long before its breaker sees a failure, and an attempt already in its
+    /// queue is not helped by the spill that keeps new calls away.
+    fn shows_no_trouble(&mut self, p: ProviderId, now: Instant) -> bool {
+        let health = &mut self.health[p.index()];
+        health.breaker.has_headroom(now) && health.slowdown.spill() == 0.0
     }
 
     /// Whether `p` has room for one more attempt free of the retry budget: its breaker shows
