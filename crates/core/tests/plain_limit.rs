@@ -569,3 +569,61 @@ fn a_measured_provider_s_fallback_is_hedged_on_time_once_it_answers_slower_than_
     r.record(&mut call, hedge, answer(3_000, 300), answered);
     r.record(&mut call, queued, Outcome::Cancelled, answered);
 }
+
+/// A fallback hedge the retry budget refuses when it is due (an idle fallback takes one free
+/// attempt at a time until it answers, and the budget is spent) is looked at again a second
+/// later, while the call has time, instead of leaving the call to its stuck attempt: at a spike's
+/// onset the fallback vouches for more within seconds (found on unseen worlds: a metastable retry
+/// storm with 8 s deadlines lost its onset's queued calls to the deadline).
+#[test]
+fn a_fallback_hedge_the_budget_refuses_is_looked_at_again_while_there_is_time() {
+    let mut r = router(&["a", "b"], |c| {
+        c.policy = stilts_core::PolicyKind::Priority;
+        c.budget.ratio = Some(0.0);
+        c.budget.min_per_second = Some(0.0);
+    });
+    let b = ProviderId::from_index(1).unwrap();
+    let now = Instant::ZERO;
+    // Two calls on a cold a: both are due to hedge to b at half the time left, 5 s.
+    let mut first = r.begin(plain(10), now);
+    let mut second = r.begin(plain(10), now);
+    let Decision::Send(first_a) = r.next_attempt(&mut first, now) else {
+        panic!("no attempt");
+    };
+    let Decision::Send(second_a) = r.next_attempt(&mut second, now) else {
+        panic!("no attempt");
+    };
+    let due = now + Duration::from_secs(5);
+    assert_eq!(r.next_attempt(&mut first, now), Decision::Hedge { at: due });
+    assert_eq!(
+        r.next_attempt(&mut second, now),
+        Decision::Hedge { at: due }
+    );
+    // b is idle: the first hedge is free; the second would need the budget, which has nothing.
+    let Decision::Send(first_b) = r.next_attempt(&mut first, due) else {
+        panic!("the first hedge did not go out");
+    };
+    assert!(first_b.provider == b && first_b.is_hedge);
+    let again = due + Duration::from_secs(1);
+    assert_eq!(
+        r.next_attempt(&mut second, due),
+        Decision::Hedge { at: again },
+        "a refused fallback hedge is not looked at again"
+    );
+    // b answers the first call by then, and vouches for the second hedge.
+    let answered = due + Duration::from_millis(800);
+    r.record(&mut first, first_b, answer(800, 100), answered);
+    r.record(&mut first, first_a, Outcome::Cancelled, answered);
+    let Decision::Send(second_b) = r.next_attempt(&mut second, again) else {
+        panic!("the second hedge did not go out once b answered");
+    };
+    assert!(second_b.provider == b && second_b.is_hedge);
+    let done = again + Duration::from_millis(800);
+    r.record(&mut second, second_b, answer(800, 100), done);
+    r.record(&mut second, second_a, Outcome::Cancelled, done);
+    assert!(matches!(
+        r.next_attempt(&mut second, done),
+        Decision::Done { .. }
+    ));
+    assert_eq!(r.stats(b).successes, 2);
+}

@@ -253,25 +253,50 @@ impl Router {
                 };
             }
         }
+        let for_fallback = fallback.is_some_and(|due| due <= now);
         let (available, _) = self.available(call, now);
         let untried = available.minus(call.tried);
         let Some(p) = self.choose(untried, call, now) else {
-            return Decision::Pending;
+            return self.recheck_fallback(call, for_fallback, now);
         };
-        let for_fallback = fallback.is_some_and(|due| due <= now);
         let kind = if for_fallback {
             SendKind::FallbackHedge
         } else {
             SendKind::Hedge
         };
-        let decision = self.send(call, p, kind, available, now);
-        if let Decision::Send(_) = decision {
-            call.hedged = true;
-            if let Some(f) = call.fallback_hedge.as_mut().filter(|_| for_fallback) {
-                f.hedged = true;
+        match self.send(call, p, kind, available, now) {
+            Decision::Send(attempt) => {
+                call.hedged = true;
+                if let Some(f) = call.fallback_hedge.as_mut().filter(|_| for_fallback) {
+                    f.hedged = true;
+                }
+                Decision::Send(attempt)
             }
+            Decision::Pending => self.recheck_fallback(call, for_fallback, now),
+            other => other,
         }
-        decision
+    }
+
+    /// A fallback hedge that is due but could not go out now (no fallback available, or the
+    /// retry budget refused it): look again a moment later, while the fallback would still have
+    /// the cold floor of twice `latency.default_ms` before the deadline. At a spike's onset an
+    /// idle fallback takes one free attempt at a time until it answers, and the budget is spent
+    /// on the rest, so a refusal is often over within a second or two; without a second look the
+    /// call waited for its stuck attempt to run into the deadline. A later hedge would leave the
+    /// fallback too little time to be worth a token of the budget.
+    fn recheck_fallback(&self, call: &mut Call, for_fallback: bool, now: Instant) -> Decision {
+        let at = now + FALLBACK_RECHECK;
+        let cold_floor = self
+            .config
+            .latency_default
+            .saturating_mul(super::plain_limit::SPEED_MARGIN);
+        match call.fallback_hedge.as_mut() {
+            Some(f) if for_fallback && at + cold_floor <= call.deadline => {
+                f.at = at;
+                Decision::Hedge { at }
+            }
+            _ => Decision::Pending,
+        }
     }
 
     /// Picks from `candidates` within the best preference tier, or within the next one for the
