@@ -24,12 +24,12 @@
 //!    its longest recent answer), the attempt keeps its time instead, its fallback hedged at that
 //!    point only if its provider shows trouble by then (`FallbackHedge::trouble_only_until`: its
 //!    breaker open or over a tenth of its recent calls failed, or its answers much slower than
-//!    usual, `slowdown.rs`; else looked at again every second), and at the latest once the attempt has outlasted that healthy answer: a cut any
-//!    later would leave the fallback less than it needs, losing the answer in progress for one
-//!    that most likely misses the deadline too (`openai-2026-06-03-spurious-429`: 24 s answers of
-//!    a slowed provider were cut at 22 s, leaving 8 s to a fallback that needed 13). So a
-//!    provider that gives long answers is not cut for a fallback that would be no faster, and one
-//!    that slows down all at once (a brownout's onset, before any of its calls failed) still has
+//!    usual, `slowdown.rs`; else looked at again every second), and at the latest once the
+//!    attempt has outlasted that healthy answer: a cut any later would leave the fallback less
+//!    than it needs, losing the answer in progress for one that most likely misses the deadline
+//!    too (`openai-2026-06-03-spurious-429`: 24 s answers of a slowed provider were cut at 22 s,
+//!    leaving 8 s to a fallback that needed 13). So a provider that gives long answers is not
+//!    cut for a fallback that would be no faster, and one that slows down all at once (a brownout's onset, before any of its calls failed) still has
 //!    its fallback started while there is time.
 //!
 //!    An unmeasured provider's fallback is hedged no earlier than twice `latency.default_ms`

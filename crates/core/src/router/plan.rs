@@ -174,8 +174,9 @@ impl Router {
     /// best tier among the available providers, better than every untried one, this call tried it
     /// and it failed loudly (not a timeout: a silent provider costs a whole wait; not a 429, whose
     /// own rule decides), its breaker is closed and it still answers most of its calls (a retry
-    /// is more likely than not to succeed, at the preferred tier's price), the call has retries of it left (`retry.preferred_retries`), and the budget can
-    /// pay for the retry (else the free failover to a provider with headroom is the better use).
+    /// is more likely than not to succeed, at the preferred tier's price), the call has retries
+    /// of it left (`retry.preferred_retries`), and the budget can pay for the retry (else the
+    /// free failover to a provider with headroom is the better use).
     fn preferred_worth_retrying(
         &mut self,
         call: &Call,
