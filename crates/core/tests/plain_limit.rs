@@ -578,7 +578,7 @@ fn a_measured_provider_s_fallback_is_hedged_on_time_once_it_answers_slower_than_
 #[test]
 fn a_fallback_hedge_the_budget_refuses_is_looked_at_again_while_there_is_time() {
     let mut r = router(&["a", "b"], |c| {
-        c.policy = stilts_core::PolicyKind::Priority;
+        priority(c);
         c.budget.ratio = Some(0.0);
         c.budget.min_per_second = Some(0.0);
     });

@@ -101,7 +101,7 @@ impl Router {
         let left = call.deadline.saturating_since(now);
         let mut fallbacks = usable.minus(call.tried);
         fallbacks.remove(p);
-        let cold_floor = self.config.latency_default.saturating_mul(SPEED_MARGIN);
+        let cold_floor = self.cold_floor();
         if call.stream {
             // A stream's first token, not its whole answer, says it is alive: hedge the fallback
             // once it is due, no earlier than the cold floor, if the first token has not come by
@@ -152,6 +152,12 @@ impl Router {
             Some(_) => {}
         }
         limits
+    }
+
+    /// The least time an attempt on an unmeasured provider is given before its fallback is
+    /// hedged: twice `latency.default_ms`.
+    pub(super) fn cold_floor(&self) -> Duration {
+        self.config.latency_default.saturating_mul(SPEED_MARGIN)
     }
 
     /// What the fastest of `fallbacks` needs for this call's answer, of the `left` time: its

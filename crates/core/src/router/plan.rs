@@ -287,10 +287,7 @@ impl Router {
     /// fallback too little time to be worth a token of the budget.
     fn recheck_fallback(&self, call: &mut Call, for_fallback: bool, now: Instant) -> Decision {
         let at = now + FALLBACK_RECHECK;
-        let cold_floor = self
-            .config
-            .latency_default
-            .saturating_mul(super::plain_limit::SPEED_MARGIN);
+        let cold_floor = self.cold_floor();
         match call.fallback_hedge.as_mut() {
             Some(f) if for_fallback && at + cold_floor <= call.deadline => {
                 f.at = at;
