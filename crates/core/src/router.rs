@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::{attempt::Attempt, class::ErrorClass};
 
 mod call;
+mod deadline;
 mod plain_limit;
 mod plan;
 pub mod quota;

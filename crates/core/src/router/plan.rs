@@ -308,6 +308,7 @@ impl Router {
             self.spill_tier(candidates, tier, call, now).unwrap_or(tier)
         };
         let tier = self.shun_deadline_misses(tier);
+        let tier = self.fit_time_left(tier, call, now);
         let view = PolicyView {
             now,
             providers: &self.config.providers,
@@ -358,63 +359,6 @@ impl Router {
             return None;
         }
         Some(next)
-    }
-
-    /// Whether the route's longest recent answer, at the recent pace (`speed.rs`), would take
-    /// longer than `left` at every provider of `tier` and not at any of `next`, every one of
-    /// which is faster at it than every one of `tier`. The router cannot tell which call will be
-    /// the long one, so under this the whole tier's traffic is at risk of the deadline; the check
-    /// needs every provider of both tiers measured, so an unmeasured fallback is not taken for a
-    /// faster one. A slower next tier is never the way out, even where its time fits and the
-    /// tier's only misses by its margin: it would put the long answers at more risk, not less.
-    fn misses_deadline(
-        &self,
-        tier: ProviderSet,
-        next: ProviderSet,
-        left: Duration,
-        now: Instant,
-    ) -> bool {
-        let longest = self
-            .health
-            .iter()
-            .map(|h| h.speed.longest_tokens(now))
-            .fold(0.0, f64::max);
-        if longest < f64::from(DEADLINE_MIN_TOKENS) {
-            return false;
-        }
-        let time = |p: ProviderId| self.health[p.index()].speed.recent_answer_time(longest);
-        let slowest = |set: ProviderSet| {
-            set.iter()
-                .map(time)
-                .try_fold(Duration::ZERO, |worst, t| t.map(|t| worst.max(t)))
-        };
-        let fastest = |set: ProviderSet| {
-            set.iter()
-                .map(time)
-                .try_fold(Duration::MAX, |best, t| t.map(|t| best.min(t)))
-        };
-        let (Some(tier_fastest), Some(next_slowest)) = (fastest(tier), slowest(next)) else {
-            return false;
-        };
-        !tier.is_empty()
-            && !next.is_empty()
-            && tier_fastest.mul_f64(DEADLINE_MARGIN) > left
-            && next_slowest <= left
-            && next_slowest < tier_fastest
-    }
-
-    /// Within a tier of several providers, for a share of the calls, the providers whose calls run
-    /// out of their deadline more often than the best one's (`deadline_misses.rs`): the share
-    /// each loses is how much more it is shunned than the best. One draw decides for all, so a
-    /// provider shunned more is left out whenever one shunned less is; the best always stays.
-    fn shun_deadline_misses(&mut self, tier: ProviderSet) -> ProviderSet {
-        let shun = |p: ProviderId| self.health[p.index()].deadline_misses.shun();
-        let best = tier.iter().map(shun).fold(f64::INFINITY, f64::min);
-        if tier.iter().all(|p| shun(p) <= best) {
-            return tier;
-        }
-        let draw = self.rng.unit();
-        tier.iter().filter(|&p| shun(p) - best <= draw).collect()
     }
 
     /// Lower is preferred. Under `priority` the config order ranks providers of the same tier.
@@ -789,12 +733,3 @@ pub(super) const FALLBACK_RECHECK: Duration = Duration::from_secs(1);
 /// The share of a tier's traffic spilled when the route's long answers would miss their
 /// deadline there (the rest keeps the tier measured, so the traffic comes back when it is fast).
 const DEADLINE_SPILL: f64 = 0.99;
-
-/// How much longer than its fitted time an answer may take (the wait for its first token varies
-/// most): a tier is at risk of the deadline when its fitted time for the route's longest answer,
-/// this much longer, would miss it.
-const DEADLINE_MARGIN: f64 = 1.25;
-
-/// Answers shorter than this are not judged against a deadline (a route of short answers that
-/// still misses it is a stuck provider, which the breaker and the attempt limits handle).
-const DEADLINE_MIN_TOKENS: u32 = 64;
