@@ -8,7 +8,8 @@
 #   one request on /healthz, and are stopped.
 # - `cargo test` lines are left to CI's own test step, `scripts/replay-gate.sh` to its replay step; docs/plugins.md is run, file by file, by
 #   crates/cli/tests/plugin_new.rs. `cargo bench` lines run each benchmark once (criterion's
-#   `--test` mode): CI checks that they work, scripts/bench-*.sh measure.
+#   `--test` mode): CI checks that they work, scripts/bench-*.sh measure. `simulator/bench.sh`
+#   without arguments simulates one hour per config instead of a day, for the same reason.
 # - Files a command writes are removed afterwards: new untracked files in the repository, and a
 #   `--dir` outside it.
 set -euo pipefail
@@ -32,11 +33,13 @@ run_line() { # $1 = doc, $2 = the command line
   case "$line" in
     "cargo bench"*" -- "*) line="$line --test" ;;
     "cargo bench"*) line="$line -- --test" ;;
+    "simulator/bench.sh") line="simulator/bench.sh 1" ;;
   esac
   for dir in $(printf '%s\n' "$line" | grep -oE -- '--dir [^ ]+' | awk '{print $2}'); do
     case "$dir" in ../*|/*) [ -e "$dir" ] || cleanup+=("$dir") ;; esac
   done
   echo "+ [$doc] $line"
+  local started=$SECONDS
   if printf '%s' "$line" | grep -qE -- '(^| )serve( |$)'; then
     local log="$work/serve.log" pid addr="" health
     bash -c "exec $line" >"$log" 2>&1 &
@@ -63,6 +66,7 @@ run_line() { # $1 = doc, $2 = the command line
     fi
     tail -n 2 "$work/out.log" | sed 's/^/  /'
   fi
+  echo "  ($((SECONDS - started)) s)"
   ran=$((ran + 1))
 }
 
