@@ -10,9 +10,6 @@ use common::*;
 use std::time::Duration;
 use stilts_core::{Decision, ErrorClass, Instant, Outcome, PolicyKind, RequestMeta, Router, Usage};
 
-/// How long provider `name` takes for an answer of `tokens` output tokens: `fast` and `quick`
-/// start in 0.2 s and write 250 tokens a second, `slow` starts in 0.3 s and writes 50 a second,
-/// `slower` starts in 0.8 s and writes 25 a second.
 /// A request without `max_tokens`, as the drivers describe it.
 const UNBOUNDED: RequestMeta = RequestMeta {
     input_tokens: 100,
@@ -21,6 +18,9 @@ const UNBOUNDED: RequestMeta = RequestMeta {
     deadline: None,
 };
 
+/// How long provider `name` takes for an answer of `tokens` output tokens: `fast` and `quick`
+/// start in 0.2 s and write 250 tokens a second, `slow` starts in 0.3 s and writes 50 a second,
+/// `slower` starts in 0.8 s and writes 25 a second.
 fn answer_time(name: &str, tokens: u64) -> Duration {
     match name {
         "slow" => Duration::from_millis(300 + 20 * tokens),
